@@ -1,0 +1,93 @@
+//! The command line, as clap structs. Nothing else lives here: the commands
+//! are carried out in `crate::cmd`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "migrate", version, about = "Container checkpoint/restore and live migration")]
+pub struct Cli {
+    /// Directory holding all state: containers, logs, images. Two roots on
+    /// one machine never share anything.
+    #[arg(long, global = true, default_value = crate::runtime::DEFAULT_ROOT, env = "MIGRATE_ROOT")]
+    pub root: PathBuf,
+
+    /// More detail on stderr (-v, -vv).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a container in new PID, mount, UTS, IPC, network, cgroup and time namespaces.
+    Run(RunArgs),
+    /// List containers.
+    Ps {
+        /// Print a JSON array of objects instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a container's log (its stdout and stderr).
+    Logs {
+        name: String,
+        /// Keep printing what the container writes, until it stops.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Run a command inside a running container.
+    Exec {
+        name: String,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Freeze every process of a container (cgroup.freeze).
+    Freeze { name: String },
+    /// Thaw a frozen container.
+    Thaw { name: String },
+    /// Stop containers and remove their cgroup and state.
+    Rm {
+        /// Kill at once with SIGKILL instead of SIGTERM and a grace period.
+        #[arg(short, long)]
+        force: bool,
+        /// Seconds to wait after SIGTERM before SIGKILL.
+        #[arg(short, long, default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Show what migrate does, on a sample container, with no other input.
+    Demo,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Run in the background; output goes to the container's log.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// The container's name (also its default hostname).
+    #[arg(long)]
+    pub name: String,
+    /// Hostname inside the container (default: the name).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Directory to use as the container's root filesystem (pivot_root).
+    #[arg(long)]
+    pub rootfs: Option<PathBuf>,
+    /// Run a small built-in init as PID 1 that reaps zombies and forwards SIGTERM/SIGINT.
+    #[arg(long)]
+    pub init: bool,
+    /// CPU limit in CPUs (cpu.max), e.g. 0.5.
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Memory limit (memory.max): bytes, or with a K, M or G suffix.
+    #[arg(long, value_parser = crate::cgroup::parse_bytes)]
+    pub memory: Option<u64>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}

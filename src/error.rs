@@ -1,0 +1,22 @@
+//! The crate's top-level error: one variant per module, each carrying that
+//! module's own context. Its Display is the one line a user sees.
+
+use crate::{cgroup, runtime};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Runtime(#[from] runtime::Error),
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::Error),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("demo failed: {0}")]
+    Demo(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,18 @@
+//! migrate: container checkpoint/restore and live migration.
+//!
+//! One library with a thin binary. `cli` holds the clap structs, `cmd`
+//! carries out each subcommand and renders what the library reports; the
+//! rest never prints. All `unsafe` code lives in `sys`.
+
+#![deny(unsafe_code)]
+
+pub mod cgroup;
+pub mod cli;
+pub mod cmd;
+pub mod error;
+pub mod net;
+pub mod runtime;
+#[allow(unsafe_code)]
+pub mod sys;
+
+pub use error::{Error, Result};

@@ -1,0 +1,253 @@
+//! Every raw syscall that the safe wrappers in `nix` do not cover, and every
+//! `unsafe` block of the crate. Each block carries a `// SAFETY:` comment.
+//!
+//! Functions here are thin: they take and return plain Rust types and report
+//! failures as [`Errno`]. Context (which pid, which phase) is added by the
+//! callers, in their own error enums.
+
+use std::ffi::CStr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+pub use nix::errno::Errno;
+use nix::unistd::Pid;
+
+/// The result of [`clone3`] or [`fork`]: which side of the fork we are on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forked {
+    /// In the parent; the child's PID as the parent sees it.
+    Parent(Pid),
+    /// In the child.
+    Child,
+}
+
+/// The host's /proc, opened on first use and kept: after a process joins a
+/// container's mount namespace, its "/proc" may belong to another PID
+/// namespace. The host's procfs resolves "self" for a process of any
+/// descendant PID namespace. (The container's init closes all descriptors
+/// after its only fork, this one included, and forks no more.)
+fn host_proc() -> Option<BorrowedFd<'static>> {
+    static PROC: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
+    PROC.get_or_init(|| {
+        nix::fcntl::open(
+            "/proc",
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()
+    })
+    .as_ref()
+    .map(|fd| fd.as_fd())
+}
+
+/// The number of threads of the calling process, from /proc/self/status.
+pub fn thread_count() -> usize {
+    let status = host_proc().and_then(|proc| {
+        nix::fcntl::openat(
+            proc,
+            "self/status",
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()
+    });
+    let mut text = String::new();
+    if let Some(fd) = status {
+        use std::io::Read;
+        let _ = std::fs::File::from(fd).read_to_string(&mut text);
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(usize::MAX)
+}
+
+fn ensure_single_threaded() -> Result<(), Errno> {
+    if thread_count() == 1 {
+        Ok(())
+    } else {
+        // Forking a multi-threaded process leaves locks held by other
+        // threads locked forever in the child.
+        Err(Errno::EDEADLK)
+    }
+}
+
+/// The arguments of clone3(2), laid out as the kernel expects them
+/// (`struct clone_args`, version 2, 88 bytes).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// clone3 flag: start the child in the cgroup given by `cgroup`
+/// (linux/sched.h; libc's constant is an i32 that overflows).
+pub const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Options for [`clone3`].
+#[derive(Debug, Default)]
+pub struct CloneOpts<'a> {
+    /// CLONE_* flags (namespaces and the like). CLONE_INTO_CGROUP is added
+    /// when `cgroup` is set.
+    pub flags: u64,
+    /// Place the child in this cgroup v2 directory from its first instruction.
+    pub cgroup: Option<BorrowedFd<'a>>,
+    /// PIDs to give the child, innermost PID namespace first (set_tid).
+    pub set_tid: &'a [libc::pid_t],
+}
+
+/// clone3(2) without CLONE_VM: a fork that can create namespaces, choose the
+/// child's PIDs and place it in a cgroup. The child gets SIGCHLD as its exit
+/// signal.
+///
+/// Fails with EDEADLK if the calling process has more than one thread.
+pub fn clone3(opts: &CloneOpts<'_>) -> Result<Forked, Errno> {
+    ensure_single_threaded()?;
+    let mut args = CloneArgs {
+        flags: opts.flags,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    if let Some(fd) = opts.cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = fd.as_raw_fd() as u64;
+    }
+    if !opts.set_tid.is_empty() {
+        args.set_tid = opts.set_tid.as_ptr() as u64;
+        args.set_tid_size = opts.set_tid.len() as u64;
+    }
+    // SAFETY: `args` is a valid clone_args of the size we pass and outlives
+    // the call; `set_tid` points into a live slice of `set_tid_size` pids.
+    // Without CLONE_VM the child runs on a copy-on-write copy of our memory,
+    // exactly as after fork(2), and we checked that we are single-threaded,
+    // so no lock can be held by a thread that does not exist in the child.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match ret {
+        -1 => Err(Errno::last()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(Pid::from_raw(pid as libc::pid_t))),
+    }
+}
+
+/// fork(2), refused (EDEADLK) when the process has more than one thread.
+pub fn fork() -> Result<Forked, Errno> {
+    ensure_single_threaded()?;
+    // SAFETY: we checked that the process is single-threaded, so the child
+    // can run arbitrary code: no other thread held a lock at the fork.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Forked::Parent(child)),
+        nix::unistd::ForkResult::Child => Ok(Forked::Child),
+    }
+}
+
+/// pidfd_open(2): a file descriptor that refers to the process `pid`.
+pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
+    // SAFETY: pidfd_open takes two integers and returns a new fd or -1.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if ret < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+/// Marks every descriptor from `first` upwards close-on-exec.
+pub fn cloexec_from(first: RawFd) -> Result<(), Errno> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes descriptor
+    // flags; it closes nothing that Rust code might still own.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// Restores every signal's default disposition and unblocks all signals:
+/// the state a freshly exec'ed program expects.
+pub fn reset_signals() -> Result<(), Errno> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in Signal::iterator() {
+        if sig == Signal::SIGKILL || sig == Signal::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL can not run any handler code.
+        unsafe { sigaction(sig, &dfl) }?;
+    }
+    nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+}
+
+/// Ends the calling process at once, without running destructors or atexit
+/// handlers: the right way out of a forked child that must not flush the
+/// parent's buffers.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
+}
+
+/// A file descriptor of the calling process, borrowed by number. Only for
+/// the standard descriptors 0, 1 and 2, which are open in every process we
+/// start.
+pub fn stdio_fd(fd: RawFd) -> BorrowedFd<'static> {
+    assert!((0..=2).contains(&fd), "stdio_fd takes 0, 1 or 2");
+    // SAFETY: descriptors 0-2 are open for the whole life of our processes
+    // (the runtime points them at /dev/null or a log, never closes them).
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+/// Converts a path or argument to a C string, mapping an interior NUL to
+/// EINVAL.
+pub fn cstring(s: &str) -> Result<std::ffi::CString, Errno> {
+    std::ffi::CString::new(s).map_err(|_| Errno::EINVAL)
+}
+
+/// execvp(3), for the child side of a fork. Returns only on failure.
+pub fn execvp(argv: &[std::ffi::CString]) -> Errno {
+    let Some(file) = argv.first() else {
+        return Errno::EINVAL;
+    };
+    let args: Vec<&CStr> = argv.iter().map(|a| a.as_c_str()).collect();
+    match nix::unistd::execvp(file, &args) {
+        Err(e) => e,
+        Ok(never) => match never {},
+    }
+}
+
+/// Closes every descriptor from `first` upwards.
+///
+/// Only for a forked child that runs no other Rust code owning those
+/// descriptors afterwards (the container's init after it forked the
+/// command): an `OwnedFd` for a closed number must never be used again.
+pub fn close_from(first: RawFd) -> Result<(), Errno> {
+    // SAFETY: see the contract above; the caller owns no live handle to any
+    // descriptor at or above `first` that it will use after this call.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, 0) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
