@@ -1,1 +1,5 @@
+//! Integration tests: real containers, as root. Each test uses its own
+//! state root and removes everything it created when it ends, pass or fail.
 
+mod common;
+mod runtime;
