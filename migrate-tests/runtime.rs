@@ -22,7 +22,10 @@ fn namespaces_are_distinct_from_the_host() -> Result<()> {
     let pid = root.run_d("c", &[], &["sleep", "100"])?.to_string();
     for kind in NAMESPACES {
         let (inside, host) = (ns(&pid, kind), ns("self", kind));
-        ensure!(!inside.is_empty() && inside != host, "{kind}: container {inside} vs host {host}");
+        ensure!(
+            !inside.is_empty() && inside != host,
+            "{kind}: container {inside} vs host {host}"
+        );
     }
     // Its cgroup namespace is rooted at its own cgroup.
     let cg = root.ok(&["exec", "c", "--", "cat", "/proc/self/cgroup"])?;
@@ -61,7 +64,9 @@ fn freeze_stops_progress_and_thaw_resumes_it() -> Result<()> {
     root.ok(&["freeze", "c"])?; // freezing twice is fine
     root.ok(&["thaw", "c"])?;
     ensure!(root.status("c")? == "running");
-    wait_until(Duration::from_secs(5), "ticks after thaw", || last_tick(&root.log("c")) >= at + 3)?;
+    wait_until(Duration::from_secs(5), "ticks after thaw", || {
+        last_tick(&root.log("c")) >= at + 3
+    })?;
     Ok(())
 }
 
@@ -71,7 +76,12 @@ fn exec_lands_in_the_same_namespaces() -> Result<()> {
     let pid = root.run_d("c", &[], &["sleep", "100"])?.to_string();
     for kind in NAMESPACES {
         let inside = root.ok(&["exec", "c", "--", "readlink", &format!("/proc/self/ns/{kind}")])?;
-        ensure!(inside.trim() == ns(&pid, kind), "{kind}: exec {} vs container {}", inside.trim(), ns(&pid, kind));
+        ensure!(
+            inside.trim() == ns(&pid, kind),
+            "{kind}: exec {} vs container {}",
+            inside.trim(),
+            ns(&pid, kind)
+        );
     }
     // Its PID is inside the container's PID namespace, and it sees the
     // container's processes only.
@@ -79,7 +89,10 @@ fn exec_lands_in_the_same_namespaces() -> Result<()> {
     let mut it = out.lines();
     let own: i32 = it.next().unwrap_or("").parse()?;
     let count: i32 = it.next().unwrap_or("").parse()?;
-    ensure!(own > 1 && own < 100 && count <= 5, "exec saw pid {own}, {count} processes");
+    ensure!(
+        own > 1 && own < 100 && count <= 5,
+        "exec saw pid {own}, {count} processes"
+    );
     // The exit status comes through; a missing program is a clear error.
     let st = root.cmd(&["exec", "c", "--", "sh", "-c", "exit 3"]);
     ensure!(st.status.code() == Some(3));
@@ -110,7 +123,11 @@ fn rm_stops_gracefully_through_init() -> Result<()> {
     let start = std::time::Instant::now();
     root.ok(&["rm", "c"])?;
     // The init forwards SIGTERM, so rm does not wait out its grace period.
-    ensure!(start.elapsed() < Duration::from_secs(5), "rm took {:?}", start.elapsed());
+    ensure!(
+        start.elapsed() < Duration::from_secs(5),
+        "rm took {:?}",
+        start.elapsed()
+    );
     ensure!(root.ps()?.is_empty());
     Ok(())
 }
@@ -134,7 +151,10 @@ fn two_roots_run_containers_of_the_same_name() -> Result<()> {
 
 /// Zombie children of `pid` after orphans had time to exit.
 fn zombies_under(pid: i32) -> Vec<i32> {
-    children(pid).into_iter().filter(|c| proc_state(*c) == Some('Z')).collect()
+    children(pid)
+        .into_iter()
+        .filter(|c| proc_state(*c) == Some('Z'))
+        .collect()
 }
 
 #[test]
@@ -186,7 +206,10 @@ fn rootfs_pivots_into_a_directory() -> Result<()> {
     for want in ["bin", "dev", "proc", "sys", "null", "urandom", "pts"] {
         ensure!(out.lines().any(|l| l == want), "{want} missing in: {out}");
     }
-    ensure!(!out.lines().any(|l| l == "etc" || l == "usr"), "host root visible: {out}");
+    ensure!(
+        !out.lines().any(|l| l == "etc" || l == "usr"),
+        "host root visible: {out}"
+    );
     Ok(())
 }
 
@@ -201,7 +224,12 @@ fn one_line_error(out: &std::process::Output) -> Result<String> {
 #[test]
 fn bad_input_gets_a_clear_error_and_nothing_is_left() -> Result<()> {
     let root = TestRoot::new("errors");
-    for args in [&["freeze", "nope"][..], &["exec", "nope", "--", "true"], &["rm", "nope"], &["logs", "nope"]] {
+    for args in [
+        &["freeze", "nope"][..],
+        &["exec", "nope", "--", "true"],
+        &["rm", "nope"],
+        &["logs", "nope"],
+    ] {
         let err = one_line_error(&root.cmd(args))?;
         ensure!(err.contains("no container named nope"), "{err}");
     }
@@ -225,7 +253,9 @@ fn bad_input_gets_a_clear_error_and_nothing_is_left() -> Result<()> {
 
     // A container whose process died is stopped; its name is free again.
     let pid = root.run_d("gone", &[], &["true"])?;
-    wait_until(Duration::from_secs(5), "stopped", || root.status("gone").ok().as_deref() == Some("stopped"))?;
+    wait_until(Duration::from_secs(5), "stopped", || {
+        root.status("gone").ok().as_deref() == Some("stopped")
+    })?;
     ensure!(!alive(pid) || root.status("gone")? == "stopped");
     let err = one_line_error(&root.cmd(&["exec", "gone", "--", "true"]))?;
     ensure!(err.contains("stopped"), "{err}");
