@@ -1,7 +1,7 @@
 //! The crate's top-level error: one variant per module, each carrying that
 //! module's own context. Its Display is the one line a user sees.
 
-use crate::{cgroup, runtime};
+use crate::{cgroup, engine, image, runtime};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -15,6 +15,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Engine(#[from] engine::Error),
+    #[error(transparent)]
+    Image(#[from] image::Error),
+    #[error("{0}")]
+    Usage(String),
     #[error("demo failed: {0}")]
     Demo(String),
 }

@@ -9,7 +9,10 @@
 pub mod cgroup;
 pub mod cli;
 pub mod cmd;
+pub mod engine;
 pub mod error;
+pub mod image;
+pub mod kinds;
 pub mod net;
 pub mod runtime;
 #[allow(unsafe_code)]

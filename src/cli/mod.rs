@@ -60,6 +60,52 @@ pub enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Save a container to an image directory (and stop it, unless --leave-running).
+    Checkpoint {
+        name: String,
+        /// Image directory to write.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Keep the container running after the checkpoint.
+        #[arg(long)]
+        leave_running: bool,
+        /// Page compression: a zstd level (-7..19) or `none`.
+        #[arg(long, default_value = "1")]
+        compress: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring a container back from an image directory.
+    Restore {
+        /// Image directory to read.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Restore under this name instead of the image's.
+        #[arg(long)]
+        name: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Checkpoint a container into its own state directory and stop it.
+    Suspend {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a suspended container.
+    Resume {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what an image holds, without restoring it.
+    Inspect {
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what migrate does, on a sample container, with no other input.
     Demo,
 }

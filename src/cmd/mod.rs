@@ -2,6 +2,7 @@
 //! reports. This is the only layer that prints.
 
 mod demo;
+mod image;
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::time::Duration;
@@ -34,6 +35,17 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
+        Command::Checkpoint {
+            name,
+            dir,
+            leave_running,
+            compress,
+            json,
+        } => image::checkpoint_cmd(&root()?, &name, &dir, leave_running, &compress, json),
+        Command::Restore { dir, name, json } => image::restore_cmd(&root()?, &dir, name, json),
+        Command::Suspend { name, json } => image::suspend_cmd(&root()?, &name, json),
+        Command::Resume { name, json } => image::resume_cmd(&root()?, &name, json),
+        Command::Inspect { dir, json } => image::inspect_cmd(&dir, json),
         Command::Demo => demo::run(),
     }
 }

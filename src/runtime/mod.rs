@@ -12,7 +12,7 @@
 
 mod exec;
 mod init;
-mod spawn;
+pub(crate) mod spawn;
 pub mod state;
 
 use std::ffi::CString;
@@ -181,6 +181,83 @@ impl Root {
     }
 
     /// Takes the root's lock (blocking) for the life of the returned guard.
+    pub(crate) fn lock_state(&self) -> Result<Flock<File>> {
+        self.lock()
+    }
+
+    /// Writes a container's record.
+    pub(crate) fn save_state(&self, st: &ContainerState) -> Result<()> {
+        let dir = self.container_dir(&st.name);
+        std::fs::create_dir_all(&dir).map_err(|source| Error::StateIo {
+            path: dir.clone(),
+            op: "create",
+            source,
+        })?;
+        st.save(&self.state_path(&st.name))
+    }
+
+    /// Opens (creating) a container's log for appending.
+    pub(crate) fn open_log(&self, name: &str) -> Result<std::os::fd::OwnedFd> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = self.container_dir(name);
+        let path = self.log_path(name);
+        let io = |op| {
+            let path = path.clone();
+            move |source| Error::StateIo { path, op, source }
+        };
+        std::fs::create_dir_all(&dir).map_err(io("create"))?;
+        let f = File::options()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .open(&path)
+            .map_err(io("open log"))?;
+        Ok(f.into())
+    }
+
+    /// Before a restore under `name`: refuses a live container of that
+    /// name; otherwise removes its leftover cgroup, keeping its directory
+    /// (log, and the image of a suspended container).
+    pub(crate) fn prepare_restore(&self, name: &str) -> Result<()> {
+        if !state::valid_name(name) {
+            return Err(Error::InvalidName(name.to_string()));
+        }
+        if let Ok(st) = self.load(name) {
+            let status = st.status();
+            if status.is_live() {
+                return Err(Error::NameInUse {
+                    name: name.to_string(),
+                    status,
+                });
+            }
+        }
+        let cg = self.cgroup_for(name);
+        if cg.exists() {
+            cg.kill_all(FREEZE_TIMEOUT)?;
+            cg.remove()?;
+        }
+        Ok(())
+    }
+
+    /// After a checkpoint that killed the container: removes its cgroup,
+    /// and records where its image is (or, with no record, removes it).
+    pub(crate) fn forget_processes(&self, st: &ContainerState, image: Option<state::ImageRecord>) -> Result<()> {
+        let cg = st.cgroup();
+        if cg.exists() {
+            cg.kill_all(FREEZE_TIMEOUT)?;
+            cg.remove()?;
+            cg.remove_parent_if_empty();
+        }
+        match image {
+            Some(record) => {
+                let mut st = st.clone();
+                st.image = Some(record);
+                self.save_state(&st)
+            }
+            None => remove_dir(&self.container_dir(&st.name)),
+        }
+    }
+
     fn lock(&self) -> Result<Flock<File>> {
         let path = self.dir.join("lock");
         let f = File::options()
@@ -364,6 +441,7 @@ impl Root {
             init: spec.init,
             command: spec.command.clone(),
             limits: spec.limits.clone(),
+            image: None,
         };
         st.save(&self.state_path(&spec.name))?;
         guard.disarm();

@@ -70,35 +70,7 @@ pub(super) fn report_and_exit(err_pipe: OwnedFd, msg: &str) -> ! {
 }
 
 fn prepare(setup: &ChildSetup<'_>) -> Result<(), StepError> {
-    // clone3 placed us in the container's cgroup; a cgroup namespace made
-    // now has that cgroup as its root, so /proc/self/cgroup reads "0::/".
-    nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).step("unshare cgroup namespace")?;
-    // Nothing we mount may propagate back to the host.
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .step("make / private")?;
-    match setup.rootfs {
-        Some(root) => enter_rootfs(root)?,
-        None => {
-            mount_fs(
-                "proc",
-                "/proc",
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            )?;
-            mount_fs(
-                "sysfs",
-                "/sys",
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            )?;
-        }
-    }
-    sethostname(setup.hostname).step("set hostname")?;
-    crate::net::loopback_up().step("bring loopback up")?;
+    setup_namespaces(setup.hostname, setup.rootfs).map_err(StepError)?;
     if let Stdio::Detached { null, log } = &setup.stdio {
         nix::unistd::dup2_stdin(null).step("stdin")?;
         nix::unistd::dup2_stdout(log).step("stdout")?;
@@ -108,6 +80,46 @@ fn prepare(setup: &ChildSetup<'_>) -> Result<(), StepError> {
     sys::cloexec_from(3).step("mark descriptors close-on-exec")?;
     sys::reset_signals().step("reset signals")?;
     Ok(())
+}
+
+/// What PID 1 of a new container does in the namespaces it was born into,
+/// for `run` and for `restore` alike: its own cgroup namespace, private
+/// mounts, a fresh /proc and /sys (or the rootfs), the hostname, and lo up.
+pub(crate) fn setup_namespaces(hostname: &str, rootfs: Option<&Path>) -> Result<(), String> {
+    let inner = || -> Result<(), StepError> {
+        // clone3 placed us in the container's cgroup; a cgroup namespace
+        // made now has that cgroup as its root, so /proc/self/cgroup reads
+        // "0::/".
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).step("unshare cgroup namespace")?;
+        // Nothing we mount may propagate back to the host.
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .step("make / private")?;
+        match rootfs {
+            Some(root) => enter_rootfs(root)?,
+            None => {
+                mount_fs(
+                    "proc",
+                    "/proc",
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                )?;
+                mount_fs(
+                    "sysfs",
+                    "/sys",
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                )?;
+            }
+        }
+        sethostname(hostname).step("set hostname")?;
+        crate::net::loopback_up().step("bring loopback up")?;
+        Ok(())
+    };
+    inner().map_err(|StepError(m)| m)
 }
 
 fn mount_fs(fstype: &str, target: &str, flags: MsFlags) -> Result<(), StepError> {

@@ -19,6 +19,10 @@ pub enum Status {
     Running,
     Frozen,
     Stopped,
+    /// Checkpointed (and killed) with `checkpoint`; `restore --dir` brings it back.
+    Checkpointed,
+    /// Suspended into its own state directory; `resume` brings it back.
+    Suspended,
 }
 
 impl Status {
@@ -34,6 +38,8 @@ impl std::fmt::Display for Status {
             Status::Running => "running",
             Status::Frozen => "frozen",
             Status::Stopped => "stopped",
+            Status::Checkpointed => "checkpointed",
+            Status::Suspended => "suspended",
         })
     }
 }
@@ -58,6 +64,16 @@ pub struct ContainerState {
     pub init: bool,
     pub command: Vec<String>,
     pub limits: Limits,
+    /// Set while the container lives only as an image.
+    #[serde(default)]
+    pub image: Option<ImageRecord>,
+}
+
+/// Where a checkpointed or suspended container's image is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    pub dir: PathBuf,
+    pub suspended: bool,
 }
 
 impl ContainerState {
@@ -73,7 +89,11 @@ impl ContainerState {
     /// The live status, from the process and the cgroup.
     pub fn status(&self) -> Status {
         if !self.process_alive() {
-            return Status::Stopped;
+            return match &self.image {
+                Some(r) if r.suspended => Status::Suspended,
+                Some(_) => Status::Checkpointed,
+                None => Status::Stopped,
+            };
         }
         match self.cgroup().frozen() {
             Ok(true) => Status::Frozen,
@@ -174,6 +194,7 @@ mod tests {
             init: false,
             command: vec!["sleep".into(), "1".into()],
             limits: Limits::default(),
+            image: None,
         };
         st.save(&p).unwrap();
         assert_eq!(ContainerState::load(&p).unwrap(), st);

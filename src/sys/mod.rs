@@ -5,6 +5,8 @@
 //! failures as [`Errno`]. Context (which pid, which phase) is added by the
 //! callers, in their own error enums.
 
+pub mod ptrace;
+
 use std::ffi::CStr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
@@ -250,4 +252,91 @@ pub fn close_from(first: RawFd) -> Result<(), Errno> {
     } else {
         Ok(())
     }
+}
+
+/// dup3(2): makes descriptor number `target` refer to `fd`'s open file.
+/// The new descriptor is deliberately owned by no Rust object: it is part
+/// of a process image being restored, and outlives this code.
+pub fn place_fd(fd: BorrowedFd<'_>, target: RawFd, cloexec: bool) -> Result<(), Errno> {
+    let flags = if cloexec { libc::O_CLOEXEC } else { 0 };
+    // SAFETY: dup3 only changes the descriptor table. Any descriptor that
+    // was at `target` is closed; callers place only onto numbers that no
+    // Rust object of theirs will use again (see kinds::files::restore).
+    let ret = unsafe { libc::dup3(fd.as_raw_fd(), target, flags) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// Closes every descriptor whose number is not in `keep`.
+///
+/// Only for a process that is about to be replaced (a restored task before
+/// its memory is swapped in): no Rust object may use a closed number again.
+pub fn close_all_but(keep: &[RawFd]) -> Result<(), Errno> {
+    let mut keep: Vec<RawFd> = keep.to_vec();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut from: libc::c_uint = 0;
+    for k in keep.iter().map(|k| *k as libc::c_uint).chain([libc::c_uint::MAX]) {
+        if k > from {
+            // SAFETY: see the contract above.
+            let ret = unsafe { libc::syscall(libc::SYS_close_range, from, k - 1, 0) };
+            if ret < 0 {
+                return Err(Errno::last());
+            }
+        }
+        from = k.saturating_add(1);
+    }
+    Ok(())
+}
+
+/// Sets a resource limit of the calling process. Where the hard limit can
+/// not be raised (no CAP_SYS_RESOURCE), it is clamped to the current hard
+/// limit rather than failing.
+pub fn set_rlimit(resource: u32, soft: u64, hard: u64) -> Result<(), Errno> {
+    let set = |soft: u64, hard: u64| {
+        let lim = libc::rlimit64 {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: prlimit64 on ourselves (pid 0) reads one rlimit64 from
+        // `lim`, which lives for the call; the old-value pointer is null.
+        let ret = unsafe { libc::prlimit64(0, resource as _, &lim, std::ptr::null_mut()) };
+        if ret < 0 {
+            Err(Errno::last())
+        } else {
+            Ok(())
+        }
+    };
+    match set(soft, hard) {
+        Err(Errno::EPERM) => {
+            let mut cur = libc::rlimit64 {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: prlimit64 writes one rlimit64 into `cur`.
+            let ret = unsafe { libc::prlimit64(0, resource as _, std::ptr::null(), &mut cur) };
+            if ret < 0 {
+                return Err(Errno::last());
+            }
+            let hard = hard.min(cur.rlim_max);
+            set(soft.min(hard), hard)
+        }
+        other => other,
+    }
+}
+
+/// fcntl(F_DUPFD_CLOEXEC): a close-on-exec duplicate of `fd` numbered
+/// `min` or above.
+pub fn dup_above(fd: BorrowedFd<'_>, min: RawFd) -> Result<OwnedFd, Errno> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor or -1; it does not
+    // touch any other descriptor.
+    let ret = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
+    if ret < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret) })
 }

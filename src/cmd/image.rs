@@ -1,0 +1,181 @@
+//! checkpoint, restore, suspend, resume and inspect: call the engine, render
+//! its reports.
+
+use std::path::{Path, PathBuf};
+
+use crate::engine::checkpoint::{checkpoint, CheckpointOptions, CheckpointReport};
+use crate::engine::restore::{restore, RestoreOptions, RestoreReport};
+use crate::image::pages::Compression;
+use crate::image::store::{DirSink, DirSource};
+use crate::runtime::state::ImageRecord;
+use crate::runtime::{Root, Status};
+use crate::{Error, Result};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+pub fn parse_compression(s: &str) -> Result<Compression> {
+    if s == "none" {
+        return Ok(Compression::None);
+    }
+    match s.parse::<i32>() {
+        Ok(level) if (-7..=19).contains(&level) => Ok(Compression::Zstd(level)),
+        _ => Err(Error::Usage(format!(
+            "--compress takes a zstd level from -7 to 19, or none (got {s:?})"
+        ))),
+    }
+}
+
+fn absolute(dir: &Path) -> PathBuf {
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    println!("{}", serde_json::to_string_pretty(v).expect("reports serialize"));
+}
+
+fn render_checkpoint(name: &str, r: &CheckpointReport, dir: &Path, json: bool) {
+    if json {
+        return print_json(r);
+    }
+    let secs = r.total_ms / 1000.0;
+    println!(
+        "checkpointed {name}: {} processes, {} threads, {:.1} MiB of memory in {:.0} ms ({:.2} GB/s); image {:.1} MiB in {}",
+        r.processes,
+        r.threads,
+        r.resident_bytes as f64 / MIB,
+        r.total_ms,
+        if secs > 0.0 { r.resident_bytes as f64 / secs / 1e9 } else { 0.0 },
+        r.image_bytes as f64 / MIB,
+        dir.display()
+    );
+}
+
+fn render_restore(r: &RestoreReport, json: bool) {
+    if json {
+        return print_json(r);
+    }
+    println!(
+        "restored {}: {} processes, {} threads, {:.1} MiB of pages in {:.0} ms (host pid {})",
+        r.name,
+        r.processes,
+        r.threads,
+        r.pages as f64 * 4096.0 / MIB,
+        r.total_ms,
+        r.pid
+    );
+}
+
+pub fn checkpoint_cmd(
+    root: &Root,
+    name: &str,
+    dir: &Path,
+    leave_running: bool,
+    compress: &str,
+    json: bool,
+) -> Result<i32> {
+    let dir = absolute(dir);
+    let mut sink = DirSink::create(&dir, parse_compression(compress)?)?;
+    let opts = CheckpointOptions {
+        leave_running,
+        record: Some(ImageRecord {
+            dir: dir.clone(),
+            suspended: false,
+        }),
+    };
+    let r = checkpoint(root, name, &mut sink, &opts)?;
+    render_checkpoint(name, &r, &dir, json);
+    Ok(0)
+}
+
+pub fn restore_cmd(root: &Root, dir: &Path, name: Option<String>, json: bool) -> Result<i32> {
+    let mut src = DirSource::open(dir)?;
+    let r = restore(root, &mut src, &RestoreOptions { name })?;
+    render_restore(&r, json);
+    Ok(0)
+}
+
+/// Where a suspended container's image lives.
+fn suspend_dir(root: &Root, name: &str) -> PathBuf {
+    root.container_dir(name).join("image")
+}
+
+pub fn suspend_cmd(root: &Root, name: &str, json: bool) -> Result<i32> {
+    let dir = suspend_dir(root, name);
+    let mut sink = DirSink::create(&dir, Compression::Zstd(1))?;
+    let opts = CheckpointOptions {
+        leave_running: false,
+        record: Some(ImageRecord {
+            dir: dir.clone(),
+            suspended: true,
+        }),
+    };
+    let r = checkpoint(root, name, &mut sink, &opts)?;
+    render_checkpoint(name, &r, &dir, json);
+    Ok(0)
+}
+
+pub fn resume_cmd(root: &Root, name: &str, json: bool) -> Result<i32> {
+    let st = root.load(name)?;
+    let status = st.status();
+    let dir = match (&st.image, status) {
+        (Some(rec), Status::Suspended) => rec.dir.clone(),
+        _ => {
+            return Err(Error::Usage(format!(
+                "container {name} is {status}, not suspended; `migrate ps` shows its state"
+            )))
+        }
+    };
+    let mut src = DirSource::open(&dir)?;
+    let r = restore(
+        root,
+        &mut src,
+        &RestoreOptions {
+            name: Some(name.to_string()),
+        },
+    )?;
+    // The image is spent once the container runs again.
+    let _ = std::fs::remove_dir_all(&dir);
+    render_restore(&r, json);
+    Ok(0)
+}
+
+pub fn inspect_cmd(dir: &Path, json: bool) -> Result<i32> {
+    let i = crate::engine::inspect::inspect(dir)?;
+    if json {
+        print_json(&i);
+        return Ok(0);
+    }
+    println!(
+        "image of {} (hostname {}), written on {} {}",
+        i.container, i.hostname, i.machine.kernel, i.machine.arch
+    );
+    println!("command: {}", i.command.join(" "));
+    println!("files:");
+    for f in &i.files {
+        println!("  {:<10} {:>12} bytes", f.name, f.len);
+    }
+    println!("processes:");
+    for p in &i.processes {
+        let state = match p.zombie {
+            Some(s) => format!("zombie (status {s})"),
+            None => format!("threads {:?}", p.threads),
+        };
+        println!(
+            "  pid {} (host {}) ppid {} pgid {} sid {} {}: {}",
+            p.pid, p.host_pid, p.ppid, p.pgid, p.sid, p.comm, state
+        );
+        for m in &p.mappings {
+            println!(
+                "    {:012x}-{:012x} {}{} {:>9} KiB, {:>7} pages stored  {}",
+                m.start,
+                m.end,
+                m.prot,
+                if m.shared { 's' } else { 'p' },
+                (m.end - m.start) / 1024,
+                m.stored_pages,
+                m.backing
+            );
+        }
+    }
+    Ok(0)
+}

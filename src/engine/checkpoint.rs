@@ -1,0 +1,313 @@
+//! Checkpoint, in phases:
+//! 1. freeze the cgroup (a race-free task list);
+//! 2. seize and interrupt every thread while frozen, then thaw (the tasks
+//!    stay in ptrace-stop);
+//! 3. collect the tree and check what can not be dumped (fds) first;
+//! 4. dump each process: threads and registers, signal handlers, memory;
+//! 5. seal the image, then kill the container or let it run again.
+//!
+//! Any failure detaches every task and puts the cgroup back as it was: the
+//! container keeps running.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Instant;
+
+use nix::unistd::Pid;
+use serde::Serialize;
+
+use super::{machine_facts, ms_since, section, ContainerImage, Error, Result};
+use crate::image::{encode_section, store::ImageSink};
+use crate::kinds::memory::{self, DumpStats, MemoryImage, ShmemSeen};
+use crate::kinds::pstree::{self, ProcessImage};
+use crate::kinds::remote::Remote;
+use crate::kinds::{files, regs, signals, timens};
+use crate::runtime::state::ImageRecord;
+use crate::runtime::{Root, Status, FREEZE_TIMEOUT};
+use crate::sys::ptrace;
+
+/// How to checkpoint.
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointOptions {
+    /// Thaw and keep the container running afterwards instead of killing it.
+    pub leave_running: bool,
+    /// Recorded in the container's state when it is killed, so that `ps`
+    /// shows it as checkpointed or suspended and restore can find it.
+    pub record: Option<ImageRecord>,
+}
+
+/// What a checkpoint did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckpointReport {
+    pub processes: usize,
+    pub threads: usize,
+    pub zombies: usize,
+    pub pages_stored: u64,
+    pub pages_zero: u64,
+    pub pages_skipped: u64,
+    /// Bytes of memory saved (stored and all-zero pages).
+    pub resident_bytes: u64,
+    pub image_bytes: u64,
+    pub freeze_ms: f64,
+    pub dump_ms: f64,
+    /// How long the container could not run.
+    pub frozen_ms: f64,
+    pub total_ms: f64,
+}
+
+/// The threads seized so far, detached again if the checkpoint fails.
+#[derive(Default)]
+struct Seized {
+    tids: Vec<(i32, Vec<i32>)>,
+}
+
+impl Seized {
+    fn detach_all(&mut self) {
+        for (tid, held) in self.tids.drain(..) {
+            let pid = Pid::from_raw(tid);
+            let mut first = held.into_iter();
+            let _ = ptrace::detach(pid, first.next());
+            for sig in first {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::try_from(sig).ok());
+            }
+        }
+    }
+}
+
+impl Drop for Seized {
+    fn drop(&mut self) {
+        self.detach_all();
+    }
+}
+
+/// Checkpoints container `name` of `root` into `sink`.
+pub fn checkpoint(
+    root: &Root,
+    name: &str,
+    sink: &mut dyn ImageSink,
+    opts: &CheckpointOptions,
+) -> Result<CheckpointReport> {
+    let t0 = Instant::now();
+    let _lock = root.lock_state()?;
+    let st = root.load(name)?;
+    let status = st.status();
+    if !status.is_live() {
+        return Err(Error::NotLive {
+            name: name.to_string(),
+            status,
+        });
+    }
+    let was_frozen = status == Status::Frozen;
+    let cg = st.cgroup();
+    cg.set_frozen(true, FREEZE_TIMEOUT)?;
+    let mut report = CheckpointReport {
+        freeze_ms: ms_since(t0),
+        ..Default::default()
+    };
+    let mut seized = Seized::default();
+    let t_dump = Instant::now();
+    let dumped = dump(root, &st, &cg, sink, &mut seized, &mut report);
+    report.dump_ms = ms_since(t_dump);
+    let fail = |e: Error, sink: &mut dyn ImageSink, seized: &mut Seized| {
+        sink.abandon();
+        seized.detach_all();
+        let _ = cg.set_frozen(was_frozen, FREEZE_TIMEOUT);
+        Error::Failed {
+            op: "checkpoint",
+            name: name.to_string(),
+            kept_running: true,
+            source: Box::new(e),
+        }
+    };
+    let (proc_count, xstate) = match dumped {
+        Ok(v) => v,
+        Err(e) => return Err(fail(e, sink, &mut seized)),
+    };
+    let sealed = sink.finish(machine_facts(xstate), name);
+    let (_, image_bytes) = match sealed {
+        Ok(v) => v,
+        Err(e) => return Err(fail(e.into(), sink, &mut seized)),
+    };
+    report.image_bytes = image_bytes;
+    report.processes = proc_count;
+    if opts.leave_running {
+        // Detach while frozen, so that every task starts again together.
+        cg.set_frozen(true, FREEZE_TIMEOUT)?;
+        seized.detach_all();
+        if !was_frozen {
+            cg.set_frozen(false, FREEZE_TIMEOUT)?;
+        }
+    } else {
+        cg.kill_all(FREEZE_TIMEOUT)?;
+        seized.tids.clear();
+        root.forget_processes(&st, opts.record.clone())?;
+    }
+    report.frozen_ms = ms_since(t0);
+    report.total_ms = ms_since(t0);
+    Ok(report)
+}
+
+/// Phases 2-4. Returns the number of processes and the xstate size.
+fn dump(
+    root: &Root,
+    st: &crate::runtime::ContainerState,
+    cg: &crate::cgroup::Cgroup,
+    sink: &mut dyn ImageSink,
+    seized: &mut Seized,
+    report: &mut CheckpointReport,
+) -> Result<(usize, u32)> {
+    // The tree, and anything in the cgroup outside it.
+    let tree = pstree::walk(st.pid)?;
+    let in_tree: HashSet<i32> = tree.iter().copied().collect();
+    if let Some(stray) = cg.procs()?.into_iter().find(|p| !in_tree.contains(p)) {
+        return Err(pstree::Error::Stray { host_pid: stray }.into());
+    }
+    let statuses = tree
+        .iter()
+        .map(|p| pstree::read_status(*p).map(|s| (*p, s)))
+        .collect::<pstree::Result<Vec<_>>>()?;
+    let host_to_ns = |host: i32| {
+        statuses
+            .iter()
+            .find(|(h, _)| *h == host)
+            .map(|(_, s)| s.ns_pid)
+            .unwrap_or(0)
+    };
+
+    // Seize every thread while frozen, then thaw: they stay stopped.
+    let alive: Vec<_> = statuses.iter().filter(|(_, s)| s.state != 'Z').collect();
+    let mut thread_lists = Vec::new();
+    for (host, _) in &alive {
+        let tids = pstree::threads(*host)?;
+        for tid in &tids {
+            let p = Pid::from_raw(*tid);
+            ptrace::seize(p, ptrace::seize_options(false, false)).map_err(|source| Error::Ptrace {
+                phase: "seize",
+                tid: *tid,
+                source,
+            })?;
+            seized.tids.push((*tid, Vec::new()));
+            ptrace::interrupt(p).map_err(|source| Error::Ptrace {
+                phase: "interrupt",
+                tid: *tid,
+                source,
+            })?;
+        }
+        thread_lists.push(tids);
+    }
+    cg.set_frozen(false, FREEZE_TIMEOUT)?;
+    for entry in seized.tids.iter_mut() {
+        entry.1 = ptrace::wait_stop(Pid::from_raw(entry.0)).map_err(|source| Error::Ptrace {
+            phase: "wait for stop",
+            tid: entry.0,
+            source,
+        })?;
+    }
+
+    // What can not be dumped is found before any heavy work.
+    let log = root.log_path(&st.name);
+    let mut fd_images = Vec::new();
+    for (host, s) in &alive {
+        fd_images.push((s.ns_pid, files::dump(*host, s.ns_pid, &log)?));
+    }
+
+    let mut processes = Vec::new();
+    let mut mm_images: Vec<(i32, MemoryImage)> = Vec::new();
+    let mut sig_images = Vec::new();
+    let mut shmem = ShmemSeen::default();
+    let mut stats = DumpStats::default();
+    let mut xstate = 0u32;
+    let mut alive_idx = 0;
+    for (host, s) in &statuses {
+        let mut p = ProcessImage {
+            pid: s.ns_pid,
+            ppid: host_to_ns(s.host_ppid),
+            pgid: s.ns_pgid,
+            sid: s.ns_sid,
+            host_pid: *host,
+            comm: s.name.clone(),
+            zombie: None,
+            threads: Vec::new(),
+            cwd: String::new(),
+            umask: s.umask,
+            rlimits: Vec::new(),
+        };
+        if s.state == 'Z' {
+            p.zombie = Some(pstree::zombie_status(*host));
+            report.zombies += 1;
+            processes.push(p);
+            continue;
+        }
+        let tids = &thread_lists[alive_idx];
+        alive_idx += 1;
+        p.cwd = std::fs::read_link(format!("/proc/{host}/cwd"))
+            .map(|c| c.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "/".into());
+        p.rlimits = pstree::rlimits(*host);
+        let maps = memory::mappings(*host)?;
+        let ip = memory::syscall_ip(*host, &maps)?;
+        let mut main = Remote::new(*host, *host, ip)?;
+        let scratch = main.map_scratch(None)?;
+        for tid in tids {
+            let thread = main.thread(*tid)?;
+            let regs = ptrace::get_regs(Pid::from_raw(*tid)).map_err(|source| Error::Ptrace {
+                phase: "read registers",
+                tid: *tid,
+                source,
+            })?;
+            let ns_tid = ns_tid(*host, *tid);
+            let img = regs::dump(&thread, ns_tid, &regs)?;
+            xstate = img.xstate.len() as u32;
+            p.threads.push(img);
+            report.threads += 1;
+        }
+        sig_images.push((s.ns_pid, signals::dump(&main)?));
+        let mm = memory::dump(
+            &main,
+            &maps,
+            (scratch, scratch + crate::kinds::remote::SCRATCH_LEN),
+            sink.pages()?,
+            &mut shmem,
+            &mut stats,
+        )?;
+        main.unmap_scratch()?;
+        mm_images.push((s.ns_pid, mm));
+        processes.push(p);
+    }
+    sink.finish_pages()?;
+    report.pages_stored = stats.pages_stored;
+    report.pages_zero = stats.pages_zero;
+    report.pages_skipped = stats.pages_skipped;
+    report.resident_bytes = (stats.pages_stored + stats.pages_zero) * crate::kinds::remote::PAGE;
+
+    let container = ContainerImage {
+        name: st.name.clone(),
+        hostname: st.hostname.clone(),
+        rootfs: st.rootfs.clone(),
+        init: st.init,
+        command: st.command.clone(),
+        limits: st.limits.clone(),
+        created: st.created,
+        clocks: timens::dump(st.pid)?,
+    };
+    sink.put(section::CONTAINER, &encode_section(&container))?;
+    sink.put(section::PSTREE, &encode_section(&processes))?;
+    sink.put(section::MM, &encode_section(&mm_images))?;
+    sink.put(section::SIGNALS, &encode_section(&sig_images))?;
+    sink.put(section::FILES, &encode_section(&fd_images))?;
+    Ok((statuses.len(), xstate))
+}
+
+/// The TID of host thread `tid` inside the container.
+fn ns_tid(pid: i32, tid: i32) -> i32 {
+    let path = Path::new("/proc")
+        .join(pid.to_string())
+        .join("task")
+        .join(tid.to_string())
+        .join("status");
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| pstree::parse_status(tid, &t).ok())
+        .map(|s| s.ns_pid)
+        .unwrap_or(tid)
+}

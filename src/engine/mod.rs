@@ -1,0 +1,108 @@
+//! The engine: checkpoint (in phases) and restore (in stages). It reads and
+//! writes images through sinks and sources, and reports what it did; it
+//! never prints.
+
+pub mod checkpoint;
+pub mod inspect;
+pub mod restore;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cgroup::Limits;
+use crate::kinds::{files, memory, pstree, regs, remote, timens};
+use crate::sys::Errno;
+use crate::{cgroup, image, runtime};
+
+/// Section names in an image.
+pub mod section {
+    pub const CONTAINER: &str = "container";
+    pub const PSTREE: &str = "pstree";
+    pub const MM: &str = "mm";
+    pub const SIGNALS: &str = "signals";
+    pub const FILES: &str = "files";
+}
+
+/// Errors of checkpoint and restore, with the phase they happened in.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Runtime(#[from] runtime::Error),
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::Error),
+    #[error(transparent)]
+    Image(#[from] image::Error),
+    #[error(transparent)]
+    Memory(#[from] memory::Error),
+    #[error(transparent)]
+    Regs(#[from] regs::Error),
+    #[error(transparent)]
+    Remote(#[from] remote::Error),
+    #[error(transparent)]
+    Pstree(#[from] pstree::Error),
+    #[error(transparent)]
+    Files(#[from] files::Error),
+    #[error(transparent)]
+    Timens(#[from] timens::Error),
+    #[error("{phase} (task {tid}): {source}")]
+    Ptrace {
+        phase: &'static str,
+        tid: i32,
+        #[source]
+        source: Errno,
+    },
+    #[error("{phase}: {message}")]
+    Stage { phase: &'static str, message: String },
+    #[error("the image was written on {image}, this machine is {here}: {what} differ, so it can not be restored here")]
+    Incompatible {
+        what: &'static str,
+        image: String,
+        here: String,
+    },
+    #[error("container {name} is {status}; only a running or frozen container can be checkpointed")]
+    NotLive { name: String, status: runtime::Status },
+    #[error("{op} of {name} failed: {source}{}", if *.kept_running { " (the container is still running)" } else { "" })]
+    Failed {
+        op: &'static str,
+        name: String,
+        kept_running: bool,
+        #[source]
+        source: Box<Error>,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What the image records about the container itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerImage {
+    pub name: String,
+    pub hostname: String,
+    pub rootfs: Option<PathBuf>,
+    pub init: bool,
+    pub command: Vec<String>,
+    pub limits: Limits,
+    pub created: u64,
+    pub clocks: timens::Clocks,
+}
+
+/// The facts of this machine that an image records and a restore checks.
+/// `xstate_size` is the xsave area size of this CPU, as read from a traced
+/// thread.
+pub fn machine_facts(xstate_size: u32) -> image::MachineFacts {
+    let uts = nix::sys::utsname::uname().ok();
+    image::MachineFacts {
+        kernel: uts
+            .as_ref()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        arch: std::env::consts::ARCH.to_string(),
+        xstate_size,
+    }
+}
+
+/// Milliseconds since `t`, as a float for reports.
+pub(crate) fn ms_since(t: std::time::Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}

@@ -1,0 +1,545 @@
+//! Restore, in stages:
+//! 1. read and check the image (checksums were verified when it was opened);
+//! 2. make the cgroup, and a time namespace whose offsets continue the
+//!    container's clocks;
+//! 3. fork the tree: PID 1 by clone3 into new namespaces, every other task
+//!    by its own parent with clone3(set_tid), so each gets its old PID.
+//!    Each task (still a copy of this program) sets its session and group,
+//!    cwd, umask, rlimits and fds, reports ready and waits;
+//! 4. seize every task and rebuild it by injected syscalls: address space
+//!    and pages, mm fields, signal handlers, threads (clone3 with their
+//!    TIDs), per-thread kernel state, then registers;
+//! 5. freeze the cgroup, detach everything, thaw: all tasks start together.
+//!
+//! A failure kills what was made and removes the cgroup; the image is left
+//! as it was, so the restore can be tried again.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::sched::CloneFlags;
+use nix::unistd::Pid;
+use serde::Serialize;
+
+use super::{ms_since, section, ContainerImage, Error, Result};
+use crate::image::{decode_section, store::ImageSource};
+use crate::kinds::files::{self, FdImage};
+use crate::kinds::memory::{self, Backing, MemoryImage, ShmemFds};
+use crate::kinds::pstree::{self, ProcessImage};
+use crate::kinds::regs::{self, ThreadImage};
+use crate::kinds::remote::Remote;
+use crate::kinds::signals::{self, SigAction};
+use crate::kinds::timens;
+use crate::runtime::state::{self, ContainerState};
+use crate::runtime::{Root, FREEZE_TIMEOUT};
+use crate::sys::{self, ptrace, Forked};
+
+/// How long the forked tree may take to report ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// Restore under this name instead of the image's.
+    pub name: Option<String>,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RestoreReport {
+    pub name: String,
+    /// Host PID of the restored PID 1.
+    pub pid: i32,
+    pub processes: usize,
+    pub threads: usize,
+    pub pages: u64,
+    pub fork_ms: f64,
+    pub memory_ms: f64,
+    pub total_ms: f64,
+}
+
+/// Everything the image holds, decoded.
+struct Image {
+    container: ContainerImage,
+    procs: Vec<ProcessImage>,
+    mm: Vec<(i32, MemoryImage)>,
+    signals: Vec<(i32, Vec<SigAction>)>,
+    files: Vec<(i32, Vec<FdImage>)>,
+}
+
+fn load(src: &mut dyn ImageSource) -> Result<Image> {
+    let mut get = |name: &str| src.get(name);
+    let container = decode_section(section::CONTAINER, &get(section::CONTAINER)?)?;
+    let procs = decode_section(section::PSTREE, &get(section::PSTREE)?)?;
+    let mm = decode_section(section::MM, &get(section::MM)?)?;
+    let signals = decode_section(section::SIGNALS, &get(section::SIGNALS)?)?;
+    let files = decode_section(section::FILES, &get(section::FILES)?)?;
+    Ok(Image {
+        container,
+        procs,
+        mm,
+        signals,
+        files,
+    })
+}
+
+fn stage(phase: &'static str) -> impl Fn(String) -> Error {
+    move |message| Error::Stage { phase, message }
+}
+
+/// Kills and removes a half-restored container unless disarmed.
+struct Undo {
+    cgroup: crate::cgroup::Cgroup,
+    armed: bool,
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.cgroup.kill_all(FREEZE_TIMEOUT);
+            let _ = self.cgroup.remove();
+            self.cgroup.remove_parent_if_empty();
+        }
+    }
+}
+
+/// Restores a container from `src` into `root`.
+pub fn restore(root: &Root, src: &mut dyn ImageSource, opts: &RestoreOptions) -> Result<RestoreReport> {
+    let name = opts.name.clone().unwrap_or_else(|| src.manifest().container.clone());
+    restore_inner(root, src, &name).map_err(|e| Error::Failed {
+        op: "restore",
+        name,
+        kept_running: false,
+        source: Box::new(e),
+    })
+}
+
+fn restore_inner(root: &Root, src: &mut dyn ImageSource, name: &str) -> Result<RestoreReport> {
+    let t0 = Instant::now();
+    let facts = src.manifest().machine.clone();
+    if facts.arch != std::env::consts::ARCH {
+        return Err(Error::Incompatible {
+            what: "CPU architectures",
+            image: facts.arch,
+            here: std::env::consts::ARCH.into(),
+        });
+    }
+    let img = load(src)?;
+    let _lock = root.lock_state()?;
+    root.prepare_restore(name)?;
+    let cg = root.cgroup_for(name);
+    let mut undo = Undo {
+        cgroup: cg.clone(),
+        armed: true,
+    };
+    cg.create()?;
+    cg.apply(&img.container.limits)?;
+    let log = root.open_log(name)?;
+
+    // Shared memory objects, one memfd each, sized to what is mapped.
+    let mut shmem: ShmemFds = HashMap::new();
+    for (_, mm) in &img.mm {
+        for v in &mm.vmas {
+            if let Backing::Shmem { id } = v.backing {
+                let f = match shmem.get(&id) {
+                    Some(f) => f,
+                    None => {
+                        let fd =
+                            nix::sys::memfd::memfd_create(c"migrate-shmem", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+                                .map_err(|e| Error::Stage {
+                                    phase: "create shared memory",
+                                    message: e.to_string(),
+                                })?;
+                        shmem.entry(id).or_insert(File::from(fd))
+                    }
+                };
+                let need = v.offset + v.len();
+                if f.metadata().map(|m| m.len()).unwrap_or(0) < need {
+                    f.set_len(need)
+                        .map_err(|e| stage("size shared memory")(e.to_string()))?;
+                }
+            }
+        }
+    }
+
+    // The ready pipe, its write end above every fd number of the image.
+    let max_fd = img
+        .files
+        .iter()
+        .flat_map(|(_, f)| f.iter().map(|f| f.fd))
+        .max()
+        .unwrap_or(2);
+    let (ready_rd, ready_wr) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| stage("pipe")(e.to_string()))?;
+    let ready_wr = sys::dup_above(ready_wr.as_fd(), max_fd.max(100) + 1).map_err(|e| stage("pipe")(e.to_string()))?;
+
+    // A time namespace for the children whose clocks continue the image's.
+    let own_timens =
+        File::open("/proc/self/ns/time_for_children").map_err(|e| stage("time namespace")(e.to_string()))?;
+    nix::sched::unshare(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
+        .map_err(|e| stage("unshare time namespace")(e.to_string()))?;
+    let timens_set = timens::restore(&img.container.clocks);
+
+    let ctx = TreeCtx {
+        img: &img,
+        log: &log,
+        ready: &ready_wr,
+    };
+    let cg_dir = File::open(cg.path()).map_err(|e| stage("open cgroup")(e.to_string()))?;
+    let flags = CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWNET;
+    let forked = match timens_set {
+        Ok(()) => sys::clone3(&sys::CloneOpts {
+            flags: flags.bits() as u64,
+            cgroup: Some(cg_dir.as_fd()),
+            set_tid: &[],
+        }),
+        Err(_) => Err(sys::Errno::EINVAL),
+    };
+    if let Ok(Forked::Child) = forked {
+        pre_image(&ctx, 0);
+    }
+    // Later children of this process get our own time namespace again.
+    let _ = nix::sched::setns(&own_timens, CloneFlags::from_bits_retain(libc::CLONE_NEWTIME));
+    timens_set?;
+    let pid1 = match forked.map_err(|e| stage("clone3 PID 1")(e.to_string()))? {
+        Forked::Child => unreachable!("the child ran pre_image"),
+        Forked::Parent(pid) => pid,
+    };
+    drop(ready_wr);
+    drop(log);
+
+    // Wait until every live task reports ready.
+    let alive: Vec<&ProcessImage> = img.procs.iter().filter(|p| p.zombie.is_none()).collect();
+    wait_ready(ready_rd, alive.len())?;
+    let fork_ms = ms_since(t0);
+    let hosts = host_pids(pid1.as_raw())?;
+    let host_of = |ns: i32| {
+        hosts
+            .get(&ns)
+            .copied()
+            .ok_or_else(|| stage("map PIDs")(format!("restored process {ns} not found")))
+    };
+
+    // Seize every task (one thread each so far).
+    let mut traced: Vec<i32> = Vec::new();
+    for p in &alive {
+        let host = host_of(p.pid)?;
+        let tid = Pid::from_raw(host);
+        let pe = |phase| {
+            move |source| Error::Ptrace {
+                phase,
+                tid: host,
+                source,
+            }
+        };
+        ptrace::seize(tid, ptrace::seize_options(true, true)).map_err(pe("seize"))?;
+        traced.push(host);
+        ptrace::interrupt(tid).map_err(pe("interrupt"))?;
+        ptrace::wait_stop(tid).map_err(pe("wait for stop"))?;
+    }
+    if let Some(first) = traced.first() {
+        let here = ptrace::get_xstate(Pid::from_raw(*first))
+            .map(|x| x.len() as u32)
+            .unwrap_or(0);
+        if facts.xstate_size != 0 && here != facts.xstate_size {
+            return Err(Error::Incompatible {
+                what: "xsave layouts (CPU features)",
+                image: format!("{} bytes", facts.xstate_size),
+                here: format!("{here} bytes"),
+            });
+        }
+    }
+
+    // Rebuild each process, in the order the page stream was written.
+    let t_mem = Instant::now();
+    let mut pages = src.pages()?;
+    let mut report = RestoreReport {
+        name: name.to_string(),
+        pid: pid1.as_raw(),
+        fork_ms,
+        ..Default::default()
+    };
+    for p in &alive {
+        let host = host_of(p.pid)?;
+        let mm = &img
+            .mm
+            .iter()
+            .find(|(pid, _)| *pid == p.pid)
+            .ok_or_else(|| stage("image")(format!("no memory for process {}", p.pid)))?
+            .1;
+        let acts = img
+            .signals
+            .iter()
+            .find(|(pid, _)| *pid == p.pid)
+            .map(|(_, a)| a.as_slice())
+            .unwrap_or(&[]);
+        let tids = rebuild(host, p, mm, acts, &mut pages, &shmem)?;
+        traced.extend(tids.iter().skip(1));
+        report.threads += tids.len();
+        report.pages += mm.stored_pages();
+        for (tid, t) in tids.iter().zip(&p.threads) {
+            let _ = std::fs::write(format!("/proc/{host}/task/{tid}/comm"), &t.comm);
+        }
+    }
+    report.memory_ms = ms_since(t_mem);
+    report.processes = img.procs.len();
+
+    // Start everything together.
+    cg.set_frozen(true, FREEZE_TIMEOUT)?;
+    for tid in &traced {
+        ptrace::detach(Pid::from_raw(*tid), None).map_err(|source| Error::Ptrace {
+            phase: "detach",
+            tid: *tid,
+            source,
+        })?;
+    }
+    let c = &img.container;
+    let st = ContainerState {
+        version: state::STATE_VERSION,
+        name: name.to_string(),
+        pid: pid1.as_raw(),
+        start_time: state::process_start_time(pid1.as_raw()).unwrap_or(0),
+        created: c.created,
+        cgroup: cg.path().to_path_buf(),
+        hostname: c.hostname.clone(),
+        rootfs: c.rootfs.clone(),
+        init: c.init,
+        command: c.command.clone(),
+        limits: c.limits.clone(),
+        image: None,
+    };
+    root.save_state(&st)?;
+    cg.set_frozen(false, FREEZE_TIMEOUT)?;
+    undo.armed = false;
+    report.total_ms = ms_since(t0);
+    Ok(report)
+}
+
+/// Rebuilds one seized process; returns the host TIDs of its threads, the
+/// main thread first.
+fn rebuild<R: std::io::Read>(
+    host: i32,
+    p: &ProcessImage,
+    mm: &MemoryImage,
+    acts: &[SigAction],
+    pages: &mut crate::image::pages::PageReader<R>,
+    shmem: &ShmemFds,
+) -> Result<Vec<i32>> {
+    let maps = memory::mappings(host)?;
+    let ip = memory::syscall_ip(host, &maps)?;
+    let mut remote = Remote::new(host, host, ip)?;
+    regs::drop_rseq(&remote)?;
+    memory::restore_layout(&mut remote, mm, shmem)?;
+    memory::restore_pages(&remote, mm, pages, shmem)?;
+    memory::restore_mm(&remote, &mm.mm)?;
+    signals::restore(&remote, acts)?;
+    let (main, others) = p
+        .threads
+        .split_first()
+        .ok_or_else(|| stage("image")(format!("process {} has no threads", p.pid)))?;
+    regs::restore_kernel_state(&remote, main)?;
+    let mut tids = vec![host];
+    for t in others {
+        let tid = spawn_thread(&remote, t)?;
+        regs::restore_kernel_state(&remote.thread(tid)?, t)?;
+        tids.push(tid);
+    }
+    remote.unmap_scratch()?;
+    for (tid, t) in tids.iter().zip(&p.threads) {
+        regs::restore_cpu(*tid, t)?;
+    }
+    Ok(tids)
+}
+
+/// Creates a thread with its old TID by an injected clone3 in the process's
+/// main thread; returns its host TID once it is in its first stop.
+fn spawn_thread(remote: &Remote, t: &ThreadImage) -> Result<i32> {
+    let flags = (libc::CLONE_VM
+        | libc::CLONE_FS
+        | libc::CLONE_FILES
+        | libc::CLONE_SIGHAND
+        | libc::CLONE_THREAD
+        | libc::CLONE_SYSVSEM) as u64;
+    let set_tid_at = remote.scratch + 512;
+    remote.write(set_tid_at, &t.tid.to_le_bytes())?;
+    let mut args = Vec::with_capacity(88);
+    // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal,
+    // stack, stack_size, tls, set_tid, set_tid_size, cgroup
+    for w in [flags, 0, 0, 0, 0, 0, 0, 0, set_tid_at, 1, 0] {
+        args.extend_from_slice(&w.to_le_bytes());
+    }
+    remote.write(remote.scratch, &args)?;
+    remote.call(
+        &format!("clone3 thread {}", t.tid),
+        crate::kinds::remote::nr::CLONE3,
+        &[remote.scratch, 88],
+    )?;
+    let host = host_tid(remote.pid, t.tid)
+        .ok_or_else(|| stage("create thread")(format!("thread {} not found after clone3", t.tid)))?;
+    ptrace::wait_stop(Pid::from_raw(host)).map_err(|source| Error::Ptrace {
+        phase: "wait for new thread",
+        tid: host,
+        source,
+    })?;
+    Ok(host)
+}
+
+/// The host TID of namespace TID `ns_tid` in process `pid`.
+fn host_tid(pid: i32, ns_tid: i32) -> Option<i32> {
+    pstree::threads(pid).ok()?.into_iter().find(|tid| {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
+            .ok()
+            .and_then(|t| pstree::parse_status(*tid, &t).ok())
+            .map(|s| s.ns_pid == ns_tid)
+            .unwrap_or(false)
+    })
+}
+
+/// Namespace PID -> host PID for the tree under `pid1`.
+fn host_pids(pid1: i32) -> Result<HashMap<i32, i32>> {
+    let mut map = HashMap::new();
+    for host in pstree::walk(pid1)? {
+        map.insert(pstree::read_status(host)?.ns_pid, host);
+    }
+    Ok(map)
+}
+
+/// Reads "ok PID" / "err PID MESSAGE" lines until `count` tasks are ready.
+fn wait_ready(rd: OwnedFd, count: usize) -> Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut reader = BufReader::new(File::from(rd));
+    let mut ready = 0;
+    let mut line = String::new();
+    while ready < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut fds = [nix::poll::PollFd::new(
+            reader.get_ref().as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let timeout = nix::poll::PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
+            .unwrap_or(nix::poll::PollTimeout::ZERO);
+        if reader.buffer().is_empty()
+            && nix::poll::poll(&mut fds, timeout).map_err(|e| stage("wait for the tree")(e.to_string()))? == 0
+        {
+            return Err(stage("wait for the tree")(format!(
+                "{ready} of {count} processes ready after {READY_TIMEOUT:?}"
+            )));
+        }
+        line.clear();
+        if reader
+            .read_line(&mut line)
+            .map_err(|e| stage("wait for the tree")(e.to_string()))?
+            == 0
+        {
+            return Err(stage("wait for the tree")(format!(
+                "the tree ended with {ready} of {count} processes ready"
+            )));
+        }
+        match line.trim_end().split_once(' ') {
+            Some(("ok", _)) => ready += 1,
+            Some(("err", rest)) => return Err(stage("fork the tree")(rest.to_string())),
+            _ => return Err(stage("fork the tree")(format!("unexpected report {line:?}"))),
+        }
+    }
+    Ok(())
+}
+
+/// What each forked task needs (it has a copy of all of it).
+struct TreeCtx<'a> {
+    img: &'a Image,
+    log: &'a OwnedFd,
+    ready: &'a OwnedFd,
+}
+
+/// Runs in every forked task: makes its children, sets its attributes and
+/// fds, reports ready and waits to be seized. Never returns.
+fn pre_image(ctx: &TreeCtx<'_>, idx: usize) -> ! {
+    let p = &ctx.img.procs[idx];
+    let result = prepare_task(ctx, idx);
+    let msg = match &result {
+        Ok(()) => format!("ok {}\n", p.pid),
+        Err(e) => format!("err {} process {}: {}\n", p.pid, p.pid, e.replace('\n', " ")),
+    };
+    let _ = File::from(ctx.ready.try_clone().expect("dup ready pipe")).write_all(msg.as_bytes());
+    if result.is_err() {
+        sys::exit_now(1);
+    }
+    // Nothing of this program may stay open in the restored process.
+    let fds: Vec<i32> = ctx
+        .img
+        .files
+        .iter()
+        .find(|(pid, _)| *pid == p.pid)
+        .map(|(_, f)| f.iter().map(|f| f.fd).collect())
+        .unwrap_or_default();
+    let _ = sys::close_all_but(&fds);
+    loop {
+        nix::unistd::pause();
+    }
+}
+
+fn prepare_task(ctx: &TreeCtx<'_>, idx: usize) -> std::result::Result<(), String> {
+    let p = &ctx.img.procs[idx];
+    let c = &ctx.img.container;
+    if p.pid == 1 {
+        crate::runtime::spawn::setup_namespaces(&c.hostname, c.rootfs.as_deref())?;
+    }
+    let me = Pid::from_raw(0);
+    if p.sid == p.pid {
+        nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    } else if p.pgid == p.pid {
+        nix::unistd::setpgid(me, me).map_err(|e| format!("setpgid: {e}"))?;
+    } else if nix::unistd::getpgrp().as_raw() != p.pgid {
+        nix::unistd::setpgid(me, Pid::from_raw(p.pgid)).map_err(|e| format!("setpgid {}: {e}", p.pgid))?;
+    }
+    for (ci, child) in ctx.img.procs.iter().enumerate() {
+        if child.ppid != p.pid || ci == idx {
+            continue;
+        }
+        let set_tid = [child.pid];
+        let opts = sys::CloneOpts {
+            flags: 0,
+            cgroup: None,
+            set_tid: &set_tid,
+        };
+        match sys::clone3(&opts).map_err(|e| format!("clone3 pid {}: {e}", child.pid))? {
+            Forked::Child => match child.zombie {
+                Some(status) => become_zombie(status),
+                None => pre_image(ctx, ci),
+            },
+            Forked::Parent(_) => {}
+        }
+    }
+    nix::unistd::chdir(p.cwd.as_str()).map_err(|e| format!("chdir {}: {e}", p.cwd))?;
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(p.umask));
+    for l in &p.rlimits {
+        sys::set_rlimit(l.resource, l.soft, l.hard).map_err(|e| format!("setrlimit {}: {e}", l.resource))?;
+    }
+    let fds = ctx
+        .img
+        .files
+        .iter()
+        .find(|(pid, _)| *pid == p.pid)
+        .map(|(_, f)| f.as_slice())
+        .unwrap_or(&[]);
+    files::restore(fds, Some(ctx.log), ctx.ready.as_raw_fd()).map_err(|e| e.to_string())
+}
+
+/// Ends the calling task the way the zombie it stands for ended.
+fn become_zombie(status: i32) -> ! {
+    let sig = status & 0x7f;
+    if sig != 0 {
+        let _ = sys::reset_signals();
+        if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
+            let _ = nix::sys::signal::raise(s);
+        }
+        sys::exit_now(128 + sig);
+    }
+    sys::exit_now((status >> 8) & 0xff)
+}

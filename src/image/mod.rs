@@ -1,0 +1,141 @@
+//! The checkpoint image: a manifest, postcard-encoded sections (one per
+//! kind of state), and a page store.
+//!
+//! Every section is framed: magic, format version, payload length and a
+//! CRC-32 of the payload, and decodes with a size cap. The manifest lists
+//! every other file of the image with its length and checksum, plus the
+//! kernel and CPU facts of the machine that wrote it. Sinks and sources
+//! (a directory today, a QUIC stream later) move named blobs and the page
+//! stream; the engine does not know which it has.
+
+pub mod pages;
+pub mod store;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// Magic at the start of every section file.
+pub const SECTION_MAGIC: [u8; 8] = *b"MIGRSECT";
+/// Image format version. An image of another version is refused.
+pub const FORMAT_VERSION: u32 = 1;
+/// No section may be larger than this (pages live in the page store).
+pub const SECTION_CAP: u64 = 256 << 20;
+const HEADER_LEN: usize = 8 + 4 + 8 + 4;
+
+/// Errors reading or writing an image.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("image {what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("image section {name}: not a migrate image section (bad magic)")]
+    BadMagic { name: String },
+    #[error("image section {name}: format version {found}, this build reads version {FORMAT_VERSION}; restore it with a matching migrate")]
+    Version { name: String, found: u32 },
+    #[error("image section {name}: {len} bytes is over the {cap}-byte cap; the image is damaged")]
+    TooLarge { name: String, len: u64, cap: u64 },
+    #[error("image section {name}: truncated ({have} of {want} bytes)")]
+    Truncated { name: String, have: u64, want: u64 },
+    #[error("image {name}: checksum mismatch; the image is corrupted")]
+    Checksum { name: String },
+    #[error("image section {name}: undecodable: {reason}")]
+    Decode { name: String, reason: String },
+    #[error("image file {name} is listed in the manifest but missing")]
+    Missing { name: String },
+    #[error("image page store: {0}")]
+    Pages(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Encodes `value` as a framed section.
+pub fn encode_section<T: Serialize>(value: &T) -> Vec<u8> {
+    let payload = postcard::to_stdvec(value).expect("image sections serialize");
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(&SECTION_MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// Decodes a framed section, checking magic, version, size and checksum.
+pub fn decode_section<T: DeserializeOwned>(name: &str, bytes: &[u8]) -> Result<T> {
+    let name_s = || name.to_string();
+    if bytes.len() < HEADER_LEN {
+        return Err(Error::Truncated {
+            name: name_s(),
+            have: bytes.len() as u64,
+            want: HEADER_LEN as u64,
+        });
+    }
+    if bytes[..8] != SECTION_MAGIC {
+        return Err(Error::BadMagic { name: name_s() });
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != FORMAT_VERSION {
+        return Err(Error::Version {
+            name: name_s(),
+            found: version,
+        });
+    }
+    let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
+    if len > SECTION_CAP {
+        return Err(Error::TooLarge {
+            name: name_s(),
+            len,
+            cap: SECTION_CAP,
+        });
+    }
+    let crc = u32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
+    let payload = &bytes[HEADER_LEN..];
+    if (payload.len() as u64) < len {
+        return Err(Error::Truncated {
+            name: name_s(),
+            have: payload.len() as u64,
+            want: len,
+        });
+    }
+    let payload = &payload[..len as usize];
+    if crc32fast::hash(payload) != crc {
+        return Err(Error::Checksum { name: name_s() });
+    }
+    postcard::from_bytes(payload).map_err(|e| Error::Decode {
+        name: name_s(),
+        reason: e.to_string(),
+    })
+}
+
+/// Facts about the machine that wrote an image, checked at restore.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineFacts {
+    pub kernel: String,
+    pub arch: String,
+    /// Size of the xsave area; register state only moves between CPUs
+    /// with the same layout.
+    pub xstate_size: u32,
+}
+
+/// One file of the image with its length and checksum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub name: String,
+    pub len: u64,
+    pub crc32: u32,
+}
+
+/// The manifest: what the image holds and how to check it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub machine: MachineFacts,
+    /// Seconds since the Unix epoch when the checkpoint was taken.
+    pub created: u64,
+    pub container: String,
+    pub files: Vec<FileEntry>,
+}
+
+/// The name of the manifest file in an image.
+pub const MANIFEST: &str = "manifest";

@@ -1,0 +1,336 @@
+//! The page store: one logical stream of page data, cut into independent
+//! chunks. Each chunk is zstd-compressed (or stored raw where compression
+//! does not pay) and carries its own CRC-32, so a chunk can be checked,
+//! sent and decoded on its own. Which pages the stream holds, and in what
+//! order, is recorded by the memory sections (runs of pages per mapping).
+
+use std::io::{Read, Write};
+
+use super::{Error, Result, FORMAT_VERSION};
+
+pub const PAGES_MAGIC: [u8; 8] = *b"MIGRPAGE";
+const CHUNK_MAGIC: u32 = u32::from_le_bytes(*b"PGCK");
+/// Raw bytes per chunk.
+pub const CHUNK_SIZE: usize = 4 << 20;
+/// A chunk header claiming more than this is damage, not data.
+const CHUNK_CAP: usize = CHUNK_SIZE + (64 << 10);
+const FLAG_ZSTD: u32 = 1;
+const CHUNK_HEADER: usize = 20;
+
+/// How page chunks are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    /// zstd at this level (negative levels are the fast ones).
+    Zstd(i32),
+}
+
+fn io(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        what: what.to_string(),
+        source,
+    }
+}
+
+/// What a page writer wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageStats {
+    /// Raw page bytes.
+    pub raw: u64,
+    /// Bytes written, headers included.
+    pub stored: u64,
+    pub chunks: u64,
+}
+
+/// Writes the page stream.
+pub struct PageWriter<W: Write> {
+    out: W,
+    buf: Vec<u8>,
+    compression: Compression,
+    stats: PageStats,
+}
+
+impl<W: Write> PageWriter<W> {
+    pub fn new(mut out: W, compression: Compression) -> Result<Self> {
+        let mut header = PAGES_MAGIC.to_vec();
+        header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.write_all(&header).map_err(io("write page store"))?;
+        Ok(Self {
+            out,
+            buf: Vec::with_capacity(CHUNK_SIZE),
+            compression,
+            stats: PageStats {
+                stored: header.len() as u64,
+                ..Default::default()
+            },
+        })
+    }
+
+    /// Room left in the current chunk; callers may fill it in place with
+    /// [`Self::fill_with`].
+    pub fn spare(&self) -> usize {
+        CHUNK_SIZE - self.buf.len()
+    }
+
+    /// Appends `len` bytes produced by `fill` (which must fill the whole
+    /// slice), with `len <= spare()`. Lets page data be read straight into
+    /// the chunk buffer.
+    pub fn fill_with<E>(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), FillError<E>> {
+        assert!(len <= self.spare(), "fill_with beyond the chunk");
+        let start = self.buf.len();
+        self.buf.resize(start + len, 0);
+        if let Err(e) = fill(&mut self.buf[start..]) {
+            self.buf.truncate(start);
+            return Err(FillError::Fill(e));
+        }
+        self.stats.raw += len as u64;
+        if self.buf.len() == CHUNK_SIZE {
+            self.flush_chunk().map_err(FillError::Image)?;
+        }
+        Ok(())
+    }
+
+    /// Appends raw page bytes.
+    pub fn write(&mut self, mut data: &[u8]) -> Result<()> {
+        while !data.is_empty() {
+            let n = data.len().min(self.spare());
+            self.buf.extend_from_slice(&data[..n]);
+            self.stats.raw += n as u64;
+            data = &data[n..];
+            if self.buf.len() == CHUNK_SIZE {
+                self.flush_chunk()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_chunk(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let compressed = match self.compression {
+            Compression::None => None,
+            Compression::Zstd(level) => zstd::bulk::compress(&self.buf, level)
+                .ok()
+                .filter(|c| c.len() + c.len() / 16 < self.buf.len()),
+        };
+        let (flags, body): (u32, &[u8]) = match &compressed {
+            Some(c) => (FLAG_ZSTD, c),
+            None => (0, &self.buf),
+        };
+        let mut header = [0u8; CHUNK_HEADER];
+        header[0..4].copy_from_slice(&CHUNK_MAGIC.to_le_bytes());
+        header[4..8].copy_from_slice(&(self.buf.len() as u32).to_le_bytes());
+        header[8..12].copy_from_slice(&(body.len() as u32).to_le_bytes());
+        header[12..16].copy_from_slice(&flags.to_le_bytes());
+        header[16..20].copy_from_slice(&crc32fast::hash(body).to_le_bytes());
+        self.out.write_all(&header).map_err(io("write page chunk"))?;
+        self.out.write_all(body).map_err(io("write page chunk"))?;
+        self.stats.stored += (CHUNK_HEADER + body.len()) as u64;
+        self.stats.chunks += 1;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Writes the last chunk and returns the sink and the totals.
+    pub fn finish(mut self) -> Result<(W, PageStats)> {
+        self.flush_chunk()?;
+        self.out.flush().map_err(io("flush page store"))?;
+        Ok((self.out, self.stats))
+    }
+}
+
+/// An error from [`PageWriter::fill_with`]: the filler's or the image's.
+#[derive(Debug)]
+pub enum FillError<E> {
+    Fill(E),
+    Image(Error),
+}
+
+/// Reads the page stream back, chunk by chunk.
+pub struct PageReader<R: Read> {
+    inp: R,
+    chunk: Vec<u8>,
+    stored: Vec<u8>,
+    pos: usize,
+    /// Raw bytes handed out so far.
+    pub consumed: u64,
+}
+
+impl<R: Read> PageReader<R> {
+    pub fn new(mut inp: R) -> Result<Self> {
+        let mut header = [0u8; 12];
+        inp.read_exact(&mut header)
+            .map_err(|_| Error::Pages("the page store is truncated (no header)".into()))?;
+        if header[..8] != PAGES_MAGIC {
+            return Err(Error::Pages("not a migrate page store (bad magic)".into()));
+        }
+        let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+        if version != FORMAT_VERSION {
+            return Err(Error::Version {
+                name: "pages".into(),
+                found: version,
+            });
+        }
+        Ok(Self {
+            inp,
+            chunk: Vec::with_capacity(CHUNK_SIZE),
+            stored: Vec::new(),
+            pos: 0,
+            consumed: 0,
+        })
+    }
+
+    /// Reads the next chunk header and body; None at a clean end.
+    fn next_chunk(&mut self) -> Result<Option<(u32, u32)>> {
+        let mut header = [0u8; CHUNK_HEADER];
+        match read_full(&mut self.inp, &mut header).map_err(io("read page chunk"))? {
+            0 => return Ok(None),
+            CHUNK_HEADER => {}
+            _ => return Err(Error::Pages("truncated chunk header".into())),
+        }
+        let word = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().expect("4 bytes"));
+        if word(0) != CHUNK_MAGIC {
+            return Err(Error::Pages("bad chunk magic; the page store is corrupted".into()));
+        }
+        let (raw_len, stored_len, flags, crc) = (word(4), word(8), word(12), word(16));
+        if raw_len as usize > CHUNK_CAP || stored_len as usize > CHUNK_CAP {
+            return Err(Error::Pages(format!("chunk of {stored_len} bytes is over the cap")));
+        }
+        self.stored.resize(stored_len as usize, 0);
+        if read_full(&mut self.inp, &mut self.stored).map_err(io("read page chunk"))? != stored_len as usize {
+            return Err(Error::Pages("truncated chunk".into()));
+        }
+        if crc32fast::hash(&self.stored) != crc {
+            return Err(Error::Checksum { name: "pages".into() });
+        }
+        Ok(Some((raw_len, flags)))
+    }
+
+    fn load_chunk(&mut self) -> Result<bool> {
+        let Some((raw_len, flags)) = self.next_chunk()? else {
+            return Ok(false);
+        };
+        self.chunk.clear();
+        if flags & FLAG_ZSTD != 0 {
+            self.chunk.resize(raw_len as usize, 0);
+            let n = zstd::bulk::decompress_to_buffer(&self.stored, &mut self.chunk)
+                .map_err(|e| Error::Pages(format!("undecodable chunk: {e}")))?;
+            if n != raw_len as usize {
+                return Err(Error::Pages("chunk decodes to the wrong size".into()));
+            }
+        } else {
+            std::mem::swap(&mut self.chunk, &mut self.stored);
+        }
+        self.pos = 0;
+        Ok(true)
+    }
+
+    /// The next at most `max` raw bytes, straight from the decoded chunk.
+    pub fn next_slice(&mut self, max: usize) -> Result<&[u8]> {
+        if self.pos == self.chunk.len() && !self.load_chunk()? {
+            return Err(Error::Pages("the page store ends early".into()));
+        }
+        let n = max.min(self.chunk.len() - self.pos);
+        let start = self.pos;
+        self.pos += n;
+        self.consumed += n as u64;
+        Ok(&self.chunk[start..start + n])
+    }
+
+    /// Checks every remaining chunk's checksum without decoding it and
+    /// returns the raw length of the stream. For checking an image before
+    /// anything is restored from it.
+    pub fn verify_all(mut self) -> Result<u64> {
+        let mut total = 0u64;
+        while let Some((raw, _)) = self.next_chunk()? {
+            total += u64::from(raw);
+        }
+        Ok(total)
+    }
+}
+
+fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(compression: Compression, data: &[u8]) -> Vec<u8> {
+        let mut w = PageWriter::new(Vec::new(), compression).unwrap();
+        w.write(data).unwrap();
+        let (bytes, stats) = w.finish().unwrap();
+        assert_eq!(stats.raw, data.len() as u64);
+        assert_eq!(
+            PageReader::new(&bytes[..]).unwrap().verify_all().unwrap(),
+            data.len() as u64
+        );
+        let mut r = PageReader::new(&bytes[..]).unwrap();
+        let mut out = Vec::new();
+        while out.len() < data.len() {
+            out.extend_from_slice(r.next_slice(100_000).unwrap());
+        }
+        assert!(r.next_slice(1).is_err(), "stream must end");
+        bytes
+    }
+
+    fn sample(len: usize) -> Vec<u8> {
+        (0..len).map(|i| ((i * 7919) >> 9) as u8).collect()
+    }
+
+    #[test]
+    fn roundtrips_raw_and_zstd_across_chunks() {
+        let data = sample(CHUNK_SIZE * 2 + 12345);
+        let raw = roundtrip(Compression::None, &data);
+        let z = roundtrip(Compression::Zstd(1), &data);
+        assert!(z.len() < raw.len());
+    }
+
+    #[test]
+    fn detects_corruption_and_truncation() {
+        let data = sample(100_000);
+        let mut w = PageWriter::new(Vec::new(), Compression::Zstd(1)).unwrap();
+        w.write(&data).unwrap();
+        let (bytes, _) = w.finish().unwrap();
+        let mut bad = bytes.clone();
+        let last = bad.len() - 10;
+        bad[last] ^= 0xff;
+        assert!(matches!(
+            PageReader::new(&bad[..]).unwrap().verify_all(),
+            Err(Error::Checksum { .. })
+        ));
+        let cut = &bytes[..bytes.len() - 5];
+        assert!(PageReader::new(cut).unwrap().verify_all().is_err());
+        assert!(PageReader::new(&b"NOTPAGES0000"[..]).is_err());
+    }
+
+    #[test]
+    fn fill_with_reads_in_place() {
+        let mut w = PageWriter::new(Vec::new(), Compression::None).unwrap();
+        w.fill_with::<()>(4096, |b| {
+            b.fill(7);
+            Ok(())
+        })
+        .unwrap();
+        assert!(matches!(w.fill_with(10, |_| Err("boom")), Err(FillError::Fill("boom"))));
+        let (bytes, stats) = w.finish().unwrap();
+        assert_eq!(stats.raw, 4096);
+        let mut r = PageReader::new(&bytes[..]).unwrap();
+        assert!(r.next_slice(5000).unwrap().iter().all(|b| *b == 7));
+    }
+}

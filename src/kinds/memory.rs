@@ -1,0 +1,801 @@
+//! Memory: the address space of a process (every mapping with its
+//! protection, flags and backing), the pages worth saving, and the mm
+//! descriptor fields (code/data/brk/stack/args/env/auxv/exe).
+//!
+//! Dump: mappings come from /proc/PID/smaps, page presence from
+//! /proc/PID/pagemap, page contents from /proc/PID/mem. Pages never touched
+//! are skipped; file pages are saved only where the process has its own
+//! copy (copy-on-write), and all-zero anonymous pages are not stored.
+//!
+//! Restore (into a task that is a stopped copy of the restorer): unmap
+//! everything but the vDSO, move the vDSO and vvar to their old addresses,
+//! map each mapping again, write the pages through /proc/PID/mem, and set
+//! the mm fields with PR_SET_MM_MAP.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+
+use serde::{Deserialize, Serialize};
+
+use super::remote::{self, nr, Remote, PAGE, SCRATCH_LEN};
+use crate::image::pages::{PageReader, PageWriter};
+
+/// Errors of the memory kind.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Remote(#[from] remote::Error),
+    #[error("process {pid}: {what}: {source}")]
+    Proc {
+        pid: i32,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("process {pid}: cannot parse {what}: {line:?}")]
+    Parse { pid: i32, what: &'static str, line: String },
+    #[error("process {pid}: mapping {start:#x}-{end:#x} of {path}: {reason}")]
+    Unsupported {
+        pid: i32,
+        start: u64,
+        end: u64,
+        path: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Image(#[from] crate::image::Error),
+    #[error(
+        "process {pid}: the vDSO layout differs from the image's ({reason}); restore on a kernel with the same vDSO"
+    )]
+    Vdso { pid: i32, reason: String },
+    #[error("process {pid}: no free address range for the restorer's scratch area")]
+    NoGap { pid: i32 },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The special kernel mappings moved, never copied.
+const SPECIALS: [&str; 3] = ["[vvar]", "[vvar_vclock]", "[vdso]"];
+const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+
+/// What backs a mapping.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Backing {
+    /// Private anonymous memory (heap, stack, malloc arenas...).
+    Anon,
+    /// A file, by path.
+    File { path: String },
+    /// Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS, SysV shm):
+    /// mappings with the same id share one object.
+    Shmem { id: u64 },
+    /// [vdso], [vvar], [vvar_vclock]: moved to their old address.
+    Special { name: String },
+}
+
+/// A run of consecutive pages in the page stream (or all-zero pages, which
+/// are not in the stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageRun {
+    /// Virtual address, or for shmem the offset in the shared object.
+    pub addr: u64,
+    pub pages: u32,
+    pub zero: bool,
+}
+
+/// One mapping.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vma {
+    pub start: u64,
+    pub end: u64,
+    /// PROT_* bits.
+    pub prot: u32,
+    pub shared: bool,
+    /// File offset in bytes.
+    pub offset: u64,
+    pub backing: Backing,
+    /// smaps VmFlags worth restoring: gd, dc, wf, hg, nh, dd, lo.
+    pub flags: Vec<String>,
+    pub runs: Vec<PageRun>,
+}
+
+impl Vma {
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+
+    pub fn stored_pages(&self) -> u64 {
+        self.runs.iter().filter(|r| !r.zero).map(|r| u64::from(r.pages)).sum()
+    }
+}
+
+/// The mm descriptor fields (see prctl(PR_SET_MM_MAP)).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MmFields {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+    pub auxv: Vec<u64>,
+    pub exe: String,
+}
+
+/// A process's memory image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryImage {
+    pub vmas: Vec<Vma>,
+    pub mm: MmFields,
+}
+
+impl MemoryImage {
+    pub fn stored_pages(&self) -> u64 {
+        self.vmas.iter().map(Vma::stored_pages).sum()
+    }
+}
+
+/// A mapping line of /proc/PID/smaps or maps, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapLine {
+    pub start: u64,
+    pub end: u64,
+    pub perms: String,
+    pub offset: u64,
+    pub dev: String,
+    pub inode: u64,
+    pub path: String,
+    pub vmflags: Vec<String>,
+}
+
+/// Parses /proc/PID/smaps (or maps: VmFlags then stay empty).
+pub fn parse_maps(pid: i32, text: &str) -> Result<Vec<MapLine>> {
+    let mut out: Vec<MapLine> = Vec::new();
+    for line in text.lines() {
+        if let Some(flags) = line.strip_prefix("VmFlags:") {
+            if let Some(last) = out.last_mut() {
+                last.vmflags = flags.split_whitespace().map(String::from).collect();
+            }
+            continue;
+        }
+        let first = line.split_whitespace().next().unwrap_or("");
+        let Some((a, b)) = first.split_once('-') else { continue };
+        let (Ok(start), Ok(end)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
+            continue; // a "Key: value" line of smaps
+        };
+        let bad = || Error::Parse {
+            pid,
+            what: "maps",
+            line: line.to_string(),
+        };
+        let mut it = line.splitn(6, ' ');
+        it.next();
+        let perms = it.next().ok_or_else(bad)?.to_string();
+        let offset = u64::from_str_radix(it.next().ok_or_else(bad)?, 16).map_err(|_| bad())?;
+        let dev = it.next().ok_or_else(bad)?.to_string();
+        let inode = it.next().ok_or_else(bad)?.parse().map_err(|_| bad())?;
+        let path = it.next().unwrap_or("").trim_start().to_string();
+        out.push(MapLine {
+            start,
+            end,
+            perms,
+            offset,
+            dev,
+            inode,
+            path,
+            vmflags: Vec::new(),
+        });
+    }
+    Ok(out)
+}
+
+fn read_proc(pid: i32, file: &str) -> Result<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}")).map_err(|source| Error::Proc {
+        pid,
+        what: format!("read /proc/{pid}/{file}"),
+        source,
+    })
+}
+
+/// The mappings of a process.
+pub fn mappings(pid: i32) -> Result<Vec<MapLine>> {
+    parse_maps(pid, &read_proc(pid, "smaps")?)
+}
+
+fn prot_of(perms: &str) -> u32 {
+    let b = perms.as_bytes();
+    let mut p = 0;
+    if b.first() == Some(&b'r') {
+        p |= libc::PROT_READ;
+    }
+    if b.get(1) == Some(&b'w') {
+        p |= libc::PROT_WRITE;
+    }
+    if b.get(2) == Some(&b'x') {
+        p |= libc::PROT_EXEC;
+    }
+    p as u32
+}
+
+const KEPT_FLAGS: [&str; 7] = ["gd", "dc", "wf", "hg", "nh", "dd", "lo"];
+
+fn backing_of(pid: i32, m: &MapLine) -> Result<Option<Backing>> {
+    let shared = m.perms.as_bytes().get(3) == Some(&b's');
+    let unsupported = |reason: &str| Error::Unsupported {
+        pid,
+        start: m.start,
+        end: m.end,
+        path: m.path.clone(),
+        reason: reason.to_string(),
+    };
+    Ok(Some(match m.path.as_str() {
+        "[vsyscall]" => return Ok(None),
+        p if SPECIALS.contains(&p) => Backing::Special { name: p.to_string() },
+        p if shared && (m.inode != 0 && (p.starts_with("/dev/zero") || p.starts_with("/SYSV") || p.is_empty())) => {
+            // shmem: dev:inode identify the object across processes.
+            let dev = m.dev.replace(':', "");
+            let dev = u64::from_str_radix(&dev, 16).unwrap_or(0);
+            Backing::Shmem {
+                id: (dev << 40) ^ m.inode,
+            }
+        }
+        "" | "[heap]" | "[stack]" if !shared => Backing::Anon,
+        p if p.starts_with("[anon:") && !shared => Backing::Anon,
+        p if p.starts_with('[') => return Err(unsupported("special mapping not supported")),
+        p if p.ends_with(" (deleted)") => {
+            return Err(unsupported(
+                "the file was deleted (deleted files are not supported yet)",
+            ))
+        }
+        p if p.starts_with('/') => Backing::File { path: p.to_string() },
+        _ => return Err(unsupported("unknown mapping kind")),
+    }))
+}
+
+// pagemap bits
+const PM_PRESENT: u64 = 1 << 63;
+const PM_SWAPPED: u64 = 1 << 62;
+const PM_FILE: u64 = 1 << 61;
+/// Bytes read from /proc/PID/mem at a time.
+const READ_BATCH: usize = 1 << 20;
+
+/// What the dump of one process's memory wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DumpStats {
+    pub pages_stored: u64,
+    pub pages_zero: u64,
+    /// Mapped pages not stored: never touched, or clean file pages.
+    pub pages_skipped: u64,
+}
+
+/// Per-checkpoint state shared between processes: which pages of each
+/// shmem object are already stored.
+#[derive(Debug, Default)]
+pub struct ShmemSeen(HashMap<u64, HashSet<u64>>);
+
+/// Dumps the memory of a stopped process. `exclude` is the dumper's own
+/// scratch area in the task, left out of the image. `remote` runs brk(0).
+pub fn dump<W: std::io::Write>(
+    remote: &Remote,
+    maps: &[MapLine],
+    exclude: (u64, u64),
+    pages: &mut PageWriter<W>,
+    shmem: &mut ShmemSeen,
+    stats: &mut DumpStats,
+) -> Result<MemoryImage> {
+    let pid = remote.pid;
+    let pagemap = File::open(format!("/proc/{pid}/pagemap")).map_err(|source| Error::Proc {
+        pid,
+        what: "open pagemap".into(),
+        source,
+    })?;
+    let mut vmas = Vec::new();
+    let mut buf = vec![0u8; READ_BATCH];
+    for m in maps {
+        if m.start >= exclude.0 && m.end <= exclude.1 {
+            continue;
+        }
+        let Some(backing) = backing_of(pid, m)? else { continue };
+        let shared = m.perms.as_bytes().get(3) == Some(&b's');
+        let mut vma = Vma {
+            start: m.start,
+            end: m.end,
+            prot: prot_of(&m.perms),
+            shared,
+            offset: m.offset,
+            backing: backing.clone(),
+            flags: m
+                .vmflags
+                .iter()
+                .filter(|f| KEPT_FLAGS.contains(&f.as_str()))
+                .cloned()
+                .collect(),
+            runs: Vec::new(),
+        };
+        let npages = (m.end - m.start) / PAGE;
+        let wanted: Box<dyn Fn(u64) -> bool> = match &backing {
+            Backing::Special { .. } => {
+                vmas.push(vma);
+                continue;
+            }
+            Backing::File { .. } if shared => {
+                stats.pages_skipped += npages;
+                vmas.push(vma);
+                continue;
+            }
+            Backing::File { .. } => Box::new(|e| (e & PM_PRESENT != 0 && e & PM_FILE == 0) || e & PM_SWAPPED != 0),
+            Backing::Anon | Backing::Shmem { .. } => Box::new(|e| e & (PM_PRESENT | PM_SWAPPED) != 0),
+        };
+        let entries = read_pagemap(&pagemap, pid, m.start, npages)?;
+        let shmem_base = m.offset;
+        let mut seen = match &backing {
+            Backing::Shmem { id } => Some(shmem.0.entry(*id).or_default()),
+            _ => None,
+        };
+        // Walk maximal runs of wanted pages.
+        let mut i = 0u64;
+        while i < npages {
+            if !wanted(entries[i as usize]) {
+                stats.pages_skipped += 1;
+                i += 1;
+                continue;
+            }
+            let mut j = i;
+            while j < npages && wanted(entries[j as usize]) {
+                j += 1;
+            }
+            // Pages i..j are wanted: read them in batches.
+            let mut p = i;
+            while p < j {
+                let n = (j - p).min((READ_BATCH as u64) / PAGE);
+                let bytes = (n * PAGE) as usize;
+                let addr = m.start + p * PAGE;
+                remote.read(addr, &mut buf[..bytes])?;
+                for k in 0..n {
+                    let page = &buf[(k * PAGE) as usize..((k + 1) * PAGE) as usize];
+                    let at = addr + k * PAGE;
+                    let key = match &mut seen {
+                        Some(set) => {
+                            let off = shmem_base + (at - m.start);
+                            if !set.insert(off) {
+                                continue; // stored from another mapping
+                            }
+                            off
+                        }
+                        None => at,
+                    };
+                    let zero = page.iter().all(|b| *b == 0);
+                    if zero {
+                        stats.pages_zero += 1;
+                        // Fresh anonymous memory and shmem read as zero
+                        // already; a file page copy must be zeroed.
+                        if matches!(backing, Backing::File { .. }) {
+                            push_run(&mut vma.runs, key, true);
+                        }
+                        continue;
+                    }
+                    pages.write(page)?;
+                    stats.pages_stored += 1;
+                    push_run(&mut vma.runs, key, false);
+                }
+                p += n;
+            }
+            i = j;
+        }
+        vmas.push(vma);
+    }
+    let mm = mm_fields(remote)?;
+    Ok(MemoryImage { vmas, mm })
+}
+
+fn push_run(runs: &mut Vec<PageRun>, addr: u64, zero: bool) {
+    if let Some(last) = runs.last_mut() {
+        if last.zero == zero && last.addr + u64::from(last.pages) * PAGE == addr {
+            last.pages += 1;
+            return;
+        }
+    }
+    runs.push(PageRun { addr, pages: 1, zero });
+}
+
+fn read_pagemap(pagemap: &File, pid: i32, start: u64, npages: u64) -> Result<Vec<u64>> {
+    let mut raw = vec![0u8; (npages * 8) as usize];
+    pagemap
+        .read_exact_at(&mut raw, start / PAGE * 8)
+        .map_err(|source| Error::Proc {
+            pid,
+            what: format!("read pagemap at {start:#x}"),
+            source,
+        })?;
+    Ok(raw
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect())
+}
+
+/// The mm fields of a stopped process: /proc/PID/stat, auxv, exe, and an
+/// injected brk(0) for the current break.
+fn mm_fields(remote: &Remote) -> Result<MmFields> {
+    let pid = remote.pid;
+    let stat = read_proc(pid, "stat")?;
+    let after = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    // Fields after "(comm) ": index 0 is field 3 (state).
+    let f: Vec<u64> = after.split_whitespace().map(|s| s.parse().unwrap_or(0)).collect();
+    let field = |n: usize| f.get(n - 3).copied().unwrap_or(0);
+    let mut auxv_raw = Vec::new();
+    File::open(format!("/proc/{pid}/auxv"))
+        .and_then(|mut fl| fl.read_to_end(&mut auxv_raw))
+        .map_err(|source| Error::Proc {
+            pid,
+            what: "read auxv".into(),
+            source,
+        })?;
+    let auxv = auxv_raw
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let brk = remote.call("brk(0)", nr::BRK, &[0])?;
+    Ok(MmFields {
+        start_code: field(26),
+        end_code: field(27),
+        start_stack: field(28),
+        start_data: field(45),
+        end_data: field(46),
+        start_brk: field(47),
+        brk,
+        arg_start: field(48),
+        arg_end: field(49),
+        env_start: field(50),
+        env_end: field(51),
+        auxv,
+        exe,
+    })
+}
+
+/// The vDSO of a process: its special mappings and where one of its
+/// `syscall` instructions is.
+pub fn specials(maps: &[MapLine]) -> Vec<(String, u64, u64)> {
+    maps.iter()
+        .filter(|m| SPECIALS.contains(&m.path.as_str()))
+        .map(|m| (m.path.clone(), m.start, m.end))
+        .collect()
+}
+
+/// The address of a `syscall` instruction in the vDSO of `pid`.
+pub fn syscall_ip(pid: i32, maps: &[MapLine]) -> Result<u64> {
+    let vdso = maps.iter().find(|m| m.path == "[vdso]").ok_or_else(|| Error::Vdso {
+        pid,
+        reason: "the process has no [vdso]".into(),
+    })?;
+    Ok(remote::find_syscall_insn(pid, vdso.start, vdso.end)?)
+}
+
+/// Shared memory objects made by the restorer (memfds), by shmem id.
+pub type ShmemFds = HashMap<u64, File>;
+
+/// Rebuilds the address space of a stopped restorer copy. Afterwards the
+/// remote's syscall address points into the moved vDSO and its scratch
+/// area is mapped in a hole of the new layout.
+pub fn restore_layout(remote: &mut Remote, img: &MemoryImage, shmem: &ShmemFds) -> Result<()> {
+    let pid = remote.pid;
+    let now = mappings(pid)?;
+    let cur = specials(&now);
+    let want: Vec<(String, u64, u64)> = img
+        .vmas
+        .iter()
+        .filter_map(|v| match &v.backing {
+            Backing::Special { name } => Some((name.clone(), v.start, v.end)),
+            _ => None,
+        })
+        .collect();
+    let sizes = |v: &[(String, u64, u64)]| {
+        let mut s: Vec<(String, u64)> = v.iter().map(|(n, a, b)| (n.clone(), b - a)).collect();
+        s.sort();
+        s
+    };
+    if sizes(&cur) != sizes(&want) {
+        return Err(Error::Vdso {
+            pid,
+            reason: format!("here {:?}, image {:?}", sizes(&cur), sizes(&want)),
+        });
+    }
+    let vdso_now = cur.iter().find(|s| s.0 == "[vdso]").map(|s| s.1).unwrap_or(0);
+    let insn_off = remote.syscall_ip() - vdso_now;
+
+    // 1. Unmap everything but the specials (and [vsyscall], which is fixed).
+    let mut keep: Vec<(u64, u64)> = cur.iter().map(|s| (s.1, s.2)).collect();
+    keep.sort();
+    let mut from = PAGE;
+    for (a, b) in keep.iter().copied().chain([(TASK_SIZE, TASK_SIZE)]) {
+        if a > from {
+            remote.call("munmap restorer memory", nr::MUNMAP, &[from, a - from])?;
+        }
+        from = b;
+    }
+
+    // 2. Move the specials: first out of the way (a hole of the target
+    // layout), then to their old addresses.
+    let total: u64 = cur.iter().map(|s| s.2 - s.1).sum();
+    let mut taken: Vec<(u64, u64)> = img.vmas.iter().map(|v| (v.start, v.end)).collect();
+    taken.extend(keep.iter().copied());
+    let temp = find_gap(&taken, total + SCRATCH_LEN).ok_or(Error::NoGap { pid })?;
+    // Our `syscall` instruction lives in the [vdso]: follow it as it moves.
+    let move_special = |remote: &mut Remote, name: &str, from: u64, len: u64, to: u64| -> Result<()> {
+        mremap(remote, from, len, to)?;
+        if name == "[vdso]" {
+            remote.set_syscall_ip(to + insn_off);
+        }
+        Ok(())
+    };
+    let mut at = temp;
+    let mut parked = Vec::new();
+    for (name, a, b) in &cur {
+        move_special(remote, name, *a, b - a, at)?;
+        parked.push((name.clone(), at, b - a));
+        at += b - a;
+    }
+    for (name, a, len) in &parked {
+        let target = want.iter().find(|w| &w.0 == name).expect("same names").1;
+        move_special(remote, name, *a, *len, target)?;
+    }
+
+    // 3. Scratch area in a hole of the target layout.
+    let taken: Vec<(u64, u64)> = img.vmas.iter().map(|v| (v.start, v.end)).collect();
+    let gap = find_gap(&taken, SCRATCH_LEN).ok_or(Error::NoGap { pid })?;
+    remote.map_scratch(Some(gap))?;
+
+    // 4. Every other mapping.
+    for v in &img.vmas {
+        map_vma(remote, v, shmem)?;
+    }
+    Ok(())
+}
+
+fn mremap(remote: &Remote, from: u64, len: u64, to: u64) -> Result<()> {
+    if from == to {
+        return Ok(());
+    }
+    let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
+    remote.call("mremap vDSO", nr::MREMAP, &[from, len, len, flags, to])?;
+    Ok(())
+}
+
+/// The highest free range of `len` bytes below the usual mmap area that
+/// overlaps none of `taken`.
+fn find_gap(taken: &[(u64, u64)], len: u64) -> Option<u64> {
+    let mut t: Vec<(u64, u64)> = taken.to_vec();
+    t.sort();
+    // Walk down from the top of user space; start below 0x7f00_0000_0000
+    // is not required, any hole works.
+    let mut hi = TASK_SIZE - PAGE * 16;
+    for &(a, b) in t.iter().rev() {
+        if b <= hi && hi - b >= len + 2 * PAGE {
+            return Some(hi - len - PAGE);
+        }
+        hi = hi.min(a);
+    }
+    (hi > len + 0x10000).then(|| hi - len - PAGE)
+}
+
+fn map_vma(remote: &Remote, v: &Vma, shmem: &ShmemFds) -> Result<()> {
+    let mut flags = libc::MAP_FIXED as u64;
+    flags |= if v.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE } as u64;
+    if v.flags.iter().any(|f| f == "gd") {
+        flags |= libc::MAP_GROWSDOWN as u64;
+    }
+    let what = format!("mmap {:#x}-{:#x}", v.start, v.end);
+    match &v.backing {
+        Backing::Special { .. } => return Ok(()),
+        Backing::Anon => {
+            flags |= libc::MAP_ANONYMOUS as u64;
+            remote.call(
+                &what,
+                nr::MMAP,
+                &[v.start, v.len(), u64::from(v.prot), flags, u64::MAX, 0],
+            )?;
+        }
+        Backing::File { path } => {
+            let mode = if v.shared && v.prot & libc::PROT_WRITE as u32 != 0 {
+                libc::O_RDWR
+            } else {
+                libc::O_RDONLY
+            };
+            let fd = remote.open(path, mode | libc::O_CLOEXEC)?;
+            let r = remote.call(
+                &what,
+                nr::MMAP,
+                &[v.start, v.len(), u64::from(v.prot), flags, fd, v.offset],
+            );
+            remote.close(fd)?;
+            r?;
+        }
+        Backing::Shmem { id } => {
+            let memfd = shmem.get(id).expect("restorer made every shmem object");
+            let path = format!("/proc/{}/fd/{}", std::process::id(), memfd.as_raw_fd());
+            let fd = remote.open(&path, libc::O_RDWR | libc::O_CLOEXEC)?;
+            let r = remote.call(
+                &what,
+                nr::MMAP,
+                &[v.start, v.len(), u64::from(v.prot), flags, fd, v.offset],
+            );
+            remote.close(fd)?;
+            r?;
+        }
+    }
+    for (flag, advice) in [
+        ("dc", libc::MADV_DONTFORK),
+        ("wf", libc::MADV_WIPEONFORK),
+        ("hg", libc::MADV_HUGEPAGE),
+        ("nh", libc::MADV_NOHUGEPAGE),
+        ("dd", libc::MADV_DONTDUMP),
+    ] {
+        if v.flags.iter().any(|f| f == flag) {
+            remote.call("madvise", nr::MADVISE, &[v.start, v.len(), advice as u64])?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the pages of a process from the page stream, in the order the
+/// dump stored them.
+pub fn restore_pages<R: Read>(
+    remote: &Remote,
+    img: &MemoryImage,
+    pages: &mut PageReader<R>,
+    shmem: &ShmemFds,
+) -> Result<()> {
+    let zeros = vec![0u8; READ_BATCH];
+    for v in &img.vmas {
+        for run in &v.runs {
+            let mut left = u64::from(run.pages) * PAGE;
+            let mut at = run.addr;
+            while left > 0 {
+                let n;
+                let data: &[u8] = if run.zero {
+                    n = left.min(zeros.len() as u64);
+                    &zeros[..n as usize]
+                } else {
+                    let s = pages.next_slice(left as usize)?;
+                    n = s.len() as u64;
+                    s
+                };
+                match &v.backing {
+                    Backing::Shmem { id } => {
+                        let f = shmem.get(id).expect("restorer made every shmem object");
+                        f.write_all_at(data, at).map_err(|source| Error::Proc {
+                            pid: remote.pid,
+                            what: "write shared memory".into(),
+                            source,
+                        })?;
+                    }
+                    _ => remote.write(at, data)?,
+                }
+                at += n;
+                left -= n;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sets the mm descriptor fields and the exe link (PR_SET_MM_MAP).
+pub fn restore_mm(remote: &Remote, mm: &MmFields) -> Result<()> {
+    const PR_SET_MM: u64 = 35;
+    const PR_SET_MM_MAP: u64 = 14;
+    let exe_fd = if mm.exe.is_empty() {
+        None
+    } else {
+        remote.open(&mm.exe, libc::O_RDONLY | libc::O_CLOEXEC).ok()
+    };
+    let auxv_at = remote.scratch + 2 * PAGE;
+    let auxv: Vec<u8> = mm.auxv.iter().flat_map(|w| w.to_le_bytes()).collect();
+    remote.write(auxv_at, &auxv)?;
+    let mut s = Vec::with_capacity(104);
+    for w in [
+        mm.start_code,
+        mm.end_code,
+        mm.start_data,
+        mm.end_data,
+        mm.start_brk,
+        mm.brk,
+        mm.start_stack,
+        mm.arg_start,
+        mm.arg_end,
+        mm.env_start,
+        mm.env_end,
+        auxv_at,
+    ] {
+        s.extend_from_slice(&w.to_le_bytes());
+    }
+    s.extend_from_slice(&(auxv.len() as u32).to_le_bytes());
+    s.extend_from_slice(&(exe_fd.map(|f| f as u32).unwrap_or(u32::MAX)).to_le_bytes());
+    remote.write(remote.scratch, &s)?;
+    let r = remote.call(
+        "prctl(PR_SET_MM_MAP)",
+        nr::PRCTL,
+        &[PR_SET_MM, PR_SET_MM_MAP, remote.scratch, s.len() as u64, 0],
+    );
+    if let Some(fd) = exe_fd {
+        remote.close(fd)?;
+    }
+    r?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMAPS: &str = "\
+55d0c0a00000-55d0c0a21000 rw-p 00000000 00:00 0                          [heap]
+Size:                132 kB
+VmFlags: rd wr mr mw me ac sd
+7f1c2a000000-7f1c2a200000 r--p 00010000 fe:01 1234                       /usr/lib/x86_64-linux-gnu/libc.so.6
+VmFlags: rd mr mw me sd
+7f1c2b000000-7f1c2b001000 rw-s 00000000 00:01 77                         /dev/zero (deleted)
+7ffd1000000-7ffd1021000 rw-p 00000000 00:00 0                          [stack]
+VmFlags: rd wr mr mw me gd ac
+7ffd1100000-7ffd1102000 r-xp 00000000 00:00 0                          [vdso]
+ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsyscall]
+";
+
+    #[test]
+    fn parses_smaps_and_classifies() {
+        let maps = parse_maps(1, SMAPS).unwrap();
+        assert_eq!(maps.len(), 6);
+        assert_eq!(maps[0].path, "[heap]");
+        assert_eq!(maps[0].vmflags, vec!["rd", "wr", "mr", "mw", "me", "ac", "sd"]);
+        assert_eq!(maps[1].offset, 0x10000);
+        assert_eq!(maps[1].inode, 1234);
+        assert_eq!(backing_of(1, &maps[0]).unwrap(), Some(Backing::Anon));
+        assert!(matches!(backing_of(1, &maps[1]).unwrap(), Some(Backing::File { .. })));
+        assert!(matches!(backing_of(1, &maps[2]).unwrap(), Some(Backing::Shmem { .. })));
+        assert!(maps[3].vmflags.contains(&"gd".to_string()));
+        assert!(matches!(
+            backing_of(1, &maps[4]).unwrap(),
+            Some(Backing::Special { .. })
+        ));
+        assert_eq!(backing_of(1, &maps[5]).unwrap(), None);
+        assert_eq!(prot_of("r-xp"), (libc::PROT_READ | libc::PROT_EXEC) as u32);
+    }
+
+    #[test]
+    fn deleted_files_are_refused() {
+        let m = parse_maps(7, "7f00-7f01 r--p 00000000 fe:01 9 /tmp/x (deleted)\n").unwrap();
+        assert!(matches!(backing_of(7, &m[0]), Err(Error::Unsupported { .. })));
+    }
+
+    #[test]
+    fn runs_merge() {
+        let mut runs = Vec::new();
+        push_run(&mut runs, 0x1000, false);
+        push_run(&mut runs, 0x2000, false);
+        push_run(&mut runs, 0x3000, true);
+        push_run(&mut runs, 0x5000, false);
+        assert_eq!(runs.len(), 3);
+        assert_eq!(runs[0].pages, 2);
+    }
+
+    #[test]
+    fn gaps() {
+        let taken = [(0x1000, 0x5000), (0x7fff_0000_0000, 0x7fff_ffff_0000)];
+        let g = find_gap(&taken, 0x4000).unwrap();
+        for (a, b) in taken {
+            assert!(g + 0x4000 <= a || g >= b, "gap {g:#x} overlaps");
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! Each kind of state a container holds, with its dump and restore sides
+//! next to each other.
+
+pub mod files;
+pub mod memory;
+pub mod pstree;
+pub mod regs;
+pub mod remote;
+pub mod signals;
+pub mod timens;

@@ -1,0 +1,217 @@
+//! The process tree: every process with its PID, parent, process group and
+//! session inside the container's PID namespace, its threads, zombies with
+//! their exit status, and per-process attributes (comm, cwd, umask,
+//! rlimits).
+//!
+//! Dump walks /proc from the container's PID 1 through the children lists
+//! (zombies included; they have left the cgroup). Restore forks the same
+//! tree with clone3(set_tid), see the engine.
+
+use serde::{Deserialize, Serialize};
+
+use super::regs::ThreadImage;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("process {pid}: read {what}: {source}")]
+    Proc {
+        pid: i32,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("process {pid}: no {field} in /proc/{pid}/status")]
+    Field { pid: i32, field: &'static str },
+    #[error("process {host_pid} is in the container's cgroup but not in its process tree (was it started with `migrate exec`?); it can not be checkpointed. Wait for it to end, or kill it")]
+    Stray { host_pid: i32 },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// One resource limit (RLIMIT_* number, soft, hard; u64::MAX is infinity).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    pub resource: u32,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// One process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessImage {
+    /// IDs inside the container's PID namespace.
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    /// Host PID at checkpoint time (for `inspect`).
+    pub host_pid: i32,
+    pub comm: String,
+    /// For a zombie: its wait status (as waitpid would report it).
+    pub zombie: Option<i32>,
+    /// Threads, the main thread first. Empty for zombies.
+    pub threads: Vec<ThreadImage>,
+    pub cwd: String,
+    pub umask: u32,
+    pub rlimits: Vec<Rlimit>,
+}
+
+/// The parts of /proc/PID/status the tree needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub ns_pid: i32,
+    pub ns_pgid: i32,
+    pub ns_sid: i32,
+    pub host_ppid: i32,
+    pub umask: u32,
+    pub state: char,
+    pub name: String,
+}
+
+fn last_id(v: &str) -> Option<i32> {
+    v.split_whitespace().last()?.parse().ok()
+}
+
+pub fn parse_status(pid: i32, text: &str) -> Result<Status> {
+    let get = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
+            .map(str::trim)
+    };
+    let need = |field: &'static str| get(field).ok_or(Error::Field { pid, field });
+    Ok(Status {
+        ns_pid: last_id(need("NSpid")?).ok_or(Error::Field { pid, field: "NSpid" })?,
+        ns_pgid: last_id(need("NSpgid")?).ok_or(Error::Field { pid, field: "NSpgid" })?,
+        ns_sid: last_id(need("NSsid")?).ok_or(Error::Field { pid, field: "NSsid" })?,
+        host_ppid: need("PPid")?.parse().unwrap_or(0),
+        umask: get("Umask")
+            .and_then(|u| u32::from_str_radix(u, 8).ok())
+            .unwrap_or(0o022),
+        state: need("State")?.chars().next().unwrap_or('?'),
+        name: get("Name").unwrap_or("").to_string(),
+    })
+}
+
+pub fn read_status(pid: i32) -> Result<Status> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|source| Error::Proc {
+        pid,
+        what: "status".into(),
+        source,
+    })?;
+    parse_status(pid, &text)
+}
+
+/// The host PIDs of the tree under `init`, parents before children.
+pub fn walk(init: i32) -> Result<Vec<i32>> {
+    let mut out = vec![init];
+    let mut i = 0;
+    while i < out.len() {
+        let pid = out[i];
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|source| Error::Proc {
+            pid,
+            what: "task list".into(),
+            source,
+        })?;
+        let mut kids = Vec::new();
+        for t in tasks.flatten() {
+            let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            kids.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+        }
+        kids.sort_unstable();
+        out.extend(kids);
+        i += 1;
+    }
+    Ok(out)
+}
+
+/// Host thread IDs of a process, the main thread first.
+pub fn threads(pid: i32) -> Result<Vec<i32>> {
+    let mut tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map_err(|source| Error::Proc {
+            pid,
+            what: "task list".into(),
+            source,
+        })?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .collect();
+    tids.sort_unstable_by_key(|t| (*t != pid, *t));
+    Ok(tids)
+}
+
+/// The wait status of a zombie, from /proc/PID/stat field 52.
+pub fn zombie_status(pid: i32) -> i32 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit_once(") ")?.1.to_string();
+            after.split_whitespace().nth(52 - 3)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// The limits of a process, from /proc/PID/limits.
+pub fn rlimits(pid: i32) -> Vec<Rlimit> {
+    const NAMES: [(&str, u32); 16] = [
+        ("Max cpu time", 0),
+        ("Max file size", 1),
+        ("Max data size", 2),
+        ("Max stack size", 3),
+        ("Max core file size", 4),
+        ("Max resident set", 5),
+        ("Max processes", 6),
+        ("Max open files", 7),
+        ("Max locked memory", 8),
+        ("Max address space", 9),
+        ("Max file locks", 10),
+        ("Max pending signals", 11),
+        ("Max msgqueue size", 12),
+        ("Max nice priority", 13),
+        ("Max realtime priority", 14),
+        ("Max realtime timeout", 15),
+    ];
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    let val = |s: &str| {
+        if s == "unlimited" {
+            u64::MAX
+        } else {
+            s.parse().unwrap_or(u64::MAX)
+        }
+    };
+    NAMES
+        .iter()
+        .filter_map(|(name, resource)| {
+            let line = text.lines().find(|l| l.starts_with(name))?;
+            let mut it = line[name.len()..].split_whitespace();
+            Some(Rlimit {
+                resource: *resource,
+                soft: val(it.next()?),
+                hard: val(it.next()?),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_status() {
+        let text = "Name:\tbash\nUmask:\t0027\nState:\tS (sleeping)\nTgid:\t900\nPid:\t900\nPPid:\t899\nNStgid:\t900\t5\nNSpid:\t900\t5\nNSpgid:\t898\t1\nNSsid:\t898\t1\n";
+        let s = parse_status(900, text).unwrap();
+        assert_eq!((s.ns_pid, s.ns_pgid, s.ns_sid, s.host_ppid), (5, 1, 1, 899));
+        assert_eq!(s.umask, 0o027);
+        assert_eq!(s.state, 'S');
+        assert_eq!(s.name, "bash");
+        assert!(parse_status(1, "Name:\tx\n").is_err());
+    }
+
+    #[test]
+    fn reads_own_limits_and_threads() {
+        let me = std::process::id() as i32;
+        let l = rlimits(me);
+        assert!(l.iter().any(|r| r.resource == 7 && r.soft > 0));
+        assert_eq!(threads(me).unwrap()[0], me);
+    }
+}

@@ -1,0 +1,337 @@
+//! ptrace: seizing tasks, register sets, signal masks, rseq configuration,
+//! and running syscalls inside a stopped task (syscall injection).
+
+use std::os::raw::c_void;
+
+use nix::sys::ptrace::{self, Options};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::Errno;
+
+pub use libc::user_regs_struct as UserRegs;
+
+/// PTRACE_EVENT_STOP: the stop that PTRACE_INTERRUPT and group-stop report
+/// under PTRACE_SEIZE.
+pub const EVENT_STOP: i32 = 128;
+const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
+const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
+const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
+const NT_X86_XSTATE: libc::c_int = 0x202;
+/// Room for the largest xsave area a current x86 CPU reports (AMX needs
+/// about 11 KiB).
+const XSTATE_MAX: usize = 16384;
+
+/// Seizes `tid` (no stop yet) with the given options.
+pub fn seize(tid: Pid, opts: Options) -> Result<(), Errno> {
+    ptrace::seize(tid, opts)
+}
+
+/// Asks a seized task to stop; wait for the stop with [`wait_stop`].
+pub fn interrupt(tid: Pid) -> Result<(), Errno> {
+    ptrace::interrupt(tid)
+}
+
+/// Waits for the next state change of a traced task (any thread).
+pub fn wait(tid: Pid) -> Result<WaitStatus, Errno> {
+    loop {
+        match waitpid(tid, Some(WaitPidFlag::__WALL)) {
+            Err(Errno::EINTR) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Waits until `tid` reports a ptrace event-stop (PTRACE_EVENT_STOP),
+/// passing over signal-delivery stops. Signals seen meanwhile are returned
+/// so that the caller can deliver them again when it lets the task go.
+pub fn wait_stop(tid: Pid) -> Result<Vec<i32>, Errno> {
+    let mut held = Vec::new();
+    loop {
+        match wait(tid)? {
+            WaitStatus::PtraceEvent(_, _, EVENT_STOP) => return Ok(held),
+            WaitStatus::Stopped(_, sig) => {
+                // A signal arrived before our stop: keep it, and suppress it
+                // for now by restarting without it.
+                held.push(sig as i32);
+                ptrace::cont(tid, None)?;
+            }
+            WaitStatus::Exited(..) | WaitStatus::Signaled(..) => return Err(Errno::ESRCH),
+            _ => {
+                ptrace::cont(tid, None)?;
+            }
+        }
+    }
+}
+
+pub fn detach(tid: Pid, sig: Option<i32>) -> Result<(), Errno> {
+    let sig = sig.and_then(|s| nix::sys::signal::Signal::try_from(s).ok());
+    ptrace::detach(tid, sig)
+}
+
+pub fn get_regs(tid: Pid) -> Result<UserRegs, Errno> {
+    ptrace::getregs(tid)
+}
+
+pub fn set_regs(tid: Pid, regs: &UserRegs) -> Result<(), Errno> {
+    ptrace::setregs(tid, *regs)
+}
+
+/// The task's xsave area (FPU, SSE, AVX, PKRU... state), as many bytes as
+/// the kernel reports.
+pub fn get_xstate(tid: Pid) -> Result<Vec<u8>, Errno> {
+    let mut buf = vec![0u8; XSTATE_MAX];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: PTRACE_GETREGSET writes at most iov_len bytes to iov_base,
+    // which points at `buf`, alive for the call; it updates iov_len.
+    let ret = unsafe {
+        libc::ptrace(
+            libc::PTRACE_GETREGSET,
+            tid.as_raw(),
+            NT_X86_XSTATE,
+            &mut iov as *mut libc::iovec,
+        )
+    };
+    if ret < 0 {
+        return Err(Errno::last());
+    }
+    buf.truncate(iov.iov_len);
+    Ok(buf)
+}
+
+pub fn set_xstate(tid: Pid, xstate: &[u8]) -> Result<(), Errno> {
+    let mut copy = xstate.to_vec();
+    let mut iov = libc::iovec {
+        iov_base: copy.as_mut_ptr() as *mut c_void,
+        iov_len: copy.len(),
+    };
+    // SAFETY: PTRACE_SETREGSET reads iov_len bytes from iov_base (`copy`,
+    // alive for the call).
+    let ret = unsafe {
+        libc::ptrace(
+            libc::PTRACE_SETREGSET,
+            tid.as_raw(),
+            NT_X86_XSTATE,
+            &mut iov as *mut libc::iovec,
+        )
+    };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// The blocked-signal mask of a stopped thread.
+pub fn get_sigmask(tid: Pid) -> Result<u64, Errno> {
+    let mut mask: u64 = 0;
+    // SAFETY: PTRACE_GETSIGMASK writes 8 bytes (the size we pass) to `mask`.
+    let ret = unsafe { libc::ptrace(PTRACE_GETSIGMASK, tid.as_raw(), 8usize, &mut mask as *mut u64) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(mask)
+    }
+}
+
+pub fn set_sigmask(tid: Pid, mask: u64) -> Result<(), Errno> {
+    // SAFETY: PTRACE_SETSIGMASK reads 8 bytes from `mask`.
+    let ret = unsafe { libc::ptrace(PTRACE_SETSIGMASK, tid.as_raw(), 8usize, &mask as *const u64) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// A thread's rseq registration (PTRACE_GET_RSEQ_CONFIGURATION).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RseqConfig {
+    pub ptr: u64,
+    pub len: u32,
+    pub flags: u32,
+    pub sig: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct RawRseqConfig {
+    rseq_abi_pointer: u64,
+    rseq_abi_size: u32,
+    signature: u32,
+    flags: u32,
+    pad: u32,
+}
+
+/// None when the thread has no rseq area registered.
+pub fn rseq_config(tid: Pid) -> Result<Option<RseqConfig>, Errno> {
+    let mut raw = RawRseqConfig::default();
+    // SAFETY: the kernel writes at most `size_of::<RawRseqConfig>()` bytes
+    // (the size we pass) into `raw`.
+    let ret = unsafe {
+        libc::ptrace(
+            PTRACE_GET_RSEQ_CONFIGURATION,
+            tid.as_raw(),
+            std::mem::size_of::<RawRseqConfig>(),
+            &mut raw as *mut RawRseqConfig,
+        )
+    };
+    if ret < 0 {
+        return Err(Errno::last());
+    }
+    Ok((raw.rseq_abi_pointer != 0).then_some(RseqConfig {
+        ptr: raw.rseq_abi_pointer,
+        len: raw.rseq_abi_size,
+        flags: raw.flags,
+        sig: raw.signature,
+    }))
+}
+
+/// A thread's robust futex list head and its length (get_robust_list(2)).
+pub fn robust_list(tid: Pid) -> Result<(u64, u64), Errno> {
+    let mut head: u64 = 0;
+    let mut len: usize = 0;
+    // SAFETY: get_robust_list writes one pointer and one size_t to the two
+    // locations we pass.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            tid.as_raw(),
+            &mut head as *mut u64,
+            &mut len as *mut usize,
+        )
+    };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok((head, len as u64))
+    }
+}
+
+/// Runs syscalls inside a stopped, seized task. The task must be in a
+/// ptrace-stop; `syscall_ip` must point at a `syscall` instruction (0f 05)
+/// mapped executable in the task.
+pub struct Injector {
+    pub tid: Pid,
+    pub syscall_ip: u64,
+}
+
+impl Injector {
+    /// Executes syscall `nr` with `args` in the task and returns its raw
+    /// result (negative errno on failure). The task's registers are put
+    /// back afterwards.
+    pub fn syscall(&self, nr: i64, args: &[u64]) -> Result<i64, Errno> {
+        let saved = get_regs(self.tid)?;
+        let mut regs = saved;
+        regs.rax = nr as u64;
+        // -1 in orig_rax: no syscall-restart fix-up may touch our registers.
+        regs.orig_rax = u64::MAX;
+        regs.rip = self.syscall_ip;
+        let a = |i: usize| args.get(i).copied().unwrap_or(0);
+        regs.rdi = a(0);
+        regs.rsi = a(1);
+        regs.rdx = a(2);
+        regs.r10 = a(3);
+        regs.r8 = a(4);
+        regs.r9 = a(5);
+        set_regs(self.tid, &regs)?;
+        self.step_syscall()?; // to syscall entry
+        self.step_syscall()?; // to syscall exit
+        let ret = get_regs(self.tid)?.rax as i64;
+        set_regs(self.tid, &saved)?;
+        Ok(ret)
+    }
+
+    /// Like [`Self::syscall`], mapping a negative result to its errno.
+    pub fn call(&self, nr: i64, args: &[u64]) -> Result<u64, Errno> {
+        let ret = self.syscall(nr, args)?;
+        if (-4095..0).contains(&ret) {
+            Err(Errno::from_raw(-ret as i32))
+        } else {
+            Ok(ret as u64)
+        }
+    }
+
+    fn step_syscall(&self) -> Result<(), Errno> {
+        ptrace::syscall(self.tid, None)?;
+        loop {
+            match wait(self.tid)? {
+                // PTRACE_O_TRACESYSGOOD marks syscall stops.
+                WaitStatus::PtraceSyscall(_) => return Ok(()),
+                WaitStatus::Exited(..) | WaitStatus::Signaled(..) => return Err(Errno::ESRCH),
+                WaitStatus::Stopped(_, sig) if is_fault(sig) => {
+                    // The task faulted at our instruction pointer: the
+                    // syscall address is not executable any more.
+                    return Err(Errno::EFAULT);
+                }
+                WaitStatus::Stopped(_, _) | WaitStatus::PtraceEvent(..) => {
+                    // A signal or an event in the middle of our syscall:
+                    // suppress it and go on to the syscall stop.
+                    ptrace::syscall(self.tid, None)?;
+                }
+                _ => ptrace::syscall(self.tid, None)?,
+            }
+        }
+    }
+}
+
+fn is_fault(sig: nix::sys::signal::Signal) -> bool {
+    use nix::sys::signal::Signal::*;
+    matches!(sig, SIGSEGV | SIGBUS | SIGILL | SIGFPE)
+}
+
+/// The options every seize uses: syscall stops marked, tracees killed if
+/// the tracer dies before it detached them (only at restore, see callers).
+pub fn seize_options(exit_kill: bool, trace_clone: bool) -> Options {
+    let mut o = Options::PTRACE_O_TRACESYSGOOD;
+    if exit_kill {
+        o |= Options::PTRACE_O_EXITKILL;
+    }
+    if trace_clone {
+        o |= Options::PTRACE_O_TRACECLONE;
+    }
+    o
+}
+
+/// The registers as 27 words in `user_regs_struct` order, for images.
+pub fn regs_to_words(r: &UserRegs) -> [u64; 27] {
+    [
+        r.r15, r.r14, r.r13, r.r12, r.rbp, r.rbx, r.r11, r.r10, r.r9, r.r8, r.rax, r.rcx, r.rdx, r.rsi, r.rdi,
+        r.orig_rax, r.rip, r.cs, r.eflags, r.rsp, r.ss, r.fs_base, r.gs_base, r.ds, r.es, r.fs, r.gs,
+    ]
+}
+
+pub fn words_to_regs(w: &[u64; 27]) -> UserRegs {
+    UserRegs {
+        r15: w[0],
+        r14: w[1],
+        r13: w[2],
+        r12: w[3],
+        rbp: w[4],
+        rbx: w[5],
+        r11: w[6],
+        r10: w[7],
+        r9: w[8],
+        r8: w[9],
+        rax: w[10],
+        rcx: w[11],
+        rdx: w[12],
+        rsi: w[13],
+        rdi: w[14],
+        orig_rax: w[15],
+        rip: w[16],
+        cs: w[17],
+        eflags: w[18],
+        rsp: w[19],
+        ss: w[20],
+        fs_base: w[21],
+        gs_base: w[22],
+        ds: w[23],
+        es: w[24],
+        fs: w[25],
+        gs: w[26],
+    }
+}
