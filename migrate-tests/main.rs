@@ -1,5 +1,6 @@
 //! Integration tests: real containers, as root. Each test uses its own
 //! state root and removes everything it created when it ends, pass or fail.
 
+mod checkpoint;
 mod common;
 mod runtime;

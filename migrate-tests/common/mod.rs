@@ -177,3 +177,65 @@ pub fn busybox_rootfs(dir: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Compiles workload `name` (migrate-tests/workloads/NAME.c) once per
+/// build and returns the binary's path. Safe to call from parallel tests:
+/// each compiles to a private file and renames it into place.
+pub fn workload(name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrate-tests/workloads")
+        .join(format!("{name}.c"));
+    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("workloads");
+    std::fs::create_dir_all(&out_dir).expect("workload dir");
+    let out = out_dir.join(name);
+    let fresh = |o: &Path| {
+        let (Ok(a), Ok(b)) = (std::fs::metadata(o), std::fs::metadata(&src)) else {
+            return false;
+        };
+        let hdr = std::fs::metadata(src.with_file_name("beat.h"))
+            .and_then(|m| m.modified())
+            .ok();
+        a.modified().ok() >= b.modified().ok() && a.modified().ok() >= hdr
+    };
+    if !fresh(&out) {
+        let tmp = out_dir.join(format!("{name}.{}.tmp", std::process::id()));
+        let st = Command::new("cc")
+            .args(["-O2", "-pthread", "-o"])
+            .arg(&tmp)
+            .arg(&src)
+            .status()
+            .expect("run cc");
+        assert!(st.success(), "compiling {} failed", src.display());
+        std::fs::rename(&tmp, &out).expect("install workload");
+    }
+    out
+}
+
+/// The "beat N" numbers of a log.
+pub fn beats(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter_map(|l| l.strip_prefix("beat ").and_then(|n| n.trim().parse().ok()))
+        .collect()
+}
+
+/// Checks a heartbeat log: beats 1..=N in order with none missing or
+/// repeated (no reset), and no FAIL line.
+pub fn check_heartbeat(log: &str) -> Result<u64> {
+    if let Some(f) = log.lines().find(|l| l.starts_with("FAIL")) {
+        bail!("workload reported: {f}");
+    }
+    let b = beats(log);
+    let last = *b.last().context("no beats")?;
+    if b != (1..=last).collect::<Vec<_>>() {
+        bail!("heartbeat not continuous: {:?}", b);
+    }
+    Ok(last)
+}
+
+/// Waits until the log of `name` shows at least `n` beats; returns the last.
+pub fn wait_beats(root: &TestRoot, name: &str, n: u64) -> Result<u64> {
+    wait_until(Duration::from_secs(20), &format!("{name} to reach beat {n}"), || {
+        beats(&root.log(name)).last().copied().unwrap_or(0) >= n
+    })?;
+    check_heartbeat(&root.log(name))
+}

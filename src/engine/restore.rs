@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -138,6 +138,12 @@ fn restore_inner(root: &Root, src: &mut dyn ImageSource, name: &str) -> Result<R
     cg.apply(&img.container.limits)?;
     let log = root.open_log(name)?;
 
+    let max_fd = img
+        .files
+        .iter()
+        .flat_map(|(_, f)| f.iter().map(|f| f.fd))
+        .max()
+        .unwrap_or(2);
     // Shared memory objects, one memfd each, sized to what is mapped.
     let mut shmem: ShmemFds = HashMap::new();
     for (_, mm) in &img.mm {
@@ -152,7 +158,11 @@ fn restore_inner(root: &Root, src: &mut dyn ImageSource, name: &str) -> Result<R
                                     phase: "create shared memory",
                                     message: e.to_string(),
                                 })?;
-                        shmem.entry(id).or_insert(File::from(fd))
+                        // Above every fd number of the image: the tasks
+                        // inherit it there and keep it until mapped.
+                        let high = sys::dup_above(fd.as_fd(), max_fd.max(100) + 1)
+                            .map_err(|e| stage("create shared memory")(e.to_string()))?;
+                        shmem.entry(id).or_insert(File::from(high))
                     }
                 };
                 let need = v.offset + v.len();
@@ -186,6 +196,7 @@ fn restore_inner(root: &Root, src: &mut dyn ImageSource, name: &str) -> Result<R
         img: &img,
         log: &log,
         ready: &ready_wr,
+        shmem: shmem.values().map(|f| f.as_raw_fd()).collect(),
     };
     let cg_dir = File::open(cg.path()).map_err(|e| stage("open cgroup")(e.to_string()))?;
     let flags = CloneFlags::CLONE_NEWPID
@@ -211,6 +222,7 @@ fn restore_inner(root: &Root, src: &mut dyn ImageSource, name: &str) -> Result<R
         Forked::Child => unreachable!("the child ran pre_image"),
         Forked::Parent(pid) => pid,
     };
+    let ready_fd = ready_wr.as_raw_fd();
     drop(ready_wr);
     drop(log);
 
@@ -279,13 +291,10 @@ fn restore_inner(root: &Root, src: &mut dyn ImageSource, name: &str) -> Result<R
             .find(|(pid, _)| *pid == p.pid)
             .map(|(_, a)| a.as_slice())
             .unwrap_or(&[]);
-        let tids = rebuild(host, p, mm, acts, &mut pages, &shmem)?;
+        let tids = rebuild(host, p, mm, acts, &mut pages, &shmem, ready_fd)?;
         traced.extend(tids.iter().skip(1));
         report.threads += tids.len();
         report.pages += mm.stored_pages();
-        for (tid, t) in tids.iter().zip(&p.threads) {
-            let _ = std::fs::write(format!("/proc/{host}/task/{tid}/comm"), &t.comm);
-        }
     }
     report.memory_ms = ms_since(t_mem);
     report.processes = img.procs.len();
@@ -330,10 +339,22 @@ fn rebuild<R: std::io::Read>(
     acts: &[SigAction],
     pages: &mut crate::image::pages::PageReader<R>,
     shmem: &ShmemFds,
+    ready_fd: i32,
 ) -> Result<Vec<i32>> {
     let maps = memory::mappings(host)?;
     let ip = memory::syscall_ip(host, &maps)?;
     let mut remote = Remote::new(host, host, ip)?;
+    remote.close(ready_fd as u64)?;
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let fds: Vec<String> = std::fs::read_dir(format!("/proc/{host}/fd"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        tracing::debug!(pid = p.pid, host, ?fds, "rebuilding process");
+    }
     regs::drop_rseq(&remote)?;
     memory::restore_layout(&mut remote, mm, shmem)?;
     memory::restore_pages(&remote, mm, pages, shmem)?;
@@ -349,6 +370,9 @@ fn rebuild<R: std::io::Read>(
         let tid = spawn_thread(&remote, t)?;
         regs::restore_kernel_state(&remote.thread(tid)?, t)?;
         tids.push(tid);
+    }
+    for (tid, t) in tids.iter().zip(&p.threads) {
+        regs::set_comm(&remote.thread(*tid)?, &t.comm)?;
     }
     remote.unmap_scratch()?;
     for (tid, t) in tids.iter().zip(&p.threads) {
@@ -455,6 +479,8 @@ struct TreeCtx<'a> {
     img: &'a Image,
     log: &'a OwnedFd,
     ready: &'a OwnedFd,
+    /// The restorer's memfds, kept open in every task until mapped.
+    shmem: Vec<i32>,
 }
 
 /// Runs in every forked task: makes its children, sets its attributes and
@@ -466,19 +492,24 @@ fn pre_image(ctx: &TreeCtx<'_>, idx: usize) -> ! {
         Ok(()) => format!("ok {}\n", p.pid),
         Err(e) => format!("err {} process {}: {}\n", p.pid, p.pid, e.replace('\n', " ")),
     };
-    let _ = File::from(ctx.ready.try_clone().expect("dup ready pipe")).write_all(msg.as_bytes());
     if result.is_err() {
+        let _ = nix::unistd::write(ctx.ready, msg.as_bytes());
         sys::exit_now(1);
     }
-    // Nothing of this program may stay open in the restored process.
-    let fds: Vec<i32> = ctx
+    // Nothing of this program may stay open in the restored process but
+    // the memfds and the ready pipe, which the restorer closes once the
+    // task is seized: it may be seized any time after the report.
+    let mut fds: Vec<i32> = ctx
         .img
         .files
         .iter()
         .find(|(pid, _)| *pid == p.pid)
         .map(|(_, f)| f.iter().map(|f| f.fd).collect())
         .unwrap_or_default();
+    fds.extend(&ctx.shmem);
+    fds.push(ctx.ready.as_raw_fd());
     let _ = sys::close_all_but(&fds);
+    let _ = nix::unistd::write(ctx.ready, msg.as_bytes());
     loop {
         nix::unistd::pause();
     }
@@ -528,7 +559,9 @@ fn prepare_task(ctx: &TreeCtx<'_>, idx: usize) -> std::result::Result<(), String
         .find(|(pid, _)| *pid == p.pid)
         .map(|(_, f)| f.as_slice())
         .unwrap_or(&[]);
-    files::restore(fds, Some(ctx.log), ctx.ready.as_raw_fd()).map_err(|e| e.to_string())
+    let mut keep = ctx.shmem.clone();
+    keep.push(ctx.ready.as_raw_fd());
+    files::restore(fds, Some(ctx.log), &keep).map_err(|e| e.to_string())
 }
 
 /// Ends the calling task the way the zombie it stands for ended.

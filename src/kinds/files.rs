@@ -155,13 +155,19 @@ const REOPEN_FLAGS: i32 = libc::O_ACCMODE
 
 /// Sets up the fd table of a restored task (runs in the task itself, before
 /// its memory is replaced): every image fd at its number, and nothing else
-/// open but `keep`, which must not be one of the image's numbers.
+/// open but `keep`, whose numbers must all be above the image's.
 ///
 /// Afterwards no descriptor that Rust code of this process owned may be
 /// used or dropped: the caller only writes to `keep` and waits.
-pub fn restore(fds: &[FdImage], log: Option<&OwnedFd>, keep: RawFd) -> Result<()> {
+pub fn restore(fds: &[FdImage], log: Option<&OwnedFd>, keep: &[RawFd]) -> Result<()> {
     use nix::fcntl::{open, OFlag};
-    let top = fds.iter().map(|f| f.fd).max().unwrap_or(2).max(keep) + 1;
+    let top = fds
+        .iter()
+        .map(|f| f.fd)
+        .max()
+        .unwrap_or(2)
+        .max(keep.iter().copied().max().unwrap_or(0))
+        + 1;
     // Open everything first, parked above every number that will be used.
     let mut parked: Vec<(OwnedFd, &FdImage)> = Vec::new();
     for f in fds {
@@ -206,7 +212,7 @@ pub fn restore(fds: &[FdImage], log: Option<&OwnedFd>, keep: RawFd) -> Result<()
     }
     drop(parked);
     let mut open_set: Vec<RawFd> = fds.iter().map(|f| f.fd).collect();
-    open_set.push(keep);
+    open_set.extend_from_slice(keep);
     crate::sys::close_all_but(&open_set).map_err(|source| Error::Reopen {
         fd: -1,
         path: "close the restorer's descriptors".into(),

@@ -242,7 +242,10 @@ fn backing_of(pid: i32, m: &MapLine) -> Result<Option<Backing>> {
     Ok(Some(match m.path.as_str() {
         "[vsyscall]" => return Ok(None),
         p if SPECIALS.contains(&p) => Backing::Special { name: p.to_string() },
-        p if shared && (m.inode != 0 && (p.starts_with("/dev/zero") || p.starts_with("/SYSV") || p.is_empty())) => {
+        p if shared
+            && m.inode != 0
+            && (p.starts_with("/dev/zero") || p.starts_with("/SYSV") || p.starts_with("/memfd:") || p.is_empty()) =>
+        {
             // shmem: dev:inode identify the object across processes.
             let dev = m.dev.replace(':', "");
             let dev = u64::from_str_radix(&dev, 16).unwrap_or(0);
@@ -484,7 +487,9 @@ pub fn syscall_ip(pid: i32, maps: &[MapLine]) -> Result<u64> {
     Ok(remote::find_syscall_insn(pid, vdso.start, vdso.end)?)
 }
 
-/// Shared memory objects made by the restorer (memfds), by shmem id.
+/// Shared memory objects made by the restorer (memfds), by shmem id. The
+/// restored tasks inherit them at the same fd numbers (they are forked
+/// from the restorer) and keep them until their mappings are made.
 pub type ShmemFds = HashMap<u64, File>;
 
 /// Rebuilds the address space of a stopped restorer copy. Afterwards the
@@ -558,9 +563,12 @@ pub fn restore_layout(remote: &mut Remote, img: &MemoryImage, shmem: &ShmemFds) 
     let gap = find_gap(&taken, SCRATCH_LEN).ok_or(Error::NoGap { pid })?;
     remote.map_scratch(Some(gap))?;
 
-    // 4. Every other mapping.
+    // 4. Every other mapping; then the inherited memfds can go.
     for v in &img.vmas {
         map_vma(remote, v, shmem)?;
+    }
+    for f in shmem.values() {
+        remote.close(f.as_raw_fd() as u64)?;
     }
     Ok(())
 }
@@ -625,15 +633,12 @@ fn map_vma(remote: &Remote, v: &Vma, shmem: &ShmemFds) -> Result<()> {
         }
         Backing::Shmem { id } => {
             let memfd = shmem.get(id).expect("restorer made every shmem object");
-            let path = format!("/proc/{}/fd/{}", std::process::id(), memfd.as_raw_fd());
-            let fd = remote.open(&path, libc::O_RDWR | libc::O_CLOEXEC)?;
-            let r = remote.call(
+            let fd = memfd.as_raw_fd() as u64;
+            remote.call(
                 &what,
                 nr::MMAP,
                 &[v.start, v.len(), u64::from(v.prot), flags, fd, v.offset],
-            );
-            remote.close(fd)?;
-            r?;
+            )?;
         }
     }
     for (flag, advice) in [

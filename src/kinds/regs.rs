@@ -136,6 +136,18 @@ pub fn restore_kernel_state(remote: &Remote, img: &ThreadImage) -> Result<()> {
     Ok(())
 }
 
+/// Sets a thread's name (only the thread itself can: injected prctl).
+pub fn set_comm(remote: &Remote, comm: &str) -> Result<()> {
+    if comm.is_empty() {
+        return Ok(());
+    }
+    const PR_SET_NAME: u64 = 15;
+    let name: String = comm.chars().take(15).collect();
+    let at = remote.put_cstr(remote::PAGE, &name)?;
+    remote.call("prctl(PR_SET_NAME)", nr::PRCTL, &[PR_SET_NAME, at])?;
+    Ok(())
+}
+
 /// Unregisters the rseq area a restorer copy inherited (glibc registers one
 /// per thread), before its memory goes away.
 pub fn drop_rseq(remote: &Remote) -> Result<()> {

@@ -88,12 +88,15 @@ impl ContainerState {
 
     /// The live status, from the process and the cgroup.
     pub fn status(&self) -> Status {
+        // A record of an image means the processes were killed after the
+        // checkpoint (they may take a moment to be reaped).
+        match &self.image {
+            Some(r) if r.suspended => return Status::Suspended,
+            Some(_) => return Status::Checkpointed,
+            None => {}
+        }
         if !self.process_alive() {
-            return match &self.image {
-                Some(r) if r.suspended => Status::Suspended,
-                Some(_) => Status::Checkpointed,
-                None => Status::Stopped,
-            };
+            return Status::Stopped;
         }
         match self.cgroup().frozen() {
             Ok(true) => Status::Frozen,

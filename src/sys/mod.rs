@@ -340,3 +340,11 @@ pub fn dup_above(fd: BorrowedFd<'_>, min: RawFd) -> Result<OwnedFd, Errno> {
     // SAFETY: the kernel returned a fresh descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(ret) })
 }
+
+/// Restores the default SIGPIPE disposition (Rust starts programs with it
+/// ignored, which turns a closed output pipe into a panic in `println!`).
+pub fn default_sigpipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: installing SIG_DFL runs no handler code.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}

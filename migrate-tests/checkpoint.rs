@@ -1,0 +1,218 @@
+//! Checkpoint/restore engine I: each workload checks its own state every
+//! beat; the tests check that the heartbeat continues with no reset, no gap
+//! and no FAIL across checkpoint + restore (twice) and suspend + resume.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+
+use crate::common::*;
+
+/// Checkpoint + restore, twice, then suspend + resume; the heartbeat must
+/// go on after each.
+fn survives_all_cycles(root: &TestRoot, name: &str) -> Result<()> {
+    let mut last = wait_beats(root, name, 3)?;
+    for round in 0..2 {
+        let dir = root.dir.join(format!("image-{round}"));
+        root.ok(&["checkpoint", name, "--dir", dir.to_str().unwrap()])?;
+        ensure!(root.status(name)? == "checkpointed", "status after checkpoint");
+        let frozen_at = beats(&root.log(name)).last().copied().unwrap_or(0);
+        // Time passes while it is checkpointed; the clocks must not show it.
+        std::thread::sleep(Duration::from_millis(1500));
+        ensure!(
+            beats(&root.log(name)).last().copied().unwrap_or(0) == frozen_at,
+            "beats while checkpointed"
+        );
+        root.ok(&["restore", "--dir", dir.to_str().unwrap()])?;
+        ensure!(root.status(name)? == "running", "status after restore");
+        last = wait_beats(root, name, last.max(frozen_at) + 3)?;
+    }
+    root.ok(&["suspend", name])?;
+    ensure!(root.status(name)? == "suspended");
+    std::thread::sleep(Duration::from_millis(500));
+    root.ok(&["resume", name])?;
+    ensure!(root.status(name)? == "running");
+    wait_beats(root, name, last + 3)?;
+    Ok(())
+}
+
+fn workload_cycles(tag: &str, program: &str, args: &[&str]) -> Result<()> {
+    let root = TestRoot::new(tag);
+    let bin = workload(program);
+    let mut cmd = vec![bin.to_str().unwrap()];
+    cmd.extend_from_slice(args);
+    root.run_d(tag, &[], &cmd)?;
+    survives_all_cycles(&root, tag)
+}
+
+#[test]
+fn memory_patterns_survive() -> Result<()> {
+    workload_cycles("mem", "memory", &["16"])
+}
+
+#[test]
+fn process_tree_with_zombie_survives() -> Result<()> {
+    workload_cycles("tree", "tree", &[])
+}
+
+#[test]
+fn threads_survive() -> Result<()> {
+    workload_cycles("threads", "threads", &[])
+}
+
+#[test]
+fn clocks_continue() -> Result<()> {
+    workload_cycles("clock", "clock", &[])
+}
+
+#[test]
+fn bash_loop_forking_sleep_survives() -> Result<()> {
+    let root = TestRoot::new("bash");
+    let script = "i=0; while true; do i=$((i+1)); echo \"beat $i\"; sleep 0.1; done";
+    root.run_d("bash", &[], &["bash", "-c", script])?;
+    survives_all_cycles(&root, "bash")
+}
+
+#[test]
+fn big_container_512mib() -> Result<()> {
+    let root = TestRoot::new("big");
+    root.run_d("big", &[], &[workload("memory").to_str().unwrap(), "512"])?;
+    let last = wait_beats(&root, "big", 2)?;
+    let dir = root.dir.join("image");
+    let out = root.ok(&["checkpoint", "big", "--dir", dir.to_str().unwrap(), "--json"])?;
+    let report: serde_json::Value = serde_json::from_str(&out)?;
+    ensure!(
+        report["resident_bytes"].as_u64().unwrap_or(0) >= 512 << 20,
+        "report: {report}"
+    );
+    root.ok(&["restore", "--dir", dir.to_str().unwrap()])?;
+    wait_beats(&root, "big", last + 3)?;
+    Ok(())
+}
+
+#[test]
+fn leave_running_and_restore_a_copy() -> Result<()> {
+    let root = TestRoot::new("copy");
+    root.run_d("orig", &[], &[workload("memory").to_str().unwrap(), "8"])?;
+    let last = wait_beats(&root, "orig", 3)?;
+    let dir = root.dir.join("image");
+    root.ok(&["checkpoint", "orig", "--dir", dir.to_str().unwrap(), "--leave-running"])?;
+    ensure!(root.status("orig")? == "running");
+    wait_beats(&root, "orig", last + 3)?;
+    // The copy logs to its own log, and both run side by side.
+    root.ok(&["restore", "--dir", dir.to_str().unwrap(), "--name", "copy"])?;
+    wait_until(Duration::from_secs(10), "copy beats", || {
+        !beats(&root.log("copy")).is_empty()
+    })?;
+    ensure!(root.status("orig")? == "running" && root.status("copy")? == "running");
+    let first_copy = beats(&root.log("copy"))[0];
+    ensure!(first_copy >= last, "the copy restarted its count at {first_copy}");
+    // Restoring over a running name is refused.
+    let out = root.cmd(&["restore", "--dir", dir.to_str().unwrap()]);
+    ensure!(!out.status.success());
+    ensure!(String::from_utf8_lossy(&out.stderr).contains("in use"));
+    Ok(())
+}
+
+#[test]
+fn inspect_shows_the_tree() -> Result<()> {
+    let root = TestRoot::new("inspect");
+    root.run_d("t", &[], &[workload("tree").to_str().unwrap()])?;
+    wait_beats(&root, "t", 2)?;
+    let dir = root.dir.join("image");
+    root.ok(&["checkpoint", "t", "--dir", dir.to_str().unwrap()])?;
+    let v: serde_json::Value = serde_json::from_str(&root.ok(&["inspect", dir.to_str().unwrap(), "--json"])?)?;
+    let procs = v["processes"].as_array().cloned().unwrap_or_default();
+    ensure!(procs.len() == 4, "processes: {procs:?}");
+    ensure!(
+        procs.iter().any(|p| p["zombie"].as_i64() == Some(7 << 8)),
+        "no zombie with status 7"
+    );
+    ensure!(procs.iter().all(|p| p["host_pid"].as_i64().unwrap_or(0) > 0));
+    let text = root.ok(&["inspect", dir.to_str().unwrap()])?;
+    ensure!(
+        text.contains("pages") && text.contains("[heap]") || text.contains("anon"),
+        "{text}"
+    );
+    Ok(())
+}
+
+/// Damaged images are refused before anything is created, and left as
+/// they were so that a good copy can still be restored.
+#[test]
+fn damaged_images_are_refused() -> Result<()> {
+    let root = TestRoot::new("damaged");
+    root.run_d("c", &[], &[workload("memory").to_str().unwrap(), "4"])?;
+    let last = wait_beats(&root, "c", 2)?;
+    let good = root.dir.join("good");
+    root.ok(&["checkpoint", "c", "--dir", good.to_str().unwrap()])?;
+    let copy = |tag: &str| -> Result<std::path::PathBuf> {
+        let d = root.dir.join(tag);
+        std::fs::create_dir_all(&d)?;
+        for e in std::fs::read_dir(&good)? {
+            let e = e?;
+            std::fs::copy(e.path(), d.join(e.file_name()))?;
+        }
+        Ok(d)
+    };
+    let refused = |dir: &std::path::Path, want: &str| -> Result<()> {
+        let out = root.cmd(&["restore", "--dir", dir.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(!out.status.success(), "restore of a damaged image succeeded");
+        ensure!(err.contains(want), "error {err:?} lacks {want:?}");
+        ensure!(err.trim().lines().count() == 1, "{err}");
+        ensure!(
+            root.status("c")? == "checkpointed",
+            "a refused restore changed the state"
+        );
+        Ok(())
+    };
+    // A flipped byte in the pages.
+    let d = copy("flipped")?;
+    let mut b = std::fs::read(d.join("pages"))?;
+    let mid = b.len() / 2;
+    b[mid] ^= 0x55;
+    std::fs::write(d.join("pages"), &b)?;
+    refused(&d, "checksum")?;
+    // A truncated section.
+    let d = copy("truncated")?;
+    let b = std::fs::read(d.join("mm"))?;
+    std::fs::write(d.join("mm"), &b[..b.len() / 2])?;
+    refused(&d, "truncated")?;
+    // Another format version in the manifest header.
+    let d = copy("version")?;
+    let mut b = std::fs::read(d.join("manifest"))?;
+    b[8] = 0x7f;
+    std::fs::write(d.join("manifest"), &b)?;
+    refused(&d, "version")?;
+    // No manifest at all.
+    let d = copy("nomanifest")?;
+    std::fs::remove_file(d.join("manifest"))?;
+    refused(&d, "manifest")?;
+    // The good image still restores.
+    root.ok(&["restore", "--dir", good.to_str().unwrap()])?;
+    wait_beats(&root, "c", last + 3)?;
+    Ok(())
+}
+
+/// An fd kind the engine can not dump makes checkpoint fail before it
+/// kills anything, naming the process and fd; the container runs on.
+#[test]
+fn unsupported_state_leaves_the_container_running() -> Result<()> {
+    let root = TestRoot::new("unsupported");
+    let script = "i=0; while true; do i=$((i+1)); echo \"beat $i\"; sleep 0.1; done | cat";
+    root.run_d("p", &[], &["bash", "-c", script])?;
+    let last = wait_beats(&root, "p", 3)?;
+    let dir = root.dir.join("image");
+    let out = root.cmd(&["checkpoint", "p", "--dir", dir.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "checkpoint of a pipe succeeded");
+    ensure!(
+        err.contains("pipe") && err.contains("fd") && err.contains("still running"),
+        "{err}"
+    );
+    ensure!(root.status("p")? == "running");
+    ensure!(!dir.join("manifest").exists(), "a failed checkpoint left an image");
+    wait_beats(&root, "p", last + 3)?;
+    Ok(())
+}

@@ -1,0 +1,43 @@
+/* Memory: a large region with a fixed pattern, a region rewritten every
+ * beat, a private copy-on-write file page, and an anonymous shared page
+ * that a child increments while the parent watches.
+ * usage: memory [MiB]   (default 32) */
+#include "beat.h"
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+int main(int argc, char **argv) {
+    size_t mib = argc > 1 ? strtoul(argv[1], 0, 10) : 32;
+    size_t len = mib << 20, words = len / 8;
+    unsigned long *big = mmap(0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (big == MAP_FAILED) { fail("mmap big", 0, 0); return 1; }
+    for (size_t i = 0; i < words; i++) big[i] = i * 2654435761UL;
+    size_t hot_len = 1 << 20;
+    unsigned long *hot = malloc(hot_len);
+    int fd = open("/proc/self/exe", O_RDONLY);
+    char *cow = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    if (cow == MAP_FAILED) { fail("mmap cow", 0, 0); return 1; }
+    memcpy(cow, "COWDATA!", 8);
+    volatile long *shared = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    shared[0] = 0;
+    pid_t child = fork();
+    if (child == 0) {
+        for (;;) { shared[0]++; nap_ms(20); }
+    }
+    long last_shared = -1;
+    for (long n = 1;; n++) {
+        for (size_t i = 0; i < words; i += 509)
+            if (big[i] != i * 2654435761UL) { fail("big pattern", big[i], i); break; }
+        if (n > 1)
+            for (size_t i = 0; i < hot_len / 8; i += 64)
+                if (hot[i] != (unsigned long)(n - 1) + i) { fail("hot region", hot[i], n - 1 + i); break; }
+        for (size_t i = 0; i < hot_len / 8; i++) hot[i] = n + i;
+        if (memcmp(cow, "COWDATA!", 8) != 0) fail("cow page", cow[0], 'C');
+        long s = shared[0];
+        if (n > 5 && s <= last_shared) fail("shared page stopped", s, last_shared);
+        last_shared = s;
+        beat(n);
+        nap_ms(100);
+    }
+}
