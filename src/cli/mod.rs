@@ -69,8 +69,10 @@ pub enum Command {
         /// Keep the container running after the checkpoint.
         #[arg(long)]
         leave_running: bool,
-        /// Page compression: a zstd level (-7..19) or `none`.
-        #[arg(long, default_value = "1")]
+        /// Page compression: a zstd level (-7..19) or `none`. The default,
+        /// -1, keeps up with memory reads; higher levels make smaller
+        /// images more slowly.
+        #[arg(long, default_value = "-1", allow_hyphen_values = true)]
         compress: String,
         /// Print the report as JSON.
         #[arg(long)]

@@ -106,8 +106,42 @@ pub fn run() -> Result<i32> {
     let moved = wait_for_tick(root, still + 3)?;
     println!("   status {}; counter moves on: {moved}", root.load(NAME)?.status());
 
-    println!("5. rm -f");
-    let cgroup = started.state.cgroup.clone();
+    println!("5. suspend (checkpoint into its state directory, then stop it)");
+    let report = crate::engine::suspend(root, NAME)?;
+    let at_suspend = last_tick(root);
+    println!(
+        "   {} processes, {:.1} MiB of memory saved in {:.0} ms; status {}, counter at {at_suspend}",
+        report.processes,
+        report.resident_bytes as f64 / (1024.0 * 1024.0),
+        report.total_ms,
+        root.load(NAME)?.status()
+    );
+    check(
+        root.load(NAME)?.status() == Status::Suspended,
+        "the container is not suspended",
+    )?;
+    std::thread::sleep(Duration::from_secs(1));
+    check(last_tick(root) == at_suspend, "the suspended container kept counting")?;
+
+    println!("6. resume (restore it: same PIDs, memory, registers and clocks)");
+    let restored = crate::engine::resume(root, NAME)?;
+    let resumed = wait_for_tick(root, at_suspend + 3)?;
+    println!(
+        "   restored in {:.0} ms as host pid {}; counter moves on from {at_suspend}: {resumed}",
+        restored.total_ms, restored.pid
+    );
+    let ticks: Vec<u64> = std::fs::read_to_string(root.log_path(NAME))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("tick ").and_then(|n| n.trim().parse().ok()))
+        .collect();
+    check(
+        ticks == (1..=ticks.len() as u64).collect::<Vec<_>>(),
+        "the counter reset or skipped across suspend",
+    )?;
+
+    println!("7. rm -f");
+    let cgroup = root.load(NAME)?.cgroup;
     root.remove(NAME, true, Duration::ZERO)?;
     check(!cgroup.exists(), "the cgroup is still there after rm")?;
     check(root.list()?.is_empty(), "the container is still listed after rm")?;

@@ -8,7 +8,7 @@ use crate::engine::restore::{restore, RestoreOptions, RestoreReport};
 use crate::image::pages::Compression;
 use crate::image::store::{DirSink, DirSource};
 use crate::runtime::state::ImageRecord;
-use crate::runtime::{Root, Status};
+use crate::runtime::Root;
 use crate::{Error, Result};
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -94,47 +94,14 @@ pub fn restore_cmd(root: &Root, dir: &Path, name: Option<String>, json: bool) ->
     Ok(0)
 }
 
-/// Where a suspended container's image lives.
-fn suspend_dir(root: &Root, name: &str) -> PathBuf {
-    root.container_dir(name).join("image")
-}
-
 pub fn suspend_cmd(root: &Root, name: &str, json: bool) -> Result<i32> {
-    let dir = suspend_dir(root, name);
-    let mut sink = DirSink::create(&dir, Compression::Zstd(1))?;
-    let opts = CheckpointOptions {
-        leave_running: false,
-        record: Some(ImageRecord {
-            dir: dir.clone(),
-            suspended: true,
-        }),
-    };
-    let r = checkpoint(root, name, &mut sink, &opts)?;
-    render_checkpoint(name, &r, &dir, json);
+    let r = crate::engine::suspend(root, name)?;
+    render_checkpoint(name, &r, &root.container_dir(name).join("image"), json);
     Ok(0)
 }
 
 pub fn resume_cmd(root: &Root, name: &str, json: bool) -> Result<i32> {
-    let st = root.load(name)?;
-    let status = st.status();
-    let dir = match (&st.image, status) {
-        (Some(rec), Status::Suspended) => rec.dir.clone(),
-        _ => {
-            return Err(Error::Usage(format!(
-                "container {name} is {status}, not suspended; `migrate ps` shows its state"
-            )))
-        }
-    };
-    let mut src = DirSource::open(&dir)?;
-    let r = restore(
-        root,
-        &mut src,
-        &RestoreOptions {
-            name: Some(name.to_string()),
-        },
-    )?;
-    // The image is spent once the container runs again.
-    let _ = std::fs::remove_dir_all(&dir);
+    let r = crate::engine::resume(root, name)?;
     render_restore(&r, json);
     Ok(0)
 }

@@ -62,6 +62,8 @@ pub enum Error {
     },
     #[error("container {name} is {status}; only a running or frozen container can be checkpointed")]
     NotLive { name: String, status: runtime::Status },
+    #[error("container {name} is {status}, not suspended; `migrate ps` shows its state")]
+    NotSuspended { name: String, status: runtime::Status },
     #[error("{op} of {name} failed: {source}{}", if *.kept_running { " (the container is still running)" } else { "" })]
     Failed {
         op: &'static str,
@@ -105,4 +107,40 @@ pub fn machine_facts(xstate_size: u32) -> image::MachineFacts {
 /// Milliseconds since `t`, as a float for reports.
 pub(crate) fn ms_since(t: std::time::Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Checkpoints a container into its own state directory and stops it.
+pub fn suspend(root: &runtime::Root, name: &str) -> Result<checkpoint::CheckpointReport> {
+    let dir = root.container_dir(name).join("image");
+    let mut sink = image::store::DirSink::create(&dir, image::pages::Compression::Zstd(-1))?;
+    let opts = checkpoint::CheckpointOptions {
+        leave_running: false,
+        record: Some(runtime::state::ImageRecord { dir, suspended: true }),
+    };
+    checkpoint::checkpoint(root, name, &mut sink, &opts)
+}
+
+/// Restores a suspended container; its image is removed once it runs.
+pub fn resume(root: &runtime::Root, name: &str) -> Result<restore::RestoreReport> {
+    let st = root.load(name)?;
+    let status = st.status();
+    let dir = match (&st.image, status) {
+        (Some(rec), runtime::Status::Suspended) => rec.dir.clone(),
+        _ => {
+            return Err(Error::NotSuspended {
+                name: name.to_string(),
+                status,
+            })
+        }
+    };
+    let mut src = image::store::DirSource::open(&dir)?;
+    let report = restore::restore(
+        root,
+        &mut src,
+        &restore::RestoreOptions {
+            name: Some(name.to_string()),
+        },
+    )?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(report)
 }

@@ -332,7 +332,7 @@ fn restore_inner(root: &Root, src: &mut dyn ImageSource, name: &str) -> Result<R
 
 /// Rebuilds one seized process; returns the host TIDs of its threads, the
 /// main thread first.
-fn rebuild<R: std::io::Read>(
+fn rebuild<R: std::io::Read + Send + 'static>(
     host: i32,
     p: &ProcessImage,
     mm: &MemoryImage,

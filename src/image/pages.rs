@@ -42,32 +42,48 @@ pub struct PageStats {
     pub chunks: u64,
 }
 
-/// Writes the page stream.
-pub struct PageWriter<W: Write> {
-    out: W,
+/// Writes the page stream. Chunks are compressed and written by a worker
+/// thread, so that the caller's copying and the compression overlap.
+pub struct PageWriter<W: Write + Send + 'static> {
     buf: Vec<u8>,
-    compression: Compression,
-    stats: PageStats,
+    raw: u64,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    free: std::sync::mpsc::Receiver<Vec<u8>>,
+    worker: Option<std::thread::JoinHandle<Result<(W, u64, u64)>>>,
 }
 
-impl<W: Write> PageWriter<W> {
+impl<W: Write + Send + 'static> PageWriter<W> {
     pub fn new(mut out: W, compression: Compression) -> Result<Self> {
         let mut header = PAGES_MAGIC.to_vec();
         header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         out.write_all(&header).map_err(io("write page store"))?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+        let (free_tx, free) = std::sync::mpsc::channel::<Vec<u8>>();
+        let worker = std::thread::Builder::new()
+            .name("page-writer".into())
+            .spawn(move || {
+                let mut stored = header.len() as u64;
+                let mut chunks = 0u64;
+                for mut chunk in rx {
+                    stored += write_chunk(&mut out, &chunk, compression)?;
+                    chunks += 1;
+                    chunk.clear();
+                    let _ = free_tx.send(chunk);
+                }
+                out.flush().map_err(io("flush page store"))?;
+                Ok((out, stored, chunks))
+            })
+            .map_err(io("start page writer"))?;
         Ok(Self {
-            out,
             buf: Vec::with_capacity(CHUNK_SIZE),
-            compression,
-            stats: PageStats {
-                stored: header.len() as u64,
-                ..Default::default()
-            },
+            raw: 0,
+            tx: Some(tx),
+            free,
+            worker: Some(worker),
         })
     }
 
-    /// Room left in the current chunk; callers may fill it in place with
-    /// [`Self::fill_with`].
+    /// Room left in the current chunk.
     pub fn spare(&self) -> usize {
         CHUNK_SIZE - self.buf.len()
     }
@@ -87,7 +103,7 @@ impl<W: Write> PageWriter<W> {
             self.buf.truncate(start);
             return Err(FillError::Fill(e));
         }
-        self.stats.raw += len as u64;
+        self.raw += len as u64;
         if self.buf.len() == CHUNK_SIZE {
             self.flush_chunk().map_err(FillError::Image)?;
         }
@@ -99,7 +115,7 @@ impl<W: Write> PageWriter<W> {
         while !data.is_empty() {
             let n = data.len().min(self.spare());
             self.buf.extend_from_slice(&data[..n]);
-            self.stats.raw += n as u64;
+            self.raw += n as u64;
             data = &data[n..];
             if self.buf.len() == CHUNK_SIZE {
                 self.flush_chunk()?;
@@ -108,40 +124,68 @@ impl<W: Write> PageWriter<W> {
         Ok(())
     }
 
+    /// Hands the current chunk to the worker.
     fn flush_chunk(&mut self) -> Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let compressed = match self.compression {
-            Compression::None => None,
-            Compression::Zstd(level) => zstd::bulk::compress(&self.buf, level)
-                .ok()
-                .filter(|c| c.len() + c.len() / 16 < self.buf.len()),
-        };
-        let (flags, body): (u32, &[u8]) = match &compressed {
-            Some(c) => (FLAG_ZSTD, c),
-            None => (0, &self.buf),
-        };
-        let mut header = [0u8; CHUNK_HEADER];
-        header[0..4].copy_from_slice(&CHUNK_MAGIC.to_le_bytes());
-        header[4..8].copy_from_slice(&(self.buf.len() as u32).to_le_bytes());
-        header[8..12].copy_from_slice(&(body.len() as u32).to_le_bytes());
-        header[12..16].copy_from_slice(&flags.to_le_bytes());
-        header[16..20].copy_from_slice(&crc32fast::hash(body).to_le_bytes());
-        self.out.write_all(&header).map_err(io("write page chunk"))?;
-        self.out.write_all(body).map_err(io("write page chunk"))?;
-        self.stats.stored += (CHUNK_HEADER + body.len()) as u64;
-        self.stats.chunks += 1;
-        self.buf.clear();
+        let next = self.free.try_recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK_SIZE));
+        let chunk = std::mem::replace(&mut self.buf, next);
+        let sent = self.tx.as_ref().map(|tx| tx.send(chunk).is_ok()).unwrap_or(false);
+        if !sent {
+            // The worker stopped: its error says why.
+            return Err(self
+                .join()
+                .err()
+                .unwrap_or_else(|| Error::Pages("the page writer stopped".into())));
+        }
         Ok(())
+    }
+
+    fn join(&mut self) -> Result<(W, u64, u64)> {
+        self.tx = None;
+        match self.worker.take() {
+            Some(h) => h.join().map_err(|_| Error::Pages("the page writer panicked".into()))?,
+            None => Err(Error::Pages("the page writer already stopped".into())),
+        }
     }
 
     /// Writes the last chunk and returns the sink and the totals.
     pub fn finish(mut self) -> Result<(W, PageStats)> {
         self.flush_chunk()?;
-        self.out.flush().map_err(io("flush page store"))?;
-        Ok((self.out, self.stats))
+        let (out, stored, chunks) = self.join()?;
+        Ok((
+            out,
+            PageStats {
+                raw: self.raw,
+                stored,
+                chunks,
+            },
+        ))
     }
+}
+
+/// Compresses (where it pays) and writes one chunk; returns bytes written.
+fn write_chunk<W: Write>(out: &mut W, raw: &[u8], compression: Compression) -> Result<u64> {
+    let compressed = match compression {
+        Compression::None => None,
+        Compression::Zstd(level) => zstd::bulk::compress(raw, level)
+            .ok()
+            .filter(|c| c.len() + c.len() / 16 < raw.len()),
+    };
+    let (flags, body): (u32, &[u8]) = match &compressed {
+        Some(c) => (FLAG_ZSTD, c),
+        None => (0, raw),
+    };
+    let mut header = [0u8; CHUNK_HEADER];
+    header[0..4].copy_from_slice(&CHUNK_MAGIC.to_le_bytes());
+    header[4..8].copy_from_slice(&(raw.len() as u32).to_le_bytes());
+    header[8..12].copy_from_slice(&(body.len() as u32).to_le_bytes());
+    header[12..16].copy_from_slice(&flags.to_le_bytes());
+    header[16..20].copy_from_slice(&crc32fast::hash(body).to_le_bytes());
+    out.write_all(&header).map_err(io("write page chunk"))?;
+    out.write_all(body).map_err(io("write page chunk"))?;
+    Ok((CHUNK_HEADER + body.len()) as u64)
 }
 
 /// An error from [`PageWriter::fill_with`]: the filler's or the image's.
@@ -151,40 +195,13 @@ pub enum FillError<E> {
     Image(Error),
 }
 
-/// Reads the page stream back, chunk by chunk.
-pub struct PageReader<R: Read> {
+/// Reads chunks: checks each and decodes it.
+struct ChunkSource<R: Read> {
     inp: R,
-    chunk: Vec<u8>,
     stored: Vec<u8>,
-    pos: usize,
-    /// Raw bytes handed out so far.
-    pub consumed: u64,
 }
 
-impl<R: Read> PageReader<R> {
-    pub fn new(mut inp: R) -> Result<Self> {
-        let mut header = [0u8; 12];
-        inp.read_exact(&mut header)
-            .map_err(|_| Error::Pages("the page store is truncated (no header)".into()))?;
-        if header[..8] != PAGES_MAGIC {
-            return Err(Error::Pages("not a migrate page store (bad magic)".into()));
-        }
-        let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-        if version != FORMAT_VERSION {
-            return Err(Error::Version {
-                name: "pages".into(),
-                found: version,
-            });
-        }
-        Ok(Self {
-            inp,
-            chunk: Vec::with_capacity(CHUNK_SIZE),
-            stored: Vec::new(),
-            pos: 0,
-            consumed: 0,
-        })
-    }
-
+impl<R: Read> ChunkSource<R> {
     /// Reads the next chunk header and body; None at a clean end.
     fn next_chunk(&mut self) -> Result<Option<(u32, u32)>> {
         let mut header = [0u8; CHUNK_HEADER];
@@ -211,29 +228,108 @@ impl<R: Read> PageReader<R> {
         Ok(Some((raw_len, flags)))
     }
 
-    fn load_chunk(&mut self) -> Result<bool> {
+    /// The next decoded chunk, into `out`; false at the end.
+    fn decode_next(&mut self, out: &mut Vec<u8>) -> Result<bool> {
         let Some((raw_len, flags)) = self.next_chunk()? else {
             return Ok(false);
         };
-        self.chunk.clear();
+        out.clear();
         if flags & FLAG_ZSTD != 0 {
-            self.chunk.resize(raw_len as usize, 0);
-            let n = zstd::bulk::decompress_to_buffer(&self.stored, &mut self.chunk)
+            out.resize(raw_len as usize, 0);
+            let n = zstd::bulk::decompress_to_buffer(&self.stored, out)
                 .map_err(|e| Error::Pages(format!("undecodable chunk: {e}")))?;
             if n != raw_len as usize {
                 return Err(Error::Pages("chunk decodes to the wrong size".into()));
             }
         } else {
-            std::mem::swap(&mut self.chunk, &mut self.stored);
+            std::mem::swap(out, &mut self.stored);
         }
-        self.pos = 0;
         Ok(true)
+    }
+}
+
+/// Reads the page stream back. A worker thread reads and decodes the next
+/// chunks while the caller writes pages.
+pub struct PageReader<R: Read + Send + 'static> {
+    src: Option<ChunkSource<R>>,
+    rx: Option<std::sync::mpsc::Receiver<Result<Vec<u8>>>>,
+    back: Option<std::sync::mpsc::Sender<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+    /// Raw bytes handed out so far.
+    pub consumed: u64,
+}
+
+impl<R: Read + Send + 'static> PageReader<R> {
+    pub fn new(mut inp: R) -> Result<Self> {
+        let mut header = [0u8; 12];
+        inp.read_exact(&mut header)
+            .map_err(|_| Error::Pages("the page store is truncated (no header)".into()))?;
+        if header[..8] != PAGES_MAGIC {
+            return Err(Error::Pages("not a migrate page store (bad magic)".into()));
+        }
+        let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+        if version != FORMAT_VERSION {
+            return Err(Error::Version {
+                name: "pages".into(),
+                found: version,
+            });
+        }
+        Ok(Self {
+            src: Some(ChunkSource {
+                inp,
+                stored: Vec::new(),
+            }),
+            rx: None,
+            back: None,
+            chunk: Vec::new(),
+            pos: 0,
+            consumed: 0,
+        })
+    }
+
+    fn start(&mut self) {
+        let Some(mut src) = self.src.take() else { return };
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<u8>>>(2);
+        let (back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
+        let spawned = std::thread::Builder::new()
+            .name("page-reader".into())
+            .spawn(move || loop {
+                let mut buf = spare.try_recv().unwrap_or_default();
+                match src.decode_next(&mut buf) {
+                    Ok(true) => {
+                        if tx.send(Ok(buf)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(false) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            });
+        if spawned.is_ok() {
+            self.rx = Some(rx);
+            self.back = Some(back);
+        }
     }
 
     /// The next at most `max` raw bytes, straight from the decoded chunk.
     pub fn next_slice(&mut self, max: usize) -> Result<&[u8]> {
-        if self.pos == self.chunk.len() && !self.load_chunk()? {
-            return Err(Error::Pages("the page store ends early".into()));
+        if self.pos == self.chunk.len() {
+            self.start();
+            let next = match &self.rx {
+                Some(rx) => rx
+                    .recv()
+                    .unwrap_or_else(|_| Err(Error::Pages("the page store ends early".into())))?,
+                None => return Err(Error::Pages("could not start the page reader".into())),
+            };
+            let used = std::mem::replace(&mut self.chunk, next);
+            if let Some(back) = &self.back {
+                let _ = back.send(used);
+            }
+            self.pos = 0;
         }
         let n = max.min(self.chunk.len() - self.pos);
         let start = self.pos;
@@ -242,12 +338,13 @@ impl<R: Read> PageReader<R> {
         Ok(&self.chunk[start..start + n])
     }
 
-    /// Checks every remaining chunk's checksum without decoding it and
-    /// returns the raw length of the stream. For checking an image before
-    /// anything is restored from it.
+    /// Checks every chunk's checksum without decoding it and returns the
+    /// raw length of the stream. For checking an image before anything is
+    /// restored from it.
     pub fn verify_all(mut self) -> Result<u64> {
+        let mut src = self.src.take().ok_or_else(|| Error::Pages("already reading".into()))?;
         let mut total = 0u64;
-        while let Some((raw, _)) = self.next_chunk()? {
+        while let Some((raw, _)) = src.next_chunk()? {
             total += u64::from(raw);
         }
         Ok(total)
@@ -277,10 +374,13 @@ mod tests {
         let (bytes, stats) = w.finish().unwrap();
         assert_eq!(stats.raw, data.len() as u64);
         assert_eq!(
-            PageReader::new(&bytes[..]).unwrap().verify_all().unwrap(),
+            PageReader::new(std::io::Cursor::new(bytes.clone()))
+                .unwrap()
+                .verify_all()
+                .unwrap(),
             data.len() as u64
         );
-        let mut r = PageReader::new(&bytes[..]).unwrap();
+        let mut r = PageReader::new(std::io::Cursor::new(bytes.clone())).unwrap();
         let mut out = Vec::new();
         while out.len() < data.len() {
             out.extend_from_slice(r.next_slice(100_000).unwrap());
@@ -311,12 +411,15 @@ mod tests {
         let last = bad.len() - 10;
         bad[last] ^= 0xff;
         assert!(matches!(
-            PageReader::new(&bad[..]).unwrap().verify_all(),
+            PageReader::new(std::io::Cursor::new(bad)).unwrap().verify_all(),
             Err(Error::Checksum { .. })
         ));
         let cut = &bytes[..bytes.len() - 5];
-        assert!(PageReader::new(cut).unwrap().verify_all().is_err());
-        assert!(PageReader::new(&b"NOTPAGES0000"[..]).is_err());
+        assert!(PageReader::new(std::io::Cursor::new(cut.to_vec()))
+            .unwrap()
+            .verify_all()
+            .is_err());
+        assert!(PageReader::new(std::io::Cursor::new(b"NOTPAGES0000".to_vec())).is_err());
     }
 
     #[test]
@@ -330,7 +433,7 @@ mod tests {
         assert!(matches!(w.fill_with(10, |_| Err("boom")), Err(FillError::Fill("boom"))));
         let (bytes, stats) = w.finish().unwrap();
         assert_eq!(stats.raw, 4096);
-        let mut r = PageReader::new(&bytes[..]).unwrap();
+        let mut r = PageReader::new(std::io::Cursor::new(bytes.clone())).unwrap();
         assert!(r.next_slice(5000).unwrap().iter().all(|b| *b == 7));
     }
 }

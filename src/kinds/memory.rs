@@ -289,7 +289,7 @@ pub struct ShmemSeen(HashMap<u64, HashSet<u64>>);
 
 /// Dumps the memory of a stopped process. `exclude` is the dumper's own
 /// scratch area in the task, left out of the image. `remote` runs brk(0).
-pub fn dump<W: std::io::Write>(
+pub fn dump<W: std::io::Write + Send + 'static>(
     remote: &Remote,
     maps: &[MapLine],
     exclude: (u64, u64),
@@ -657,7 +657,7 @@ fn map_vma(remote: &Remote, v: &Vma, shmem: &ShmemFds) -> Result<()> {
 
 /// Writes the pages of a process from the page stream, in the order the
 /// dump stored them.
-pub fn restore_pages<R: Read>(
+pub fn restore_pages<R: Read + Send + 'static>(
     remote: &Remote,
     img: &MemoryImage,
     pages: &mut PageReader<R>,
