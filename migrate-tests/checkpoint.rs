@@ -216,3 +216,66 @@ fn unsupported_state_leaves_the_container_running() -> Result<()> {
     wait_beats(&root, "p", last + 3)?;
     Ok(())
 }
+
+/// A restore that fails half-way (a mapped file has gone) removes what it
+/// made; the image stays, and restores once the file is back.
+#[test]
+fn failed_restore_leaves_nothing_and_can_be_retried() -> Result<()> {
+    let root = TestRoot::new("retry");
+    // The workload maps its own binary: run it from a copy we can move.
+    let bin = root.dir.join("memory-copy");
+    std::fs::copy(workload("memory"), &bin)?;
+    root.run_d("r", &[], &[bin.to_str().unwrap(), "4"])?;
+    let last = wait_beats(&root, "r", 2)?;
+    let dir = root.dir.join("image");
+    root.ok(&["checkpoint", "r", "--dir", dir.to_str().unwrap()])?;
+    let cgroup = root.cgroup("r")?;
+    let moved = root.dir.join("moved-away");
+    std::fs::rename(&bin, &moved)?;
+    let out = root.cmd(&["restore", "--dir", dir.to_str().unwrap()]);
+    ensure!(!out.status.success(), "restore without the mapped file succeeded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(err.contains("memory-copy"), "error does not name the file: {err}");
+    ensure!(!cgroup.exists(), "a failed restore left its cgroup");
+    ensure!(root.status("r")? == "checkpointed");
+    ensure!(dir.join("manifest").exists(), "a failed restore damaged the image");
+    std::fs::rename(&moved, &bin)?;
+    root.ok(&["restore", "--dir", dir.to_str().unwrap()])?;
+    wait_beats(&root, "r", last + 3)?;
+    Ok(())
+}
+
+/// Unmounts a tmpfs when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A checkpoint that runs out of space leaves the container running and
+/// no image behind.
+#[test]
+fn checkpoint_out_of_space_keeps_the_container() -> Result<()> {
+    let root = TestRoot::new("enospc");
+    let small = root.dir.join("small");
+    std::fs::create_dir_all(&small)?;
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&small)
+        .status()?;
+    ensure!(st.success(), "mount tmpfs");
+    let _mounted = Tmpfs(small.clone());
+    root.run_d("full", &[], &[workload("memory").to_str().unwrap(), "8"])?;
+    let last = wait_beats(&root, "full", 2)?;
+    let dir = small.join("image");
+    let out = root.cmd(&["checkpoint", "full", "--dir", dir.to_str().unwrap(), "--compress", "none"]);
+    ensure!(!out.status.success(), "checkpoint into 256 KiB succeeded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(err.contains("still running"), "{err}");
+    ensure!(root.status("full")? == "running");
+    ensure!(!dir.join("manifest").exists());
+    wait_beats(&root, "full", last + 3)?;
+    Ok(())
+}

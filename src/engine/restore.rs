@@ -467,7 +467,10 @@ fn wait_ready(rd: OwnedFd, count: usize) -> Result<()> {
         }
         match line.trim_end().split_once(' ') {
             Some(("ok", _)) => ready += 1,
-            Some(("err", rest)) => return Err(stage("fork the tree")(rest.to_string())),
+            Some(("err", rest)) => {
+                let (pid, msg) = rest.split_once(' ').unwrap_or(("?", rest));
+                return Err(stage("fork the tree")(format!("process {pid}: {msg}")));
+            }
             _ => return Err(stage("fork the tree")(format!("unexpected report {line:?}"))),
         }
     }
@@ -490,7 +493,7 @@ fn pre_image(ctx: &TreeCtx<'_>, idx: usize) -> ! {
     let result = prepare_task(ctx, idx);
     let msg = match &result {
         Ok(()) => format!("ok {}\n", p.pid),
-        Err(e) => format!("err {} process {}: {}\n", p.pid, p.pid, e.replace('\n', " ")),
+        Err(e) => format!("err {} {}\n", p.pid, e.replace('\n', " ")),
     };
     if result.is_err() {
         let _ = nix::unistd::write(ctx.ready, msg.as_bytes());

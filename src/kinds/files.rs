@@ -27,7 +27,7 @@ pub enum Error {
         fd: i32,
         kind: String,
     },
-    #[error("restore fd {fd} ({path}): {source}")]
+    #[error("reopen fd {fd} ({path}): {source}; files the container had open must exist at the same paths where it is restored")]
     Reopen {
         fd: i32,
         path: String,
