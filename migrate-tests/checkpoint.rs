@@ -270,7 +270,14 @@ fn checkpoint_out_of_space_keeps_the_container() -> Result<()> {
     root.run_d("full", &[], &[workload("memory").to_str().unwrap(), "8"])?;
     let last = wait_beats(&root, "full", 2)?;
     let dir = small.join("image");
-    let out = root.cmd(&["checkpoint", "full", "--dir", dir.to_str().unwrap(), "--compress", "none"]);
+    let out = root.cmd(&[
+        "checkpoint",
+        "full",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--compress",
+        "none",
+    ]);
     ensure!(!out.status.success(), "checkpoint into 256 KiB succeeded");
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(err.contains("still running"), "{err}");
