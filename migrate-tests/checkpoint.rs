@@ -195,25 +195,30 @@ fn damaged_images_are_refused() -> Result<()> {
     Ok(())
 }
 
-/// An fd kind the engine can not dump makes checkpoint fail before it
-/// kills anything, naming the process and fd; the container runs on.
+/// An fd kind the engine can not dump (io_uring, perf events) makes
+/// checkpoint fail before it kills anything, naming the process, the fd
+/// and its kind; the container runs on.
 #[test]
 fn unsupported_state_leaves_the_container_running() -> Result<()> {
-    let root = TestRoot::new("unsupported");
-    let script = "i=0; while true; do i=$((i+1)); echo \"beat $i\"; sleep 0.1; done | cat";
-    root.run_d("p", &[], &["bash", "-c", script])?;
-    let last = wait_beats(&root, "p", 3)?;
-    let dir = root.dir.join("image");
-    let out = root.cmd(&["checkpoint", "p", "--dir", dir.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    ensure!(!out.status.success(), "checkpoint of a pipe succeeded");
-    ensure!(
-        err.contains("pipe") && err.contains("fd") && err.contains("still running"),
-        "{err}"
-    );
-    ensure!(root.status("p")? == "running");
-    ensure!(!dir.join("manifest").exists(), "a failed checkpoint left an image");
-    wait_beats(&root, "p", last + 3)?;
+    for (tag, args, kind) in [("uring", vec![], "io_uring"), ("perf", vec!["perf"], "perf_event")] {
+        let root = TestRoot::new(tag);
+        let bin = workload("uring");
+        let mut cmd = vec![bin.to_str().unwrap()];
+        cmd.extend(args);
+        root.run_d("u", &[], &cmd)?;
+        let last = wait_beats(&root, "u", 3)?;
+        let dir = root.dir.join("image");
+        let out = root.cmd(&["checkpoint", "u", "--dir", dir.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(!out.status.success(), "checkpoint of {kind} succeeded");
+        ensure!(
+            err.contains(kind) && err.contains("fd 3") && err.contains("pid 1") && err.contains("still running"),
+            "{err}"
+        );
+        ensure!(root.status("u")? == "running");
+        ensure!(!dir.join("manifest").exists(), "a failed checkpoint left an image");
+        wait_beats(&root, "u", last + 3)?;
+    }
     Ok(())
 }
 

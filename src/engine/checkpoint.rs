@@ -206,10 +206,8 @@ fn dump(
 
     // What can not be dumped is found before any heavy work.
     let log = root.log_path(&st.name);
-    let mut fd_images = Vec::new();
-    for (host, s) in &alive {
-        fd_images.push((s.ns_pid, files::dump(*host, s.ns_pid, &log)?));
-    }
+    let pairs: Vec<(i32, i32)> = alive.iter().map(|(h, s)| (*h, s.ns_pid)).collect();
+    let fd_images = files::dump_all(&pairs, &log, st.pid)?;
 
     let mut processes = Vec::new();
     let mut mm_images: Vec<(i32, MemoryImage)> = Vec::new();

@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use super::{ms_since, section, ContainerImage, Error, Result};
 use crate::image::{decode_section, store::ImageSource};
-use crate::kinds::files::{self, FdImage};
+use crate::kinds::files::{self, FilesImage, Objects};
 use crate::kinds::memory::{self, Backing, MemoryImage, ShmemFds};
 use crate::kinds::pstree::{self, ProcessImage};
 use crate::kinds::regs::{self, ThreadImage};
@@ -66,7 +66,7 @@ struct Image {
     procs: Vec<ProcessImage>,
     mm: Vec<(i32, MemoryImage)>,
     signals: Vec<(i32, Vec<SigAction>)>,
-    files: Vec<(i32, Vec<FdImage>)>,
+    files: FilesImage,
 }
 
 fn load(src: &mut dyn ImageSource) -> Result<Image> {
@@ -138,12 +138,7 @@ fn restore_inner(root: &Root, src: &mut dyn ImageSource, name: &str) -> Result<R
     cg.apply(&img.container.limits)?;
     let log = root.open_log(name)?;
 
-    let max_fd = img
-        .files
-        .iter()
-        .flat_map(|(_, f)| f.iter().map(|f| f.fd))
-        .max()
-        .unwrap_or(2);
+    let max_fd = img.files.max_fd();
     // Shared memory objects, one memfd each, sized to what is mapped.
     let mut shmem: ShmemFds = HashMap::new();
     for (_, mm) in &img.mm {
@@ -175,15 +170,11 @@ fn restore_inner(root: &Root, src: &mut dyn ImageSource, name: &str) -> Result<R
     }
 
     // The ready pipe, its write end above every fd number of the image.
-    let max_fd = img
-        .files
-        .iter()
-        .flat_map(|(_, f)| f.iter().map(|f| f.fd))
-        .max()
-        .unwrap_or(2);
     let (ready_rd, ready_wr) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| stage("pipe")(e.to_string()))?;
-    let ready_wr = sys::dup_above(ready_wr.as_fd(), max_fd.max(100) + 1).map_err(|e| stage("pipe")(e.to_string()))?;
+    let ready_high = sys::dup_above(ready_wr.as_fd(), max_fd.max(100) + 1).map_err(|e| stage("pipe")(e.to_string()))?;
+    drop(ready_wr);
+    let ready_wr = ready_high;
 
     // A time namespace for the children whose clocks continue the image's.
     let own_timens =
@@ -192,11 +183,20 @@ fn restore_inner(root: &Root, src: &mut dyn ImageSource, name: &str) -> Result<R
         .map_err(|e| stage("unshare time namespace")(e.to_string()))?;
     let timens_set = timens::restore(&img.container.clocks);
 
+    let shmem_fds: Vec<i32> = shmem.values().map(|f| f.as_raw_fd()).collect();
     let ctx = TreeCtx {
         img: &img,
         log: &log,
         ready: &ready_wr,
-        shmem: shmem.values().map(|f| f.as_raw_fd()).collect(),
+        shmem: &shmem_fds,
+        objects: None,
+        above: shmem_fds
+            .iter()
+            .copied()
+            .chain([ready_wr.as_raw_fd()])
+            .max()
+            .unwrap_or(100)
+            + 1,
     };
     let cg_dir = File::open(cg.path()).map_err(|e| stage("open cgroup")(e.to_string()))?;
     let flags = CloneFlags::CLONE_NEWPID
@@ -478,12 +478,17 @@ fn wait_ready(rd: OwnedFd, count: usize) -> Result<()> {
 }
 
 /// What each forked task needs (it has a copy of all of it).
+#[derive(Clone, Copy)]
 struct TreeCtx<'a> {
     img: &'a Image,
     log: &'a OwnedFd,
     ready: &'a OwnedFd,
     /// The restorer's memfds, kept open in every task until mapped.
-    shmem: Vec<i32>,
+    shmem: &'a [i32],
+    /// The shared objects (pipes, sockets...), once PID 1 has made them.
+    objects: Option<&'a Objects>,
+    /// Shared objects are made at this descriptor number or above.
+    above: i32,
 }
 
 /// Runs in every forked task: makes its children, sets its attributes and
@@ -502,14 +507,8 @@ fn pre_image(ctx: &TreeCtx<'_>, idx: usize) -> ! {
     // Nothing of this program may stay open in the restored process but
     // the memfds and the ready pipe, which the restorer closes once the
     // task is seized: it may be seized any time after the report.
-    let mut fds: Vec<i32> = ctx
-        .img
-        .files
-        .iter()
-        .find(|(pid, _)| *pid == p.pid)
-        .map(|(_, f)| f.iter().map(|f| f.fd).collect())
-        .unwrap_or_default();
-    fds.extend(&ctx.shmem);
+    let mut fds: Vec<i32> = ctx.img.files.of(p.pid).iter().map(|f| f.fd).collect();
+    fds.extend(ctx.shmem);
     fds.push(ctx.ready.as_raw_fd());
     let _ = sys::close_all_but(&fds);
     let _ = nix::unistd::write(ctx.ready, msg.as_bytes());
@@ -521,9 +520,23 @@ fn pre_image(ctx: &TreeCtx<'_>, idx: usize) -> ! {
 fn prepare_task(ctx: &TreeCtx<'_>, idx: usize) -> std::result::Result<(), String> {
     let p = &ctx.img.procs[idx];
     let c = &ctx.img.container;
-    if p.pid == 1 {
+    let with_objects;
+    let ctx = if p.pid == 1 {
         crate::runtime::spawn::setup_namespaces(&c.hostname, c.rootfs.as_deref())?;
-    }
+        // Made before anything is forked, so that every task inherits them.
+        // Leaked on purpose: their descriptors become the restored tasks'
+        // own (or are closed by number), and must never be dropped here.
+        let objects: &'static Objects = Box::leak(Box::new(
+            files::make_objects(&ctx.img.files, ctx.above).map_err(|e| e.to_string())?,
+        ));
+        with_objects = TreeCtx {
+            objects: Some(objects),
+            ..*ctx
+        };
+        &with_objects
+    } else {
+        ctx
+    };
     let me = Pid::from_raw(0);
     if p.sid == p.pid {
         nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
@@ -555,16 +568,10 @@ fn prepare_task(ctx: &TreeCtx<'_>, idx: usize) -> std::result::Result<(), String
     for l in &p.rlimits {
         sys::set_rlimit(l.resource, l.soft, l.hard).map_err(|e| format!("setrlimit {}: {e}", l.resource))?;
     }
-    let fds = ctx
-        .img
-        .files
-        .iter()
-        .find(|(pid, _)| *pid == p.pid)
-        .map(|(_, f)| f.as_slice())
-        .unwrap_or(&[]);
-    let mut keep = ctx.shmem.clone();
+    let fds = ctx.img.files.of(p.pid);
+    let mut keep = ctx.shmem.to_vec();
     keep.push(ctx.ready.as_raw_fd());
-    files::restore(fds, Some(ctx.log), &keep).map_err(|e| e.to_string())
+    files::restore(fds, Some(ctx.log), ctx.objects, &keep).map_err(|e| e.to_string())
 }
 
 /// Ends the calling task the way the zombie it stands for ended.

@@ -1,13 +1,25 @@
-//! File descriptors. Supported so far: files and devices reopened by path
-//! with their flags and offset, and the container's log (reopened at the
-//! restoring side's log path). Any other kind (pipes, sockets, eventfd...)
-//! is refused at checkpoint time, naming the process and the fd, so that
+//! File descriptors: which object each fd of each process refers to, and
+//! how to give every task the same table again.
+//!
+//! - files and devices: reopened by path with their flags and offset;
+//! - the container's log: reopened at the restoring side's log path;
+//! - pipes (`pipes`), unix sockets (`unix`), eventfd/timerfd/signalfd
+//!   (`anonfd`): "objects", made once by the restored PID 1 before it forks,
+//!   so that every task inherits them and shares them as before;
+//! - epoll: rebuilt by its owner once its other fds are in place.
+//!
+//! Anything else (io_uring, perf events, BPF, TCP sockets for now...) is
+//! refused at checkpoint time, naming the process and the fd, so that
 //! nothing is silently dropped.
 
+use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 
 use serde::{Deserialize, Serialize};
 
+use super::anonfd::{self, AnonImage, EpollTarget};
+use super::pipes::{self, PipeImage};
+use super::unix::{self, UnixImage};
 use crate::sys::Errno;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,13 +32,23 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("process {pid} (pid {ns_pid} in the container) fd {fd} is a {kind}, which migrate can not checkpoint yet; the container keeps running")]
+    #[error("process {pid} (pid {ns_pid} in the container) fd {fd} is a {kind}, which migrate can not checkpoint yet")]
     Unsupported {
         pid: i32,
         ns_pid: i32,
         fd: i32,
         kind: String,
     },
+    #[error("process {pid} fd {fd}: {what}: {source}")]
+    Dump {
+        pid: i32,
+        fd: i32,
+        what: &'static str,
+        #[source]
+        source: Errno,
+    },
+    #[error(transparent)]
+    Unix(#[from] unix::Error),
     #[error("reopen fd {fd} ({path}): {source}; files the container had open must exist at the same paths where it is restored")]
     Reopen {
         fd: i32,
@@ -45,6 +67,14 @@ pub enum FdKind {
     Path { path: String, pos: u64 },
     /// The container's log.
     Log,
+    /// One end of pipe number `pipe` of the image.
+    Pipe { pipe: u32, write: bool },
+    /// Unix socket number `sock` of the image.
+    Socket { sock: u32 },
+    /// eventfd, timerfd or signalfd number `obj` of the image.
+    Anon { obj: u32 },
+    /// An epoll instance with its interest list.
+    Epoll { targets: Vec<EpollTarget> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +83,33 @@ pub struct FdImage {
     /// open(2) flags from fdinfo, O_CLOEXEC included.
     pub flags: i32,
     pub kind: FdKind,
+}
+
+/// The fds of every process, and the objects they share.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilesImage {
+    pub procs: Vec<(i32, Vec<FdImage>)>,
+    pub pipes: Vec<PipeImage>,
+    pub sockets: Vec<UnixImage>,
+    pub anon: Vec<AnonImage>,
+}
+
+impl FilesImage {
+    pub fn of(&self, pid: i32) -> &[FdImage] {
+        self.procs
+            .iter()
+            .find(|(p, _)| *p == pid)
+            .map(|(_, f)| f.as_slice())
+            .unwrap_or(&[])
+    }
+
+    pub fn max_fd(&self) -> i32 {
+        self.procs
+            .iter()
+            .flat_map(|(_, f)| f.iter().map(|f| f.fd))
+            .max()
+            .unwrap_or(2)
+    }
 }
 
 /// Parses "pos:" and "flags:" (octal) from an fdinfo text.
@@ -69,67 +126,173 @@ pub fn parse_fdinfo(text: &str) -> (u64, i32) {
     (pos, flags)
 }
 
-/// The fds of process `pid`. `log` is the container's log path.
-pub fn dump(pid: i32, ns_pid: i32, log: &std::path::Path) -> Result<Vec<FdImage>> {
-    let dir = format!("/proc/{pid}/fd");
-    let entries = std::fs::read_dir(&dir).map_err(|source| Error::Proc {
-        pid,
-        fd: -1,
-        what: "list fds",
-        source,
-    })?;
-    let mut fds: Vec<i32> = entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
-        .collect();
-    fds.sort_unstable();
-    let mut out = Vec::new();
-    for fd in fds {
-        let target = std::fs::read_link(format!("{dir}/{fd}")).map_err(|source| Error::Proc {
+fn bracket_id(target: &str, prefix: &str) -> Option<u64> {
+    target
+        .strip_prefix(prefix)?
+        .strip_prefix('[')?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// A process's fd to read an object's state through.
+type Holder = (i32, i32);
+
+/// Reads the fd tables of `procs` (host pid, container pid) and the state
+/// of every object they refer to. `netns_pid` is a process of the
+/// container (for its network namespace).
+pub fn dump_all(procs: &[(i32, i32)], log: &std::path::Path, netns_pid: i32) -> Result<FilesImage> {
+    let diag = unix::diag(netns_pid)?;
+    let mut img = FilesImage::default();
+    let mut pipe_idx: HashMap<u64, (u32, Option<Holder>)> = HashMap::new();
+    let mut sock_idx: HashMap<u64, (u32, Holder)> = HashMap::new();
+    let mut anon_holders: Vec<(String, Holder, u32)> = Vec::new();
+    let mut epolls: Vec<Holder> = Vec::new();
+    for &(pid, ns_pid) in procs {
+        let dir = format!("/proc/{pid}/fd");
+        let entries = std::fs::read_dir(&dir).map_err(|source| Error::Proc {
             pid,
-            fd,
-            what: "readlink",
+            fd: -1,
+            what: "list fds",
             source,
         })?;
-        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).map_err(|source| Error::Proc {
-            pid,
-            fd,
-            what: "fdinfo",
-            source,
-        })?;
-        let (pos, flags) = parse_fdinfo(&info);
-        let path = target.to_string_lossy().into_owned();
-        let kind = if target == log {
-            FdKind::Log
-        } else if path.starts_with('/') && !path.ends_with(" (deleted)") {
-            let meta = std::fs::metadata(format!("{dir}/{fd}")).map_err(|source| Error::Proc {
-                pid,
-                fd,
-                what: "stat",
-                source,
-            })?;
-            use std::os::unix::fs::FileTypeExt;
-            let ft = meta.file_type();
-            if !(ft.is_file() || ft.is_char_device() || ft.is_dir()) {
-                return Err(Error::Unsupported {
-                    pid,
-                    ns_pid,
-                    fd,
-                    kind: format!("special file {path}"),
-                });
-            }
-            FdKind::Path { path, pos }
-        } else {
-            return Err(Error::Unsupported {
-                pid,
-                ns_pid,
-                fd,
-                kind: describe(&path),
-            });
-        };
-        out.push(FdImage { fd, flags, kind });
+        let mut fds: Vec<i32> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+            .collect();
+        fds.sort_unstable();
+        let mut out = Vec::new();
+        for fd in fds {
+            let proc_err = |what| move |source| Error::Proc { pid, fd, what, source };
+            let target = std::fs::read_link(format!("{dir}/{fd}")).map_err(proc_err("readlink"))?;
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).map_err(proc_err("fdinfo"))?;
+            let (pos, flags) = parse_fdinfo(&info);
+            let path = target.to_string_lossy().into_owned();
+            let unsupported = |kind: String| Error::Unsupported { pid, ns_pid, fd, kind };
+            let kind = if target == log {
+                FdKind::Log
+            } else if let Some(ino) = bracket_id(&path, "pipe:") {
+                let n = pipe_idx.len() as u32;
+                let entry = pipe_idx.entry(ino).or_insert((n, None));
+                let write = flags & libc::O_ACCMODE == libc::O_WRONLY;
+                if !write && entry.1.is_none() {
+                    entry.1 = Some((pid, fd));
+                }
+                FdKind::Pipe { pipe: entry.0, write }
+            } else if let Some(ino) = bracket_id(&path, "socket:") {
+                if !diag.contains_key(&ino) {
+                    return Err(unsupported(
+                        "socket other than a unix socket (TCP and UDP come with container networking)".into(),
+                    ));
+                }
+                let n = sock_idx.len() as u32;
+                FdKind::Socket {
+                    sock: sock_idx.entry(ino).or_insert((n, (pid, fd))).0,
+                }
+            } else if let Some(anon) = path.strip_prefix("anon_inode:") {
+                let anon = anon.trim_matches(|c| c == '[' || c == ']');
+                match anon {
+                    "eventpoll" => {
+                        for &(p, f) in &epolls {
+                            if p != pid && crate::sys::same_file(p, f, pid, fd).unwrap_or(false) {
+                                return Err(unsupported("epoll instance shared with another process".into()));
+                            }
+                        }
+                        epolls.push((pid, fd));
+                        FdKind::Epoll {
+                            targets: anonfd::parse_epoll(&info),
+                        }
+                    }
+                    "eventfd" | "timerfd" | "signalfd" => {
+                        let known = anon_holders
+                            .iter()
+                            .find(|(k, (p, f), _)| k == anon && crate::sys::same_file(*p, *f, pid, fd).unwrap_or(false))
+                            .map(|(_, _, i)| *i);
+                        let obj = match known {
+                            Some(i) => i,
+                            None => {
+                                let a = anonfd::parse(anon, &info)
+                                    .ok_or_else(|| unsupported(format!("{anon} with unreadable state")))?;
+                                img.anon.push(a);
+                                let i = img.anon.len() as u32 - 1;
+                                anon_holders.push((anon.to_string(), (pid, fd), i));
+                                i
+                            }
+                        };
+                        FdKind::Anon { obj }
+                    }
+                    other => return Err(unsupported(other.to_string())),
+                }
+            } else if path.starts_with('/') && !path.ends_with(" (deleted)") && !path.starts_with("/memfd:") {
+                let meta = std::fs::metadata(format!("{dir}/{fd}")).map_err(proc_err("stat"))?;
+                use std::os::unix::fs::FileTypeExt;
+                let ft = meta.file_type();
+                if ft.is_fifo() {
+                    return Err(unsupported(format!("FIFO {path}")));
+                }
+                if !(ft.is_file() || ft.is_char_device() || ft.is_dir()) {
+                    return Err(unsupported(format!("special file {path}")));
+                }
+                FdKind::Path { path, pos }
+            } else {
+                return Err(unsupported(describe(&path)));
+            };
+            out.push(FdImage { fd, flags, kind });
+        }
+        img.procs.push((ns_pid, out));
     }
-    Ok(out)
+    // Pipe contents, through a duplicate of a read end.
+    let mut pipes: Vec<(u64, u32, Option<Holder>)> = pipe_idx.into_iter().map(|(ino, (i, h))| (ino, i, h)).collect();
+    pipes.sort_by_key(|p| p.1);
+    for (ino, _, holder) in pipes {
+        let dup = holder.map(|(pid, fd)| steal(pid, fd)).transpose()?;
+        let image = pipes::dump(ino, dup.as_ref()).map_err(|source| Error::Dump {
+            pid: holder.map(|h| h.0).unwrap_or(0),
+            fd: holder.map(|h| h.1).unwrap_or(-1),
+            what: "read pipe buffer",
+            source,
+        })?;
+        img.pipes.push(image);
+    }
+    // Unix sockets: state from sock_diag, queues through a duplicate.
+    let mut socks: Vec<(u64, u32, Holder)> = sock_idx.iter().map(|(ino, (i, h))| (*ino, *i, *h)).collect();
+    socks.sort_by_key(|s| s.1);
+    for (ino, _, (pid, fd)) in socks {
+        let d = &diag[&ino];
+        let ns_pid = procs.iter().find(|p| p.0 == pid).map(|p| p.1).unwrap_or(0);
+        let unsupported = |kind: String| Error::Unsupported { pid, ns_pid, fd, kind };
+        if d.listening && d.rqlen > 0 {
+            return Err(unsupported(format!(
+                "listening unix socket with {} connections not yet accepted",
+                d.rqlen
+            )));
+        }
+        if let Some(peer) = d.peer {
+            if !sock_idx.contains_key(&peer) && diag.get(&peer).is_none_or(|p| p.name.is_none()) {
+                return Err(unsupported(
+                    "unix socket connected to a socket outside the container".into(),
+                ));
+            }
+        }
+        let dup = steal(pid, fd)?;
+        img.sockets.push(UnixImage {
+            ino,
+            kind: d.kind,
+            listening: d.listening,
+            backlog: d.wqlen,
+            name: d.name.clone(),
+            peer: d.peer,
+            queue: unix::peek_queue(ino, d, &dup)?,
+        });
+    }
+    Ok(img)
+}
+
+/// A duplicate of fd `fd` of process `pid`, in this process.
+fn steal(pid: i32, fd: i32) -> Result<OwnedFd> {
+    let err = |what| move |source| Error::Dump { pid, fd, what, source };
+    let pidfd = crate::sys::pidfd_open(nix::unistd::Pid::from_raw(pid)).map_err(err("pidfd_open"))?;
+    crate::sys::pidfd_getfd(pidfd.as_fd(), fd).map_err(err("pidfd_getfd"))
 }
 
 /// "pipe:[123]" -> "pipe", "anon_inode:[eventfd]" -> "eventfd"...
@@ -153,14 +316,62 @@ const REOPEN_FLAGS: i32 = libc::O_ACCMODE
     | libc::O_LARGEFILE
     | libc::O_DIRECTORY;
 
+/// File status flags that fcntl(F_SETFL) can set on an object's fd.
+const STATUS_FLAGS: i32 = libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME;
+
+/// The shared objects of a restore, made by the container's PID 1 before
+/// it forks: every task inherits them at the same numbers.
+pub struct Objects {
+    pub pipes: Vec<(OwnedFd, OwnedFd)>,
+    pub sockets: Vec<OwnedFd>,
+    pub anon: Vec<OwnedFd>,
+}
+
+/// Makes every pipe, socket and eventfd/timerfd/signalfd of the image, at
+/// descriptor numbers of `above` or more.
+pub fn make_objects(img: &FilesImage, above: RawFd) -> Result<Objects> {
+    let high = |fd: OwnedFd, what: &'static str| {
+        crate::sys::dup_above(fd.as_fd(), above).map_err(|source| Error::Reopen {
+            fd: -1,
+            path: what.into(),
+            source,
+        })
+    };
+    let mut objs = Objects {
+        pipes: Vec::new(),
+        sockets: Vec::new(),
+        anon: Vec::new(),
+    };
+    for p in &img.pipes {
+        let (r, w) = pipes::restore(p).map_err(|source| Error::Reopen {
+            fd: -1,
+            path: format!("pipe:[{}]", p.ino),
+            source,
+        })?;
+        objs.pipes.push((high(r, "pipe")?, high(w, "pipe")?));
+    }
+    for s in unix::restore_all(&img.sockets)? {
+        objs.sockets.push(high(s, "socket")?);
+    }
+    for a in &img.anon {
+        let fd = anonfd::restore(a).map_err(|source| Error::Reopen {
+            fd: -1,
+            path: format!("{a:?}"),
+            source,
+        })?;
+        objs.anon.push(high(fd, "anon")?);
+    }
+    Ok(objs)
+}
+
 /// Sets up the fd table of a restored task (runs in the task itself, before
 /// its memory is replaced): every image fd at its number, and nothing else
 /// open but `keep`, whose numbers must all be above the image's.
 ///
 /// Afterwards no descriptor that Rust code of this process owned may be
 /// used or dropped: the caller only writes to `keep` and waits.
-pub fn restore(fds: &[FdImage], log: Option<&OwnedFd>, keep: &[RawFd]) -> Result<()> {
-    use nix::fcntl::{open, OFlag};
+pub fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&Objects>, keep: &[RawFd]) -> Result<()> {
+    use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
     let top = fds
         .iter()
         .map(|f| f.fd)
@@ -168,39 +379,62 @@ pub fn restore(fds: &[FdImage], log: Option<&OwnedFd>, keep: &[RawFd]) -> Result
         .unwrap_or(2)
         .max(keep.iter().copied().max().unwrap_or(0))
         + 1;
-    // Open everything first, parked above every number that will be used.
+    let missing = |f: &FdImage| Error::Reopen {
+        fd: f.fd,
+        path: format!("{:?}", f.kind),
+        source: Errno::EBADF,
+    };
+    // Open or duplicate everything first, parked above every number that
+    // will be used.
     let mut parked: Vec<(OwnedFd, &FdImage)> = Vec::new();
     for f in fds {
         let err = |path: &str| {
             let path = path.to_string();
             move |source| Error::Reopen { fd: f.fd, path, source }
         };
-        let (opened, what) = match &f.kind {
-            FdKind::Log => {
-                let log = log.ok_or(Error::Reopen {
-                    fd: f.fd,
-                    path: "log".into(),
-                    source: Errno::EBADF,
-                })?;
-                (
-                    log.as_fd().try_clone_to_owned().map_err(|e| Error::Reopen {
-                        fd: f.fd,
-                        path: "log".into(),
-                        source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF)),
-                    })?,
-                    "log".to_string(),
-                )
+        let (source, what): (std::os::fd::BorrowedFd<'_>, String) = match &f.kind {
+            FdKind::Epoll { .. } => continue,
+            FdKind::Log => (log.ok_or_else(|| missing(f))?.as_fd(), "log".into()),
+            FdKind::Pipe { pipe, write } => {
+                let p = objects
+                    .and_then(|o| o.pipes.get(*pipe as usize))
+                    .ok_or_else(|| missing(f))?;
+                (if *write { p.1.as_fd() } else { p.0.as_fd() }, "pipe".into())
             }
+            FdKind::Socket { sock } => (
+                objects
+                    .and_then(|o| o.sockets.get(*sock as usize))
+                    .ok_or_else(|| missing(f))?
+                    .as_fd(),
+                "socket".into(),
+            ),
+            FdKind::Anon { obj } => (
+                objects
+                    .and_then(|o| o.anon.get(*obj as usize))
+                    .ok_or_else(|| missing(f))?
+                    .as_fd(),
+                "anon".into(),
+            ),
             FdKind::Path { path, pos } => {
                 let flags = OFlag::from_bits_retain(f.flags & REOPEN_FLAGS) | OFlag::O_CLOEXEC;
                 let fd = open(path.as_str(), flags, nix::sys::stat::Mode::empty()).map_err(err(path))?;
                 if *pos > 0 {
                     nix::unistd::lseek(&fd, *pos as i64, nix::unistd::Whence::SeekSet).map_err(err(path))?;
                 }
-                (fd, path.clone())
+                let high = crate::sys::dup_above(fd.as_fd(), top).map_err(err(path))?;
+                parked.push((high, f));
+                continue;
             }
         };
-        let high = crate::sys::dup_above(opened.as_fd(), top).map_err(err(&what))?;
+        let high = crate::sys::dup_above(source, top).map_err(err(&what))?;
+        if !matches!(f.kind, FdKind::Log) {
+            // Shared objects: the open file's status flags (O_NONBLOCK...).
+            fcntl(
+                &high,
+                FcntlArg::F_SETFL(OFlag::from_bits_retain(f.flags & STATUS_FLAGS)),
+            )
+            .map_err(err(&what))?;
+        }
         parked.push((high, f));
     }
     for (fd, img) in &parked {
@@ -211,6 +445,21 @@ pub fn restore(fds: &[FdImage], log: Option<&OwnedFd>, keep: &[RawFd]) -> Result
         })?;
     }
     drop(parked);
+    // Epolls last: their interest lists name the fds just placed.
+    for f in fds {
+        let FdKind::Epoll { targets } = &f.kind else { continue };
+        let err = |source| Error::Reopen {
+            fd: f.fd,
+            path: "epoll".into(),
+            source,
+        };
+        let ep = nix::sys::epoll::Epoll::new(nix::sys::epoll::EpollCreateFlags::EPOLL_CLOEXEC).map_err(err)?;
+        let ep = crate::sys::dup_above(ep.0.as_fd(), top).map_err(err)?;
+        for t in targets {
+            crate::sys::epoll_add(ep.as_fd(), t.fd, t.events, t.data).map_err(err)?;
+        }
+        crate::sys::place_fd(ep.as_fd(), f.fd, f.flags & libc::O_CLOEXEC != 0).map_err(err)?;
+    }
     let mut open_set: Vec<RawFd> = fds.iter().map(|f| f.fd).collect();
     open_set.extend_from_slice(keep);
     crate::sys::close_all_but(&open_set).map_err(|source| Error::Reopen {

@@ -1,10 +1,13 @@
 //! Each kind of state a container holds, with its dump and restore sides
 //! next to each other.
 
+pub mod anonfd;
 pub mod files;
 pub mod memory;
+pub mod pipes;
 pub mod pstree;
 pub mod regs;
 pub mod remote;
 pub mod signals;
 pub mod timens;
+pub mod unix;

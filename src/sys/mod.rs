@@ -348,3 +348,98 @@ pub fn default_sigpipe() {
     // SAFETY: installing SIG_DFL runs no handler code.
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
+
+/// pidfd_getfd(2): a duplicate, in this process, of descriptor `fd` of the
+/// process behind `pidfd` (close-on-exec).
+pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, fd: RawFd) -> Result<OwnedFd, Errno> {
+    // SAFETY: pidfd_getfd takes two integers and a flags word, and returns
+    // a new descriptor or -1.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if ret < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+/// kcmp(KCMP_FILE): whether fd `a` of `pid_a` and fd `b` of `pid_b` are
+/// the same open file description.
+pub fn same_file(pid_a: i32, a: RawFd, pid_b: i32, b: RawFd) -> Result<bool, Errno> {
+    const KCMP_FILE: libc::c_int = 0;
+    // SAFETY: kcmp compares kernel objects by integers; it touches no memory.
+    let ret = unsafe { libc::syscall(libc::SYS_kcmp, pid_a, pid_b, KCMP_FILE, a, b) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(ret == 0)
+    }
+}
+
+/// tee(2) with SPLICE_F_NONBLOCK: copies up to `len` bytes from pipe `from`
+/// to pipe `to` without consuming them. 0 when `from` is empty.
+pub fn tee(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> Result<usize, Errno> {
+    // SAFETY: tee works on two descriptors and a length; no memory.
+    let ret = unsafe { libc::tee(from.as_raw_fd(), to.as_raw_fd(), len, libc::SPLICE_F_NONBLOCK) };
+    match ret {
+        -1 if Errno::last() == Errno::EAGAIN => Ok(0),
+        -1 => Err(Errno::last()),
+        n => Ok(n as usize),
+    }
+}
+
+/// Sets the number of expirations a timerfd reports (TFD_IOC_SET_TICKS).
+pub fn timerfd_set_ticks(fd: BorrowedFd<'_>, ticks: u64) -> Result<(), Errno> {
+    const TFD_IOC_SET_TICKS: libc::c_ulong = 0x4008_5400;
+    // SAFETY: the ioctl reads one u64 from `ticks`, alive for the call.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), TFD_IOC_SET_TICKS as _, &ticks as *const u64) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// epoll_ctl(EPOLL_CTL_ADD) of descriptor number `target`, which the
+/// calling task has open (it was placed there by number).
+pub fn epoll_add(epfd: BorrowedFd<'_>, target: RawFd, events: u32, data: u64) -> Result<(), Errno> {
+    let mut ev = libc::epoll_event { events, u64: data };
+    // SAFETY: epoll_ctl reads one epoll_event from `ev`, alive for the call.
+    let ret = unsafe { libc::epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, target, &mut ev) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// signalfd(2) for the signals in `mask` (bit N-1 for signal N), with
+/// SFD_CLOEXEC.
+pub fn signalfd(mask: u64) -> Result<OwnedFd, Errno> {
+    // The kernel reads a sigset of _NSIG/8 = 8 bytes.
+    // SAFETY: signalfd reads 8 bytes from `mask`, alive for the call.
+    let ret = unsafe { libc::syscall(libc::SYS_signalfd4, -1, &mask as *const u64, 8usize, libc::SFD_CLOEXEC) };
+    if ret < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+/// setsockopt(SO_PEEK_OFF): where the next MSG_PEEK starts (-1: off).
+pub fn set_peek_off(fd: BorrowedFd<'_>, off: i32) -> Result<(), Errno> {
+    // SAFETY: setsockopt reads one int from `off`, alive for the call.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEEK_OFF,
+            &off as *const i32 as *const libc::c_void,
+            4,
+        )
+    };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}

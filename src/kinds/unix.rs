@@ -1,0 +1,329 @@
+//! Unix sockets: socketpairs and named sockets, stream, seqpacket and
+//! datagram, listening and connected, with the data queued in them.
+//!
+//! Dump asks sock_diag (from a thread inside the container's network
+//! namespace) for each socket's type, state, name, peer and queue, and
+//! reads the queue without consuming it (MSG_PEEK, stepping through
+//! datagrams with SO_PEEK_OFF) from a duplicate of the socket
+//! (pidfd_getfd). Restore makes connected pairs with socketpair, binds and
+//! listens named sockets again (unlinking the stale socket file first), and
+//! sends the queued data back in from the peer, boundaries kept.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_sock_diag::unix::{ShowFlags, StateFlags, UnixRequest};
+use netlink_packet_sock_diag::SockDiagMessage;
+use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
+use serde::{Deserialize, Serialize};
+
+use crate::sys::Errno;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("sock_diag in the container's network namespace: {0}")]
+    Diag(String),
+    #[error("unix socket {ino}: {what}: {source}")]
+    Sys {
+        ino: u64,
+        what: &'static str,
+        #[source]
+        source: Errno,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A socket's bound name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UnixName {
+    Path(String),
+    Abstract(Vec<u8>),
+}
+
+/// What sock_diag says about one socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diag {
+    pub kind: u8,
+    pub listening: bool,
+    pub name: Option<UnixName>,
+    pub peer: Option<u64>,
+    /// Pending connections (listening) or queued bytes.
+    pub rqlen: u32,
+    /// Backlog (listening).
+    pub wqlen: u32,
+}
+
+/// One socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnixImage {
+    pub ino: u64,
+    /// SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET.
+    pub kind: u8,
+    pub listening: bool,
+    pub backlog: u32,
+    pub name: Option<UnixName>,
+    pub peer: Option<u64>,
+    /// Data received and not yet read: one entry per datagram or record;
+    /// for a stream, one entry.
+    pub queue: Vec<Vec<u8>>,
+}
+
+/// Every unix socket of the network namespace of process `pid`, by inode.
+pub fn diag(pid: i32) -> Result<HashMap<u64, Diag>> {
+    let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|e| Error::Diag(e.to_string()))?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // setns(CLONE_NEWNET) changes only this thread's namespace.
+            nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| Error::Diag(e.to_string()))?;
+            query()
+        })
+        .join()
+        .map_err(|_| Error::Diag("the query thread panicked".into()))?
+    })
+}
+
+fn query() -> Result<HashMap<u64, Diag>> {
+    let err = |e: &dyn std::fmt::Display| Error::Diag(e.to_string());
+    let mut sock = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_SOCK_DIAG).map_err(|e| err(&e))?;
+    sock.bind_auto().map_err(|e| err(&e))?;
+    sock.connect(&netlink_sys::SocketAddr::new(0, 0)).map_err(|e| err(&e))?;
+    let mut hdr = NetlinkHeader::default();
+    hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    let mut packet = NetlinkMessage::new(
+        hdr,
+        SockDiagMessage::UnixRequest(UnixRequest {
+            state_flags: StateFlags::all(),
+            inode: 0,
+            show_flags: ShowFlags::NAME | ShowFlags::PEER | ShowFlags::RQLEN,
+            cookie: [0xff; 8],
+        })
+        .into(),
+    );
+    packet.finalize();
+    let mut buf = vec![0u8; packet.buffer_len()];
+    packet.serialize(&mut buf[..]);
+    sock.send(&buf[..], 0).map_err(|e| err(&e))?;
+    let mut out = HashMap::new();
+    let mut rx = vec![0u8; 1 << 16];
+    loop {
+        let n = sock.recv(&mut &mut rx[..], 0).map_err(|e| err(&e))?;
+        let mut off = 0;
+        while off < n {
+            let msg = <NetlinkMessage<SockDiagMessage>>::deserialize(&rx[off..n]).map_err(|e| err(&e))?;
+            let len = msg.header.length as usize;
+            match msg.payload {
+                NetlinkPayload::InnerMessage(SockDiagMessage::UnixResponse(r)) => {
+                    use netlink_packet_sock_diag::unix::nlas::{Nla, UnixDiagName};
+                    let mut d = Diag {
+                        kind: r.header.kind,
+                        listening: r.header.state == 10, // TCP_LISTEN
+                        name: None,
+                        peer: r.peer().map(u64::from),
+                        rqlen: 0,
+                        wqlen: 0,
+                    };
+                    for nla in &r.nlas {
+                        match nla {
+                            Nla::Name(UnixDiagName::Pathname(p)) => {
+                                d.name = Some(UnixName::Path(p.to_string_lossy().into_owned()))
+                            }
+                            Nla::Name(UnixDiagName::Abstract(a)) => d.name = Some(UnixName::Abstract(a.clone())),
+                            Nla::ReceiveQueueLength(rq, wq) => {
+                                d.rqlen = *rq;
+                                d.wqlen = *wq;
+                            }
+                            _ => {}
+                        }
+                    }
+                    out.insert(u64::from(r.header.inode), d);
+                }
+                NetlinkPayload::Done(_) => return Ok(out),
+                NetlinkPayload::Error(e) => return Err(err(&format!("{e:?}"))),
+                _ => {}
+            }
+            if len == 0 {
+                break;
+            }
+            off += len;
+        }
+    }
+}
+
+/// Reads a socket's queue without consuming it, from `fd` (a duplicate).
+pub fn peek_queue(ino: u64, d: &Diag, fd: &OwnedFd) -> Result<Vec<Vec<u8>>> {
+    let sys = |what| move |source| Error::Sys { ino, what, source };
+    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+    if d.listening {
+        return Ok(Vec::new());
+    }
+    if d.kind == libc::SOCK_STREAM as u8 {
+        if d.rqlen == 0 {
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0u8; d.rqlen as usize];
+        let n = match socket::recv(fd.as_raw_fd(), &mut buf, flags) {
+            Ok(n) => n,
+            Err(Errno::EAGAIN) => 0,
+            Err(e) => return Err(sys("peek stream queue")(e)),
+        };
+        buf.truncate(n);
+        return Ok(if n == 0 { Vec::new() } else { vec![buf] });
+    }
+    // Datagrams and records: step through the queue with a peek offset,
+    // then put the offset back (-1: off).
+    crate::sys::set_peek_off(fd.as_fd(), 0).map_err(sys("set SO_PEEK_OFF"))?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let res = loop {
+        match socket::recv(fd.as_raw_fd(), &mut buf, flags) {
+            Ok(n) => {
+                out.push(buf[..n].to_vec());
+                if out.len() > 100_000 {
+                    break Ok(());
+                }
+            }
+            Err(Errno::EAGAIN) => break Ok(()),
+            Err(e) => break Err(sys("peek datagram queue")(e)),
+        }
+    };
+    let _ = crate::sys::set_peek_off(fd.as_fd(), -1);
+    res.map(|()| out)
+}
+
+fn sock_type(kind: u8) -> SockType {
+    match i32::from(kind) {
+        libc::SOCK_DGRAM => SockType::Datagram,
+        libc::SOCK_SEQPACKET => SockType::SeqPacket,
+        _ => SockType::Stream,
+    }
+}
+
+fn addr(name: &UnixName) -> std::result::Result<UnixAddr, Errno> {
+    match name {
+        UnixName::Path(p) => UnixAddr::new(p.as_str()),
+        UnixName::Abstract(a) => UnixAddr::new_abstract(a),
+    }
+}
+
+/// Makes every socket again, in the calling process (the container's PID 1,
+/// inside its namespaces). Returns each socket's fd, by index.
+pub fn restore_all(socks: &[UnixImage]) -> Result<Vec<OwnedFd>> {
+    let mut made: Vec<Option<OwnedFd>> = (0..socks.len()).map(|_| None).collect();
+    let index: HashMap<u64, usize> = socks.iter().enumerate().map(|(i, s)| (s.ino, i)).collect();
+    // Named and listening sockets first, so that others can connect.
+    for (i, s) in socks.iter().enumerate() {
+        let sys = |what| {
+            move |source| Error::Sys {
+                ino: s.ino,
+                what,
+                source,
+            }
+        };
+        let paired = s
+            .peer
+            .is_some_and(|p| index.contains_key(&p) && socks[index[&p]].peer == Some(s.ino));
+        if paired || s.name.is_none() {
+            continue;
+        }
+        let fd = socket::socket(AddressFamily::Unix, sock_type(s.kind), SockFlag::SOCK_CLOEXEC, None)
+            .map_err(sys("socket"))?;
+        let name = s.name.as_ref().expect("named");
+        if let UnixName::Path(p) = name {
+            // The socket file of the checkpointed process is still there.
+            let _ = std::fs::remove_file(p);
+        }
+        socket::bind(fd.as_raw_fd(), &addr(name).map_err(sys("address"))?).map_err(sys("bind"))?;
+        if s.listening {
+            socket::listen(
+                &fd,
+                socket::Backlog::new(s.backlog.clamp(1, 4096) as i32).unwrap_or(socket::Backlog::MAXCONN),
+            )
+            .map_err(sys("listen"))?;
+        }
+        made[i] = Some(fd);
+    }
+    // Connected pairs, then the rest.
+    for (i, s) in socks.iter().enumerate() {
+        if made[i].is_some() {
+            continue;
+        }
+        let sys = |what| {
+            move |source| Error::Sys {
+                ino: s.ino,
+                what,
+                source,
+            }
+        };
+        let peer = s.peer.and_then(|p| index.get(&p).copied());
+        match peer {
+            Some(j) if made[j].is_none() && socks[j].peer == Some(s.ino) => {
+                let (a, b) = socket::socketpair(AddressFamily::Unix, sock_type(s.kind), None, SockFlag::SOCK_CLOEXEC)
+                    .map_err(sys("socketpair"))?;
+                made[i] = Some(a);
+                made[j] = Some(b);
+            }
+            Some(j) => {
+                // Connected to a named socket (a datagram client).
+                let fd = socket::socket(AddressFamily::Unix, sock_type(s.kind), SockFlag::SOCK_CLOEXEC, None)
+                    .map_err(sys("socket"))?;
+                if let Some(name) = &socks[j].name {
+                    socket::connect(fd.as_raw_fd(), &addr(name).map_err(sys("address"))?).map_err(sys("connect"))?;
+                }
+                made[i] = Some(fd);
+            }
+            None => {
+                made[i] = Some(
+                    socket::socket(AddressFamily::Unix, sock_type(s.kind), SockFlag::SOCK_CLOEXEC, None)
+                        .map_err(sys("socket"))?,
+                );
+            }
+        }
+    }
+    let made: Vec<OwnedFd> = made.into_iter().map(|m| m.expect("every socket made")).collect();
+    // Queued data goes back in from the peer (or, for a named datagram
+    // socket, from a throwaway sender).
+    for s in socks {
+        if s.queue.is_empty() {
+            continue;
+        }
+        let sys = |what| {
+            move |source| Error::Sys {
+                ino: s.ino,
+                what,
+                source,
+            }
+        };
+        let peer = s.peer.and_then(|p| index.get(&p).copied());
+        match (peer, &s.name) {
+            (Some(j), _) if socks[j].peer == Some(s.ino) => {
+                for m in &s.queue {
+                    send_all(&made[j], m, s.kind).map_err(sys("requeue"))?;
+                }
+            }
+            (_, Some(name)) => {
+                let tmp = socket::socket(AddressFamily::Unix, sock_type(s.kind), SockFlag::SOCK_CLOEXEC, None)
+                    .map_err(sys("socket"))?;
+                let to = addr(name).map_err(sys("address"))?;
+                for m in &s.queue {
+                    socket::sendto(tmp.as_raw_fd(), m, &to, MsgFlags::empty()).map_err(sys("requeue"))?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(made)
+}
+
+fn send_all(fd: &OwnedFd, data: &[u8], kind: u8) -> std::result::Result<(), Errno> {
+    if kind != libc::SOCK_STREAM as u8 {
+        socket::send(fd.as_fd().as_raw_fd(), data, MsgFlags::empty())?;
+        return Ok(());
+    }
+    let mut off = 0;
+    while off < data.len() {
+        off += socket::send(fd.as_fd().as_raw_fd(), &data[off..], MsgFlags::empty())?;
+    }
+    Ok(())
+}
