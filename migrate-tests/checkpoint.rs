@@ -10,7 +10,7 @@ use crate::common::*;
 
 /// Checkpoint + restore, twice, then suspend + resume; the heartbeat must
 /// go on after each.
-fn survives_all_cycles(root: &TestRoot, name: &str) -> Result<()> {
+pub fn survives_all_cycles(root: &TestRoot, name: &str) -> Result<()> {
     let mut last = wait_beats(root, name, 3)?;
     for round in 0..2 {
         let dir = root.dir.join(format!("image-{round}"));

@@ -3,4 +3,5 @@
 
 mod checkpoint;
 mod common;
+mod programs;
 mod runtime;

@@ -21,7 +21,7 @@ use crate::image::{encode_section, store::ImageSink};
 use crate::kinds::memory::{self, DumpStats, MemoryImage, ShmemSeen};
 use crate::kinds::pstree::{self, ProcessImage};
 use crate::kinds::remote::Remote;
-use crate::kinds::{files, regs, signals, timens};
+use crate::kinds::{creds, files, regs, signals, timens};
 use crate::runtime::state::ImageRecord;
 use crate::runtime::{Root, Status, FREEZE_TIMEOUT};
 use crate::sys::ptrace;
@@ -229,6 +229,7 @@ fn dump(
             cwd: String::new(),
             umask: s.umask,
             rlimits: Vec::new(),
+            creds: None,
         };
         if s.state == 'Z' {
             p.zombie = Some(pstree::zombie_status(*host));
@@ -259,7 +260,26 @@ fn dump(
             p.threads.push(img);
             report.threads += 1;
         }
-        sig_images.push((s.ns_pid, signals::dump(&main)?));
+        let pending = |tid: i32, shared: bool| {
+            signals::dump_pending(tid, shared).map_err(|source| Error::Ptrace {
+                phase: "read pending signals",
+                tid,
+                source,
+            })
+        };
+        let mut per_thread = Vec::new();
+        for (tid, t) in tids.iter().zip(&p.threads) {
+            per_thread.push((t.tid, pending(*tid, false)?));
+        }
+        sig_images.push((
+            s.ns_pid,
+            signals::SignalsImage {
+                actions: signals::dump(&main)?,
+                shared: pending(*host, true)?,
+                threads: per_thread,
+            },
+        ));
+        p.creds = Some(creds::dump(&main, s.ns_pid)?);
         let mm = memory::dump(
             &main,
             &maps,

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::Limits;
-use crate::kinds::{files, memory, pstree, regs, remote, timens};
+use crate::kinds::{creds, files, memory, pstree, regs, remote, timens};
 use crate::sys::Errno;
 use crate::{cgroup, image, runtime};
 
@@ -45,6 +45,8 @@ pub enum Error {
     Files(#[from] files::Error),
     #[error(transparent)]
     Timens(#[from] timens::Error),
+    #[error(transparent)]
+    Creds(#[from] creds::Error),
     #[error("{phase} (task {tid}): {source}")]
     Ptrace {
         phase: &'static str,

@@ -31,8 +31,8 @@ use crate::kinds::memory::{self, Backing, MemoryImage, ShmemFds};
 use crate::kinds::pstree::{self, ProcessImage};
 use crate::kinds::regs::{self, ThreadImage};
 use crate::kinds::remote::Remote;
-use crate::kinds::signals::{self, SigAction};
-use crate::kinds::timens;
+use crate::kinds::signals::{self, SignalsImage};
+use crate::kinds::{creds, timens};
 use crate::runtime::state::{self, ContainerState};
 use crate::runtime::{Root, FREEZE_TIMEOUT};
 use crate::sys::{self, ptrace, Forked};
@@ -65,7 +65,7 @@ struct Image {
     container: ContainerImage,
     procs: Vec<ProcessImage>,
     mm: Vec<(i32, MemoryImage)>,
-    signals: Vec<(i32, Vec<SigAction>)>,
+    signals: Vec<(i32, SignalsImage)>,
     files: FilesImage,
 }
 
@@ -285,13 +285,8 @@ fn restore_inner(root: &Root, src: &mut dyn ImageSource, name: &str) -> Result<R
             .find(|(pid, _)| *pid == p.pid)
             .ok_or_else(|| stage("image")(format!("no memory for process {}", p.pid)))?
             .1;
-        let acts = img
-            .signals
-            .iter()
-            .find(|(pid, _)| *pid == p.pid)
-            .map(|(_, a)| a.as_slice())
-            .unwrap_or(&[]);
-        let tids = rebuild(host, p, mm, acts, &mut pages, &shmem, ready_fd)?;
+        let sigs = img.signals.iter().find(|(pid, _)| *pid == p.pid).map(|(_, s)| s);
+        let tids = rebuild(host, p, mm, sigs, &mut pages, &shmem, ready_fd)?;
         traced.extend(tids.iter().skip(1));
         report.threads += tids.len();
         report.pages += mm.stored_pages();
@@ -336,7 +331,7 @@ fn rebuild<R: std::io::Read + Send + 'static>(
     host: i32,
     p: &ProcessImage,
     mm: &MemoryImage,
-    acts: &[SigAction],
+    sigs: Option<&SignalsImage>,
     pages: &mut crate::image::pages::PageReader<R>,
     shmem: &ShmemFds,
     ready_fd: i32,
@@ -359,7 +354,7 @@ fn rebuild<R: std::io::Read + Send + 'static>(
     memory::restore_layout(&mut remote, mm, shmem)?;
     memory::restore_pages(&remote, mm, pages, shmem)?;
     memory::restore_mm(&remote, &mm.mm)?;
-    signals::restore(&remote, acts)?;
+    signals::restore(&remote, sigs.map(|s| s.actions.as_slice()).unwrap_or(&[]))?;
     let (main, others) = p
         .threads
         .split_first()
@@ -371,8 +366,37 @@ fn rebuild<R: std::io::Read + Send + 'static>(
         regs::restore_kernel_state(&remote.thread(tid)?, t)?;
         tids.push(tid);
     }
+    // Credentials last: once dropped, nothing else could be done.
+    let now = std::fs::read_to_string(format!("/proc/{host}/status")).unwrap_or_default();
+    let (current, _) = creds::parse_status(&now);
     for (tid, t) in tids.iter().zip(&p.threads) {
-        regs::set_comm(&remote.thread(*tid)?, &t.comm)?;
+        let thread = remote.thread(*tid)?;
+        regs::set_comm(&thread, &t.comm)?;
+        if let Some(c) = p.creds.as_ref().filter(|c| **c != current) {
+            creds::restore(&thread, c)?;
+        }
+    }
+    // Pending signals, queued from inside while every signal is blocked
+    // (so that none is taken before the task runs); restore_cpu then sets
+    // the real masks.
+    if let Some(s) = sigs {
+        for tid in &tids {
+            ptrace::set_sigmask(Pid::from_raw(*tid), u64::MAX).map_err(|source| Error::Ptrace {
+                phase: "block signals",
+                tid: *tid,
+                source,
+            })?;
+        }
+        signals::restore_pending(&remote, p.pid, None, &s.shared)?;
+        for (tid, t) in tids.iter().zip(&p.threads) {
+            let queued = s
+                .threads
+                .iter()
+                .find(|(ns, _)| *ns == t.tid)
+                .map(|(_, q)| q.as_slice())
+                .unwrap_or(&[]);
+            signals::restore_pending(&remote.thread(*tid)?, p.pid, Some(t.tid), queued)?;
+        }
     }
     remote.unmap_scratch()?;
     for (tid, t) in tids.iter().zip(&p.threads) {

@@ -147,7 +147,6 @@ pub fn dump_all(procs: &[(i32, i32)], log: &std::path::Path, netns_pid: i32) -> 
     let mut pipe_idx: HashMap<u64, (u32, Option<Holder>)> = HashMap::new();
     let mut sock_idx: HashMap<u64, (u32, Holder)> = HashMap::new();
     let mut anon_holders: Vec<(String, Holder, u32)> = Vec::new();
-    let mut epolls: Vec<Holder> = Vec::new();
     for &(pid, ns_pid) in procs {
         let dir = format!("/proc/{pid}/fd");
         let entries = std::fs::read_dir(&dir).map_err(|source| Error::Proc {
@@ -192,17 +191,12 @@ pub fn dump_all(procs: &[(i32, i32)], log: &std::path::Path, netns_pid: i32) -> 
             } else if let Some(anon) = path.strip_prefix("anon_inode:") {
                 let anon = anon.trim_matches(|c| c == '[' || c == ']');
                 match anon {
-                    "eventpoll" => {
-                        for &(p, f) in &epolls {
-                            if p != pid && crate::sys::same_file(p, f, pid, fd).unwrap_or(false) {
-                                return Err(unsupported("epoll instance shared with another process".into()));
-                            }
-                        }
-                        epolls.push((pid, fd));
-                        FdKind::Epoll {
-                            targets: anonfd::parse_epoll(&info),
-                        }
-                    }
+                    // An epoll a child inherited by fork is rebuilt in each
+                    // holder from the same interest list: separate
+                    // instances, with the same registrations.
+                    "eventpoll" => FdKind::Epoll {
+                        targets: anonfd::parse_epoll(&info),
+                    },
                     "eventfd" | "timerfd" | "signalfd" => {
                         let known = anon_holders
                             .iter()
@@ -445,6 +439,20 @@ pub fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&Objects>
         })?;
     }
     drop(parked);
+    // Nothing of the restorer's may be open when the epolls are built: an
+    // interest list naming an fd this task does not have must fail (and be
+    // skipped), not register one of ours.
+    let mut open_set: Vec<RawFd> = fds
+        .iter()
+        .filter(|f| !matches!(f.kind, FdKind::Epoll { .. }))
+        .map(|f| f.fd)
+        .collect();
+    open_set.extend_from_slice(keep);
+    crate::sys::close_all_but(&open_set).map_err(|source| Error::Reopen {
+        fd: -1,
+        path: "close the restorer's descriptors".into(),
+        source,
+    })?;
     // Epolls last: their interest lists name the fds just placed.
     for f in fds {
         let FdKind::Epoll { targets } = &f.kind else { continue };
@@ -454,19 +462,21 @@ pub fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&Objects>
             source,
         };
         let ep = nix::sys::epoll::Epoll::new(nix::sys::epoll::EpollCreateFlags::EPOLL_CLOEXEC).map_err(err)?;
-        let ep = crate::sys::dup_above(ep.0.as_fd(), top).map_err(err)?;
+        let high = crate::sys::dup_above(ep.0.as_fd(), top).map_err(err)?;
+        // The first descriptor may hold a number an interest list names.
+        drop(ep);
+        let ep = high;
         for t in targets {
-            crate::sys::epoll_add(ep.as_fd(), t.fd, t.events, t.data).map_err(err)?;
+            match crate::sys::epoll_add(ep.as_fd(), t.fd, t.events, t.data) {
+                // A registration on an fd this holder does not have (an
+                // epoll inherited by a child that closed it).
+                Err(Errno::EBADF) | Err(Errno::EPERM) => {}
+                other => other.map_err(err)?,
+            }
         }
         crate::sys::place_fd(ep.as_fd(), f.fd, f.flags & libc::O_CLOEXEC != 0).map_err(err)?;
     }
-    let mut open_set: Vec<RawFd> = fds.iter().map(|f| f.fd).collect();
-    open_set.extend_from_slice(keep);
-    crate::sys::close_all_but(&open_set).map_err(|source| Error::Reopen {
-        fd: -1,
-        path: "close the restorer's descriptors".into(),
-        source,
-    })
+    Ok(())
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! next to each other.
 
 pub mod anonfd;
+pub mod creds;
 pub mod files;
 pub mod memory;
 pub mod pipes;

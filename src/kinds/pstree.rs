@@ -54,6 +54,8 @@ pub struct ProcessImage {
     pub cwd: String,
     pub umask: u32,
     pub rlimits: Vec<Rlimit>,
+    /// None for zombies.
+    pub creds: Option<super::creds::Creds>,
 }
 
 /// The parts of /proc/PID/status the tree needs.

@@ -1,6 +1,9 @@
-//! Signal dispositions of a process: every handler with its flags, mask
-//! and restorer. (Blocked masks are per thread, in `regs`.) Read and set
-//! with injected rt_sigaction, since /proc does not show handlers.
+//! Signals: every handler of a process with its flags, mask and restorer
+//! (read and set with injected rt_sigaction, since /proc does not show
+//! them), and the pending signals with their siginfo, of the process and
+//! of each thread (read with PTRACE_PEEKSIGINFO, queued again from inside
+//! the task with rt_sigqueueinfo / rt_tgsigqueueinfo). Blocked masks are
+//! per thread, in `regs`.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +20,55 @@ pub struct SigAction {
     pub flags: u64,
     pub restorer: u64,
     pub mask: u64,
+}
+
+/// A process's signal state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalsImage {
+    pub actions: Vec<SigAction>,
+    /// Pending for the process (any thread may take them): raw siginfo.
+    pub shared: Vec<Vec<u8>>,
+    /// Pending for one thread, by thread ID in the container.
+    pub threads: Vec<(i32, Vec<Vec<u8>>)>,
+}
+
+/// Pending signals of a stopped thread: its own queue, or with `shared`
+/// the process's.
+pub fn dump_pending(tid: i32, shared: bool) -> std::result::Result<Vec<Vec<u8>>, crate::sys::Errno> {
+    let p = nix::unistd::Pid::from_raw(tid);
+    Ok(crate::sys::ptrace::pending_signals(p, shared)?
+        .into_iter()
+        .map(|i| i.to_vec())
+        .collect())
+}
+
+/// Queues signals again from inside a thread (`remote`), to the process
+/// `tgid` (shared) or to thread `tid` of it; IDs as the container sees
+/// them. The thread's signals must be blocked meanwhile (see the engine).
+pub fn restore_pending(remote: &Remote, tgid: i32, tid: Option<i32>, infos: &[Vec<u8>]) -> Result<()> {
+    for info in infos {
+        let signo = info
+            .get(..4)
+            .map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")))
+            .unwrap_or(0);
+        if signo <= 0 || signo == libc::SIGKILL || signo == libc::SIGSTOP {
+            continue;
+        }
+        remote.write(remote.scratch, info)?;
+        match tid {
+            Some(t) => remote.call(
+                "rt_tgsigqueueinfo",
+                libc::SYS_rt_tgsigqueueinfo,
+                &[tgid as u64, t as u64, signo as u64, remote.scratch],
+            )?,
+            None => remote.call(
+                "rt_sigqueueinfo",
+                libc::SYS_rt_sigqueueinfo,
+                &[tgid as u64, signo as u64, remote.scratch],
+            )?,
+        };
+    }
+    Ok(())
 }
 
 /// Every signal but SIGKILL and SIGSTOP.

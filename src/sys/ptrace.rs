@@ -335,3 +335,44 @@ pub fn words_to_regs(w: &[u64; 27]) -> UserRegs {
         gs: w[26],
     }
 }
+
+/// The queued signals of a stopped thread (PTRACE_PEEKSIGINFO), as raw
+/// 128-byte siginfo records: its own queue, or with `shared` its
+/// process's.
+pub fn pending_signals(tid: Pid, shared: bool) -> Result<Vec<[u8; 128]>, Errno> {
+    #[repr(C)]
+    struct PeekArgs {
+        off: u64,
+        flags: u32,
+        nr: i32,
+    }
+    const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
+    const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
+    let mut out = Vec::new();
+    let mut buf = vec![[0u8; 128]; 32];
+    loop {
+        let args = PeekArgs {
+            off: out.len() as u64,
+            flags: if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 },
+            nr: buf.len() as i32,
+        };
+        // SAFETY: the kernel reads `args` and writes at most `nr` 128-byte
+        // siginfo records into `buf`, which holds that many.
+        let ret = unsafe {
+            libc::ptrace(
+                PTRACE_PEEKSIGINFO,
+                tid.as_raw(),
+                &args as *const PeekArgs,
+                buf.as_mut_ptr(),
+            )
+        };
+        if ret < 0 {
+            return Err(Errno::last());
+        }
+        let n = ret as usize;
+        out.extend_from_slice(&buf[..n]);
+        if n < buf.len() {
+            return Ok(out);
+        }
+    }
+}

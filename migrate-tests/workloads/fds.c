@@ -1,0 +1,118 @@
+/* File descriptors that keep state in the kernel, checked every beat:
+ * - a pipe and a stream socketpair, each always holding 64 queued records
+ *   (one written and one read per beat: the sequence must continue with
+ *   nothing lost or reordered),
+ * - a datagram socketpair doing the same with message boundaries,
+ * - an eventfd whose count must equal what was added minus what was read,
+ * - a periodic timerfd that must keep expiring,
+ * - a signalfd for SIGUSR1 (blocked) that must see the signal sent to self,
+ * - an epoll over all of them that must report the readable ones,
+ * - a child holding the other ends of a second pipe, writing to it. */
+#include "beat.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+
+#define DEPTH 64
+static long wseq[3], rseq_[3];
+
+static void put(int fd, int k) {
+    char rec[32];
+    int n = snprintf(rec, sizeof rec, "rec %08ld\n", wseq[k]++);
+    if (write(fd, rec, n) != n) fail("write record", k, errno);
+}
+
+static void take(int fd, int k) {
+    char rec[32] = {0};
+    int want = 13;
+    int got = 0;
+    while (got < want) {
+        int n = read(fd, rec + got, want - got);
+        if (n <= 0) { fail("read record", k, n); return; }
+        got += n;
+        if (k == 2) break; /* datagram: one read, one message */
+    }
+    long v = -1;
+    if (got != 13 || sscanf(rec, "rec %ld", &v) != 1 || v != rseq_[k]) fail("record order", v, rseq_[k]);
+    rseq_[k]++;
+}
+
+int main(void) {
+    int p[2], s[2], d[2], c[2];
+    if (pipe(p) || socketpair(AF_UNIX, SOCK_STREAM, 0, s) || socketpair(AF_UNIX, SOCK_DGRAM, 0, d) || pipe(c)) return 1;
+    int ev = eventfd(0, EFD_NONBLOCK);
+    int tf = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK);
+    struct itimerspec its = {{0, 50000000}, {0, 50000000}};
+    timerfd_settime(tf, 0, &its, 0);
+    sigset_t m;
+    sigemptyset(&m);
+    sigaddset(&m, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &m, 0);
+    int sf = signalfd(-1, &m, SFD_NONBLOCK);
+    int ep = epoll_create1(0);
+    int watched[] = {p[0], s[0], d[0], ev, tf, sf, c[0]};
+    for (int i = 0; i < 7; i++) {
+        struct epoll_event e = {EPOLLIN, {.u64 = 1000 + i}};
+        epoll_ctl(ep, EPOLL_CTL_ADD, watched[i], &e);
+    }
+    if (fork() == 0) {
+        close(c[0]);
+        for (long i = 0;; i++) {
+            char b[16];
+            int n = snprintf(b, sizeof b, "c%08ld\n", i);
+            if (write(c[1], b, n) != n) _exit(1);
+            nap_ms(100);
+        }
+    }
+    close(c[1]);
+    for (int i = 0; i < DEPTH; i++) {
+        put(p[1], 0);
+        put(s[1], 1);
+        put(d[1], 2);
+    }
+    unsigned long added = 0, taken = 0;
+    long child_next = 0;
+    for (long n = 1;; n++) {
+        /* Every object is ready: epoll must say so for the queues. */
+        struct epoll_event out[8];
+        uint64_t ev_val = 3;
+        write(ev, &ev_val, 8);
+        added += 3;
+        kill(getpid(), SIGUSR1);
+        nap_ms(100);
+        int k = epoll_wait(ep, out, 8, 0);
+        int seen = 0;
+        for (int i = 0; i < k; i++) seen |= 1 << (out[i].data.u64 - 1000);
+        if ((seen & 0x3f) != 0x3f) fail("epoll readiness", seen, 0x3f);
+        uint64_t v;
+        if (read(ev, &v, 8) != 8) fail("eventfd read", 0, 0);
+        taken += v;
+        if (taken != added) fail("eventfd count", taken, added);
+        uint64_t ticks = 0;
+        if (read(tf, &ticks, 8) != 8 || ticks == 0) fail("timerfd stopped", ticks, 0);
+        struct signalfd_siginfo si;
+        if (read(sf, &si, sizeof si) != sizeof si || si.ssi_signo != SIGUSR1) fail("signalfd", si.ssi_signo, SIGUSR1);
+        take(p[0], 0);
+        take(s[0], 1);
+        take(d[0], 2);
+        put(p[1], 0);
+        put(s[1], 1);
+        put(d[1], 2);
+        char cb[64];
+        int cn = read(c[0], cb, sizeof cb - 1);
+        if (cn > 0) {
+            cb[cn] = 0;
+            for (char *q = cb; (q = strchr(q, 'c')); q++) {
+                long x = strtol(q + 1, 0, 10);
+                if (x != child_next) fail("child pipe order", x, child_next);
+                child_next = x + 1;
+            }
+        }
+        beat(n);
+    }
+}

@@ -1,0 +1,206 @@
+//! Credentials: uid and gid sets, supplementary groups, capabilities
+//! (effective, permitted, inheritable, bounding, ambient), no_new_privs and
+//! the parent-death signal. Restored last, in every thread (credentials
+//! are per thread; libc's setuid broadcasts to all threads, a raw syscall
+//! does not).
+//!
+//! Order on restore: groups, gids, then uids with SECBIT_NO_SETUID_FIXUP
+//! and SECBIT_KEEP_CAPS so that changing uid does not drop capabilities
+//! yet, secure bits back off, the bounding set, then capset to the final
+//! sets, ambient capabilities, no_new_privs and the death signal.
+//! seccomp filters are refused at checkpoint time.
+
+use serde::{Deserialize, Serialize};
+
+use super::remote::{self, nr, Remote};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Remote(#[from] remote::Error),
+    #[error("process {pid}: read {what}: {source}")]
+    Proc {
+        pid: i32,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("process {pid} (pid {ns_pid} in the container) runs under a seccomp filter, which migrate can not checkpoint yet")]
+    Seccomp { pid: i32, ns_pid: i32 },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Creds {
+    /// real, effective, saved, fs
+    pub uids: [u32; 4],
+    pub gids: [u32; 4],
+    pub groups: Vec<u32>,
+    pub cap_inh: u64,
+    pub cap_prm: u64,
+    pub cap_eff: u64,
+    pub cap_bnd: u64,
+    pub cap_amb: u64,
+    pub no_new_privs: bool,
+    pub pdeathsig: i32,
+}
+
+impl Creds {
+    /// The credentials of a freshly started container process (root with
+    /// every capability): nothing to change.
+    pub fn is_initial(&self, all_caps: u64) -> bool {
+        self.uids == [0; 4]
+            && self.gids == [0; 4]
+            && self.groups.is_empty()
+            && self.cap_eff == all_caps
+            && self.cap_prm == all_caps
+            && self.cap_bnd == all_caps
+            && self.cap_inh == 0
+            && self.cap_amb == 0
+            && !self.no_new_privs
+            && self.pdeathsig == 0
+    }
+}
+
+fn ids<const N: usize>(v: &str) -> [u32; N] {
+    let mut out = [0u32; N];
+    for (o, x) in out.iter_mut().zip(v.split_whitespace()) {
+        *o = x.parse().unwrap_or(0);
+    }
+    out
+}
+
+/// Parses /proc/PID/status. Returns the credentials and the Seccomp mode.
+pub fn parse_status(text: &str) -> (Creds, u32) {
+    let get = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
+            .map(str::trim)
+            .unwrap_or("")
+    };
+    let hex = |key: &str| u64::from_str_radix(get(key), 16).unwrap_or(0);
+    (
+        Creds {
+            uids: ids(get("Uid")),
+            gids: ids(get("Gid")),
+            groups: get("Groups")
+                .split_whitespace()
+                .filter_map(|g| g.parse().ok())
+                .collect(),
+            cap_inh: hex("CapInh"),
+            cap_prm: hex("CapPrm"),
+            cap_eff: hex("CapEff"),
+            cap_bnd: hex("CapBnd"),
+            cap_amb: hex("CapAmb"),
+            no_new_privs: get("NoNewPrivs") == "1",
+            pdeathsig: 0,
+        },
+        get("Seccomp").parse().unwrap_or(0),
+    )
+}
+
+/// Reads the credentials of a stopped process (its main thread).
+pub fn dump(remote: &Remote, ns_pid: i32) -> Result<Creds> {
+    let pid = remote.pid;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|source| Error::Proc {
+        pid,
+        what: "status",
+        source,
+    })?;
+    let (mut c, seccomp) = parse_status(&text);
+    if seccomp == 2 {
+        return Err(Error::Seccomp { pid, ns_pid });
+    }
+    const PR_GET_PDEATHSIG: u64 = 2;
+    remote.call(
+        "prctl(PR_GET_PDEATHSIG)",
+        nr::PRCTL,
+        &[PR_GET_PDEATHSIG, remote.scratch],
+    )?;
+    let mut b = [0u8; 4];
+    remote.read(remote.scratch, &mut b)?;
+    c.pdeathsig = i32::from_le_bytes(b);
+    Ok(c)
+}
+
+const PR_SET_PDEATHSIG: u64 = 1;
+const PR_CAPBSET_DROP: u64 = 24;
+const PR_SET_SECUREBITS: u64 = 28;
+const PR_SET_NO_NEW_PRIVS: u64 = 38;
+const PR_CAP_AMBIENT: u64 = 47;
+const PR_CAP_AMBIENT_RAISE: u64 = 2;
+const SECBIT_NO_SETUID_FIXUP: u64 = 1 << 2;
+const SECBIT_KEEP_CAPS: u64 = 1 << 4;
+const CAP_LAST: u64 = 40;
+
+/// Applies credentials to one stopped thread (the remote's), through its
+/// scratch area. The thread must still have every capability.
+pub fn restore(remote: &Remote, c: &Creds) -> Result<()> {
+    let s = remote.scratch;
+    let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
+    remote.write(s, &groups)?;
+    remote.call("setgroups", libc::SYS_setgroups, &[c.groups.len() as u64, s])?;
+    let [gr, ge, gs, _] = c.gids;
+    remote.call("setresgid", libc::SYS_setresgid, &[gr.into(), ge.into(), gs.into()])?;
+    remote.call("setfsgid", libc::SYS_setfsgid, &[c.gids[3].into()])?;
+    remote.call(
+        "securebits",
+        nr::PRCTL,
+        &[PR_SET_SECUREBITS, SECBIT_NO_SETUID_FIXUP | SECBIT_KEEP_CAPS],
+    )?;
+    let [ur, ue, us, _] = c.uids;
+    remote.call("setresuid", libc::SYS_setresuid, &[ur.into(), ue.into(), us.into()])?;
+    remote.call("setfsuid", libc::SYS_setfsuid, &[c.uids[3].into()])?;
+    remote.call("securebits", nr::PRCTL, &[PR_SET_SECUREBITS, 0])?;
+    for cap in 0..=CAP_LAST {
+        if c.cap_bnd & (1 << cap) == 0 {
+            // EINVAL for capabilities this kernel does not know: ignore.
+            let _ = remote.call("drop bounding capability", nr::PRCTL, &[PR_CAPBSET_DROP, cap]);
+        }
+    }
+    // capset: a v3 header and two 32-bit halves of each set.
+    let mut b = Vec::with_capacity(32);
+    b.extend_from_slice(&0x2008_0522u32.to_le_bytes());
+    b.extend_from_slice(&0i32.to_le_bytes());
+    for half in [0, 32] {
+        for set in [c.cap_eff, c.cap_prm, c.cap_inh] {
+            b.extend_from_slice(&((set >> half) as u32).to_le_bytes());
+        }
+    }
+    remote.write(s, &b)?;
+    remote.call("capset", libc::SYS_capset, &[s, s + 8])?;
+    for cap in 0..=CAP_LAST {
+        if c.cap_amb & (1 << cap) != 0 {
+            remote.call(
+                "raise ambient capability",
+                nr::PRCTL,
+                &[PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0],
+            )?;
+        }
+    }
+    if c.no_new_privs {
+        remote.call("no_new_privs", nr::PRCTL, &[PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0])?;
+    }
+    if c.pdeathsig != 0 {
+        remote.call("pdeathsig", nr::PRCTL, &[PR_SET_PDEATHSIG, c.pdeathsig as u64])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_credentials() {
+        let text = "Uid:\t65534\t65534\t65534\t65534\nGid:\t65534\t65534\t65534\t65534\nGroups:\t65534 \nCapInh:\t0000000000000000\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nCapBnd:\t000001ffffffffff\nCapAmb:\t0000000000000000\nNoNewPrivs:\t0\nSeccomp:\t0\n";
+        let (c, seccomp) = parse_status(text);
+        assert_eq!(c.uids, [65534; 4]);
+        assert_eq!(c.groups, vec![65534]);
+        assert_eq!(c.cap_bnd, 0x1ff_ffff_ffff);
+        assert_eq!(c.cap_eff, 0);
+        assert_eq!(seccomp, 0);
+        assert!(!c.is_initial(0x1ff_ffff_ffff));
+    }
+}
