@@ -201,3 +201,10 @@ fn nginx_master_and_workers_survive() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn interval_timers_and_altstack_survive() -> Result<()> {
+    let root = TestRoot::new("timers");
+    root.run_d("timers", &[], &[workload("timers").to_str().unwrap()])?;
+    survives_all_cycles(&root, "timers")
+}

@@ -21,7 +21,7 @@ use crate::image::{encode_section, store::ImageSink};
 use crate::kinds::memory::{self, DumpStats, MemoryImage, ShmemSeen};
 use crate::kinds::pstree::{self, ProcessImage};
 use crate::kinds::remote::Remote;
-use crate::kinds::{creds, files, regs, signals, timens};
+use crate::kinds::{creds, files, regs, signals, timens, timers};
 use crate::runtime::state::ImageRecord;
 use crate::runtime::{Root, Status, FREEZE_TIMEOUT};
 use crate::sys::ptrace;
@@ -230,6 +230,7 @@ fn dump(
             umask: s.umask,
             rlimits: Vec::new(),
             creds: None,
+            timers: None,
         };
         if s.state == 'Z' {
             p.zombie = Some(pstree::zombie_status(*host));
@@ -268,8 +269,10 @@ fn dump(
             })
         };
         let mut per_thread = Vec::new();
+        let mut altstacks = Vec::new();
         for (tid, t) in tids.iter().zip(&p.threads) {
             per_thread.push((t.tid, pending(*tid, false)?));
+            altstacks.push((t.tid, signals::dump_altstack(&main.thread(*tid)?)?));
         }
         sig_images.push((
             s.ns_pid,
@@ -277,9 +280,11 @@ fn dump(
                 actions: signals::dump(&main)?,
                 shared: pending(*host, true)?,
                 threads: per_thread,
+                altstacks,
             },
         ));
         p.creds = Some(creds::dump(&main, s.ns_pid)?);
+        p.timers = Some(timers::dump(&main, s.ns_pid)?);
         let mm = memory::dump(
             &main,
             &maps,

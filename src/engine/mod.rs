@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::Limits;
-use crate::kinds::{creds, files, memory, pstree, regs, remote, timens};
+use crate::kinds::{creds, files, memory, pstree, regs, remote, timens, timers};
 use crate::sys::Errno;
 use crate::{cgroup, image, runtime};
 
@@ -47,6 +47,8 @@ pub enum Error {
     Timens(#[from] timens::Error),
     #[error(transparent)]
     Creds(#[from] creds::Error),
+    #[error(transparent)]
+    Timers(#[from] timers::Error),
     #[error("{phase} (task {tid}): {source}")]
     Ptrace {
         phase: &'static str,

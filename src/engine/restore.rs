@@ -32,7 +32,7 @@ use crate::kinds::pstree::{self, ProcessImage};
 use crate::kinds::regs::{self, ThreadImage};
 use crate::kinds::remote::Remote;
 use crate::kinds::signals::{self, SignalsImage};
-use crate::kinds::{creds, timens};
+use crate::kinds::{creds, timens, timers};
 use crate::runtime::state::{self, ContainerState};
 use crate::runtime::{Root, FREEZE_TIMEOUT};
 use crate::sys::{self, ptrace, Forked};
@@ -372,6 +372,9 @@ fn rebuild<R: std::io::Read + Send + 'static>(
     for (tid, t) in tids.iter().zip(&p.threads) {
         let thread = remote.thread(*tid)?;
         regs::set_comm(&thread, &t.comm)?;
+        if let Some((_, ss)) = sigs.and_then(|s| s.altstacks.iter().find(|(ns, _)| *ns == t.tid)) {
+            signals::restore_altstack(&thread, ss)?;
+        }
         if let Some(c) = p.creds.as_ref().filter(|c| **c != current) {
             creds::restore(&thread, c)?;
         }
@@ -397,6 +400,9 @@ fn rebuild<R: std::io::Read + Send + 'static>(
                 .unwrap_or(&[]);
             signals::restore_pending(&remote.thread(*tid)?, p.pid, Some(t.tid), queued)?;
         }
+    }
+    if let Some(t) = &p.timers {
+        timers::restore(&remote, t)?;
     }
     remote.unmap_scratch()?;
     for (tid, t) in tids.iter().zip(&p.threads) {

@@ -11,4 +11,5 @@ pub mod regs;
 pub mod remote;
 pub mod signals;
 pub mod timens;
+pub mod timers;
 pub mod unix;

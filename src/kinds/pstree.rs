@@ -56,6 +56,8 @@ pub struct ProcessImage {
     pub rlimits: Vec<Rlimit>,
     /// None for zombies.
     pub creds: Option<super::creds::Creds>,
+    /// None for zombies.
+    pub timers: Option<super::timers::TimersImage>,
 }
 
 /// The parts of /proc/PID/status the tree needs.

@@ -30,6 +30,30 @@ pub struct SignalsImage {
     pub shared: Vec<Vec<u8>>,
     /// Pending for one thread, by thread ID in the container.
     pub threads: Vec<(i32, Vec<Vec<u8>>)>,
+    /// Each thread's alternate signal stack (stack_t: sp, flags, size).
+    pub altstacks: Vec<(i32, [u64; 3])>,
+}
+
+/// A thread's alternate signal stack (injected sigaltstack in the thread).
+pub fn dump_altstack(remote: &Remote) -> Result<[u64; 3]> {
+    remote.call("sigaltstack (read)", libc::SYS_sigaltstack, &[0, remote.scratch])?;
+    let mut b = [0u8; 24];
+    remote.read(remote.scratch, &mut b)?;
+    let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+    Ok([w(0), w(1) & 0xffff_ffff, w(2)])
+}
+
+/// Sets a thread's alternate signal stack again (if it had one).
+pub fn restore_altstack(remote: &Remote, ss: &[u64; 3]) -> Result<()> {
+    if ss[1] & libc::SS_DISABLE as u64 != 0 || ss[2] == 0 {
+        return Ok(());
+    }
+    // SS_ONSTACK is a state, not a flag one can set.
+    let flags = ss[1] & !(libc::SS_ONSTACK as u64);
+    let b: Vec<u8> = [ss[0], flags, ss[2]].iter().flat_map(|w| w.to_le_bytes()).collect();
+    remote.write(remote.scratch, &b)?;
+    remote.call("sigaltstack (set)", libc::SYS_sigaltstack, &[remote.scratch, 0])?;
+    Ok(())
 }
 
 /// Pending signals of a stopped thread: its own queue, or with `shared`
