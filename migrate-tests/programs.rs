@@ -208,3 +208,42 @@ fn interval_timers_and_altstack_survive() -> Result<()> {
     root.run_d("timers", &[], &[workload("timers").to_str().unwrap()])?;
     survives_all_cycles(&root, "timers")
 }
+
+#[test]
+fn files_share_offsets_and_deleted_files_survive() -> Result<()> {
+    let root = TestRoot::new("files");
+    let dir = root.dir.join("data");
+    std::fs::create_dir_all(&dir)?;
+    root.run_d(
+        "files",
+        &[],
+        &[workload("files").to_str().unwrap(), dir.to_str().unwrap()],
+    )?;
+    survives_all_cycles(&root, "files")?;
+    // A file opened read-only that changed is refused at restore.
+    let image = root.dir.join("changed");
+    root.ok(&["checkpoint", "files", "--dir", image.to_str().unwrap()])?;
+    std::fs::write(dir.join("ro.txt"), "0123456789abc")?;
+    let out = root.cmd(&["restore", "--dir", image.to_str().unwrap()]);
+    ensure!(!out.status.success(), "restore with a changed file succeeded");
+    ensure!(String::from_utf8_lossy(&out.stderr).contains("changed since the checkpoint"));
+    // A deleted file over the cap fails the checkpoint, naming it.
+    std::fs::write(dir.join("ro.txt"), "0123456789")?;
+    root.ok(&["restore", "--dir", image.to_str().unwrap()])?;
+    let out = root.cmd(&[
+        "checkpoint",
+        "files",
+        "--dir",
+        root.dir.join("capped").to_str().unwrap(),
+        "--file-cap",
+        "4",
+    ]);
+    ensure!(!out.status.success());
+    ensure!(
+        String::from_utf8_lossy(&out.stderr).contains("cap"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(root.status("files")? == "running");
+    Ok(())
+}

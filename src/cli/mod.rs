@@ -74,6 +74,10 @@ pub enum Command {
         /// images more slowly.
         #[arg(long, default_value = "-1", allow_hyphen_values = true)]
         compress: String,
+        /// Largest file carried in the image (deleted-but-open files,
+        /// memfds): bytes, or with a K, M or G suffix. Default 64M.
+        #[arg(long, value_parser = crate::cgroup::parse_bytes)]
+        file_cap: Option<u64>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,

@@ -71,6 +71,7 @@ pub fn checkpoint_cmd(
     dir: &Path,
     leave_running: bool,
     compress: &str,
+    file_cap: Option<u64>,
     json: bool,
 ) -> Result<i32> {
     let dir = absolute(dir);
@@ -81,6 +82,7 @@ pub fn checkpoint_cmd(
             dir: dir.clone(),
             suspended: false,
         }),
+        file_cap,
     };
     let r = checkpoint(root, name, &mut sink, &opts)?;
     render_checkpoint(name, &r, &dir, json);

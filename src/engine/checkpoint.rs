@@ -34,7 +34,13 @@ pub struct CheckpointOptions {
     /// Recorded in the container's state when it is killed, so that `ps`
     /// shows it as checkpointed or suspended and restore can find it.
     pub record: Option<ImageRecord>,
+    /// Largest file carried in the image (deleted-but-open files, memfds);
+    /// None: [`DEFAULT_FILE_CAP`].
+    pub file_cap: Option<u64>,
 }
+
+/// The default cap for files carried in the image.
+pub const DEFAULT_FILE_CAP: u64 = 64 << 20;
 
 /// What a checkpoint did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -106,7 +112,8 @@ pub fn checkpoint(
     };
     let mut seized = Seized::default();
     let t_dump = Instant::now();
-    let dumped = dump(root, &st, &cg, sink, &mut seized, &mut report);
+    let file_cap = opts.file_cap.unwrap_or(DEFAULT_FILE_CAP);
+    let dumped = dump(root, &st, &cg, sink, &mut seized, &mut report, file_cap);
     report.dump_ms = ms_since(t_dump);
     let fail = |e: Error, sink: &mut dyn ImageSink, seized: &mut Seized| {
         sink.abandon();
@@ -155,6 +162,7 @@ fn dump(
     sink: &mut dyn ImageSink,
     seized: &mut Seized,
     report: &mut CheckpointReport,
+    file_cap: u64,
 ) -> Result<(usize, u32)> {
     // The tree, and anything in the cgroup outside it.
     let tree = pstree::walk(st.pid)?;
@@ -207,7 +215,7 @@ fn dump(
     // What can not be dumped is found before any heavy work.
     let log = root.log_path(&st.name);
     let pairs: Vec<(i32, i32)> = alive.iter().map(|(h, s)| (*h, s.ns_pid)).collect();
-    let fd_images = files::dump_all(&pairs, &log, st.pid)?;
+    let fd_images = files::dump_all(&pairs, &log, st.pid, file_cap)?;
 
     let mut processes = Vec::new();
     let mut mm_images: Vec<(i32, MemoryImage)> = Vec::new();

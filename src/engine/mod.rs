@@ -120,6 +120,7 @@ pub fn suspend(root: &runtime::Root, name: &str) -> Result<checkpoint::Checkpoin
     let opts = checkpoint::CheckpointOptions {
         leave_running: false,
         record: Some(runtime::state::ImageRecord { dir, suspended: true }),
+        file_cap: None,
     };
     checkpoint::checkpoint(root, name, &mut sink, &opts)
 }

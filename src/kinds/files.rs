@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::anonfd::{self, AnonImage, EpollTarget};
 use super::pipes::{self, PipeImage};
+use super::regfile::{self, FileImage};
 use super::unix::{self, UnixImage};
 use crate::sys::Errno;
 
@@ -49,6 +50,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Unix(#[from] unix::Error),
+    #[error(transparent)]
+    File(#[from] regfile::Error),
     #[error("reopen fd {fd} ({path}): {source}; files the container had open must exist at the same paths where it is restored")]
     Reopen {
         fd: i32,
@@ -63,8 +66,8 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// What an fd refers to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FdKind {
-    /// A file or device, reopened by path.
-    Path { path: String, pos: u64 },
+    /// File number `file` of the image (a path, a deleted file, a memfd).
+    File { file: u32 },
     /// The container's log.
     Log,
     /// One end of pipe number `pipe` of the image.
@@ -92,6 +95,7 @@ pub struct FilesImage {
     pub pipes: Vec<PipeImage>,
     pub sockets: Vec<UnixImage>,
     pub anon: Vec<AnonImage>,
+    pub files: Vec<FileImage>,
 }
 
 impl FilesImage {
@@ -141,12 +145,13 @@ type Holder = (i32, i32);
 /// Reads the fd tables of `procs` (host pid, container pid) and the state
 /// of every object they refer to. `netns_pid` is a process of the
 /// container (for its network namespace).
-pub fn dump_all(procs: &[(i32, i32)], log: &std::path::Path, netns_pid: i32) -> Result<FilesImage> {
+pub fn dump_all(procs: &[(i32, i32)], log: &std::path::Path, netns_pid: i32, file_cap: u64) -> Result<FilesImage> {
     let diag = unix::diag(netns_pid)?;
     let mut img = FilesImage::default();
     let mut pipe_idx: HashMap<u64, (u32, Option<Holder>)> = HashMap::new();
     let mut sock_idx: HashMap<u64, (u32, Holder)> = HashMap::new();
     let mut anon_holders: Vec<(String, Holder, u32)> = Vec::new();
+    let mut file_holders: Vec<(Holder, u32)> = Vec::new();
     for &(pid, ns_pid) in procs {
         let dir = format!("/proc/{pid}/fd");
         let entries = std::fs::read_dir(&dir).map_err(|source| Error::Proc {
@@ -217,7 +222,7 @@ pub fn dump_all(procs: &[(i32, i32)], log: &std::path::Path, netns_pid: i32) -> 
                     }
                     other => return Err(unsupported(other.to_string())),
                 }
-            } else if path.starts_with('/') && !path.ends_with(" (deleted)") && !path.starts_with("/memfd:") {
+            } else if path.starts_with('/') {
                 let meta = std::fs::metadata(format!("{dir}/{fd}")).map_err(proc_err("stat"))?;
                 use std::os::unix::fs::FileTypeExt;
                 let ft = meta.file_type();
@@ -227,7 +232,20 @@ pub fn dump_all(procs: &[(i32, i32)], log: &std::path::Path, netns_pid: i32) -> 
                 if !(ft.is_file() || ft.is_char_device() || ft.is_dir()) {
                     return Err(unsupported(format!("special file {path}")));
                 }
-                FdKind::Path { path, pos }
+                // One image file per open file description.
+                let known = file_holders
+                    .iter()
+                    .find(|((p, f), _)| crate::sys::same_file(*p, *f, pid, fd).unwrap_or(false))
+                    .map(|(_, i)| *i);
+                let file = match known {
+                    Some(i) => i,
+                    None => {
+                        img.files.push(regfile::dump(pid, fd, &path, flags, pos, file_cap)?);
+                        file_holders.push(((pid, fd), img.files.len() as u32 - 1));
+                        img.files.len() as u32 - 1
+                    }
+                };
+                FdKind::File { file }
             } else {
                 return Err(unsupported(describe(&path)));
             };
@@ -300,16 +318,6 @@ fn describe(target: &str) -> String {
     }
 }
 
-const REOPEN_FLAGS: i32 = libc::O_ACCMODE
-    | libc::O_APPEND
-    | libc::O_NONBLOCK
-    | libc::O_DSYNC
-    | libc::O_SYNC
-    | libc::O_DIRECT
-    | libc::O_NOATIME
-    | libc::O_LARGEFILE
-    | libc::O_DIRECTORY;
-
 /// File status flags that fcntl(F_SETFL) can set on an object's fd.
 const STATUS_FLAGS: i32 = libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME;
 
@@ -319,6 +327,7 @@ pub struct Objects {
     pub pipes: Vec<(OwnedFd, OwnedFd)>,
     pub sockets: Vec<OwnedFd>,
     pub anon: Vec<OwnedFd>,
+    pub files: Vec<OwnedFd>,
 }
 
 /// Makes every pipe, socket and eventfd/timerfd/signalfd of the image, at
@@ -335,7 +344,12 @@ pub fn make_objects(img: &FilesImage, above: RawFd) -> Result<Objects> {
         pipes: Vec::new(),
         sockets: Vec::new(),
         anon: Vec::new(),
+        files: Vec::new(),
     };
+    for f in &img.files {
+        let fd = regfile::restore(f)?;
+        objs.files.push(high(fd, "file")?);
+    }
     for p in &img.pipes {
         let (r, w) = pipes::restore(p).map_err(|source| Error::Reopen {
             fd: -1,
@@ -365,7 +379,7 @@ pub fn make_objects(img: &FilesImage, above: RawFd) -> Result<Objects> {
 /// Afterwards no descriptor that Rust code of this process owned may be
 /// used or dropped: the caller only writes to `keep` and waits.
 pub fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&Objects>, keep: &[RawFd]) -> Result<()> {
-    use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
     let top = fds
         .iter()
         .map(|f| f.fd)
@@ -409,19 +423,16 @@ pub fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&Objects>
                     .as_fd(),
                 "anon".into(),
             ),
-            FdKind::Path { path, pos } => {
-                let flags = OFlag::from_bits_retain(f.flags & REOPEN_FLAGS) | OFlag::O_CLOEXEC;
-                let fd = open(path.as_str(), flags, nix::sys::stat::Mode::empty()).map_err(err(path))?;
-                if *pos > 0 {
-                    nix::unistd::lseek(&fd, *pos as i64, nix::unistd::Whence::SeekSet).map_err(err(path))?;
-                }
-                let high = crate::sys::dup_above(fd.as_fd(), top).map_err(err(path))?;
-                parked.push((high, f));
-                continue;
-            }
+            FdKind::File { file } => (
+                objects
+                    .and_then(|o| o.files.get(*file as usize))
+                    .ok_or_else(|| missing(f))?
+                    .as_fd(),
+                "file".into(),
+            ),
         };
         let high = crate::sys::dup_above(source, top).map_err(err(&what))?;
-        if !matches!(f.kind, FdKind::Log) {
+        if !matches!(f.kind, FdKind::Log | FdKind::File { .. }) {
             // Shared objects: the open file's status flags (O_NONBLOCK...).
             fcntl(
                 &high,

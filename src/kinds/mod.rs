@@ -7,6 +7,7 @@ pub mod files;
 pub mod memory;
 pub mod pipes;
 pub mod pstree;
+pub mod regfile;
 pub mod regs;
 pub mod remote;
 pub mod signals;

@@ -1,0 +1,54 @@
+/* Regular files: a file written through two fds that share one open file
+ * description (dup) and a child that inherited it, all appending in turn
+ * at one shared offset; a file deleted while open whose contents must
+ * survive; a memfd with contents; a read-only file read at an offset. */
+#define _GNU_SOURCE
+#include "beat.h"
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+int main(int argc, char **argv) {
+    const char *dir = argc > 1 ? argv[1] : "/tmp";
+    char path[512];
+    snprintf(path, sizeof path, "%s/shared.txt", dir);
+    int a = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    int b = dup(a);
+    snprintf(path, sizeof path, "%s/gone.txt", dir);
+    int g = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (write(g, "deleted but open\n", 17) != 17) return 1;
+    unlink(path);
+    int m = memfd_create("workload-memfd", 0);
+    if (write(m, "memfd contents\n", 15) != 15) return 1;
+    snprintf(path, sizeof path, "%s/ro.txt", dir);
+    int w = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (write(w, "0123456789", 10) != 10) return 1;
+    close(w);
+    int ro = open(path, O_RDONLY);
+    lseek(ro, 4, SEEK_SET);
+    int toparent[2];
+    if (pipe(toparent)) return 1;
+    /* The child appends "c" each time it reads a token; both append through
+     * the same offset, so the file grows by exactly 2 bytes a beat. */
+    pid_t child = fork();
+    if (child == 0) {
+        for (;;) {
+            char t;
+            if (read(toparent[0], &t, 1) != 1) _exit(1);
+            if (write(a, "c", 1) != 1) _exit(1);
+        }
+    }
+    for (long n = 1;; n++) {
+        off_t before = lseek(b, 0, SEEK_CUR);
+        if (write(b, "p", 1) != 1) fail("write", 0, 0);
+        if (write(toparent[1], "t", 1) != 1) fail("token", 0, 0);
+        nap_ms(100);
+        off_t after = lseek(a, 0, SEEK_CUR);
+        if (after != before + 2) fail("shared offset", after, before + 2);
+        char buf[32] = {0};
+        if (pread(g, buf, 17, 0) != 17 || memcmp(buf, "deleted but open\n", 17)) fail("deleted file", 0, 0);
+        if (pread(m, buf, 15, 0) != 15 || memcmp(buf, "memfd contents\n", 15)) fail("memfd", 0, 0);
+        if (lseek(ro, 0, SEEK_CUR) != 4) fail("ro offset", lseek(ro, 0, SEEK_CUR), 4);
+        beat(n);
+    }
+}

@@ -1,0 +1,184 @@
+//! Regular files, directories and devices behind fds: reopened by path
+//! with their flags and offset, once per open file description (so dup'ed
+//! and inherited fds share one offset again). Files deleted while open, and
+//! memfds, travel in the image with their contents, within a size cap.
+//! A file opened read-only whose size changed since the checkpoint is
+//! refused at restore.
+
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+
+use serde::{Deserialize, Serialize};
+
+use crate::sys::Errno;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileKind {
+    /// Reopened by path.
+    Path,
+    /// Deleted while open: recreated unnamed (O_TMPFILE) in its directory.
+    Deleted { contents: Vec<u8> },
+    /// A memfd, recreated with its name and contents.
+    Memfd { name: String, contents: Vec<u8> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileImage {
+    /// The path as the container sees it (without " (deleted)").
+    pub path: String,
+    /// open(2) flags (access mode, O_APPEND, O_NONBLOCK...).
+    pub flags: i32,
+    pub pos: u64,
+    /// Size at checkpoint, for regular files.
+    pub size: u64,
+    pub regular: bool,
+    pub kind: FileKind,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path} is {size} bytes, over the {cap}-byte cap for files carried in the image (deleted files, memfds); raise it with --file-cap")]
+    TooLarge { path: String, size: u64, cap: u64 },
+    #[error("read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} changed since the checkpoint: it was {was} bytes and is {now}; restore the file or checkpoint again"
+    )]
+    Changed { path: String, was: u64, now: u64 },
+    #[error("reopen {path}: {source}; files the container had open must exist at the same paths where it is restored")]
+    Reopen {
+        path: String,
+        #[source]
+        source: Errno,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Describes fd `fd` of process `pid`, whose link reads `target`.
+pub fn dump(pid: i32, fd: i32, target: &str, flags: i32, pos: u64, cap: u64) -> Result<FileImage> {
+    let link = format!("/proc/{pid}/fd/{fd}");
+    let meta = std::fs::metadata(&link).map_err(|source| Error::Read {
+        path: target.to_string(),
+        source,
+    })?;
+    let carried = |path: &str| -> Result<Vec<u8>> {
+        if meta.len() > cap {
+            return Err(Error::TooLarge {
+                path: path.to_string(),
+                size: meta.len(),
+                cap,
+            });
+        }
+        let mut v = Vec::with_capacity(meta.len() as usize);
+        std::fs::File::open(&link)
+            .and_then(|mut f| f.read_to_end(&mut v))
+            .map_err(|source| Error::Read {
+                path: path.to_string(),
+                source,
+            })?;
+        Ok(v)
+    };
+    let (path, kind) = if let Some(name) = target.strip_prefix("/memfd:") {
+        let name = name.strip_suffix(" (deleted)").unwrap_or(name).to_string();
+        let contents = carried(target)?;
+        (target.to_string(), FileKind::Memfd { name, contents })
+    } else if let Some(orig) = target.strip_suffix(" (deleted)") {
+        (
+            orig.to_string(),
+            FileKind::Deleted {
+                contents: carried(orig)?,
+            },
+        )
+    } else {
+        (target.to_string(), FileKind::Path)
+    };
+    Ok(FileImage {
+        path,
+        flags,
+        pos,
+        size: meta.len(),
+        regular: meta.is_file(),
+        kind,
+    })
+}
+
+const REOPEN_FLAGS: i32 = libc::O_ACCMODE
+    | libc::O_APPEND
+    | libc::O_NONBLOCK
+    | libc::O_DSYNC
+    | libc::O_SYNC
+    | libc::O_DIRECT
+    | libc::O_NOATIME
+    | libc::O_LARGEFILE
+    | libc::O_DIRECTORY;
+
+/// Opens the file again (close-on-exec), at its offset.
+pub fn restore(f: &FileImage) -> Result<OwnedFd> {
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::Mode;
+    let err = |source| Error::Reopen {
+        path: f.path.clone(),
+        source,
+    };
+    let flags = OFlag::from_bits_retain(f.flags & REOPEN_FLAGS) | OFlag::O_CLOEXEC;
+    let fd = match &f.kind {
+        FileKind::Path => {
+            let fd = open(f.path.as_str(), flags, Mode::empty()).map_err(err)?;
+            if f.regular && f.flags & libc::O_ACCMODE == libc::O_RDONLY {
+                let now = nix::sys::stat::fstat(&fd).map_err(err)?.st_size as u64;
+                if now != f.size {
+                    return Err(Error::Changed {
+                        path: f.path.clone(),
+                        was: f.size,
+                        now,
+                    });
+                }
+            }
+            fd
+        }
+        FileKind::Deleted { contents } => {
+            let dir = std::path::Path::new(&f.path)
+                .parent()
+                .filter(|d| d.is_dir())
+                .unwrap_or(std::path::Path::new("/tmp"));
+            let tmp = open(
+                dir,
+                OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )
+            .map_err(err)?;
+            write_all(&tmp, contents).map_err(err)?;
+            // The same unnamed file, with the flags it had.
+            open(
+                format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&tmp)).as_str(),
+                flags,
+                Mode::empty(),
+            )
+            .map_err(err)?
+        }
+        FileKind::Memfd { name, contents } => {
+            let cname = std::ffi::CString::new(name.as_str()).map_err(|_| err(Errno::EINVAL))?;
+            let m =
+                nix::sys::memfd::memfd_create(cname.as_c_str(), nix::sys::memfd::MFdFlags::MFD_CLOEXEC).map_err(err)?;
+            write_all(&m, contents).map_err(err)?;
+            m
+        }
+    };
+    if f.pos > 0 {
+        nix::unistd::lseek(&fd, f.pos as i64, nix::unistd::Whence::SeekSet).map_err(err)?;
+    }
+    Ok(fd)
+}
+
+fn write_all(fd: &OwnedFd, mut data: &[u8]) -> std::result::Result<(), Errno> {
+    while !data.is_empty() {
+        let n = nix::unistd::write(fd.as_fd(), data)?;
+        data = &data[n..];
+    }
+    Ok(())
+}
