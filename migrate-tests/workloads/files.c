@@ -26,6 +26,18 @@ int main(int argc, char **argv) {
     close(w);
     int ro = open(path, O_RDONLY);
     lseek(ro, 4, SEEK_SET);
+    /* A FIFO holding 32 queued records, one taken and one added a beat. */
+    snprintf(path, sizeof path, "%s/fifo", dir);
+    unlink(path);
+    mkfifo(path, 0600);
+    int fr = open(path, O_RDONLY | O_NONBLOCK);
+    int fw = open(path, O_WRONLY);
+    long fifo_w = 0, fifo_r = 0;
+    for (int i = 0; i < 32; i++) {
+        char rec[16];
+        snprintf(rec, sizeof rec, "f%08ld\n", fifo_w++);
+        if (write(fw, rec, 10) != 10) return 1;
+    }
     int toparent[2];
     if (pipe(toparent)) return 1;
     /* The child appends "c" each time it reads a token; both append through
@@ -49,6 +61,12 @@ int main(int argc, char **argv) {
         if (pread(g, buf, 17, 0) != 17 || memcmp(buf, "deleted but open\n", 17)) fail("deleted file", 0, 0);
         if (pread(m, buf, 15, 0) != 15 || memcmp(buf, "memfd contents\n", 15)) fail("memfd", 0, 0);
         if (lseek(ro, 0, SEEK_CUR) != 4) fail("ro offset", lseek(ro, 0, SEEK_CUR), 4);
+        char rec[16] = {0};
+        long v = -1;
+        if (read(fr, rec, 10) != 10 || sscanf(rec, "f%ld", &v) != 1 || v != fifo_r) fail("fifo order", v, fifo_r);
+        fifo_r++;
+        snprintf(rec, sizeof rec, "f%08ld\n", fifo_w++);
+        if (write(fw, rec, 10) != 10) fail("fifo write", 0, 0);
         beat(n);
     }
 }

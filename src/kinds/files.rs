@@ -152,6 +152,7 @@ pub fn dump_all(procs: &[(i32, i32)], log: &std::path::Path, netns_pid: i32, fil
     let mut sock_idx: HashMap<u64, (u32, Holder)> = HashMap::new();
     let mut anon_holders: Vec<(String, Holder, u32)> = Vec::new();
     let mut file_holders: Vec<(Holder, u32)> = Vec::new();
+    let mut fifos_seen = std::collections::HashSet::new();
     for &(pid, ns_pid) in procs {
         let dir = format!("/proc/{pid}/fd");
         let entries = std::fs::read_dir(&dir).map_err(|source| Error::Proc {
@@ -226,10 +227,7 @@ pub fn dump_all(procs: &[(i32, i32)], log: &std::path::Path, netns_pid: i32, fil
                 let meta = std::fs::metadata(format!("{dir}/{fd}")).map_err(proc_err("stat"))?;
                 use std::os::unix::fs::FileTypeExt;
                 let ft = meta.file_type();
-                if ft.is_fifo() {
-                    return Err(unsupported(format!("FIFO {path}")));
-                }
-                if !(ft.is_file() || ft.is_char_device() || ft.is_dir()) {
+                if !(ft.is_file() || ft.is_char_device() || ft.is_dir() || ft.is_fifo()) {
                     return Err(unsupported(format!("special file {path}")));
                 }
                 // One image file per open file description.
@@ -240,7 +238,16 @@ pub fn dump_all(procs: &[(i32, i32)], log: &std::path::Path, netns_pid: i32, fil
                 let file = match known {
                     Some(i) => i,
                     None => {
-                        img.files.push(regfile::dump(pid, fd, &path, flags, pos, file_cap)?);
+                        let mut f = regfile::dump(pid, fd, &path, flags, pos, file_cap)?;
+                        // A FIFO's bytes go back in once, with its first
+                        // open description.
+                        use std::os::unix::fs::MetadataExt;
+                        if let regfile::FileKind::Fifo { data } = &mut f.kind {
+                            if !fifos_seen.insert(meta.ino()) {
+                                data.clear();
+                            }
+                        }
+                        img.files.push(f);
                         file_holders.push(((pid, fd), img.files.len() as u32 - 1));
                         img.files.len() as u32 - 1
                     }
@@ -350,6 +357,7 @@ pub fn make_objects(img: &FilesImage, above: RawFd) -> Result<Objects> {
         let fd = regfile::restore(f)?;
         objs.files.push(high(fd, "file")?);
     }
+    regfile::release_fifos();
     for p in &img.pipes {
         let (r, w) = pipes::restore(p).map_err(|source| Error::Reopen {
             fd: -1,

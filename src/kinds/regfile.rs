@@ -7,6 +7,7 @@
 
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +21,9 @@ pub enum FileKind {
     Deleted { contents: Vec<u8> },
     /// A memfd, recreated with its name and contents.
     Memfd { name: String, contents: Vec<u8> },
+    /// A FIFO, reopened by path; `data` is what was buffered in it (stored
+    /// with the first open description of that FIFO).
+    Fifo { data: Vec<u8> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +91,23 @@ pub fn dump(pid: i32, fd: i32, target: &str, flags: i32, pos: u64, cap: u64) -> 
         let name = name.strip_suffix(" (deleted)").unwrap_or(name).to_string();
         let contents = carried(target)?;
         (target.to_string(), FileKind::Memfd { name, contents })
+    } else if meta.file_type().is_fifo() {
+        // A read end of our own onto the same FIFO, to copy its buffer
+        // without consuming it.
+        let reader = nix::fcntl::open(
+            link.as_str(),
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| Error::Read {
+            path: target.to_string(),
+            source: e.into(),
+        })?;
+        let image = super::pipes::dump(meta.ino(), Some(&reader)).map_err(|e| Error::Read {
+            path: target.to_string(),
+            source: e.into(),
+        })?;
+        (target.to_string(), FileKind::Fifo { data: image.data })
     } else if let Some(orig) = target.strip_suffix(" (deleted)") {
         (
             orig.to_string(),
@@ -161,6 +182,25 @@ pub fn restore(f: &FileImage) -> Result<OwnedFd> {
             )
             .map_err(err)?
         }
+        FileKind::Fifo { data } => {
+            // Held open read-write meanwhile, so that no open of a single
+            // end blocks, and the buffered bytes have somewhere to wait.
+            let keeper = open(
+                f.path.as_str(),
+                OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(err)?;
+            write_all(&keeper, data).map_err(err)?;
+            let fd = open(f.path.as_str(), flags | OFlag::O_NONBLOCK, Mode::empty()).map_err(err)?;
+            nix::fcntl::fcntl(
+                &fd,
+                nix::fcntl::FcntlArg::F_SETFL(OFlag::from_bits_retain(f.flags & !libc::O_ACCMODE)),
+            )
+            .map_err(err)?;
+            FIFO_KEEPERS.with(|k| k.borrow_mut().push(keeper));
+            fd
+        }
         FileKind::Memfd { name, contents } => {
             let cname = std::ffi::CString::new(name.as_str()).map_err(|_| err(Errno::EINVAL))?;
             let m =
@@ -169,10 +209,22 @@ pub fn restore(f: &FileImage) -> Result<OwnedFd> {
             m
         }
     };
-    if f.pos > 0 {
+    if f.pos > 0 && f.regular {
         nix::unistd::lseek(&fd, f.pos as i64, nix::unistd::Whence::SeekSet).map_err(err)?;
     }
     Ok(fd)
+}
+
+thread_local! {
+    /// Read-write opens of FIFOs, kept while the rest of a restore opens
+    /// their ends (see [`release_fifos`]).
+    static FIFO_KEEPERS: std::cell::RefCell<Vec<OwnedFd>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Closes the read-write opens made to restore FIFOs, once every end of
+/// them is open.
+pub fn release_fifos() {
+    FIFO_KEEPERS.with(|k| k.borrow_mut().clear());
 }
 
 fn write_all(fd: &OwnedFd, mut data: &[u8]) -> std::result::Result<(), Errno> {
