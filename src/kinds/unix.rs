@@ -153,7 +153,7 @@ fn query() -> Result<HashMap<u64, Diag>> {
 
 /// Reads a socket's queue without consuming it, from `fd` (a duplicate).
 pub fn peek_queue(ino: u64, d: &Diag, fd: &OwnedFd) -> Result<Vec<Vec<u8>>> {
-    let sys = |what| move |source| Error::Sys { ino, what, source };
+    let sys = |what| sys_err(ino, what);
     let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
     if d.listening {
         return Ok(Vec::new());
@@ -192,6 +192,15 @@ pub fn peek_queue(ino: u64, d: &Diag, fd: &OwnedFd) -> Result<Vec<Vec<u8>>> {
     res.map(|()| out)
 }
 
+fn sys_err(ino: u64, what: &'static str) -> impl Fn(Errno) -> Error {
+    move |source| Error::Sys { ino, what, source }
+}
+
+/// A new unix socket of type `kind` (close-on-exec).
+fn new_socket(kind: u8) -> std::result::Result<OwnedFd, Errno> {
+    socket::socket(AddressFamily::Unix, sock_type(kind), SockFlag::SOCK_CLOEXEC, None)
+}
+
 fn sock_type(kind: u8) -> SockType {
     match i32::from(kind) {
         libc::SOCK_DGRAM => SockType::Datagram,
@@ -214,21 +223,14 @@ pub fn restore_all(socks: &[UnixImage]) -> Result<Vec<OwnedFd>> {
     let index: HashMap<u64, usize> = socks.iter().enumerate().map(|(i, s)| (s.ino, i)).collect();
     // Named and listening sockets first, so that others can connect.
     for (i, s) in socks.iter().enumerate() {
-        let sys = |what| {
-            move |source| Error::Sys {
-                ino: s.ino,
-                what,
-                source,
-            }
-        };
+        let sys = |what| sys_err(s.ino, what);
         let paired = s
             .peer
             .is_some_and(|p| index.contains_key(&p) && socks[index[&p]].peer == Some(s.ino));
         if paired || s.name.is_none() {
             continue;
         }
-        let fd = socket::socket(AddressFamily::Unix, sock_type(s.kind), SockFlag::SOCK_CLOEXEC, None)
-            .map_err(sys("socket"))?;
+        let fd = new_socket(s.kind).map_err(sys("socket"))?;
         let name = s.name.as_ref().expect("named");
         if let UnixName::Path(p) = name {
             // The socket file of the checkpointed process is still there.
@@ -249,13 +251,7 @@ pub fn restore_all(socks: &[UnixImage]) -> Result<Vec<OwnedFd>> {
         if made[i].is_some() {
             continue;
         }
-        let sys = |what| {
-            move |source| Error::Sys {
-                ino: s.ino,
-                what,
-                source,
-            }
-        };
+        let sys = |what| sys_err(s.ino, what);
         let peer = s.peer.and_then(|p| index.get(&p).copied());
         match peer {
             Some(j) if made[j].is_none() && socks[j].peer == Some(s.ino) => {
@@ -266,18 +262,14 @@ pub fn restore_all(socks: &[UnixImage]) -> Result<Vec<OwnedFd>> {
             }
             Some(j) => {
                 // Connected to a named socket (a datagram client).
-                let fd = socket::socket(AddressFamily::Unix, sock_type(s.kind), SockFlag::SOCK_CLOEXEC, None)
-                    .map_err(sys("socket"))?;
+                let fd = new_socket(s.kind).map_err(sys("socket"))?;
                 if let Some(name) = &socks[j].name {
                     socket::connect(fd.as_raw_fd(), &addr(name).map_err(sys("address"))?).map_err(sys("connect"))?;
                 }
                 made[i] = Some(fd);
             }
             None => {
-                made[i] = Some(
-                    socket::socket(AddressFamily::Unix, sock_type(s.kind), SockFlag::SOCK_CLOEXEC, None)
-                        .map_err(sys("socket"))?,
-                );
+                made[i] = Some(new_socket(s.kind).map_err(sys("socket"))?);
             }
         }
     }
@@ -288,13 +280,7 @@ pub fn restore_all(socks: &[UnixImage]) -> Result<Vec<OwnedFd>> {
         if s.queue.is_empty() {
             continue;
         }
-        let sys = |what| {
-            move |source| Error::Sys {
-                ino: s.ino,
-                what,
-                source,
-            }
-        };
+        let sys = |what| sys_err(s.ino, what);
         let peer = s.peer.and_then(|p| index.get(&p).copied());
         match (peer, &s.name) {
             (Some(j), _) if socks[j].peer == Some(s.ino) => {
@@ -303,8 +289,7 @@ pub fn restore_all(socks: &[UnixImage]) -> Result<Vec<OwnedFd>> {
                 }
             }
             (_, Some(name)) => {
-                let tmp = socket::socket(AddressFamily::Unix, sock_type(s.kind), SockFlag::SOCK_CLOEXEC, None)
-                    .map_err(sys("socket"))?;
+                let tmp = new_socket(s.kind).map_err(sys("socket"))?;
                 let to = addr(name).map_err(sys("address"))?;
                 for m in &s.queue {
                     socket::sendto(tmp.as_raw_fd(), m, &to, MsgFlags::empty()).map_err(sys("requeue"))?;
