@@ -3,5 +3,6 @@
 
 mod checkpoint;
 mod common;
+mod network;
 mod programs;
 mod runtime;

@@ -139,6 +139,19 @@ pub struct RunArgs {
     /// Memory limit (memory.max): bytes, or with a K, M or G suffix.
     #[arg(long, value_parser = crate::cgroup::parse_bytes)]
     pub memory: Option<u64>,
+    /// Networking: `none` (loopback only) or `bridge` (a veth on a host
+    /// bridge, eth0 inside with an address and a default route).
+    #[arg(long, default_value = "none", value_parser = ["none", "bridge"])]
+    pub net: String,
+    /// The host bridge for --net bridge (made on demand, 10.89.0.1/24).
+    #[arg(long, default_value = crate::net::DEFAULT_BRIDGE)]
+    pub bridge: String,
+    /// eth0's address for --net bridge, e.g. 10.89.0.5/24 (default: the first free one).
+    #[arg(long, value_parser = crate::net::parse_cidr)]
+    pub ip: Option<(std::net::Ipv4Addr, u8)>,
+    /// eth0's MAC address for --net bridge (default: derived from the address).
+    #[arg(long, value_parser = crate::net::parse_mac)]
+    pub mac: Option<[u8; 6]>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,

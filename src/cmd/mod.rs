@@ -77,6 +77,11 @@ fn run_container(root: &Root, args: RunArgs) -> Result<i32> {
         },
         command: args.command,
         detach: args.detach,
+        net: (args.net == "bridge").then_some(crate::runtime::NetSpec {
+            bridge: args.bridge,
+            ip: args.ip,
+            mac: args.mac,
+        }),
     };
     let started = root.run(&spec)?;
     if spec.detach {

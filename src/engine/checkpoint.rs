@@ -320,6 +320,11 @@ fn dump(
         limits: st.limits.clone(),
         created: st.created,
         clocks: timens::dump(st.pid)?,
+        net: st.net.clone(),
+        sysctls: crate::net::read_sysctls(st.pid).map_err(|e| Error::Stage {
+            phase: "read network sysctls",
+            message: e.to_string(),
+        })?,
     };
     sink.put(section::CONTAINER, &encode_section(&container))?;
     sink.put(section::PSTREE, &encode_section(&processes))?;

@@ -91,6 +91,10 @@ pub struct ContainerImage {
     pub limits: Limits,
     pub created: u64,
     pub clocks: timens::Clocks,
+    /// Bridged networking (address, MAC, MTU), recreated before any socket.
+    pub net: Option<crate::net::NetConfig>,
+    /// Network namespace sysctls.
+    pub sysctls: Vec<(String, String)>,
 }
 
 /// The facts of this machine that an image records and a restore checks.

@@ -93,6 +93,7 @@ fn stage(phase: &'static str) -> impl Fn(String) -> Error {
 struct Undo {
     cgroup: crate::cgroup::Cgroup,
     armed: bool,
+    net: Option<crate::net::NetConfig>,
 }
 
 impl Drop for Undo {
@@ -101,6 +102,9 @@ impl Drop for Undo {
             let _ = self.cgroup.kill_all(FREEZE_TIMEOUT);
             let _ = self.cgroup.remove();
             self.cgroup.remove_parent_if_empty();
+            if let Some(n) = &self.net {
+                let _ = crate::net::detach(n);
+            }
         }
     }
 }
@@ -133,6 +137,7 @@ fn restore_inner(root: &Root, src: &mut dyn ImageSource, name: &str) -> Result<R
     let mut undo = Undo {
         cgroup: cg.clone(),
         armed: true,
+        net: None,
     };
     cg.create()?;
     cg.apply(&img.container.limits)?;
@@ -184,12 +189,25 @@ fn restore_inner(root: &Root, src: &mut dyn ImageSource, name: &str) -> Result<R
     let timens_set = timens::restore(&img.container.clocks);
 
     let shmem_fds: Vec<i32> = shmem.values().map(|f| f.as_raw_fd()).collect();
+    // The container's network: the same address and MAC, a veth named for
+    // this root.
+    let net = match &img.container.net {
+        Some(n) => {
+            let mut n = n.clone();
+            n.host_veth = root.host_veth(name);
+            crate::net::ipam::take(n.ip, &root.state_path(name)).map_err(|e| stage("network")(e.to_string()))?;
+            Some(n)
+        }
+        None => None,
+    };
+    let (go_rd, go_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| stage("pipe")(e.to_string()))?;
     let ctx = TreeCtx {
         img: &img,
         log: &log,
         ready: &ready_wr,
         shmem: &shmem_fds,
         objects: None,
+        go: &go_rd,
         above: shmem_fds
             .iter()
             .copied()
@@ -213,8 +231,10 @@ fn restore_inner(root: &Root, src: &mut dyn ImageSource, name: &str) -> Result<R
         Err(_) => Err(sys::Errno::EINVAL),
     };
     if let Ok(Forked::Child) = forked {
+        drop(go_wr);
         pre_image(&ctx, 0);
     }
+    drop(go_rd);
     // Later children of this process get our own time namespace again.
     let _ = nix::sched::setns(&own_timens, CloneFlags::from_bits_retain(libc::CLONE_NEWTIME));
     timens_set?;
@@ -222,6 +242,13 @@ fn restore_inner(root: &Root, src: &mut dyn ImageSource, name: &str) -> Result<R
         Forked::Child => unreachable!("the child ran pre_image"),
         Forked::Parent(pid) => pid,
     };
+    // The network, from outside, before PID 1 makes any socket.
+    if let Some(n) = &net {
+        undo.net = Some(n.clone());
+        crate::net::attach(n, pid1.as_raw()).map_err(|e| stage("network")(e.to_string()))?;
+    }
+    let _ = nix::unistd::write(&go_wr, &[1]);
+    drop(go_wr);
     let ready_fd = ready_wr.as_raw_fd();
     drop(ready_wr);
     drop(log);
@@ -317,6 +344,7 @@ fn restore_inner(root: &Root, src: &mut dyn ImageSource, name: &str) -> Result<R
         command: c.command.clone(),
         limits: c.limits.clone(),
         image: None,
+        net,
     };
     root.save_state(&st)?;
     cg.set_frozen(false, FREEZE_TIMEOUT)?;
@@ -519,6 +547,8 @@ struct TreeCtx<'a> {
     objects: Option<&'a Objects>,
     /// Shared objects are made at this descriptor number or above.
     above: i32,
+    /// Where the restorer says "go" to PID 1 once the network is there.
+    go: &'a OwnedFd,
 }
 
 /// Runs in every forked task: makes its children, sets its attributes and
@@ -553,6 +583,10 @@ fn prepare_task(ctx: &TreeCtx<'_>, idx: usize) -> std::result::Result<(), String
     let with_objects;
     let ctx = if p.pid == 1 {
         crate::runtime::spawn::setup_namespaces(&c.hostname, c.rootfs.as_deref())?;
+        if !crate::runtime::spawn::wait_go(ctx.go) {
+            return Err("the restorer gave up before the network was ready".into());
+        }
+        crate::net::write_sysctls(&c.sysctls);
         // Made before anything is forked, so that every task inherits them.
         // Leaked on purpose: their descriptors become the restored tasks'
         // own (or are closed by number), and must never be dropped here.

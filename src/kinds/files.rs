@@ -18,6 +18,7 @@ use std::os::fd::{AsFd, OwnedFd, RawFd};
 use serde::{Deserialize, Serialize};
 
 use super::anonfd::{self, AnonImage, EpollTarget};
+use super::inet::{self, InetImage};
 use super::pipes::{self, PipeImage};
 use super::regfile::{self, FileImage};
 use super::unix::{self, UnixImage};
@@ -52,6 +53,8 @@ pub enum Error {
     Unix(#[from] unix::Error),
     #[error(transparent)]
     File(#[from] regfile::Error),
+    #[error(transparent)]
+    Inet(#[from] inet::Error),
     #[error("reopen fd {fd} ({path}): {source}; files the container had open must exist at the same paths where it is restored")]
     Reopen {
         fd: i32,
@@ -74,6 +77,8 @@ pub enum FdKind {
     Pipe { pipe: u32, write: bool },
     /// Unix socket number `sock` of the image.
     Socket { sock: u32 },
+    /// TCP or UDP socket number `sock` of the image.
+    Inet { sock: u32 },
     /// eventfd, timerfd or signalfd number `obj` of the image.
     Anon { obj: u32 },
     /// An epoll instance with its interest list.
@@ -96,6 +101,7 @@ pub struct FilesImage {
     pub sockets: Vec<UnixImage>,
     pub anon: Vec<AnonImage>,
     pub files: Vec<FileImage>,
+    pub inet: Vec<InetImage>,
 }
 
 impl FilesImage {
@@ -147,6 +153,8 @@ type Holder = (i32, i32);
 /// container (for its network namespace).
 pub fn dump_all(procs: &[(i32, i32)], log: &std::path::Path, netns_pid: i32, file_cap: u64) -> Result<FilesImage> {
     let diag = unix::diag(netns_pid)?;
+    let inet_diag = inet::diag(netns_pid)?;
+    let mut inet_idx: HashMap<u64, u32> = HashMap::new();
     let mut img = FilesImage::default();
     let mut pipe_idx: HashMap<u64, (u32, Option<Holder>)> = HashMap::new();
     let mut sock_idx: HashMap<u64, (u32, Holder)> = HashMap::new();
@@ -185,9 +193,32 @@ pub fn dump_all(procs: &[(i32, i32)], log: &std::path::Path, netns_pid: i32, fil
                 }
                 FdKind::Pipe { pipe: entry.0, write }
             } else if let Some(ino) = bracket_id(&path, "socket:") {
+                if let Some(d) = inet_diag.get(&ino) {
+                    if !d.supported() {
+                        return Err(unsupported(format!(
+                            "{} (established TCP connections are not supported yet)",
+                            d.describe()
+                        )));
+                    }
+                    let sock = match inet_idx.get(&ino) {
+                        Some(i) => *i,
+                        None => {
+                            img.inet.push(inet::dump(d, &steal(pid, fd)?)?);
+                            let i = img.inet.len() as u32 - 1;
+                            inet_idx.insert(ino, i);
+                            i
+                        }
+                    };
+                    out.push(FdImage {
+                        fd,
+                        flags,
+                        kind: FdKind::Inet { sock },
+                    });
+                    continue;
+                }
                 if !diag.contains_key(&ino) {
                     return Err(unsupported(
-                        "socket other than a unix socket (TCP and UDP come with container networking)".into(),
+                        "socket of a family migrate does not support (netlink, packet...)".into(),
                     ));
                 }
                 let n = sock_idx.len() as u32;
@@ -335,6 +366,7 @@ pub struct Objects {
     pub sockets: Vec<OwnedFd>,
     pub anon: Vec<OwnedFd>,
     pub files: Vec<OwnedFd>,
+    pub inet: Vec<OwnedFd>,
 }
 
 /// Makes every pipe, socket and eventfd/timerfd/signalfd of the image, at
@@ -352,7 +384,12 @@ pub fn make_objects(img: &FilesImage, above: RawFd) -> Result<Objects> {
         sockets: Vec::new(),
         anon: Vec::new(),
         files: Vec::new(),
+        inet: Vec::new(),
     };
+    for s in &img.inet {
+        let fd = inet::restore(s)?;
+        objs.inet.push(high(fd, "inet socket")?);
+    }
     for f in &img.files {
         let fd = regfile::restore(f)?;
         objs.files.push(high(fd, "file")?);
@@ -417,6 +454,13 @@ pub fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&Objects>
                     .ok_or_else(|| missing(f))?;
                 (if *write { p.1.as_fd() } else { p.0.as_fd() }, "pipe".into())
             }
+            FdKind::Inet { sock } => (
+                objects
+                    .and_then(|o| o.inet.get(*sock as usize))
+                    .ok_or_else(|| missing(f))?
+                    .as_fd(),
+                "inet socket".into(),
+            ),
             FdKind::Socket { sock } => (
                 objects
                     .and_then(|o| o.sockets.get(*sock as usize))

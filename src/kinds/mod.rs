@@ -4,6 +4,7 @@
 pub mod anonfd;
 pub mod creds;
 pub mod files;
+pub mod inet;
 pub mod memory;
 pub mod pipes;
 pub mod pstree;
@@ -11,6 +12,7 @@ pub mod regfile;
 pub mod regs;
 pub mod remote;
 pub mod signals;
+pub mod sockdiag;
 pub mod timens;
 pub mod timers;
 pub mod unix;

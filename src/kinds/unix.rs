@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_sock_diag::unix::{ShowFlags, StateFlags, UnixRequest};
 use netlink_packet_sock_diag::SockDiagMessage;
 use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
@@ -72,83 +71,38 @@ pub struct UnixImage {
 
 /// Every unix socket of the network namespace of process `pid`, by inode.
 pub fn diag(pid: i32) -> Result<HashMap<u64, Diag>> {
-    let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|e| Error::Diag(e.to_string()))?;
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // setns(CLONE_NEWNET) changes only this thread's namespace.
-            nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| Error::Diag(e.to_string()))?;
-            query()
-        })
-        .join()
-        .map_err(|_| Error::Diag("the query thread panicked".into()))?
-    })
-}
-
-fn query() -> Result<HashMap<u64, Diag>> {
-    let err = |e: &dyn std::fmt::Display| Error::Diag(e.to_string());
-    let mut sock = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_SOCK_DIAG).map_err(|e| err(&e))?;
-    sock.bind_auto().map_err(|e| err(&e))?;
-    sock.connect(&netlink_sys::SocketAddr::new(0, 0)).map_err(|e| err(&e))?;
-    let mut hdr = NetlinkHeader::default();
-    hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    let mut packet = NetlinkMessage::new(
-        hdr,
-        SockDiagMessage::UnixRequest(UnixRequest {
-            state_flags: StateFlags::all(),
-            inode: 0,
-            show_flags: ShowFlags::NAME | ShowFlags::PEER | ShowFlags::RQLEN,
-            cookie: [0xff; 8],
-        })
-        .into(),
-    );
-    packet.finalize();
-    let mut buf = vec![0u8; packet.buffer_len()];
-    packet.serialize(&mut buf[..]);
-    sock.send(&buf[..], 0).map_err(|e| err(&e))?;
+    use netlink_packet_sock_diag::unix::nlas::{Nla, UnixDiagName};
+    let request = SockDiagMessage::UnixRequest(UnixRequest {
+        state_flags: StateFlags::all(),
+        inode: 0,
+        show_flags: ShowFlags::NAME | ShowFlags::PEER | ShowFlags::RQLEN,
+        cookie: [0xff; 8],
+    });
     let mut out = HashMap::new();
-    let mut rx = vec![0u8; 1 << 16];
-    loop {
-        let n = sock.recv(&mut &mut rx[..], 0).map_err(|e| err(&e))?;
-        let mut off = 0;
-        while off < n {
-            let msg = <NetlinkMessage<SockDiagMessage>>::deserialize(&rx[off..n]).map_err(|e| err(&e))?;
-            let len = msg.header.length as usize;
-            match msg.payload {
-                NetlinkPayload::InnerMessage(SockDiagMessage::UnixResponse(r)) => {
-                    use netlink_packet_sock_diag::unix::nlas::{Nla, UnixDiagName};
-                    let mut d = Diag {
-                        kind: r.header.kind,
-                        listening: r.header.state == 10, // TCP_LISTEN
-                        name: None,
-                        peer: r.peer().map(u64::from),
-                        rqlen: 0,
-                        wqlen: 0,
-                    };
-                    for nla in &r.nlas {
-                        match nla {
-                            Nla::Name(UnixDiagName::Pathname(p)) => {
-                                d.name = Some(UnixName::Path(p.to_string_lossy().into_owned()))
-                            }
-                            Nla::Name(UnixDiagName::Abstract(a)) => d.name = Some(UnixName::Abstract(a.clone())),
-                            Nla::ReceiveQueueLength(rq, wq) => {
-                                d.rqlen = *rq;
-                                d.wqlen = *wq;
-                            }
-                            _ => {}
-                        }
-                    }
-                    out.insert(u64::from(r.header.inode), d);
+    for m in super::sockdiag::dump(pid, vec![request]).map_err(Error::Diag)? {
+        let SockDiagMessage::UnixResponse(r) = m else { continue };
+        let mut d = Diag {
+            kind: r.header.kind,
+            listening: r.header.state == 10, // TCP_LISTEN
+            name: None,
+            peer: r.peer().map(u64::from),
+            rqlen: 0,
+            wqlen: 0,
+        };
+        for nla in &r.nlas {
+            match nla {
+                Nla::Name(UnixDiagName::Pathname(p)) => d.name = Some(UnixName::Path(p.to_string_lossy().into_owned())),
+                Nla::Name(UnixDiagName::Abstract(a)) => d.name = Some(UnixName::Abstract(a.clone())),
+                Nla::ReceiveQueueLength(rq, wq) => {
+                    d.rqlen = *rq;
+                    d.wqlen = *wq;
                 }
-                NetlinkPayload::Done(_) => return Ok(out),
-                NetlinkPayload::Error(e) => return Err(err(&format!("{e:?}"))),
                 _ => {}
             }
-            if len == 0 {
-                break;
-            }
-            off += len;
         }
+        out.insert(u64::from(r.header.inode), d);
     }
+    Ok(out)
 }
 
 /// Reads a socket's queue without consuming it, from `fd` (a duplicate).

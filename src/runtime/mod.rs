@@ -81,6 +81,8 @@ pub enum Error {
     BadState { path: PathBuf, reason: String },
     #[error("{op} (pid {pid}): {source}")]
     Sys { op: &'static str, pid: i32, source: Errno },
+    #[error(transparent)]
+    Net(#[from] crate::net::Error),
     #[error("rootfs {0} is not a directory")]
     BadRootfs(PathBuf),
 }
@@ -116,6 +118,18 @@ pub struct RunSpec {
     /// once the command has been exec'ed. Otherwise the caller's stdio is
     /// inherited and the caller waits with [`Root::wait_foreground`].
     pub detach: bool,
+    /// Bridged networking; None: loopback only.
+    pub net: Option<NetSpec>,
+}
+
+/// What `--net bridge` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct NetSpec {
+    pub bridge: String,
+    /// Address and prefix; None: the first free one on the bridge.
+    pub ip: Option<(std::net::Ipv4Addr, u8)>,
+    /// None: derived from the address.
+    pub mac: Option<[u8; 6]>,
 }
 
 /// A started container.
@@ -171,7 +185,7 @@ impl Root {
         self.container_dir(name).join("log")
     }
 
-    fn state_path(&self, name: &str) -> PathBuf {
+    pub(crate) fn state_path(&self, name: &str) -> PathBuf {
         self.container_dir(name).join("state.json")
     }
 
@@ -247,6 +261,10 @@ impl Root {
             cg.kill_all(FREEZE_TIMEOUT)?;
             cg.remove()?;
             cg.remove_parent_if_empty();
+        }
+        // The veth goes (the address stays leased to the image).
+        if let Some(n) = &st.net {
+            let _ = crate::net::detach(n);
         }
         match image {
             Some(record) => {
@@ -380,12 +398,19 @@ impl Root {
             spawn::Stdio::Inherit
         };
         let hostname = spec.hostname.clone().unwrap_or_else(|| spec.name.clone());
+        let net = match &spec.net {
+            Some(n) => Some(self.lease_net(&spec.name, n)?),
+            None => None,
+        };
+        guard.lease = net.as_ref().map(|n| (n.ip, self.state_path(&spec.name)));
+        let (go_rd, go_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys_err("pipe", 0))?;
         let setup = spawn::ChildSetup {
             hostname: &hostname,
             rootfs: rootfs.as_deref(),
             init: spec.init,
             argv,
             stdio,
+            go: go_rd,
         };
         let (err_rd, err_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys_err("pipe", 0))?;
         let cg_dir = File::open(cg.path()).map_err(|source| cgroup::Error::Io {
@@ -413,12 +438,24 @@ impl Root {
         let pid = match sys::clone3(&opts).map_err(sys_err("clone3", 0))? {
             Forked::Child => {
                 drop(err_rd);
+                drop(go_wr);
                 spawn::child_main(setup, err_wr)
             }
             Forked::Parent(pid) => pid,
         };
         drop(err_wr);
         drop(setup);
+        // From outside: the network, then "go".
+        if let Some(cfg) = &net {
+            guard.net = Some(cfg.clone());
+            if let Err(e) = crate::net::attach(cfg, pid.as_raw()) {
+                drop(go_wr);
+                let _ = waitpid(pid, None);
+                return Err(Error::Net(e));
+            }
+        }
+        let _ = nix::unistd::write(&go_wr, &[1]);
+        drop(go_wr);
         let mut msg = String::new();
         let _ = File::from(err_rd).read_to_string(&mut msg);
         if !msg.is_empty() {
@@ -442,6 +479,7 @@ impl Root {
             command: spec.command.clone(),
             limits: spec.limits.clone(),
             image: None,
+            net,
         };
         st.save(&self.state_path(&spec.name))?;
         guard.disarm();
@@ -553,7 +591,42 @@ impl Root {
             cg.remove()?;
             cg.remove_parent_if_empty();
         }
+        if let Some(n) = &st.net {
+            let _ = crate::net::detach(n);
+            crate::net::ipam::release(n.ip, &self.state_path(&st.name));
+        }
         remove_dir(&self.container_dir(&st.name))
+    }
+
+    /// The host-side name of container `name`'s veth under this root.
+    pub fn host_veth(&self, name: &str) -> String {
+        crate::net::host_veth_name(&path_tag(&self.dir), name)
+    }
+
+    /// Leases an address and builds the network config of a bridged
+    /// container `name`.
+    pub(crate) fn lease_net(&self, name: &str, spec: &NetSpec) -> Result<crate::net::NetConfig> {
+        let owner = self.state_path(name);
+        let (ip, prefix) = match spec.ip {
+            Some((ip, prefix)) => {
+                crate::net::ipam::take(ip, &owner)?;
+                (ip, prefix)
+            }
+            None => (crate::net::ipam::allocate(&owner)?, crate::net::BRIDGE_PREFIX),
+        };
+        Ok(crate::net::NetConfig {
+            bridge: if spec.bridge.is_empty() {
+                crate::net::DEFAULT_BRIDGE.into()
+            } else {
+                spec.bridge.clone()
+            },
+            host_veth: self.host_veth(name),
+            ip,
+            prefix,
+            gateway: crate::net::BRIDGE_ADDR,
+            mac: spec.mac.unwrap_or_else(|| crate::net::mac_for(ip)),
+            mtu: 1500,
+        })
     }
 
     /// Runs `command` inside container `name` (all its namespaces, its
@@ -597,6 +670,8 @@ struct Cleanup {
     cgroup: Cgroup,
     dir: PathBuf,
     armed: bool,
+    net: Option<crate::net::NetConfig>,
+    lease: Option<(std::net::Ipv4Addr, PathBuf)>,
 }
 
 impl Cleanup {
@@ -605,6 +680,8 @@ impl Cleanup {
             cgroup,
             dir,
             armed: true,
+            net: None,
+            lease: None,
         }
     }
 
@@ -619,6 +696,12 @@ impl Drop for Cleanup {
             let _ = self.cgroup.kill_all(FREEZE_TIMEOUT);
             let _ = self.cgroup.remove();
             self.cgroup.remove_parent_if_empty();
+            if let Some(n) = &self.net {
+                let _ = crate::net::detach(n);
+            }
+            if let Some((ip, owner)) = &self.lease {
+                crate::net::ipam::release(*ip, owner);
+            }
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }

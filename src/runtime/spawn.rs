@@ -30,6 +30,9 @@ pub(super) struct ChildSetup<'a> {
     pub init: bool,
     pub argv: Vec<CString>,
     pub stdio: Stdio,
+    /// Read end of a pipe on which the parent says "go" (one byte) once it
+    /// has set up what it sets up from outside (the network).
+    pub go: OwnedFd,
 }
 
 /// A failed setup step, as the parent will report it.
@@ -50,10 +53,26 @@ pub(super) fn child_main(setup: ChildSetup<'_>, err_pipe: OwnedFd) -> ! {
     if let Err(StepError(msg)) = prepare(&setup) {
         report_and_exit(err_pipe, &msg);
     }
+    if !wait_go(&setup.go) {
+        // The parent failed and has said why; nothing to add.
+        sys::exit_now(127);
+    }
     if setup.init {
         super::init::run(&setup.argv, err_pipe)
     }
     exec_or_report(&setup.argv, err_pipe)
+}
+
+/// Waits for the parent's "go" byte; false if the parent gave up (EOF).
+pub(crate) fn wait_go(go: &OwnedFd) -> bool {
+    let mut b = [0u8; 1];
+    loop {
+        match nix::unistd::read(go, &mut b) {
+            Ok(1) => return true,
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => return false,
+        }
+    }
 }
 
 /// Execs `argv`; on failure reports why on the error pipe and exits 127.

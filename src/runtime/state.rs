@@ -67,6 +67,9 @@ pub struct ContainerState {
     /// Set while the container lives only as an image.
     #[serde(default)]
     pub image: Option<ImageRecord>,
+    /// Bridged networking, if any.
+    #[serde(default)]
+    pub net: Option<crate::net::NetConfig>,
 }
 
 /// Where a checkpointed or suspended container's image is.
@@ -198,6 +201,7 @@ mod tests {
             command: vec!["sleep".into(), "1".into()],
             limits: Limits::default(),
             image: None,
+            net: None,
         };
         st.save(&p).unwrap();
         assert_eq!(ContainerState::load(&p).unwrap(), st);

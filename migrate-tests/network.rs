@@ -1,0 +1,163 @@
+//! Container networking: bridged containers keep their address, MAC and
+//! listening/UDP sockets across checkpoint + restore. All bridged cases
+//! run in one test, one after another, on the default bridge; the bridge
+//! is removed at the end when no port is left on it.
+//!
+//! Traffic goes only to addresses inside the containers' namespaces; each
+//! request first checks that the route to the address is the bridge.
+
+use std::net::{TcpStream, UdpSocket};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+
+use crate::common::*;
+
+const BRIDGE: &str = "migrate0";
+
+/// Removes the test bridge when dropped, if nothing uses it any more.
+struct BridgeGuard;
+
+impl Drop for BridgeGuard {
+    fn drop(&mut self) {
+        let ports = std::fs::read_dir(format!("/sys/class/net/{BRIDGE}/brif"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if ports == 0 {
+            let _ = Command::new("ip").args(["link", "del", BRIDGE]).status();
+        }
+    }
+}
+
+/// The container's address, from its state.
+fn ip_of(root: &TestRoot, name: &str) -> Result<String> {
+    let st: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        root.dir.join("containers").join(name).join("state.json"),
+    )?)?;
+    Ok(st["net"]["ip"].as_str().context("no ip in state")?.to_string())
+}
+
+/// Checks that `ip` is reached through the bridge before sending to it.
+fn route_is_bridge(ip: &str) -> Result<()> {
+    let out = Command::new("ip").args(["route", "get", ip]).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        text.contains(&format!("dev {BRIDGE}")),
+        "route to {ip} is not the bridge: {text}"
+    );
+    Ok(())
+}
+
+fn http_get(ip: &str, port: u16) -> Result<String> {
+    route_is_bridge(ip)?;
+    let out = Command::new("curl")
+        .args(["-s", "-m", "5", &format!("http://{ip}:{port}/index.html")])
+        .output()?;
+    ensure!(out.status.success(), "curl {ip}:{port} failed");
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn udp_echo(ip: &str, port: u16, msg: &str) -> Result<String> {
+    route_is_bridge(ip)?;
+    let s = UdpSocket::bind("0.0.0.0:0")?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut buf = [0u8; 256];
+    for _ in 0..3 {
+        s.send_to(msg.as_bytes(), (ip, port))?;
+        if let Ok((n, _)) = s.recv_from(&mut buf) {
+            return Ok(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    anyhow::bail!("no UDP answer from {ip}:{port}")
+}
+
+fn mac_inside(root: &TestRoot, name: &str) -> Result<String> {
+    Ok(root
+        .ok(&["exec", name, "--", "cat", "/sys/class/net/eth0/address"])?
+        .trim()
+        .to_string())
+}
+
+#[test]
+fn bridged_containers_keep_address_mac_and_sockets() -> Result<()> {
+    let _bridge = BridgeGuard;
+    let root = TestRoot::new("net");
+    let www = root.dir.join("www");
+    std::fs::create_dir_all(&www)?;
+    std::fs::write(www.join("index.html"), "hello over the bridge\n")?;
+    let server = format!(
+        "import http.server, socket, socketserver, threading, functools\n\
+         def udp():\n\
+         \x20   s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         \x20   s.bind(('0.0.0.0', 9000))\n\
+         \x20   while True:\n\
+         \x20       d, a = s.recvfrom(256)\n\
+         \x20       s.sendto(b'echo ' + d, a)\n\
+         threading.Thread(target=udp, daemon=True).start()\n\
+         h = functools.partial(http.server.SimpleHTTPRequestHandler, directory='{}')\n\
+         class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):\n\
+         \x20   allow_reuse_address = True\n\
+         \x20   daemon_threads = True\n\
+         # socketserver, not http.server.HTTPServer: no getfqdn(), no DNS.\n\
+         Server(('0.0.0.0', 8000), h).serve_forever()\n",
+        www.display()
+    );
+    let script = root.dir.join("server.py");
+    std::fs::write(&script, server)?;
+    root.run_d(
+        "web",
+        &["--net", "bridge", "--mac", "02:42:0a:59:00:77"],
+        &["/usr/bin/python3", script.to_str().unwrap()],
+    )?;
+    let ip = ip_of(&root, "web")?;
+    wait_until(Duration::from_secs(10), "the HTTP server", || {
+        http_get(&ip, 8000).is_ok()
+    })?;
+    ensure!(http_get(&ip, 8000)? == "hello over the bridge\n");
+    ensure!(udp_echo(&ip, 9000, "ping")? == "echo ping");
+    ensure!(mac_inside(&root, "web")? == "02:42:0a:59:00:77");
+    for round in 0..2 {
+        let dir = root.dir.join(format!("image-{round}"));
+        root.ok(&["checkpoint", "web", "--dir", dir.to_str().unwrap()])?;
+        root.ok(&["restore", "--dir", dir.to_str().unwrap()])?;
+        ensure!(ip_of(&root, "web")? == ip, "address changed");
+        ensure!(mac_inside(&root, "web")? == "02:42:0a:59:00:77", "MAC changed");
+        ensure!(
+            http_get(&ip, 8000)? == "hello over the bridge\n",
+            "HTTP after restore {round}"
+        );
+        ensure!(udp_echo(&ip, 9000, &format!("round {round}"))? == format!("echo round {round}"));
+    }
+
+    // An established TCP connection fails the checkpoint, naming it; the
+    // container keeps serving.
+    route_is_bridge(&ip)?;
+    let held = TcpStream::connect((ip.as_str(), 8000))?;
+    std::thread::sleep(Duration::from_millis(200));
+    let out = root.cmd(&["checkpoint", "web", "--dir", root.dir.join("refused").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success(),
+        "checkpoint with an established connection succeeded"
+    );
+    ensure!(
+        err.contains("TCP connection") && err.contains(":8000") && err.contains("still running"),
+        "{err}"
+    );
+    drop(held);
+    ensure!(http_get(&ip, 8000)? == "hello over the bridge\n");
+
+    // Two roots: same container name, distinct veths and addresses.
+    let other = TestRoot::new("net2");
+    other.run_d("web", &["--net", "bridge"], &["sleep", "100"])?;
+    let ip2 = ip_of(&other, "web")?;
+    ensure!(ip2 != ip, "two roots got the same address {ip}");
+    root.ok(&["rm", "-f", "web"])?;
+    other.ok(&["rm", "-f", "web"])?;
+    ensure!(
+        !std::path::Path::new(&format!("/run/migrate-net/{ip}")).exists(),
+        "lease left behind"
+    );
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! TCP and UDP sockets of a bridged container: TCP listening sockets with
+//! their backlog and options, UDP sockets bound and connected. Found with
+//! sock_diag inside the container's network namespace, options read from a
+//! duplicate of the socket; restored by the container's PID 1 after its
+//! network is back (same address), before anything else runs.
+//!
+//! A TCP connection in any other state (established, closing...) is
+//! refused at checkpoint time, naming it: restoring it needs TCP_REPAIR,
+//! which is not built yet.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
+use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
+use netlink_packet_sock_diag::SockDiagMessage;
+use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
+use serde::{Deserialize, Serialize};
+
+use crate::sys::Errno;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("sock_diag (inet) in the container's network namespace: {0}")]
+    Diag(String),
+    #[error("{what} socket {addr}: {source}")]
+    Sys {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: Errno,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// TCP states (include/net/tcp_states.h).
+pub const TCP_ESTABLISHED: u8 = 1;
+pub const TCP_CLOSE: u8 = 7;
+pub const TCP_LISTEN: u8 = 10;
+
+/// What sock_diag says about one socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diag {
+    pub tcp: bool,
+    pub state: u8,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// For a listener, the backlog limit.
+    pub backlog: u32,
+}
+
+impl Diag {
+    /// Human words for a refusal: "TCP 10.89.0.2:8000 -> 10.89.0.1:41234 (state 1)".
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {} -> {} (state {})",
+            if self.tcp { "TCP connection" } else { "UDP socket" },
+            self.local,
+            self.remote,
+            self.state
+        )
+    }
+
+    /// Whether this module can restore it.
+    pub fn supported(&self) -> bool {
+        if self.tcp {
+            self.state == TCP_LISTEN || (self.state == TCP_CLOSE && self.local.port() == 0)
+        } else {
+            true
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InetImage {
+    pub tcp: bool,
+    pub v6: bool,
+    pub state: u8,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub backlog: u32,
+    pub reuseaddr: bool,
+    pub reuseport: bool,
+    pub v6only: bool,
+}
+
+/// Every TCP and UDP socket of process `pid`'s network namespace, by inode.
+pub fn diag(pid: i32) -> Result<HashMap<u64, Diag>> {
+    let mut out = HashMap::new();
+    for family in [AF_INET, AF_INET6] {
+        for protocol in [IPPROTO_TCP, IPPROTO_UDP] {
+            let request = SockDiagMessage::InetRequest(InetRequest {
+                family,
+                protocol,
+                extensions: ExtensionFlags::empty(),
+                states: StateFlags::all(),
+                socket_id: if family == AF_INET {
+                    SocketId::new_v4()
+                } else {
+                    SocketId::new_v6()
+                },
+            });
+            // The answer does not name the protocol: one request each.
+            for m in super::sockdiag::dump(pid, vec![request]).map_err(Error::Diag)? {
+                let SockDiagMessage::InetResponse(r) = m else { continue };
+                let h = &r.header;
+                let id = &h.socket_id;
+                out.insert(
+                    u64::from(h.inode),
+                    Diag {
+                        tcp: protocol == IPPROTO_TCP,
+                        state: h.state,
+                        local: SocketAddr::new(id.source_address, id.source_port),
+                        remote: SocketAddr::new(id.destination_address, id.destination_port),
+                        backlog: h.send_queue,
+                    },
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads a socket's protocol and options from a duplicate of it.
+pub fn dump(d: &Diag, fd: &OwnedFd) -> Result<InetImage> {
+    let err = |what| {
+        move |source| Error::Sys {
+            what,
+            addr: d.local,
+            source,
+        }
+    };
+    let ty = socket::getsockopt(fd, sockopt::SockType).map_err(err("read type of"))?;
+    let v6 = matches!(d.local.ip(), IpAddr::V6(_));
+    Ok(InetImage {
+        tcp: ty == SockType::Stream,
+        v6,
+        state: d.state,
+        local: d.local,
+        remote: d.remote,
+        backlog: d.backlog.max(1),
+        reuseaddr: socket::getsockopt(fd, sockopt::ReuseAddr).unwrap_or(false),
+        reuseport: socket::getsockopt(fd, sockopt::ReusePort).unwrap_or(false),
+        v6only: v6 && socket::getsockopt(fd, sockopt::Ipv6V6Only).unwrap_or(false),
+    })
+}
+
+fn sockaddr(a: SocketAddr) -> SockaddrStorage {
+    match a {
+        SocketAddr::V4(v4) => SockaddrStorage::from(v4),
+        SocketAddr::V6(v6) => SockaddrStorage::from(v6),
+    }
+}
+
+/// Makes the socket again (in the container's network namespace).
+pub fn restore(s: &InetImage) -> Result<OwnedFd> {
+    let err = |what| {
+        move |source| Error::Sys {
+            what,
+            addr: s.local,
+            source,
+        }
+    };
+    let family = if s.v6 {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    let ty = if s.tcp { SockType::Stream } else { SockType::Datagram };
+    let fd = socket::socket(family, ty, SockFlag::SOCK_CLOEXEC, None).map_err(err("create"))?;
+    if s.reuseaddr {
+        socket::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(err("set SO_REUSEADDR on"))?;
+    }
+    if s.reuseport {
+        socket::setsockopt(&fd, sockopt::ReusePort, &true).map_err(err("set SO_REUSEPORT on"))?;
+    }
+    if s.v6 {
+        socket::setsockopt(&fd, sockopt::Ipv6V6Only, &s.v6only).map_err(err("set IPV6_V6ONLY on"))?;
+    }
+    if s.local.port() != 0 || !s.local.ip().is_unspecified() {
+        socket::bind(fd.as_raw_fd(), &sockaddr(s.local)).map_err(err("bind"))?;
+    }
+    if s.tcp && s.state == TCP_LISTEN {
+        let backlog = socket::Backlog::new(s.backlog.min(4096) as i32).unwrap_or(socket::Backlog::MAXCONN);
+        socket::listen(&fd.as_fd(), backlog).map_err(err("listen on"))?;
+    } else if !s.tcp && s.state == TCP_ESTABLISHED && s.remote.port() != 0 {
+        socket::connect(fd.as_raw_fd(), &sockaddr(s.remote)).map_err(err("connect"))?;
+    }
+    Ok(fd)
+}
