@@ -6,6 +6,7 @@
 //! Traffic goes only to addresses inside the containers' namespaces; each
 //! request first checks that the route to the address is the bridge.
 
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
@@ -148,7 +149,13 @@ fn bridged_containers_keep_address_mac_and_sockets() -> Result<()> {
     drop(held);
     ensure!(http_get(&ip, 8000)? == "hello over the bridge\n");
 
+    root.ok(&["rm", "-f", "web"])?;
+    established_tcp_survives(&root)?;
+    redis_over_tcp_keeps_its_client(&root)?;
+
     // Two roots: same container name, distinct veths and addresses.
+    root.run_d("web", &["--net", "bridge"], &["sleep", "100"])?;
+    let ip = ip_of(&root, "web")?;
     let other = TestRoot::new("net2");
     other.run_d("web", &["--net", "bridge"], &["sleep", "100"])?;
     let ip2 = ip_of(&other, "web")?;
@@ -159,5 +166,174 @@ fn bridged_containers_keep_address_mac_and_sockets() -> Result<()> {
         !std::path::Path::new(&format!("/run/migrate-net/{ip}")).exists(),
         "lease left behind"
     );
+    Ok(())
+}
+
+/// A client on the host exchanges numbered lines with an echo server in
+/// the container; lines sent while the container is checkpointed are
+/// answered after the restore, in order, on the same connection.
+fn established_tcp_survives(root: &TestRoot) -> Result<()> {
+    let script = root.dir.join("echo.py");
+    std::fs::write(
+        &script,
+        "import socket, threading\n\
+         s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('0.0.0.0', 7000)); s.listen(5)\n\
+         def serve(c):\n\
+         \x20   f = c.makefile('rb')\n\
+         \x20   for line in f:\n\
+         \x20       c.sendall(b'echo ' + line)\n\
+         while True:\n\
+         \x20   c, a = s.accept()\n\
+         \x20   threading.Thread(target=serve, args=(c,), daemon=True).start()\n",
+    )?;
+    root.run_d(
+        "echo",
+        &["--net", "bridge"],
+        &["/usr/bin/python3", script.to_str().unwrap()],
+    )?;
+    let ip = ip_of(root, "echo")?;
+    route_is_bridge(&ip)?;
+    let stream = {
+        let mut tries = 0;
+        loop {
+            match TcpStream::connect((ip.as_str(), 7000)) {
+                Ok(s) => break s,
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(15)))?;
+    let mut out = stream.try_clone()?;
+    let mut lines = BufReader::new(stream);
+    let mut next = 0u32;
+    exchange(&mut out, &mut lines, &mut next, 5)?;
+    for round in 0..2 {
+        let dir = root.dir.join(format!("tcp-image-{round}"));
+        root.ok(&[
+            "checkpoint",
+            "echo",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--tcp-established",
+        ])?;
+        // Sent while the container is gone: the kernel retransmits them.
+        for i in 0..3 {
+            writeln!(out, "line {}", next + i)?;
+        }
+        let refused = root.cmd(&["restore", "--dir", dir.to_str().unwrap()]);
+        ensure!(
+            !refused.status.success(),
+            "restore without --tcp-established accepted connections"
+        );
+        root.ok(&["restore", "--dir", dir.to_str().unwrap(), "--tcp-established"])?;
+        for _ in 0..3 {
+            let mut l = String::new();
+            lines.read_line(&mut l)?;
+            ensure!(
+                l == format!("echo line {next}\n"),
+                "after restore {round}: got {l:?}, want line {next}"
+            );
+            next += 1;
+        }
+        exchange(&mut out, &mut lines, &mut next, 5)?;
+    }
+    root.ok(&["rm", "-f", "echo"])?;
+    Ok(())
+}
+
+/// Sends `count` numbered lines, then reads their echoes in order.
+fn exchange(out: &mut TcpStream, lines: &mut BufReader<TcpStream>, next: &mut u32, count: u32) -> Result<()> {
+    for i in 0..count {
+        writeln!(out, "line {}", *next + i)?;
+    }
+    for _ in 0..count {
+        let mut l = String::new();
+        lines.read_line(&mut l)?;
+        ensure!(l == format!("echo line {next}\n"), "got {l:?}, want line {next}");
+        *next += 1;
+    }
+    Ok(())
+}
+
+/// One RESP command on an open connection; returns the first reply line.
+fn resp(conn: &mut TcpStream, reader: &mut BufReader<TcpStream>, args: &[&str]) -> Result<String> {
+    let mut cmd = format!("*{}\r\n", args.len());
+    for a in args {
+        cmd += &format!("${}\r\n{a}\r\n", a.len());
+    }
+    conn.write_all(cmd.as_bytes())?;
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    if line.starts_with('$') && !line.starts_with("$-1") {
+        line.clear();
+        reader.read_line(&mut line)?;
+    }
+    Ok(line.trim().to_string())
+}
+
+/// redis-server on TCP in a bridged container keeps a client connection
+/// open across checkpoint + restore.
+fn redis_over_tcp_keeps_its_client(root: &TestRoot) -> Result<()> {
+    root.run_d(
+        "redis",
+        &["--net", "bridge", "--init"],
+        &[
+            "redis-server",
+            "--port",
+            "6379",
+            "--bind",
+            "0.0.0.0",
+            "--protected-mode",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+    )?;
+    let ip = ip_of(root, "redis")?;
+    route_is_bridge(&ip)?;
+    let mut conn = {
+        let mut tries = 0;
+        loop {
+            match TcpStream::connect((ip.as_str(), 6379)) {
+                Ok(s) => break s,
+                Err(_) if tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    conn.set_read_timeout(Some(Duration::from_secs(15)))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    ensure!(resp(&mut conn, &mut reader, &["PING"])? == "+PONG");
+    ensure!(resp(&mut conn, &mut reader, &["SET", "k", "before"])? == "+OK");
+    let dir = root.dir.join("redis-image");
+    root.ok(&[
+        "checkpoint",
+        "redis",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--tcp-established",
+    ])?;
+    root.ok(&["restore", "--dir", dir.to_str().unwrap(), "--tcp-established"])?;
+    ensure!(
+        resp(&mut conn, &mut reader, &["GET", "k"])? == "before",
+        "value after restore"
+    );
+    ensure!(
+        resp(&mut conn, &mut reader, &["SET", "k", "after"])? == "+OK",
+        "write on the same connection"
+    );
+    ensure!(resp(&mut conn, &mut reader, &["GET", "k"])? == "after");
+    root.ok(&["rm", "-f", "redis"])?;
     Ok(())
 }

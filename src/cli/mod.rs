@@ -78,6 +78,12 @@ pub enum Command {
         /// memfds): bytes, or with a K, M or G suffix. Default 64M.
         #[arg(long, value_parser = crate::cgroup::parse_bytes)]
         file_cap: Option<u64>,
+        /// Save established TCP connections (TCP_REPAIR); restore with --tcp-established too.
+        #[arg(long, conflicts_with = "tcp_close")]
+        tcp_established: bool,
+        /// Restore established TCP connections as closed sockets.
+        #[arg(long)]
+        tcp_close: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -90,6 +96,9 @@ pub enum Command {
         /// Restore under this name instead of the image's.
         #[arg(long)]
         name: Option<String>,
+        /// Restore the established TCP connections the image holds.
+        #[arg(long)]
+        tcp_established: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,

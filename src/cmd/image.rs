@@ -69,29 +69,24 @@ pub fn checkpoint_cmd(
     root: &Root,
     name: &str,
     dir: &Path,
-    leave_running: bool,
     compress: &str,
-    file_cap: Option<u64>,
+    mut opts: CheckpointOptions,
     json: bool,
 ) -> Result<i32> {
     let dir = absolute(dir);
     let mut sink = DirSink::create(&dir, parse_compression(compress)?)?;
-    let opts = CheckpointOptions {
-        leave_running,
-        record: Some(ImageRecord {
-            dir: dir.clone(),
-            suspended: false,
-        }),
-        file_cap,
-    };
+    opts.record = Some(ImageRecord {
+        dir: dir.clone(),
+        suspended: false,
+    });
     let r = checkpoint(root, name, &mut sink, &opts)?;
     render_checkpoint(name, &r, &dir, json);
     Ok(0)
 }
 
-pub fn restore_cmd(root: &Root, dir: &Path, name: Option<String>, json: bool) -> Result<i32> {
+pub fn restore_cmd(root: &Root, dir: &Path, name: Option<String>, tcp_established: bool, json: bool) -> Result<i32> {
     let mut src = DirSource::open(dir)?;
-    let r = restore(root, &mut src, &RestoreOptions { name })?;
+    let r = restore(root, &mut src, &RestoreOptions { name, tcp_established })?;
     render_restore(&r, json);
     Ok(0)
 }

@@ -41,9 +41,31 @@ pub fn run(cli: Cli) -> Result<i32> {
             leave_running,
             compress,
             file_cap,
+            tcp_established,
+            tcp_close,
             json,
-        } => image::checkpoint_cmd(&root()?, &name, &dir, leave_running, &compress, file_cap, json),
-        Command::Restore { dir, name, json } => image::restore_cmd(&root()?, &dir, name, json),
+        } => {
+            let tcp = if tcp_established {
+                crate::kinds::files::TcpMode::Repair
+            } else if tcp_close {
+                crate::kinds::files::TcpMode::Close
+            } else {
+                crate::kinds::files::TcpMode::Refuse
+            };
+            let opts = crate::engine::checkpoint::CheckpointOptions {
+                leave_running,
+                record: None,
+                file_cap,
+                tcp,
+            };
+            image::checkpoint_cmd(&root()?, &name, &dir, &compress, opts, json)
+        }
+        Command::Restore {
+            dir,
+            name,
+            tcp_established,
+            json,
+        } => image::restore_cmd(&root()?, &dir, name, tcp_established, json),
         Command::Suspend { name, json } => image::suspend_cmd(&root()?, &name, json),
         Command::Resume { name, json } => image::resume_cmd(&root()?, &name, json),
         Command::Inspect { dir, json } => image::inspect_cmd(&dir, json),

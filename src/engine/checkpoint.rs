@@ -37,6 +37,8 @@ pub struct CheckpointOptions {
     /// Largest file carried in the image (deleted-but-open files, memfds);
     /// None: [`DEFAULT_FILE_CAP`].
     pub file_cap: Option<u64>,
+    /// Established TCP connections: refuse, repair or close.
+    pub tcp: files::TcpMode,
 }
 
 /// The default cap for files carried in the image.
@@ -113,7 +115,29 @@ pub fn checkpoint(
     let mut seized = Seized::default();
     let t_dump = Instant::now();
     let file_cap = opts.file_cap.unwrap_or(DEFAULT_FILE_CAP);
-    let dumped = dump(root, &st, &cg, sink, &mut seized, &mut report, file_cap);
+    // Traffic to the container waits (and is retransmitted) while it is
+    // frozen, rather than being answered by a closed socket.
+    let link_down = st
+        .net
+        .as_ref()
+        .map(|n| crate::net::set_host_link(n, false).is_ok())
+        .unwrap_or(false);
+    let mut repaired = files::Repaired::default();
+    let what = Dumping {
+        root,
+        st: &st,
+        cg: &cg,
+        file_cap,
+        tcp: opts.tcp,
+    };
+    let dumped = dump(&what, sink, &mut seized, &mut report, &mut repaired);
+    let relink = || {
+        if link_down {
+            if let Some(n) = &st.net {
+                let _ = crate::net::set_host_link(n, true);
+            }
+        }
+    };
     report.dump_ms = ms_since(t_dump);
     let fail = |e: Error, sink: &mut dyn ImageSink, seized: &mut Seized| {
         sink.abandon();
@@ -128,23 +152,35 @@ pub fn checkpoint(
     };
     let (proc_count, xstate) = match dumped {
         Ok(v) => v,
-        Err(e) => return Err(fail(e, sink, &mut seized)),
+        Err(e) => {
+            drop(repaired);
+            relink();
+            return Err(fail(e, sink, &mut seized));
+        }
     };
     let sealed = sink.finish(machine_facts(xstate), name);
     let (_, image_bytes) = match sealed {
         Ok(v) => v,
-        Err(e) => return Err(fail(e.into(), sink, &mut seized)),
+        Err(e) => {
+            drop(repaired);
+            relink();
+            return Err(fail(e.into(), sink, &mut seized));
+        }
     };
     report.image_bytes = image_bytes;
     report.processes = proc_count;
     if opts.leave_running {
         // Detach while frozen, so that every task starts again together.
         cg.set_frozen(true, FREEZE_TIMEOUT)?;
+        drop(repaired);
+        relink();
         seized.detach_all();
         if !was_frozen {
             cg.set_frozen(false, FREEZE_TIMEOUT)?;
         }
     } else {
+        // Connections stay in repair mode: they close without a word.
+        repaired.disarm();
         cg.kill_all(FREEZE_TIMEOUT)?;
         seized.tids.clear();
         root.forget_processes(&st, opts.record.clone())?;
@@ -154,16 +190,24 @@ pub fn checkpoint(
     Ok(report)
 }
 
+/// What phases 2-4 work on.
+struct Dumping<'a> {
+    root: &'a Root,
+    st: &'a crate::runtime::ContainerState,
+    cg: &'a crate::cgroup::Cgroup,
+    file_cap: u64,
+    tcp: files::TcpMode,
+}
+
 /// Phases 2-4. Returns the number of processes and the xstate size.
 fn dump(
-    root: &Root,
-    st: &crate::runtime::ContainerState,
-    cg: &crate::cgroup::Cgroup,
+    what: &Dumping<'_>,
     sink: &mut dyn ImageSink,
     seized: &mut Seized,
     report: &mut CheckpointReport,
-    file_cap: u64,
+    repaired: &mut files::Repaired,
 ) -> Result<(usize, u32)> {
+    let (root, st, cg) = (what.root, what.st, what.cg);
     // The tree, and anything in the cgroup outside it.
     let tree = pstree::walk(st.pid)?;
     let in_tree: HashSet<i32> = tree.iter().copied().collect();
@@ -215,7 +259,7 @@ fn dump(
     // What can not be dumped is found before any heavy work.
     let log = root.log_path(&st.name);
     let pairs: Vec<(i32, i32)> = alive.iter().map(|(h, s)| (*h, s.ns_pid)).collect();
-    let fd_images = files::dump_all(&pairs, &log, st.pid, file_cap)?;
+    let fd_images = files::dump_all(&pairs, &log, st.pid, what.file_cap, what.tcp, repaired)?;
 
     let mut processes = Vec::new();
     let mut mm_images: Vec<(i32, MemoryImage)> = Vec::new();

@@ -66,6 +66,8 @@ pub enum Error {
     },
     #[error("container {name} is {status}; only a running or frozen container can be checkpointed")]
     NotLive { name: String, status: runtime::Status },
+    #[error("the image holds {0} established TCP connections; restore with --tcp-established")]
+    TcpNotRequested(usize),
     #[error("container {name} is {status}, not suspended; `migrate ps` shows its state")]
     NotSuspended { name: String, status: runtime::Status },
     #[error("{op} of {name} failed: {source}{}", if *.kept_running { " (the container is still running)" } else { "" })]
@@ -125,6 +127,7 @@ pub fn suspend(root: &runtime::Root, name: &str) -> Result<checkpoint::Checkpoin
         leave_running: false,
         record: Some(runtime::state::ImageRecord { dir, suspended: true }),
         file_cap: None,
+        tcp: Default::default(),
     };
     checkpoint::checkpoint(root, name, &mut sink, &opts)
 }
@@ -148,6 +151,7 @@ pub fn resume(root: &runtime::Root, name: &str) -> Result<restore::RestoreReport
         &mut src,
         &restore::RestoreOptions {
             name: Some(name.to_string()),
+            tcp_established: false,
         },
     )?;
     let _ = std::fs::remove_dir_all(&dir);

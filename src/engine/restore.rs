@@ -44,6 +44,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct RestoreOptions {
     /// Restore under this name instead of the image's.
     pub name: Option<String>,
+    /// The image's established TCP connections may be restored.
+    pub tcp_established: bool,
 }
 
 /// What a restore did.
@@ -112,7 +114,7 @@ impl Drop for Undo {
 /// Restores a container from `src` into `root`.
 pub fn restore(root: &Root, src: &mut dyn ImageSource, opts: &RestoreOptions) -> Result<RestoreReport> {
     let name = opts.name.clone().unwrap_or_else(|| src.manifest().container.clone());
-    restore_inner(root, src, &name).map_err(|e| Error::Failed {
+    restore_inner(root, src, &name, opts.tcp_established).map_err(|e| Error::Failed {
         op: "restore",
         name,
         kept_running: false,
@@ -120,7 +122,7 @@ pub fn restore(root: &Root, src: &mut dyn ImageSource, opts: &RestoreOptions) ->
     })
 }
 
-fn restore_inner(root: &Root, src: &mut dyn ImageSource, name: &str) -> Result<RestoreReport> {
+fn restore_inner(root: &Root, src: &mut dyn ImageSource, name: &str, tcp_established: bool) -> Result<RestoreReport> {
     let t0 = Instant::now();
     let facts = src.manifest().machine.clone();
     if facts.arch != std::env::consts::ARCH {
@@ -131,6 +133,9 @@ fn restore_inner(root: &Root, src: &mut dyn ImageSource, name: &str) -> Result<R
         });
     }
     let img = load(src)?;
+    if !img.files.tcp.is_empty() && !tcp_established {
+        return Err(Error::TcpNotRequested(img.files.tcp.len()));
+    }
     let _lock = root.lock_state()?;
     root.prepare_restore(name)?;
     let cg = root.cgroup_for(name);

@@ -21,6 +21,7 @@ use super::anonfd::{self, AnonImage, EpollTarget};
 use super::inet::{self, InetImage};
 use super::pipes::{self, PipeImage};
 use super::regfile::{self, FileImage};
+use super::tcp::{self, TcpImage};
 use super::unix::{self, UnixImage};
 use crate::sys::Errno;
 
@@ -55,6 +56,8 @@ pub enum Error {
     File(#[from] regfile::Error),
     #[error(transparent)]
     Inet(#[from] inet::Error),
+    #[error(transparent)]
+    Tcp(#[from] tcp::Error),
     #[error("reopen fd {fd} ({path}): {source}; files the container had open must exist at the same paths where it is restored")]
     Reopen {
         fd: i32,
@@ -79,6 +82,8 @@ pub enum FdKind {
     Socket { sock: u32 },
     /// TCP or UDP socket number `sock` of the image.
     Inet { sock: u32 },
+    /// Established TCP connection number `conn` of the image.
+    Tcp { conn: u32 },
     /// eventfd, timerfd or signalfd number `obj` of the image.
     Anon { obj: u32 },
     /// An epoll instance with its interest list.
@@ -102,6 +107,39 @@ pub struct FilesImage {
     pub anon: Vec<AnonImage>,
     pub files: Vec<FileImage>,
     pub inet: Vec<InetImage>,
+    pub tcp: Vec<TcpImage>,
+}
+
+/// What to do with established TCP connections at checkpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TcpMode {
+    /// Fail the checkpoint, naming them.
+    #[default]
+    Refuse,
+    /// Save them with TCP_REPAIR (`--tcp-established`).
+    Repair,
+    /// Restore them as closed sockets (`--tcp-close`).
+    Close,
+}
+
+/// Duplicates of the connections put in repair mode by a dump. Unless
+/// disarmed (the container is killed), they leave repair mode again when
+/// dropped, so that a container that keeps running keeps its connections.
+#[derive(Default)]
+pub struct Repaired(Vec<OwnedFd>);
+
+impl Repaired {
+    pub fn disarm(&mut self) {
+        self.0.clear();
+    }
+}
+
+impl Drop for Repaired {
+    fn drop(&mut self) {
+        for fd in &self.0 {
+            tcp::leave_repair(fd);
+        }
+    }
 }
 
 impl FilesImage {
@@ -151,7 +189,15 @@ type Holder = (i32, i32);
 /// Reads the fd tables of `procs` (host pid, container pid) and the state
 /// of every object they refer to. `netns_pid` is a process of the
 /// container (for its network namespace).
-pub fn dump_all(procs: &[(i32, i32)], log: &std::path::Path, netns_pid: i32, file_cap: u64) -> Result<FilesImage> {
+pub fn dump_all(
+    procs: &[(i32, i32)],
+    log: &std::path::Path,
+    netns_pid: i32,
+    file_cap: u64,
+    tcp_mode: TcpMode,
+    repaired: &mut Repaired,
+) -> Result<FilesImage> {
+    let mut tcp_idx: HashMap<u64, u32> = HashMap::new();
     let diag = unix::diag(netns_pid)?;
     let inet_diag = inet::diag(netns_pid)?;
     let mut inet_idx: HashMap<u64, u32> = HashMap::new();
@@ -193,6 +239,53 @@ pub fn dump_all(procs: &[(i32, i32)], log: &std::path::Path, netns_pid: i32, fil
                 }
                 FdKind::Pipe { pipe: entry.0, write }
             } else if let Some(ino) = bracket_id(&path, "socket:") {
+                if let Some(d) = inet_diag
+                    .get(&ino)
+                    .filter(|d| d.tcp && d.state == inet::TCP_ESTABLISHED)
+                {
+                    let kind = match tcp_mode {
+                        TcpMode::Refuse => {
+                            return Err(unsupported(format!(
+                                "{}; checkpoint and restore with --tcp-established to keep it, or --tcp-close to restore it closed",
+                                d.describe()
+                            )))
+                        }
+                        TcpMode::Repair => {
+                            let conn = match tcp_idx.get(&ino) {
+                                Some(i) => *i,
+                                None => {
+                                    let dup = steal(pid, fd)?;
+                                    let t = tcp::dump(&dup, d.local, d.remote)?;
+                                    repaired.0.push(dup);
+                                    img.tcp.push(t);
+                                    let i = img.tcp.len() as u32 - 1;
+                                    tcp_idx.insert(ino, i);
+                                    i
+                                }
+                            };
+                            FdKind::Tcp { conn }
+                        }
+                        TcpMode::Close => {
+                            // A TCP socket that is not connected.
+                            img.inet.push(InetImage {
+                                tcp: true,
+                                v6: d.local.is_ipv6(),
+                                state: inet::TCP_CLOSE,
+                                local: std::net::SocketAddr::new(d.local.ip(), 0),
+                                remote: std::net::SocketAddr::new(d.remote.ip(), 0),
+                                backlog: 1,
+                                reuseaddr: false,
+                                reuseport: false,
+                                v6only: false,
+                            });
+                            FdKind::Inet {
+                                sock: img.inet.len() as u32 - 1,
+                            }
+                        }
+                    };
+                    out.push(FdImage { fd, flags, kind });
+                    continue;
+                }
                 if let Some(d) = inet_diag.get(&ino) {
                     if !d.supported() {
                         return Err(unsupported(format!(
@@ -367,6 +460,7 @@ pub struct Objects {
     pub anon: Vec<OwnedFd>,
     pub files: Vec<OwnedFd>,
     pub inet: Vec<OwnedFd>,
+    pub tcp: Vec<OwnedFd>,
 }
 
 /// Makes every pipe, socket and eventfd/timerfd/signalfd of the image, at
@@ -385,10 +479,16 @@ pub fn make_objects(img: &FilesImage, above: RawFd) -> Result<Objects> {
         anon: Vec::new(),
         files: Vec::new(),
         inet: Vec::new(),
+        tcp: Vec::new(),
     };
     for s in &img.inet {
         let fd = inet::restore(s)?;
         objs.inet.push(high(fd, "inet socket")?);
+    }
+    // Connections after their listeners.
+    for t in &img.tcp {
+        let fd = tcp::restore(t)?;
+        objs.tcp.push(high(fd, "tcp connection")?);
     }
     for f in &img.files {
         let fd = regfile::restore(f)?;
@@ -454,6 +554,13 @@ pub fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&Objects>
                     .ok_or_else(|| missing(f))?;
                 (if *write { p.1.as_fd() } else { p.0.as_fd() }, "pipe".into())
             }
+            FdKind::Tcp { conn } => (
+                objects
+                    .and_then(|o| o.tcp.get(*conn as usize))
+                    .ok_or_else(|| missing(f))?
+                    .as_fd(),
+                "tcp connection".into(),
+            ),
             FdKind::Inet { sock } => (
                 objects
                     .and_then(|o| o.inet.get(*sock as usize))

@@ -13,6 +13,7 @@ pub mod regs;
 pub mod remote;
 pub mod signals;
 pub mod sockdiag;
+pub mod tcp;
 pub mod timens;
 pub mod timers;
 pub mod unix;

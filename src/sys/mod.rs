@@ -443,3 +443,55 @@ pub fn set_peek_off(fd: BorrowedFd<'_>, off: i32) -> Result<(), Errno> {
         Ok(())
     }
 }
+
+/// getsockopt(2) into a byte buffer; returns the length the kernel wrote.
+pub fn getsockopt_raw(fd: BorrowedFd<'_>, level: i32, opt: i32, buf: &mut [u8]) -> Result<usize, Errno> {
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `buf` and updates
+    // `len`; both live for the call.
+    let ret = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            buf.as_mut_ptr() as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(len as usize)
+    }
+}
+
+/// setsockopt(2) from a byte buffer.
+pub fn setsockopt_raw(fd: BorrowedFd<'_>, level: i32, opt: i32, buf: &[u8]) -> Result<(), Errno> {
+    // SAFETY: the kernel reads `buf.len()` bytes from `buf`.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            buf.as_ptr() as *const libc::c_void,
+            buf.len() as libc::socklen_t,
+        )
+    };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// An ioctl that reads one int (SIOCINQ, SIOCOUTQ, SIOCOUTQNSD...).
+pub fn ioctl_int(fd: BorrowedFd<'_>, request: libc::c_ulong) -> Result<i32, Errno> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: these ioctls write one int into `v`.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), request as _, &mut v as *mut libc::c_int) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(v)
+    }
+}
