@@ -40,6 +40,24 @@ pub const TCP_ESTABLISHED: u8 = 1;
 pub const TCP_CLOSE: u8 = 7;
 pub const TCP_LISTEN: u8 = 10;
 
+/// The name of a TCP state number.
+pub fn state_name(state: u8) -> &'static str {
+    match state {
+        1 => "ESTABLISHED",
+        2 => "SYN_SENT",
+        3 => "SYN_RECV",
+        4 => "FIN_WAIT1",
+        5 => "FIN_WAIT2",
+        6 => "TIME_WAIT",
+        7 => "CLOSE",
+        8 => "CLOSE_WAIT",
+        9 => "LAST_ACK",
+        10 => "LISTEN",
+        11 => "CLOSING",
+        _ => "unknown state",
+    }
+}
+
 /// What sock_diag says about one socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diag {
@@ -52,14 +70,15 @@ pub struct Diag {
 }
 
 impl Diag {
-    /// Human words for a refusal: "TCP 10.89.0.2:8000 -> 10.89.0.1:41234 (state 1)".
+    /// Human words for a refusal: "TCP connection 10.89.0.2:8000 ->
+    /// 10.89.0.1:41234 (ESTABLISHED)".
     pub fn describe(&self) -> String {
         format!(
-            "{} {} -> {} (state {})",
+            "{} {} -> {} ({})",
             if self.tcp { "TCP connection" } else { "UDP socket" },
             self.local,
             self.remote,
-            self.state
+            if self.tcp { state_name(self.state) } else { "UDP" }
         )
     }
 
