@@ -336,7 +336,8 @@ fn dump(
             },
         ));
         p.creds = Some(creds::dump(&main, s.ns_pid)?);
-        p.timers = Some(timers::dump(&main, s.ns_pid)?);
+        let host_to_ns_tid = |tid: i32| ns_tid(*host, tid);
+        p.timers = Some(timers::dump(&main, &host_to_ns_tid)?);
         let mm = memory::dump(
             &main,
             &maps,

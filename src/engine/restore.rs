@@ -435,7 +435,7 @@ fn rebuild<R: std::io::Read + Send + 'static>(
         }
     }
     if let Some(t) = &p.timers {
-        timers::restore(&remote, t)?;
+        timers::restore(&remote, p.pid, t)?;
     }
     remote.unmap_scratch()?;
     for (tid, t) in tids.iter().zip(&p.threads) {
