@@ -75,8 +75,17 @@ impl Seized {
             let pid = Pid::from_raw(tid);
             let mut first = held.into_iter();
             let _ = ptrace::detach(pid, first.next());
+            // Re-sent to the thread (its process for shared ones would be
+            // as good: they were pending either way).
+            let tgid = std::fs::read_to_string(format!("/proc/{tid}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("Tgid:").and_then(|v| v.trim().parse().ok()))
+                })
+                .unwrap_or(tid);
             for sig in first {
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::try_from(sig).ok());
+                let _ = ptrace::tgkill(tgid, tid, sig);
             }
         }
     }

@@ -4,7 +4,6 @@
 use std::os::raw::c_void;
 
 use nix::sys::ptrace::{self, Options};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::Errno;
@@ -32,14 +31,46 @@ pub fn interrupt(tid: Pid) -> Result<(), Errno> {
     ptrace::interrupt(tid)
 }
 
+/// A traced task's state change, decoded from the raw wait status (nix's
+/// `WaitStatus` can not represent stops for real-time signals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Exited or killed.
+    Gone,
+    /// A syscall entry or exit stop (PTRACE_O_TRACESYSGOOD).
+    Syscall,
+    /// A ptrace event stop (PTRACE_EVENT_*).
+    Event(i32),
+    /// A signal-delivery stop, with the signal number (1-64).
+    Signal(i32),
+}
+
 /// Waits for the next state change of a traced task (any thread).
-pub fn wait(tid: Pid) -> Result<WaitStatus, Errno> {
+pub fn wait(tid: Pid) -> Result<Stop, Errno> {
+    let mut status: libc::c_int = 0;
     loop {
-        match waitpid(tid, Some(WaitPidFlag::__WALL)) {
-            Err(Errno::EINTR) => continue,
-            other => return other,
+        // SAFETY: waitpid writes the status into `status`, alive for the call.
+        let ret = unsafe { libc::waitpid(tid.as_raw(), &mut status, libc::__WALL) };
+        if ret >= 0 {
+            break;
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            e => return Err(e),
         }
     }
+    if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+        return Ok(Stop::Gone);
+    }
+    let sig = libc::WSTOPSIG(status);
+    let event = status >> 16;
+    Ok(if sig == libc::SIGTRAP | 0x80 {
+        Stop::Syscall
+    } else if event != 0 {
+        Stop::Event(event)
+    } else {
+        Stop::Signal(sig)
+    })
 }
 
 /// Waits until `tid` reports a ptrace event-stop (PTRACE_EVENT_STOP),
@@ -49,24 +80,40 @@ pub fn wait_stop(tid: Pid) -> Result<Vec<i32>, Errno> {
     let mut held = Vec::new();
     loop {
         match wait(tid)? {
-            WaitStatus::PtraceEvent(_, _, EVENT_STOP) => return Ok(held),
-            WaitStatus::Stopped(_, sig) => {
+            Stop::Event(EVENT_STOP) => return Ok(held),
+            Stop::Signal(sig) => {
                 // A signal arrived before our stop: keep it, and suppress it
                 // for now by restarting without it.
-                held.push(sig as i32);
+                held.push(sig);
                 ptrace::cont(tid, None)?;
             }
-            WaitStatus::Exited(..) | WaitStatus::Signaled(..) => return Err(Errno::ESRCH),
-            _ => {
-                ptrace::cont(tid, None)?;
-            }
+            Stop::Gone => return Err(Errno::ESRCH),
+            _ => ptrace::cont(tid, None)?,
         }
     }
 }
 
+/// Detaches, delivering signal `sig` (any number, real-time ones too).
 pub fn detach(tid: Pid, sig: Option<i32>) -> Result<(), Errno> {
-    let sig = sig.and_then(|s| nix::sys::signal::Signal::try_from(s).ok());
-    ptrace::detach(tid, sig)
+    // SAFETY: PTRACE_DETACH takes the signal number as its data word; no
+    // memory is passed.
+    let ret = unsafe { libc::ptrace(libc::PTRACE_DETACH, tid.as_raw(), 0usize, sig.unwrap_or(0) as usize) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// Sends signal `sig` (any number) to thread `tid` of process `tgid`.
+pub fn tgkill(tgid: i32, tid: i32, sig: i32) -> Result<(), Errno> {
+    // SAFETY: tgkill takes three integers.
+    let ret = unsafe { libc::syscall(libc::SYS_tgkill, tgid, tid, sig) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
 }
 
 pub fn get_regs(tid: Pid) -> Result<UserRegs, Errno> {
@@ -238,9 +285,43 @@ impl Injector {
         regs.r8 = a(4);
         regs.r9 = a(5);
         set_regs(self.tid, &regs)?;
-        self.step_syscall()?; // to syscall entry
+        // To the entry of our syscall: the stop must show our number in
+        // orig_rax, just past our instruction. Any other syscall stop (one
+        // left over from a signal being handled on the way) is passed by.
+        let after = self.syscall_ip + 2;
+        let mut tries = 0;
+        loop {
+            self.step_syscall()?;
+            let r = get_regs(self.tid)?;
+            if r.orig_rax == nr as u64 && r.rip == after {
+                break;
+            }
+            tries += 1;
+            if tries > 8 {
+                return Err(Errno::EPROTO);
+            }
+            tracing::debug!(
+                tid = self.tid.as_raw(),
+                rip = r.rip,
+                orig_rax = r.orig_rax as i64,
+                "passing a foreign syscall stop"
+            );
+            // Put our syscall back in place and try again.
+            set_regs(self.tid, &regs)?;
+        }
         self.step_syscall()?; // to syscall exit
-        let ret = get_regs(self.tid)?.rax as i64;
+        let exit = get_regs(self.tid)?;
+        let ret = exit.rax as i64;
+        if (-4095..0).contains(&ret) {
+            tracing::debug!(
+                tid = self.tid.as_raw(),
+                nr,
+                exit_rip = exit.rip,
+                exit_orig = exit.orig_rax as i64,
+                ret,
+                "injected syscall failed"
+            );
+        }
         set_regs(self.tid, &saved)?;
         Ok(ret)
     }
@@ -259,28 +340,23 @@ impl Injector {
         ptrace::syscall(self.tid, None)?;
         loop {
             match wait(self.tid)? {
-                // PTRACE_O_TRACESYSGOOD marks syscall stops.
-                WaitStatus::PtraceSyscall(_) => return Ok(()),
-                WaitStatus::Exited(..) | WaitStatus::Signaled(..) => return Err(Errno::ESRCH),
-                WaitStatus::Stopped(_, sig) if is_fault(sig) => {
+                Stop::Syscall => return Ok(()),
+                Stop::Gone => return Err(Errno::ESRCH),
+                Stop::Signal(sig) if is_fault(sig) => {
                     // The task faulted at our instruction pointer: the
                     // syscall address is not executable any more.
                     return Err(Errno::EFAULT);
                 }
-                WaitStatus::Stopped(_, _) | WaitStatus::PtraceEvent(..) => {
-                    // A signal or an event in the middle of our syscall:
-                    // suppress it and go on to the syscall stop.
-                    ptrace::syscall(self.tid, None)?;
-                }
-                _ => ptrace::syscall(self.tid, None)?,
+                // A signal or an event in the middle of our syscall:
+                // suppress it and go on to the syscall stop.
+                Stop::Signal(_) | Stop::Event(_) => ptrace::syscall(self.tid, None)?,
             }
         }
     }
 }
 
-fn is_fault(sig: nix::sys::signal::Signal) -> bool {
-    use nix::sys::signal::Signal::*;
-    matches!(sig, SIGSEGV | SIGBUS | SIGILL | SIGFPE)
+fn is_fault(sig: i32) -> bool {
+    matches!(sig, libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE)
 }
 
 /// The options every seize uses: syscall stops marked, tracees killed if
