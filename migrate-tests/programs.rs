@@ -247,3 +247,10 @@ fn files_share_offsets_and_deleted_files_survive() -> Result<()> {
     ensure!(root.status("files")? == "running");
     Ok(())
 }
+
+#[test]
+fn seccomp_filter_and_no_new_privs_survive() -> Result<()> {
+    let root = TestRoot::new("seccomp");
+    root.run_d("sc", &[], &[workload("seccomp").to_str().unwrap()])?;
+    survives_all_cycles(&root, "sc")
+}

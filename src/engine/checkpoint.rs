@@ -344,7 +344,7 @@ fn dump(
                 altstacks,
             },
         ));
-        p.creds = Some(creds::dump(&main, s.ns_pid)?);
+        p.creds = Some(creds::dump(&main, s.ns_pid, tids)?);
         let host_to_ns_tid = |tid: i32| ns_tid(*host, tid);
         p.timers = Some(timers::dump(&main, &host_to_ns_tid)?);
         let mm = memory::dump(

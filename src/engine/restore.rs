@@ -437,7 +437,14 @@ fn rebuild<R: std::io::Read + Send + 'static>(
     if let Some(t) = &p.timers {
         timers::restore(&remote, p.pid, t)?;
     }
-    remote.unmap_scratch()?;
+    match p.creds.as_ref().filter(|c| !c.seccomp.is_empty()) {
+        Some(c) => {
+            creds::restore_seccomp(&remote, c)?;
+            // The filters may forbid munmap: then the scratch pages stay.
+            let _ = remote.unmap_scratch();
+        }
+        None => remote.unmap_scratch()?,
+    }
     for (tid, t) in tids.iter().zip(&p.threads) {
         regs::restore_cpu(*tid, t)?;
     }

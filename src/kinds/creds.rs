@@ -8,7 +8,8 @@
 //! and SECBIT_KEEP_CAPS so that changing uid does not drop capabilities
 //! yet, secure bits back off, the bounding set, then capset to the final
 //! sets, ambient capabilities, no_new_privs and the death signal.
-//! seccomp filters are refused at checkpoint time.
+//! seccomp filters (classic BPF, read with PTRACE_SECCOMP_GET_FILTER) are
+//! installed again after everything else, oldest first, with TSYNC.
 
 use serde::{Deserialize, Serialize};
 
@@ -25,8 +26,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("process {pid} (pid {ns_pid} in the container) runs under a seccomp filter, which migrate can not checkpoint yet")]
-    Seccomp { pid: i32, ns_pid: i32 },
+    #[error("process {pid} (pid {ns_pid} in the container): {reason}")]
+    Seccomp { pid: i32, ns_pid: i32, reason: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -44,6 +45,9 @@ pub struct Creds {
     pub cap_amb: u64,
     pub no_new_privs: bool,
     pub pdeathsig: i32,
+    /// seccomp filters, oldest first, as raw sock_filter arrays.
+    #[serde(default)]
+    pub seccomp: Vec<Vec<u8>>,
 }
 
 impl Creds {
@@ -95,13 +99,15 @@ pub fn parse_status(text: &str) -> (Creds, u32) {
             cap_amb: hex("CapAmb"),
             no_new_privs: get("NoNewPrivs") == "1",
             pdeathsig: 0,
+            seccomp: Vec::new(),
         },
         get("Seccomp").parse().unwrap_or(0),
     )
 }
 
-/// Reads the credentials of a stopped process (its main thread).
-pub fn dump(remote: &Remote, ns_pid: i32) -> Result<Creds> {
+/// Reads the credentials of a stopped process (its main thread; `tids`
+/// are all its threads, which must share its seccomp filters).
+pub fn dump(remote: &Remote, ns_pid: i32, tids: &[i32]) -> Result<Creds> {
     let pid = remote.pid;
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|source| Error::Proc {
         pid,
@@ -109,8 +115,25 @@ pub fn dump(remote: &Remote, ns_pid: i32) -> Result<Creds> {
         source,
     })?;
     let (mut c, seccomp) = parse_status(&text);
+    let seccomp_err = |reason: String| Error::Seccomp { pid, ns_pid, reason };
+    if seccomp == 1 {
+        return Err(seccomp_err("strict seccomp mode can not be checkpointed".into()));
+    }
     if seccomp == 2 {
-        return Err(Error::Seccomp { pid, ns_pid });
+        let read = |tid: i32| {
+            crate::sys::ptrace::seccomp_filters(nix::unistd::Pid::from_raw(tid))
+                .map_err(|e| seccomp_err(format!("read seccomp filters of thread {tid}: {e}")))
+        };
+        let mut filters = read(pid)?;
+        for t in tids {
+            if read(*t)? != filters {
+                return Err(seccomp_err(
+                    "threads with different seccomp filters are not supported".into(),
+                ));
+            }
+        }
+        filters.reverse();
+        c.seccomp = filters;
     }
     const PR_GET_PDEATHSIG: u64 = 2;
     remote.call(
@@ -184,6 +207,30 @@ pub fn restore(remote: &Remote, c: &Creds) -> Result<()> {
     }
     if c.pdeathsig != 0 {
         remote.call("pdeathsig", nr::PRCTL, &[PR_SET_PDEATHSIG, c.pdeathsig as u64])?;
+    }
+    Ok(())
+}
+
+/// Installs the seccomp filters again (oldest first, synchronised to every
+/// thread). Last of all: afterwards the filters apply to anything injected.
+pub fn restore_seccomp(remote: &Remote, c: &Creds) -> Result<()> {
+    const SECCOMP_SET_MODE_FILTER: u64 = 1;
+    const SECCOMP_FILTER_FLAG_TSYNC: u64 = 1;
+    let s = remote.scratch;
+    for f in &c.seccomp {
+        // struct sock_fprog { u16 len; sock_filter *filter; }, the
+        // instructions right after it.
+        let mut prog = Vec::with_capacity(16);
+        prog.extend_from_slice(&((f.len() / 8) as u16).to_le_bytes());
+        prog.extend_from_slice(&[0u8; 6]);
+        prog.extend_from_slice(&(s + 16).to_le_bytes());
+        remote.write(s, &prog)?;
+        remote.write(s + 16, f)?;
+        remote.call(
+            "seccomp",
+            libc::SYS_seccomp,
+            &[SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, s],
+        )?;
     }
     Ok(())
 }

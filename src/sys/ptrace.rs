@@ -452,3 +452,38 @@ pub fn pending_signals(tid: Pid, shared: bool) -> Result<Vec<[u8; 128]>, Errno> 
         }
     }
 }
+
+/// The classic-BPF seccomp filters of a stopped thread, newest first
+/// (PTRACE_SECCOMP_GET_FILTER), each as raw 8-byte `sock_filter`s.
+pub fn seccomp_filters(tid: Pid) -> Result<Vec<Vec<u8>>, Errno> {
+    const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
+    let mut out = Vec::new();
+    for index in 0usize.. {
+        // SAFETY: with a null buffer the kernel only returns the count.
+        let n = unsafe {
+            libc::ptrace(
+                PTRACE_SECCOMP_GET_FILTER,
+                tid.as_raw(),
+                index,
+                std::ptr::null_mut::<u8>(),
+            )
+        };
+        if n < 0 {
+            return match Errno::last() {
+                Errno::ENOENT => Ok(out),
+                // EINVAL: the thread has no filter (seccomp off or strict).
+                Errno::EINVAL if index == 0 => Ok(out),
+                e => Err(e),
+            };
+        }
+        let mut buf = vec![0u8; n as usize * 8];
+        // SAFETY: the kernel writes `n` 8-byte instructions into `buf`,
+        // which holds exactly that many.
+        let got = unsafe { libc::ptrace(PTRACE_SECCOMP_GET_FILTER, tid.as_raw(), index, buf.as_mut_ptr()) };
+        if got < 0 {
+            return Err(Errno::last());
+        }
+        out.push(buf);
+    }
+    Ok(out)
+}
