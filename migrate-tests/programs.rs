@@ -254,3 +254,16 @@ fn seccomp_filter_and_no_new_privs_survive() -> Result<()> {
     root.run_d("sc", &[], &[workload("seccomp").to_str().unwrap()])?;
     survives_all_cycles(&root, "sc")
 }
+
+#[test]
+fn inotify_watches_survive() -> Result<()> {
+    let root = TestRoot::new("inotify");
+    let dir = root.dir.join("watched");
+    std::fs::create_dir_all(&dir)?;
+    root.run_d(
+        "in",
+        &[],
+        &[workload("inotify").to_str().unwrap(), dir.to_str().unwrap()],
+    )?;
+    survives_all_cycles(&root, "in")
+}

@@ -1,6 +1,9 @@
 //! eventfd (count, semaphore mode), timerfd (clock, remaining time,
-//! interval, pending expirations), signalfd (mask), and epoll (its interest
-//! list). All of it is read from /proc/PID/fdinfo.
+//! interval, pending expirations), signalfd (mask), epoll (its interest
+//! list) and inotify (its watches, by path). All of it is read from
+//! /proc/PID/fdinfo; an inotify watch's path comes from its file handle.
+//! Watches come back with their old descriptors (inotify numbers them
+//! cyclically, so a gap is reproduced by adding and removing a watch).
 //!
 //! A timerfd that expired and has not been read shows it_value 0; if it has
 //! an interval it is re-armed for its next interval, not left disarmed.
@@ -26,6 +29,87 @@ pub enum AnonImage {
     SignalFd {
         mask: u64,
     },
+    Inotify {
+        watches: Vec<InotifyWatch>,
+    },
+}
+
+/// One inotify watch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InotifyWatch {
+    pub wd: i32,
+    pub path: String,
+    pub mask: u32,
+}
+
+/// A watch as fdinfo shows it: wd, device, file handle, mask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawWatch {
+    pub wd: i32,
+    pub sdev: u32,
+    pub mask: u32,
+    pub handle_type: i32,
+    pub handle: Vec<u8>,
+}
+
+/// Parses the watches of an inotify fdinfo.
+pub fn parse_inotify(info: &str) -> Vec<RawWatch> {
+    info.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("inotify ")?;
+            let get = |k: &str| rest.split_whitespace().find_map(|f| f.strip_prefix(k));
+            let handle_hex = get("f_handle:")?;
+            let handle = (0..handle_hex.len() / 2)
+                .map(|i| u8::from_str_radix(&handle_hex[i * 2..i * 2 + 2], 16))
+                .collect::<std::result::Result<Vec<u8>, _>>()
+                .ok()?;
+            Some(RawWatch {
+                wd: get("wd:")?.parse().ok()?,
+                sdev: u32::from_str_radix(get("sdev:")?, 16).ok()?,
+                mask: u32::from_str_radix(get("mask:")?, 16).ok()?,
+                handle_type: get("fhandle-type:")?.parse().ok()?,
+                handle,
+            })
+        })
+        .collect()
+}
+
+/// The watches of an inotify fd of process `pid` (its fdinfo `info`), with
+/// their paths as the container sees them.
+pub fn dump_inotify(pid: i32, info: &str) -> std::result::Result<AnonImage, String> {
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).map_err(|e| e.to_string())?;
+    let root = std::fs::read_link(format!("/proc/{pid}/root")).map_err(|e| e.to_string())?;
+    let mut watches = Vec::new();
+    for w in parse_inotify(info) {
+        let (major, minor) = (w.sdev >> 20, w.sdev & 0xfffff);
+        let mountpoint = mountinfo
+            .lines()
+            .find_map(|l| {
+                let mut it = l.split_whitespace();
+                let dev = it.nth(2)?;
+                let mp = it.nth(1)?;
+                (dev == format!("{major}:{minor}")).then(|| mp.to_string())
+            })
+            .ok_or_else(|| format!("inotify watch {}: no mount of device {major}:{minor}", w.wd))?;
+        let mount = std::fs::File::open(format!("/proc/{pid}/root{mountpoint}"))
+            .map_err(|e| format!("open mount {mountpoint}: {e}"))?;
+        let fd = crate::sys::open_by_handle(mount.as_fd(), w.handle_type, &w.handle)
+            .map_err(|e| format!("inotify watch {}: open by handle: {e}", w.wd))?;
+        let host = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)))
+            .map_err(|e| e.to_string())?;
+        // The path as the container sees it.
+        let path = match host.strip_prefix(&root) {
+            Ok(rel) if root != std::path::Path::new("/") => std::path::Path::new("/").join(rel),
+            _ => host,
+        };
+        watches.push(InotifyWatch {
+            wd: w.wd,
+            path: path.to_string_lossy().into_owned(),
+            mask: w.mask,
+        });
+    }
+    watches.sort_by_key(|w| w.wd);
+    Ok(AnonImage::Inotify { watches })
 }
 
 /// One entry of an epoll interest list.
@@ -134,6 +218,25 @@ pub fn restore(a: &AnonImage) -> Result<OwnedFd, Errno> {
             Ok(fd)
         }
         AnonImage::SignalFd { mask } => crate::sys::signalfd(mask),
+        AnonImage::Inotify { ref watches } => {
+            let fd: OwnedFd = nix::sys::inotify::Inotify::init(nix::sys::inotify::InitFlags::IN_CLOEXEC)?.into();
+            for w in watches {
+                // Step the cyclic counter up to the old descriptor.
+                let mut tries = 0;
+                loop {
+                    let wd = crate::sys::inotify_add(fd.as_fd(), &w.path, w.mask)?;
+                    if wd == w.wd {
+                        break;
+                    }
+                    crate::sys::inotify_rm(fd.as_fd(), wd)?;
+                    tries += 1;
+                    if wd > w.wd || tries > 65536 {
+                        return Err(Errno::EEXIST);
+                    }
+                }
+            }
+            Ok(fd)
+        }
     }
 }
 
@@ -175,6 +278,11 @@ mod tests {
             }]
         );
         assert_eq!(parse("io_uring", ""), None);
+        let ino = "inotify wd:2 ino:263 sdev:fe00000 mask:2 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:6302000000000000\n";
+        let w = parse_inotify(ino);
+        assert_eq!(w.len(), 1);
+        assert_eq!((w[0].wd, w[0].sdev, w[0].mask, w[0].handle_type), (2, 0xfe0_0000, 2, 1));
+        assert_eq!(w[0].handle, vec![0x63, 2, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]

@@ -327,7 +327,7 @@ pub fn dump_all(
                     "eventpoll" => FdKind::Epoll {
                         targets: anonfd::parse_epoll(&info),
                     },
-                    "eventfd" | "timerfd" | "signalfd" => {
+                    "eventfd" | "timerfd" | "signalfd" | "inotify" => {
                         let known = anon_holders
                             .iter()
                             .find(|(k, (p, f), _)| k == anon && crate::sys::same_file(*p, *f, pid, fd).unwrap_or(false))
@@ -335,8 +335,12 @@ pub fn dump_all(
                         let obj = match known {
                             Some(i) => i,
                             None => {
-                                let a = anonfd::parse(anon, &info)
-                                    .ok_or_else(|| unsupported(format!("{anon} with unreadable state")))?;
+                                let a = if anon == "inotify" {
+                                    anonfd::dump_inotify(pid, &info).map_err(unsupported)?
+                                } else {
+                                    anonfd::parse(anon, &info)
+                                        .ok_or_else(|| unsupported(format!("{anon} with unreadable state")))?
+                                };
                                 img.anon.push(a);
                                 let i = img.anon.len() as u32 - 1;
                                 anon_holders.push((anon.to_string(), (pid, fd), i));

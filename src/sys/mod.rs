@@ -495,3 +495,51 @@ pub fn ioctl_int(fd: BorrowedFd<'_>, request: libc::c_ulong) -> Result<i32, Errn
         Ok(v)
     }
 }
+
+/// open_by_handle_at(2) with O_PATH: the file behind a file handle, found
+/// through a descriptor on its mount.
+pub fn open_by_handle(mount: BorrowedFd<'_>, handle_type: i32, handle: &[u8]) -> Result<OwnedFd, Errno> {
+    // struct file_handle { u32 handle_bytes; i32 handle_type; u8 f_handle[]; }
+    let mut buf = Vec::with_capacity(8 + handle.len());
+    buf.extend_from_slice(&(handle.len() as u32).to_ne_bytes());
+    buf.extend_from_slice(&handle_type.to_ne_bytes());
+    buf.extend_from_slice(handle);
+    // SAFETY: `buf` holds a complete struct file_handle of handle_bytes
+    // bytes and lives for the call; the kernel only reads it.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount.as_raw_fd(),
+            buf.as_ptr(),
+            libc::O_PATH | libc::O_CLOEXEC,
+        )
+    };
+    if ret < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+/// inotify_add_watch(2); returns the watch descriptor.
+pub fn inotify_add(fd: BorrowedFd<'_>, path: &str, mask: u32) -> Result<i32, Errno> {
+    let c = cstring(path)?;
+    // SAFETY: `c` is a NUL-terminated path alive for the call.
+    let ret = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), mask) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// inotify_rm_watch(2).
+pub fn inotify_rm(fd: BorrowedFd<'_>, wd: i32) -> Result<(), Errno> {
+    // SAFETY: two integers, no memory.
+    let ret = unsafe { libc::inotify_rm_watch(fd.as_raw_fd(), wd) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,48 @@
+/* inotify: watches on a directory (IN_CREATE, wd 1) and on a file
+ * (IN_MODIFY, wd 3: wd 2 was removed, leaving a gap). Every beat a file is
+ * created in the directory and the watched file is modified; the events
+ * must come with these watch descriptors and none other. (Events queued
+ * but unread at a checkpoint are not carried over, so a beat may see
+ * none; three silent beats in a row fail.)
+ * usage: inotify DIR */
+#include "beat.h"
+#include <fcntl.h>
+#include <sys/inotify.h>
+
+int main(int argc, char **argv) {
+    const char *dir = argc > 1 ? argv[1] : "/tmp";
+    char file[512], other[512], made[600];
+    snprintf(file, sizeof file, "%s/watched.txt", dir);
+    snprintf(other, sizeof other, "%s/other.txt", dir);
+    close(open(file, O_CREAT | O_WRONLY, 0644));
+    close(open(other, O_CREAT | O_WRONLY, 0644));
+    int in = inotify_init1(IN_NONBLOCK);
+    int wd_dir = inotify_add_watch(in, dir, IN_CREATE);
+    int gap = inotify_add_watch(in, other, IN_MODIFY);
+    int wd_file = inotify_add_watch(in, file, IN_MODIFY);
+    inotify_rm_watch(in, gap);
+    char buf[4096];
+    while (read(in, buf, sizeof buf) > 0) {} /* the IN_IGNORED of the removal */
+    for (long n = 1;; n++) {
+        snprintf(made, sizeof made, "%s/made-%ld", dir, n);
+        close(open(made, O_CREAT | O_WRONLY, 0644));
+        unlink(made);
+        int fd = open(file, O_WRONLY | O_APPEND);
+        if (write(fd, "x", 1) != 1) fail("write", 0, 0);
+        close(fd);
+        nap_ms(100);
+        static int silent = 0;
+        int got_dir = 0, got_file = 0;
+        ssize_t len = read(in, buf, sizeof buf);
+        for (char *p = buf; len > 0 && p < buf + len;) {
+            struct inotify_event *e = (struct inotify_event *)p;
+            if (e->wd == wd_dir && (e->mask & IN_CREATE)) got_dir = 1;
+            else if (e->wd == wd_file && (e->mask & IN_MODIFY)) got_file = 1;
+            else if (!(e->mask & IN_IGNORED)) fail("event on an unknown wd", e->wd, e->mask);
+            p += sizeof *e + e->len;
+        }
+        silent = (got_dir && got_file) ? 0 : silent + 1;
+        if (silent >= 3) fail("no events on wds", wd_dir, wd_file);
+        beat(n);
+    }
+}
