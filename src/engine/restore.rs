@@ -101,12 +101,7 @@ struct Undo {
 impl Drop for Undo {
     fn drop(&mut self) {
         if self.armed {
-            let _ = self.cgroup.kill_all(FREEZE_TIMEOUT);
-            let _ = self.cgroup.remove();
-            self.cgroup.remove_parent_if_empty();
-            if let Some(n) = &self.net {
-                let _ = crate::net::detach(n);
-            }
+            let _ = crate::runtime::tear_down(&self.cgroup, self.net.as_ref());
         }
     }
 }

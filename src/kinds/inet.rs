@@ -166,7 +166,7 @@ pub fn dump(d: &Diag, fd: &OwnedFd) -> Result<InetImage> {
     })
 }
 
-fn sockaddr(a: SocketAddr) -> SockaddrStorage {
+pub(crate) fn sockaddr(a: SocketAddr) -> SockaddrStorage {
     match a {
         SocketAddr::V4(v4) => SockaddrStorage::from(v4),
         SocketAddr::V6(v6) => SockaddrStorage::from(v6),

@@ -19,7 +19,7 @@
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, SockaddrStorage};
+use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType};
 use serde::{Deserialize, Serialize};
 
 use crate::sys::{self, Errno};
@@ -163,13 +163,6 @@ pub fn leave_repair(fd: &OwnedFd) {
     let _ = set_i32(fd, libc::IPPROTO_TCP, TCP_REPAIR, -1);
 }
 
-fn sockaddr(a: SocketAddr) -> SockaddrStorage {
-    match a {
-        SocketAddr::V4(v4) => SockaddrStorage::from(v4),
-        SocketAddr::V6(v6) => SockaddrStorage::from(v6),
-    }
-}
-
 /// Makes the connection again (in the container's network namespace).
 pub fn restore(t: &TcpImage) -> Result<OwnedFd> {
     let err = |what| {
@@ -207,8 +200,8 @@ pub fn restore(t: &TcpImage) -> Result<OwnedFd> {
         t.rcv_seq.wrapping_sub(t.rcv_data.len() as u32),
     )
     .map_err(err("receive sequence"))?;
-    socket::bind(fd.as_raw_fd(), &sockaddr(t.local)).map_err(err("bind"))?;
-    socket::connect(fd.as_raw_fd(), &sockaddr(t.remote)).map_err(err("connect in repair mode"))?;
+    socket::bind(fd.as_raw_fd(), &super::inet::sockaddr(t.local)).map_err(err("bind"))?;
+    socket::connect(fd.as_raw_fd(), &super::inet::sockaddr(t.remote)).map_err(err("connect in repair mode"))?;
     // Options, as the handshake negotiated them.
     let mut opts: Vec<u8> = Vec::new();
     let mut push = |code: u32, val: u32| {

@@ -256,16 +256,8 @@ impl Root {
     /// After a checkpoint that killed the container: removes its cgroup,
     /// and records where its image is (or, with no record, removes it).
     pub(crate) fn forget_processes(&self, st: &ContainerState, image: Option<state::ImageRecord>) -> Result<()> {
-        let cg = st.cgroup();
-        if cg.exists() {
-            cg.kill_all(FREEZE_TIMEOUT)?;
-            cg.remove()?;
-            cg.remove_parent_if_empty();
-        }
-        // The veth goes (the address stays leased to the image).
-        if let Some(n) = &st.net {
-            let _ = crate::net::detach(n);
-        }
+        // The veth goes too; the address stays leased to the image.
+        tear_down(&st.cgroup(), st.net.as_ref())?;
         match image {
             Some(record) => {
                 let mut st = st.clone();
@@ -585,14 +577,8 @@ impl Root {
     /// Kills whatever is left of a container, removes its cgroup and its
     /// directory.
     fn destroy(&self, st: &ContainerState) -> Result<()> {
-        let cg = st.cgroup();
-        if cg.exists() {
-            cg.kill_all(FREEZE_TIMEOUT)?;
-            cg.remove()?;
-            cg.remove_parent_if_empty();
-        }
+        tear_down(&st.cgroup(), st.net.as_ref())?;
         if let Some(n) = &st.net {
-            let _ = crate::net::detach(n);
             crate::net::ipam::release(n.ip, &self.state_path(&st.name));
         }
         remove_dir(&self.container_dir(&st.name))
@@ -644,6 +630,20 @@ impl Root {
     }
 }
 
+/// Kills every process of a container, removes its cgroup (and the root's
+/// cgroup parent once empty) and the host end of its veth.
+pub(crate) fn tear_down(cg: &Cgroup, net: Option<&crate::net::NetConfig>) -> std::result::Result<(), cgroup::Error> {
+    if cg.exists() {
+        cg.kill_all(FREEZE_TIMEOUT)?;
+        cg.remove()?;
+        cg.remove_parent_if_empty();
+    }
+    if let Some(n) = net {
+        let _ = crate::net::detach(n);
+    }
+    Ok(())
+}
+
 fn remove_dir(dir: &Path) -> Result<()> {
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
@@ -693,12 +693,7 @@ impl Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         if self.armed {
-            let _ = self.cgroup.kill_all(FREEZE_TIMEOUT);
-            let _ = self.cgroup.remove();
-            self.cgroup.remove_parent_if_empty();
-            if let Some(n) = &self.net {
-                let _ = crate::net::detach(n);
-            }
+            let _ = tear_down(&self.cgroup, self.net.as_ref());
             if let Some((ip, owner)) = &self.lease {
                 crate::net::ipam::release(*ip, owner);
             }
