@@ -23,7 +23,15 @@ int main(int argc, char **argv) {
     shared[0] = 0;
     pid_t child = fork();
     if (child == 0) {
-        for (;;) { shared[0]++; nap_ms(20); }
+        /* The child checks the big region it shares copy-on-write with
+         * its parent, and keeps the shared page counting. */
+        for (long i = 0;; i++) {
+            shared[0]++;
+            if (i % 25 == 0)
+                for (size_t w = 0; w < words; w += 509)
+                    if (big[w] != w * 2654435761UL) { fail("child's copy-on-write pattern", big[w], w); break; }
+            nap_ms(20);
+        }
     }
     long last_shared = -1;
     for (long n = 1;; n++) {

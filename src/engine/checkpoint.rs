@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::{machine_facts, ms_since, section, ContainerImage, Error, Result};
 use crate::image::{encode_section, store::ImageSink};
-use crate::kinds::memory::{self, DumpStats, MemoryImage, ShmemSeen};
+use crate::kinds::memory::{self, DumpStats, MemoryImage, SeenPages};
 use crate::kinds::pstree::{self, ProcessImage};
 use crate::kinds::remote::Remote;
 use crate::kinds::{creds, files, regs, signals, timens, timers};
@@ -273,7 +273,7 @@ fn dump(
     let mut processes = Vec::new();
     let mut mm_images: Vec<(i32, MemoryImage)> = Vec::new();
     let mut sig_images = Vec::new();
-    let mut shmem = ShmemSeen::default();
+    let mut seen_pages = SeenPages::default();
     let mut stats = DumpStats::default();
     let mut xstate = 0u32;
     let mut alive_idx = 0;
@@ -352,7 +352,8 @@ fn dump(
             &maps,
             (scratch, scratch + crate::kinds::remote::SCRATCH_LEN),
             sink.pages()?,
-            &mut shmem,
+            &mut seen_pages,
+            s.ns_pid,
             &mut stats,
         )?;
         main.unmap_scratch()?;

@@ -313,7 +313,12 @@ fn restore_inner(root: &Root, src: &mut dyn ImageSource, name: &str, tcp_establi
             .ok_or_else(|| stage("image")(format!("no memory for process {}", p.pid)))?
             .1;
         let sigs = img.signals.iter().find(|(pid, _)| *pid == p.pid).map(|(_, s)| s);
-        let tids = rebuild(host, p, mm, sigs, &mut pages, &shmem, ready_fd)?;
+        let with = Rebuild {
+            shmem: &shmem,
+            ready_fd,
+            hosts: &hosts,
+        };
+        let tids = rebuild(host, p, mm, sigs, &mut pages, &with)?;
         traced.extend(tids.iter().skip(1));
         report.threads += tids.len();
         report.pages += mm.stored_pages();
@@ -355,15 +360,24 @@ fn restore_inner(root: &Root, src: &mut dyn ImageSource, name: &str, tcp_establi
 
 /// Rebuilds one seized process; returns the host TIDs of its threads, the
 /// main thread first.
+/// What every process's rebuild shares.
+struct Rebuild<'a> {
+    shmem: &'a ShmemFds,
+    ready_fd: i32,
+    /// Container PID -> host PID.
+    hosts: &'a HashMap<i32, i32>,
+}
+
 fn rebuild<R: std::io::Read + Send + 'static>(
     host: i32,
     p: &ProcessImage,
     mm: &MemoryImage,
     sigs: Option<&SignalsImage>,
     pages: &mut crate::image::pages::PageReader<R>,
-    shmem: &ShmemFds,
-    ready_fd: i32,
+    with: &Rebuild<'_>,
 ) -> Result<Vec<i32>> {
+    let (shmem, ready_fd) = (with.shmem, with.ready_fd);
+    let host_of = |ns: i32| with.hosts.get(&ns).copied();
     let maps = memory::mappings(host)?;
     let ip = memory::syscall_ip(host, &maps)?;
     let mut remote = Remote::new(host, host, ip)?;
@@ -380,7 +394,7 @@ fn rebuild<R: std::io::Read + Send + 'static>(
     }
     regs::drop_rseq(&remote)?;
     memory::restore_layout(&mut remote, mm, shmem)?;
-    memory::restore_pages(&remote, mm, pages, shmem)?;
+    memory::restore_pages(&remote, mm, pages, shmem, &host_of)?;
     memory::restore_mm(&remote, &mm.mm)?;
     signals::restore(&remote, sigs.map(|s| s.actions.as_slice()).unwrap_or(&[]))?;
     let (main, others) = p

@@ -83,6 +83,11 @@ pub struct PageRun {
     pub addr: u64,
     pub pages: u32,
     pub zero: bool,
+    /// Pages shared copy-on-write with an earlier process of the image
+    /// (its PID in the container, and the address there): not in the
+    /// stream, copied from that process at restore.
+    #[serde(default)]
+    pub from: Option<(i32, u64)>,
 }
 
 /// One mapping.
@@ -110,8 +115,13 @@ impl Vma {
         self.end == self.start
     }
 
+    /// Pages in the page stream (not zero, not copied from another process).
     pub fn stored_pages(&self) -> u64 {
-        self.runs.iter().filter(|r| !r.zero).map(|r| u64::from(r.pages)).sum()
+        self.runs
+            .iter()
+            .filter(|r| !r.zero && r.from.is_none())
+            .map(|r| u64::from(r.pages))
+            .sum()
     }
 }
 
@@ -270,6 +280,8 @@ fn backing_of(pid: i32, m: &MapLine) -> Result<Option<Backing>> {
 const PM_PRESENT: u64 = 1 << 63;
 const PM_SWAPPED: u64 = 1 << 62;
 const PM_FILE: u64 = 1 << 61;
+const PM_EXCLUSIVE: u64 = 1 << 56;
+const PM_PFN: u64 = (1 << 55) - 1;
 /// Bytes read from /proc/PID/mem at a time.
 const READ_BATCH: usize = 1 << 20;
 
@@ -278,14 +290,21 @@ const READ_BATCH: usize = 1 << 20;
 pub struct DumpStats {
     pub pages_stored: u64,
     pub pages_zero: u64,
+    /// Private pages shared copy-on-write with an earlier process: stored
+    /// once.
+    pub pages_cow: u64,
     /// Mapped pages not stored: never touched, or clean file pages.
     pub pages_skipped: u64,
 }
 
 /// Per-checkpoint state shared between processes: which pages of each
-/// shmem object are already stored.
+/// shmem object are already stored, and which physical pages (by PFN) an
+/// earlier process already stored.
 #[derive(Debug, Default)]
-pub struct ShmemSeen(HashMap<u64, HashSet<u64>>);
+pub struct SeenPages {
+    shmem: HashMap<u64, HashSet<u64>>,
+    pfns: HashMap<u64, (i32, u64)>,
+}
 
 /// Dumps the memory of a stopped process. `exclude` is the dumper's own
 /// scratch area in the task, left out of the image. `remote` runs brk(0).
@@ -294,7 +313,8 @@ pub fn dump<W: std::io::Write + Send + 'static>(
     maps: &[MapLine],
     exclude: (u64, u64),
     pages: &mut PageWriter<W>,
-    shmem: &mut ShmemSeen,
+    seen_pages: &mut SeenPages,
+    ns_pid: i32,
     stats: &mut DumpStats,
 ) -> Result<MemoryImage> {
     let pid = remote.pid;
@@ -343,7 +363,7 @@ pub fn dump<W: std::io::Write + Send + 'static>(
         let entries = read_pagemap(&pagemap, pid, m.start, npages)?;
         let shmem_base = m.offset;
         let mut seen = match &backing {
-            Backing::Shmem { id } => Some(shmem.0.entry(*id).or_default()),
+            Backing::Shmem { id } => Some(seen_pages.shmem.entry(*id).or_default()),
             _ => None,
         };
         // Walk maximal runs of wanted pages.
@@ -378,19 +398,36 @@ pub fn dump<W: std::io::Write + Send + 'static>(
                         }
                         None => at,
                     };
+                    // A private page still shared with an earlier process
+                    // (copy-on-write after fork): stored once.
+                    let entry = entries[((at - m.start) / PAGE) as usize];
+                    let pfn = entry & PM_PFN;
+                    if seen.is_none() && pfn != 0 && entry & PM_EXCLUSIVE == 0 {
+                        match seen_pages.pfns.get(&pfn) {
+                            Some(&(owner, owner_at)) if owner != ns_pid => {
+                                stats.pages_cow += 1;
+                                push_run(&mut vma.runs, key, false, Some((owner, owner_at)));
+                                continue;
+                            }
+                            Some(_) => {}
+                            None => {
+                                seen_pages.pfns.insert(pfn, (ns_pid, at));
+                            }
+                        }
+                    }
                     let zero = page.iter().all(|b| *b == 0);
                     if zero {
                         stats.pages_zero += 1;
                         // Fresh anonymous memory and shmem read as zero
                         // already; a file page copy must be zeroed.
                         if matches!(backing, Backing::File { .. }) {
-                            push_run(&mut vma.runs, key, true);
+                            push_run(&mut vma.runs, key, true, None);
                         }
                         continue;
                     }
                     pages.write(page)?;
                     stats.pages_stored += 1;
-                    push_run(&mut vma.runs, key, false);
+                    push_run(&mut vma.runs, key, false, None);
                 }
                 p += n;
             }
@@ -402,14 +439,25 @@ pub fn dump<W: std::io::Write + Send + 'static>(
     Ok(MemoryImage { vmas, mm })
 }
 
-fn push_run(runs: &mut Vec<PageRun>, addr: u64, zero: bool) {
+fn push_run(runs: &mut Vec<PageRun>, addr: u64, zero: bool, from: Option<(i32, u64)>) {
     if let Some(last) = runs.last_mut() {
-        if last.zero == zero && last.addr + u64::from(last.pages) * PAGE == addr {
+        let len = u64::from(last.pages) * PAGE;
+        let follows = match (last.from, from) {
+            (None, None) => true,
+            (Some((p, a)), Some((q, b))) => p == q && a + len == b,
+            _ => false,
+        };
+        if last.zero == zero && follows && last.addr + len == addr {
             last.pages += 1;
             return;
         }
     }
-    runs.push(PageRun { addr, pages: 1, zero });
+    runs.push(PageRun {
+        addr,
+        pages: 1,
+        zero,
+        from,
+    });
 }
 
 fn read_pagemap(pagemap: &File, pid: i32, start: u64, npages: u64) -> Result<Vec<u64>> {
@@ -662,15 +710,45 @@ pub fn restore_pages<R: Read + Send + 'static>(
     img: &MemoryImage,
     pages: &mut PageReader<R>,
     shmem: &ShmemFds,
+    host_of: &dyn Fn(i32) -> Option<i32>,
 ) -> Result<()> {
     let zeros = vec![0u8; READ_BATCH];
+    let mut copy = vec![0u8; READ_BATCH];
+    let mut sources: HashMap<i32, File> = HashMap::new();
     for v in &img.vmas {
         for run in &v.runs {
             let mut left = u64::from(run.pages) * PAGE;
             let mut at = run.addr;
             while left > 0 {
                 let n;
-                let data: &[u8] = if run.zero {
+                let data: &[u8] = if let Some((owner, owner_at)) = run.from {
+                    // Shared copy-on-write with an earlier process, which
+                    // is already rebuilt: copied from its memory.
+                    let host = host_of(owner).ok_or_else(|| Error::Proc {
+                        pid: remote.pid,
+                        what: format!("copy pages from process {owner}"),
+                        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                    })?;
+                    let src = match sources.entry(host) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(File::open(format!("/proc/{host}/mem")).map_err(|source| Error::Proc {
+                                pid: host,
+                                what: "open memory".into(),
+                                source,
+                            })?)
+                        }
+                    };
+                    n = left.min(copy.len() as u64);
+                    let offset = owner_at + (at - run.addr);
+                    src.read_exact_at(&mut copy[..n as usize], offset)
+                        .map_err(|source| Error::Proc {
+                            pid: host,
+                            what: format!("read shared pages at {offset:#x}"),
+                            source,
+                        })?;
+                    &copy[..n as usize]
+                } else if run.zero {
                     n = left.min(zeros.len() as u64);
                     &zeros[..n as usize]
                 } else {
@@ -787,12 +865,20 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
     #[test]
     fn runs_merge() {
         let mut runs = Vec::new();
-        push_run(&mut runs, 0x1000, false);
-        push_run(&mut runs, 0x2000, false);
-        push_run(&mut runs, 0x3000, true);
-        push_run(&mut runs, 0x5000, false);
+        push_run(&mut runs, 0x1000, false, None);
+        push_run(&mut runs, 0x2000, false, None);
+        push_run(&mut runs, 0x3000, true, None);
+        push_run(&mut runs, 0x5000, false, None);
         assert_eq!(runs.len(), 3);
         assert_eq!(runs[0].pages, 2);
+        // Shared runs merge only while their source is contiguous too.
+        let mut shared = Vec::new();
+        push_run(&mut shared, 0x1000, false, Some((1, 0x9000)));
+        push_run(&mut shared, 0x2000, false, Some((1, 0xa000)));
+        push_run(&mut shared, 0x3000, false, Some((1, 0xc000)));
+        push_run(&mut shared, 0x4000, false, None);
+        assert_eq!(shared.len(), 3);
+        assert_eq!(shared[0].pages, 2);
     }
 
     #[test]
