@@ -291,3 +291,29 @@ fn checkpoint_out_of_space_keeps_the_container() -> Result<()> {
     wait_beats(&root, "full", last + 3)?;
     Ok(())
 }
+
+/// `restore --check` rebuilds everything and discards it without starting
+/// it: the container stays checkpointed, nothing is left behind, and the
+/// real restore afterwards continues the heartbeat.
+#[test]
+fn restore_check_discards_everything() -> Result<()> {
+    let root = TestRoot::new("check");
+    root.run_d("c", &[], &[workload("tree").to_str().unwrap()])?;
+    wait_beats(&root, "c", 3)?;
+    let dir = root.dir.join("image");
+    root.ok(&["checkpoint", "c", "--dir", dir.to_str().unwrap()])?;
+    let cgroup = root.cgroup("c")?;
+    let out = root.ok(&["restore", "--dir", dir.to_str().unwrap(), "--check"])?;
+    ensure!(out.contains("restores here"), "{out}");
+    ensure!(root.status("c")? == "checkpointed", "--check changed the state");
+    ensure!(!cgroup.exists(), "--check left its cgroup");
+    let frozen_at = beats(&root.log("c")).last().copied().unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(300));
+    ensure!(
+        beats(&root.log("c")).last().copied().unwrap_or(0) == frozen_at,
+        "the checked copy ran"
+    );
+    root.ok(&["restore", "--dir", dir.to_str().unwrap()])?;
+    wait_beats(&root, "c", frozen_at + 3)?;
+    Ok(())
+}

@@ -99,6 +99,10 @@ pub enum Command {
         /// Restore the established TCP connections the image holds.
         #[arg(long)]
         tcp_established: bool,
+        /// Only check that the image restores here: rebuild everything,
+        /// then discard it without starting it.
+        #[arg(long)]
+        check: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,

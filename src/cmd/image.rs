@@ -84,9 +84,31 @@ pub fn checkpoint_cmd(
     Ok(0)
 }
 
-pub fn restore_cmd(root: &Root, dir: &Path, name: Option<String>, tcp_established: bool, json: bool) -> Result<i32> {
+pub fn restore_cmd(
+    root: &Root,
+    dir: &Path,
+    name: Option<String>,
+    tcp_established: bool,
+    check: bool,
+    json: bool,
+) -> Result<i32> {
     let mut src = DirSource::open(dir)?;
-    let r = restore(root, &mut src, &RestoreOptions { name, tcp_established })?;
+    let opts = RestoreOptions { name, tcp_established };
+    if check {
+        let prepared = crate::engine::restore::prepare(root, &mut src, &opts)?;
+        let r = prepared.report().clone();
+        drop(prepared);
+        if json {
+            print_json(&r);
+        } else {
+            println!(
+                "{} restores here: {} processes, {} threads rebuilt and discarded, not started",
+                r.name, r.processes, r.threads
+            );
+        }
+        return Ok(0);
+    }
+    let r = restore(root, &mut src, &opts)?;
     render_restore(&r, json);
     Ok(0)
 }

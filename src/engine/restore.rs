@@ -108,6 +108,49 @@ impl Drop for Undo {
 
 /// Restores a container from `src` into `root`.
 pub fn restore(root: &Root, src: &mut dyn ImageSource, opts: &RestoreOptions) -> Result<RestoreReport> {
+    prepare(root, src, opts)?.commit()
+}
+
+/// A restored container whose tasks are all rebuilt and stopped in its
+/// frozen cgroup, not running yet and not yet recorded. [`Prepared::commit`]
+/// starts it; dropping it uncommitted kills what was made and leaves the
+/// image as it was. (Live migration commits only once the source has said
+/// so.) The root's lock is held meanwhile.
+pub struct Prepared<'r> {
+    root: &'r Root,
+    state: ContainerState,
+    undo: Undo,
+    report: RestoreReport,
+    t0: Instant,
+    _lock: nix::fcntl::Flock<File>,
+}
+
+impl Prepared<'_> {
+    pub fn report(&self) -> &RestoreReport {
+        &self.report
+    }
+
+    /// Records the container and lets every task run, all together.
+    pub fn commit(mut self) -> Result<RestoreReport> {
+        let fail = |e: Error| Error::Failed {
+            op: "restore",
+            name: self.state.name.clone(),
+            kept_running: false,
+            source: Box::new(e),
+        };
+        self.root.save_state(&self.state).map_err(|e| fail(e.into()))?;
+        self.undo
+            .cgroup
+            .set_frozen(false, FREEZE_TIMEOUT)
+            .map_err(|e| fail(e.into()))?;
+        self.undo.armed = false;
+        self.report.total_ms = ms_since(self.t0);
+        Ok(self.report.clone())
+    }
+}
+
+/// Restores everything up to, not including, starting it (see [`Prepared`]).
+pub fn prepare<'r>(root: &'r Root, src: &mut dyn ImageSource, opts: &RestoreOptions) -> Result<Prepared<'r>> {
     let name = opts.name.clone().unwrap_or_else(|| src.manifest().container.clone());
     restore_inner(root, src, &name, opts.tcp_established).map_err(|e| Error::Failed {
         op: "restore",
@@ -117,7 +160,12 @@ pub fn restore(root: &Root, src: &mut dyn ImageSource, opts: &RestoreOptions) ->
     })
 }
 
-fn restore_inner(root: &Root, src: &mut dyn ImageSource, name: &str, tcp_established: bool) -> Result<RestoreReport> {
+fn restore_inner<'r>(
+    root: &'r Root,
+    src: &mut dyn ImageSource,
+    name: &str,
+    tcp_established: bool,
+) -> Result<Prepared<'r>> {
     let t0 = Instant::now();
     let facts = src.manifest().machine.clone();
     if facts.arch != std::env::consts::ARCH {
@@ -131,7 +179,7 @@ fn restore_inner(root: &Root, src: &mut dyn ImageSource, name: &str, tcp_establi
     if !img.files.tcp.is_empty() && !tcp_established {
         return Err(Error::TcpNotRequested(img.files.tcp.len()));
     }
-    let _lock = root.lock_state()?;
+    let lock = root.lock_state()?;
     root.prepare_restore(name)?;
     let cg = root.cgroup_for(name);
     let mut undo = Undo {
@@ -326,7 +374,8 @@ fn restore_inner(root: &Root, src: &mut dyn ImageSource, name: &str, tcp_establi
     report.memory_ms = ms_since(t_mem);
     report.processes = img.procs.len();
 
-    // Start everything together.
+    // Detached inside the frozen cgroup: everything starts together, at
+    // commit.
     cg.set_frozen(true, FREEZE_TIMEOUT)?;
     for tid in &traced {
         ptrace::detach(Pid::from_raw(*tid), None).map_err(|source| Error::Ptrace {
@@ -351,15 +400,16 @@ fn restore_inner(root: &Root, src: &mut dyn ImageSource, name: &str, tcp_establi
         image: None,
         net,
     };
-    root.save_state(&st)?;
-    cg.set_frozen(false, FREEZE_TIMEOUT)?;
-    undo.armed = false;
-    report.total_ms = ms_since(t0);
-    Ok(report)
+    Ok(Prepared {
+        root,
+        state: st,
+        undo,
+        report,
+        t0,
+        _lock: lock,
+    })
 }
 
-/// Rebuilds one seized process; returns the host TIDs of its threads, the
-/// main thread first.
 /// What every process's rebuild shares.
 struct Rebuild<'a> {
     shmem: &'a ShmemFds,
@@ -368,6 +418,8 @@ struct Rebuild<'a> {
     hosts: &'a HashMap<i32, i32>,
 }
 
+/// Rebuilds one seized process; returns the host TIDs of its threads, the
+/// main thread first.
 fn rebuild<R: std::io::Read + Send + 'static>(
     host: i32,
     p: &ProcessImage,
