@@ -84,30 +84,8 @@ impl<W: Write + Send + 'static> PageWriter<W> {
     }
 
     /// Room left in the current chunk.
-    pub fn spare(&self) -> usize {
+    fn spare(&self) -> usize {
         CHUNK_SIZE - self.buf.len()
-    }
-
-    /// Appends `len` bytes produced by `fill` (which must fill the whole
-    /// slice), with `len <= spare()`. Lets page data be read straight into
-    /// the chunk buffer.
-    pub fn fill_with<E>(
-        &mut self,
-        len: usize,
-        fill: impl FnOnce(&mut [u8]) -> std::result::Result<(), E>,
-    ) -> std::result::Result<(), FillError<E>> {
-        assert!(len <= self.spare(), "fill_with beyond the chunk");
-        let start = self.buf.len();
-        self.buf.resize(start + len, 0);
-        if let Err(e) = fill(&mut self.buf[start..]) {
-            self.buf.truncate(start);
-            return Err(FillError::Fill(e));
-        }
-        self.raw += len as u64;
-        if self.buf.len() == CHUNK_SIZE {
-            self.flush_chunk().map_err(FillError::Image)?;
-        }
-        Ok(())
     }
 
     /// Appends raw page bytes.
@@ -186,13 +164,6 @@ fn write_chunk<W: Write>(out: &mut W, raw: &[u8], compression: Compression) -> R
     out.write_all(&header).map_err(io("write page chunk"))?;
     out.write_all(body).map_err(io("write page chunk"))?;
     Ok((CHUNK_HEADER + body.len()) as u64)
-}
-
-/// An error from [`PageWriter::fill_with`]: the filler's or the image's.
-#[derive(Debug)]
-pub enum FillError<E> {
-    Fill(E),
-    Image(Error),
 }
 
 /// Reads chunks: checks each and decodes it.
@@ -420,20 +391,5 @@ mod tests {
             .verify_all()
             .is_err());
         assert!(PageReader::new(std::io::Cursor::new(b"NOTPAGES0000".to_vec())).is_err());
-    }
-
-    #[test]
-    fn fill_with_reads_in_place() {
-        let mut w = PageWriter::new(Vec::new(), Compression::None).unwrap();
-        w.fill_with::<()>(4096, |b| {
-            b.fill(7);
-            Ok(())
-        })
-        .unwrap();
-        assert!(matches!(w.fill_with(10, |_| Err("boom")), Err(FillError::Fill("boom"))));
-        let (bytes, stats) = w.finish().unwrap();
-        assert_eq!(stats.raw, 4096);
-        let mut r = PageReader::new(std::io::Cursor::new(bytes.clone())).unwrap();
-        assert!(r.next_slice(5000).unwrap().iter().all(|b| *b == 7));
     }
 }

@@ -244,13 +244,6 @@ impl ImageSource for DirSource {
     }
 }
 
-/// Reads a manifest without checking the files (for `inspect`).
-pub fn read_manifest(dir: &Path) -> Result<Manifest> {
-    let path = dir.join(MANIFEST);
-    let bytes = std::fs::read(&path).map_err(io_at(&path))?;
-    decode_section(MANIFEST, &bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

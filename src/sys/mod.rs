@@ -210,16 +210,6 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// A file descriptor of the calling process, borrowed by number. Only for
-/// the standard descriptors 0, 1 and 2, which are open in every process we
-/// start.
-pub fn stdio_fd(fd: RawFd) -> BorrowedFd<'static> {
-    assert!((0..=2).contains(&fd), "stdio_fd takes 0, 1 or 2");
-    // SAFETY: descriptors 0-2 are open for the whole life of our processes
-    // (the runtime points them at /dev/null or a log, never closes them).
-    unsafe { BorrowedFd::borrow_raw(fd) }
-}
-
 /// Converts a path or argument to a C string, mapping an interior NUL to
 /// EINVAL.
 pub fn cstring(s: &str) -> Result<std::ffi::CString, Errno> {
