@@ -323,3 +323,32 @@ fn demo_runs() -> Result<()> {
     ensure!(String::from_utf8_lossy(&out.stdout).contains("demo finished"));
     Ok(())
 }
+
+#[test]
+fn identity_is_made_once_per_root() -> Result<()> {
+    let a = TestRoot::new("idA");
+    let b = TestRoot::new("idB");
+    let first = a.ok(&["identity"])?;
+    let again = a.ok(&["identity"])?;
+    ensure!(first == again, "identity changed: {first} / {again}");
+    let lines: Vec<&str> = first.lines().collect();
+    ensure!(lines.len() == 2 && lines[0].ends_with("identity/cert.pem"), "{first}");
+    ensure!(lines[1].split(':').count() == 32, "fingerprint {}", lines[1]);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(a.dir.join("identity/key.pem"))?.permissions().mode() & 0o777;
+    ensure!(mode == 0o600, "key mode {mode:o}");
+    ensure!(
+        b.ok(&["identity"])?.lines().nth(1) != Some(lines[1]),
+        "two roots share an identity"
+    );
+    // The fingerprint is the certificate's, as openssl computes it.
+    if let Ok(out) = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(lines[0])
+        .output()
+    {
+        let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+        ensure!(text.contains(lines[1]), "openssl says {text}");
+    }
+    Ok(())
+}

@@ -19,6 +19,8 @@ pub enum Error {
     Engine(#[from] engine::Error),
     #[error(transparent)]
     Image(#[from] image::Error),
+    #[error(transparent)]
+    Identity(#[from] crate::transport::identity::Error),
     #[error("{0}")]
     Usage(String),
     #[error("demo failed: {0}")]

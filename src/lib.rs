@@ -17,5 +17,6 @@ pub mod net;
 pub mod runtime;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod transport;
 
 pub use error::{Error, Result};

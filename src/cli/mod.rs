@@ -125,6 +125,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print this root's certificate path and its SHA-256 fingerprint
+    /// (made on first use), for peers to pin.
+    Identity,
     /// Show what migrate does, on a sample container, with no other input.
     Demo,
 }

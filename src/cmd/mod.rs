@@ -70,6 +70,13 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Suspend { name, json } => image::suspend_cmd(&root()?, &name, json),
         Command::Resume { name, json } => image::resume_cmd(&root()?, &name, json),
         Command::Inspect { dir, json } => image::inspect_cmd(&dir, json),
+        Command::Identity => {
+            let root = root()?;
+            let id = crate::transport::identity::ensure(root.dir())?;
+            println!("{}", id.cert.display());
+            println!("{}", id.fingerprint);
+            Ok(0)
+        }
         Command::Demo => demo::run(),
     }
 }
