@@ -193,21 +193,7 @@ fn established_tcp_survives(root: &TestRoot) -> Result<()> {
         &["/usr/bin/python3", script.to_str().unwrap()],
     )?;
     let ip = ip_of(root, "echo")?;
-    route_is_bridge(&ip)?;
-    let stream = {
-        let mut tries = 0;
-        loop {
-            match TcpStream::connect((ip.as_str(), 7000)) {
-                Ok(s) => break s,
-                Err(e) if tries < 100 => {
-                    tries += 1;
-                    let _ = e;
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    };
+    let stream = connect_retrying(&ip, 7000)?;
     stream.set_read_timeout(Some(Duration::from_secs(15)))?;
     let mut out = stream.try_clone()?;
     let mut lines = BufReader::new(stream);
@@ -245,6 +231,23 @@ fn established_tcp_survives(root: &TestRoot) -> Result<()> {
     }
     root.ok(&["rm", "-f", "echo"])?;
     Ok(())
+}
+
+/// Connects to a server in a container, retrying for up to 10 s while it
+/// starts.
+fn connect_retrying(ip: &str, port: u16) -> Result<TcpStream> {
+    route_is_bridge(ip)?;
+    let mut tries = 0;
+    loop {
+        match TcpStream::connect((ip, port)) {
+            Ok(s) => return Ok(s),
+            Err(_) if tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Sends `count` numbered lines, then reads their echoes in order.
@@ -298,20 +301,7 @@ fn redis_over_tcp_keeps_its_client(root: &TestRoot) -> Result<()> {
         ],
     )?;
     let ip = ip_of(root, "redis")?;
-    route_is_bridge(&ip)?;
-    let mut conn = {
-        let mut tries = 0;
-        loop {
-            match TcpStream::connect((ip.as_str(), 6379)) {
-                Ok(s) => break s,
-                Err(_) if tries < 100 => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    };
+    let mut conn = connect_retrying(&ip, 6379)?;
     conn.set_read_timeout(Some(Duration::from_secs(15)))?;
     let mut reader = BufReader::new(conn.try_clone()?);
     ensure!(resp(&mut conn, &mut reader, &["PING"])? == "+PONG");

@@ -549,6 +549,13 @@ pub fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&Objects>
             let path = path.to_string();
             move |source| Error::Reopen { fd: f.fd, path, source }
         };
+        // Object number `i` of one kind, as PID 1 made it.
+        let object = |kind: fn(&Objects) -> &Vec<OwnedFd>, i: u32| {
+            objects
+                .and_then(|o| kind(o).get(i as usize))
+                .map(|fd| fd.as_fd())
+                .ok_or_else(|| missing(f))
+        };
         let (source, what): (std::os::fd::BorrowedFd<'_>, String) = match &f.kind {
             FdKind::Epoll { .. } => continue,
             FdKind::Log => (log.ok_or_else(|| missing(f))?.as_fd(), "log".into()),
@@ -558,41 +565,11 @@ pub fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&Objects>
                     .ok_or_else(|| missing(f))?;
                 (if *write { p.1.as_fd() } else { p.0.as_fd() }, "pipe".into())
             }
-            FdKind::Tcp { conn } => (
-                objects
-                    .and_then(|o| o.tcp.get(*conn as usize))
-                    .ok_or_else(|| missing(f))?
-                    .as_fd(),
-                "tcp connection".into(),
-            ),
-            FdKind::Inet { sock } => (
-                objects
-                    .and_then(|o| o.inet.get(*sock as usize))
-                    .ok_or_else(|| missing(f))?
-                    .as_fd(),
-                "inet socket".into(),
-            ),
-            FdKind::Socket { sock } => (
-                objects
-                    .and_then(|o| o.sockets.get(*sock as usize))
-                    .ok_or_else(|| missing(f))?
-                    .as_fd(),
-                "socket".into(),
-            ),
-            FdKind::Anon { obj } => (
-                objects
-                    .and_then(|o| o.anon.get(*obj as usize))
-                    .ok_or_else(|| missing(f))?
-                    .as_fd(),
-                "anon".into(),
-            ),
-            FdKind::File { file } => (
-                objects
-                    .and_then(|o| o.files.get(*file as usize))
-                    .ok_or_else(|| missing(f))?
-                    .as_fd(),
-                "file".into(),
-            ),
+            FdKind::Tcp { conn } => (object(|o| &o.tcp, *conn)?, "tcp connection".into()),
+            FdKind::Inet { sock } => (object(|o| &o.inet, *sock)?, "inet socket".into()),
+            FdKind::Socket { sock } => (object(|o| &o.sockets, *sock)?, "socket".into()),
+            FdKind::Anon { obj } => (object(|o| &o.anon, *obj)?, "anon".into()),
+            FdKind::File { file } => (object(|o| &o.files, *file)?, "file".into()),
         };
         let high = crate::sys::dup_above(source, top).map_err(err(&what))?;
         if !matches!(f.kind, FdKind::Log | FdKind::File { .. }) {

@@ -93,6 +93,18 @@ fn set_i32(fd: &OwnedFd, level: i32, opt: i32, v: i32) -> std::result::Result<()
     sys::setsockopt_raw(fd.as_fd(), level, opt, &v.to_ne_bytes())
 }
 
+/// Selects `queue` and sets the sequence number of its first byte: the
+/// saved sequence (after the last byte) minus the queued bytes.
+fn set_queue_seq(fd: &OwnedFd, queue: i32, seq: u32, data: &[u8]) -> std::result::Result<(), Errno> {
+    set_i32(fd, libc::IPPROTO_TCP, TCP_REPAIR_QUEUE, queue)?;
+    set_u32(
+        fd,
+        libc::IPPROTO_TCP,
+        TCP_QUEUE_SEQ,
+        seq.wrapping_sub(data.len() as u32),
+    )
+}
+
 /// Reads one queue in repair mode: its sequence number and its bytes.
 fn read_queue(fd: &OwnedFd, queue: i32, len: usize) -> std::result::Result<(u32, Vec<u8>), Errno> {
     set_i32(fd, libc::IPPROTO_TCP, TCP_REPAIR_QUEUE, queue)?;
@@ -184,22 +196,8 @@ pub fn restore(t: &TcpImage) -> Result<OwnedFd> {
     // would undo that.
     set_i32(&fd, libc::IPPROTO_TCP, TCP_REPAIR, 1).map_err(err("enter repair mode"))?;
     // Sequence numbers of the first byte of each queue.
-    set_i32(&fd, libc::IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE).map_err(err("select send queue"))?;
-    set_u32(
-        &fd,
-        libc::IPPROTO_TCP,
-        TCP_QUEUE_SEQ,
-        t.snd_seq.wrapping_sub(t.snd_data.len() as u32),
-    )
-    .map_err(err("send sequence"))?;
-    set_i32(&fd, libc::IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE).map_err(err("select receive queue"))?;
-    set_u32(
-        &fd,
-        libc::IPPROTO_TCP,
-        TCP_QUEUE_SEQ,
-        t.rcv_seq.wrapping_sub(t.rcv_data.len() as u32),
-    )
-    .map_err(err("receive sequence"))?;
+    set_queue_seq(&fd, TCP_SEND_QUEUE, t.snd_seq, &t.snd_data).map_err(err("send sequence"))?;
+    set_queue_seq(&fd, TCP_RECV_QUEUE, t.rcv_seq, &t.rcv_data).map_err(err("receive sequence"))?;
     socket::bind(fd.as_raw_fd(), &super::inet::sockaddr(t.local)).map_err(err("bind"))?;
     socket::connect(fd.as_raw_fd(), &super::inet::sockaddr(t.remote)).map_err(err("connect in repair mode"))?;
     // Options, as the handshake negotiated them.
