@@ -21,6 +21,10 @@ pub enum Error {
     Image(#[from] image::Error),
     #[error(transparent)]
     Identity(#[from] crate::transport::identity::Error),
+    #[error(transparent)]
+    Transport(#[from] crate::transport::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::transport::tls::Error),
     #[error("{0}")]
     Usage(String),
     #[error("demo failed: {0}")]

@@ -128,6 +128,53 @@ pub enum Command {
     /// Print this root's certificate path and its SHA-256 fingerprint
     /// (made on first use), for peers to pin.
     Identity,
+    /// Live-migrate a container to a receiver (`migrate recv`): memory is
+    /// pre-copied while it runs, then it is frozen, the rest is sent, and it
+    /// is removed here once it runs there. On any failure before that it
+    /// keeps running here.
+    Send {
+        name: String,
+        /// The receiver, HOST:PORT.
+        dest: String,
+        /// The receiver's certificate (`migrate identity` there), pinned.
+        /// Also trusted: every file in ROOT/trusted/.
+        #[arg(long = "peer-cert")]
+        peer_cert: Vec<PathBuf>,
+        /// Carry established TCP connections (TCP_REPAIR).
+        #[arg(long)]
+        tcp_established: bool,
+        /// Stop pre-copy once the rest would take this long to send (ms).
+        #[arg(long, default_value_t = 100)]
+        max_downtime: u64,
+        /// At most this many pre-copy rounds; 0 for plain stop-and-copy.
+        #[arg(long, default_value_t = 8)]
+        precopy_rounds: u32,
+        /// Page compression: a zstd level (-7..19) or `none`.
+        #[arg(long, default_value = "-1", allow_hyphen_values = true)]
+        compress: String,
+        /// Print one final stats document as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Receive live migrations from pinned peers and restore them under this root.
+    Recv {
+        /// Address to listen on, ADDR:PORT (UDP).
+        #[arg(long)]
+        listen: String,
+        /// Exit after one migration: status 0 if it committed.
+        #[arg(long)]
+        once: bool,
+        /// A sender's certificate (`migrate identity` there), pinned.
+        /// Also trusted: every file in ROOT/trusted/.
+        #[arg(long = "peer-cert")]
+        peer_cert: Vec<PathBuf>,
+        /// Print each migration's stats as a JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// (Internal) the receiver's restore helper: reads one migration on stdin.
+    #[command(hide = true)]
+    RestoreHelper,
     /// Show what migrate does, on a sample container, with no other input.
     Demo,
 }

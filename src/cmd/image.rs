@@ -29,7 +29,7 @@ fn absolute(dir: &Path) -> PathBuf {
     std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
 }
 
-fn print_json<T: serde::Serialize>(v: &T) {
+pub(super) fn print_json<T: serde::Serialize>(v: &T) {
     println!("{}", serde_json::to_string_pretty(v).expect("reports serialize"));
 }
 
@@ -93,7 +93,11 @@ pub fn restore_cmd(
     json: bool,
 ) -> Result<i32> {
     let mut src = DirSource::open(dir)?;
-    let opts = RestoreOptions { name, tcp_established };
+    let opts = RestoreOptions {
+        name,
+        tcp_established,
+        ..Default::default()
+    };
     if check {
         let prepared = crate::engine::restore::prepare(root, &mut src, &opts)?;
         let r = prepared.report().clone();

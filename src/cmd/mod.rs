@@ -3,6 +3,7 @@
 
 mod demo;
 mod image;
+mod live;
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::time::Duration;
@@ -77,6 +78,42 @@ pub fn run(cli: Cli) -> Result<i32> {
             println!("{}", id.fingerprint);
             Ok(0)
         }
+        Command::Send {
+            name,
+            dest,
+            peer_cert,
+            tcp_established,
+            max_downtime,
+            precopy_rounds,
+            compress,
+            json,
+        } => {
+            let compression = image::parse_compression(&compress)?;
+            let opts = crate::engine::live::LiveOptions {
+                max_downtime_ms: max_downtime,
+                max_rounds: precopy_rounds,
+                level: match compression {
+                    crate::image::pages::Compression::Zstd(l) => Some(l),
+                    crate::image::pages::Compression::None => None,
+                },
+                checkpoint: crate::engine::checkpoint::CheckpointOptions {
+                    tcp: if tcp_established {
+                        crate::kinds::files::TcpMode::Repair
+                    } else {
+                        crate::kinds::files::TcpMode::Refuse
+                    },
+                    ..Default::default()
+                },
+            };
+            live::send_cmd(&root()?, &name, &dest, &peer_cert, &opts, compression, json)
+        }
+        Command::Recv {
+            listen,
+            once,
+            peer_cert,
+            json,
+        } => live::recv_cmd(&root()?, &listen, once, &peer_cert, json),
+        Command::RestoreHelper => live::helper_cmd(&root()?),
         Command::Demo => demo::run(),
     }
 }

@@ -53,6 +53,8 @@ pub struct CheckpointReport {
     pub pages_stored: u64,
     pub pages_zero: u64,
     pub pages_skipped: u64,
+    /// Pages live migration's pre-copy sent that were not written since.
+    pub pages_precopied: u64,
     /// Bytes of memory saved (stored and all-zero pages).
     pub resident_bytes: u64,
     pub image_bytes: u64,
@@ -65,12 +67,12 @@ pub struct CheckpointReport {
 
 /// The threads seized so far, detached again if the checkpoint fails.
 #[derive(Default)]
-struct Seized {
-    tids: Vec<(i32, Vec<i32>)>,
+pub(crate) struct Seized {
+    pub(crate) tids: Vec<(i32, Vec<i32>)>,
 }
 
 impl Seized {
-    fn detach_all(&mut self) {
+    pub(crate) fn detach_all(&mut self) {
         for (tid, held) in self.tids.drain(..) {
             let pid = Pid::from_raw(tid);
             let mut first = held.into_iter();
@@ -104,8 +106,113 @@ pub fn checkpoint(
     sink: &mut dyn ImageSink,
     opts: &CheckpointOptions,
 ) -> Result<CheckpointReport> {
+    let lock = root.lock_state()?;
+    let frozen = freeze_and_dump(root, lock, name, sink, opts, Vec::new())?;
+    let t0 = frozen.t0;
+    let mut report = if opts.leave_running {
+        frozen.resume()?
+    } else {
+        frozen.kill(opts.record.clone())?
+    };
+    report.frozen_ms = ms_since(t0);
+    report.total_ms = ms_since(t0);
+    Ok(report)
+}
+
+/// A container whose image is sealed, still held: frozen or ptrace-stopped,
+/// its connections in repair mode and its host link down. It is killed
+/// ([`Frozen::kill`]) or let run again ([`Frozen::resume`]); dropped
+/// without either, it runs again as before.
+pub(crate) struct Frozen<'r> {
+    root: &'r Root,
+    st: crate::runtime::ContainerState,
+    cg: crate::cgroup::Cgroup,
+    was_frozen: bool,
+    link_down: bool,
+    seized: Seized,
+    repaired: files::Repaired,
+    pub report: CheckpointReport,
+    /// When the container was frozen.
+    pub t0: Instant,
+    done: bool,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl Frozen<'_> {
+    fn relink(&self) {
+        if self.link_down {
+            if let Some(n) = &self.st.net {
+                let _ = crate::net::set_host_link(n, true);
+            }
+        }
+    }
+
+    /// Lets the container run again, all tasks together.
+    pub(crate) fn resume(mut self) -> Result<CheckpointReport> {
+        self.done = true;
+        // Detach while frozen, so that every task starts again together.
+        self.cg.set_frozen(true, FREEZE_TIMEOUT)?;
+        drop(std::mem::take(&mut self.repaired));
+        self.relink();
+        self.seized.detach_all();
+        if !self.was_frozen {
+            self.cg.set_frozen(false, FREEZE_TIMEOUT)?;
+        }
+        Ok(self.report.clone())
+    }
+
+    /// Kills the container; `record` says where its image is (None: its
+    /// state is removed too).
+    pub(crate) fn kill(mut self, record: Option<ImageRecord>) -> Result<CheckpointReport> {
+        self.done = true;
+        // Connections stay in repair mode: they close without a word.
+        self.repaired.disarm();
+        self.cg.kill_all(FREEZE_TIMEOUT)?;
+        self.seized.tids.clear();
+        let owner = self.root.state_path(&self.st.name);
+        self.root.forget_processes(&self.st, record.clone())?;
+        if record.is_none() {
+            if let Some(n) = &self.st.net {
+                crate::net::ipam::release(n.ip, &owner);
+            }
+        }
+        Ok(self.report.clone())
+    }
+
+    /// Leaves the container frozen, its tasks detached, its link down: for
+    /// when it is not known whether it runs elsewhere now.
+    pub(crate) fn keep_frozen(mut self) {
+        self.done = true;
+        let _ = self.cg.set_frozen(true, FREEZE_TIMEOUT);
+        drop(std::mem::take(&mut self.repaired));
+        self.seized.detach_all();
+    }
+}
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.cg.set_frozen(true, FREEZE_TIMEOUT);
+            drop(std::mem::take(&mut self.repaired));
+            self.relink();
+            self.seized.detach_all();
+            let _ = self.cg.set_frozen(self.was_frozen, FREEZE_TIMEOUT);
+        }
+    }
+}
+
+/// Phases 1-4 and the seal, under the root's `lock`. On failure the sink
+/// is abandoned and the container runs again. `precopy` are the processes
+/// whose pages live migration already sent.
+pub(crate) fn freeze_and_dump<'r>(
+    root: &'r Root,
+    lock: nix::fcntl::Flock<std::fs::File>,
+    name: &str,
+    sink: &mut dyn ImageSink,
+    opts: &CheckpointOptions,
+    precopy: Vec<crate::kinds::precopy::Tracked>,
+) -> Result<Frozen<'r>> {
     let t0 = Instant::now();
-    let _lock = root.lock_state()?;
     let st = root.load(name)?;
     let status = st.status();
     if !status.is_live() {
@@ -117,13 +224,6 @@ pub fn checkpoint(
     let was_frozen = status == Status::Frozen;
     let cg = st.cgroup();
     cg.set_frozen(true, FREEZE_TIMEOUT)?;
-    let mut report = CheckpointReport {
-        freeze_ms: ms_since(t0),
-        ..Default::default()
-    };
-    let mut seized = Seized::default();
-    let t_dump = Instant::now();
-    let file_cap = opts.file_cap.unwrap_or(DEFAULT_FILE_CAP);
     // Traffic to the container waits (and is retransmitted) while it is
     // frozen, rather than being answered by a closed socket.
     let link_down = st
@@ -131,72 +231,58 @@ pub fn checkpoint(
         .as_ref()
         .map(|n| crate::net::set_host_link(n, false).is_ok())
         .unwrap_or(false);
-    let mut repaired = files::Repaired::default();
+    let mut frozen = Frozen {
+        root,
+        cg: cg.clone(),
+        was_frozen,
+        link_down,
+        seized: Seized::default(),
+        repaired: files::Repaired::default(),
+        report: CheckpointReport {
+            freeze_ms: ms_since(t0),
+            ..Default::default()
+        },
+        t0,
+        done: false,
+        _lock: lock,
+        st,
+    };
+    let t_dump = Instant::now();
     let what = Dumping {
         root,
-        st: &st,
+        st: &frozen.st,
         cg: &cg,
-        file_cap,
+        file_cap: opts.file_cap.unwrap_or(DEFAULT_FILE_CAP),
         tcp: opts.tcp,
     };
-    let dumped = dump(&what, sink, &mut seized, &mut report, &mut repaired);
-    let relink = || {
-        if link_down {
-            if let Some(n) = &st.net {
-                let _ = crate::net::set_host_link(n, true);
-            }
-        }
-    };
+    let mut report = frozen.report.clone();
+    let mut seized = Seized::default();
+    let mut repaired = files::Repaired::default();
+    let dumped = dump(&what, sink, &mut seized, &mut report, &mut repaired, precopy).and_then(|(procs, xstate)| {
+        let (_, image_bytes) = sink.finish(machine_facts(xstate), name)?;
+        Ok((procs, image_bytes))
+    });
+    frozen.seized = seized;
+    frozen.repaired = repaired;
     report.dump_ms = ms_since(t_dump);
-    let fail = |e: Error, sink: &mut dyn ImageSink, seized: &mut Seized| {
-        sink.abandon();
-        seized.detach_all();
-        let _ = cg.set_frozen(was_frozen, FREEZE_TIMEOUT);
-        Error::Failed {
-            op: "checkpoint",
-            name: name.to_string(),
-            kept_running: true,
-            source: Box::new(e),
+    match dumped {
+        Ok((procs, image_bytes)) => {
+            report.processes = procs;
+            report.image_bytes = image_bytes;
+            frozen.report = report;
+            Ok(frozen)
         }
-    };
-    let (proc_count, xstate) = match dumped {
-        Ok(v) => v,
         Err(e) => {
-            drop(repaired);
-            relink();
-            return Err(fail(e, sink, &mut seized));
+            sink.abandon();
+            drop(frozen);
+            Err(Error::Failed {
+                op: "checkpoint",
+                name: name.to_string(),
+                kept_running: true,
+                source: Box::new(e),
+            })
         }
-    };
-    let sealed = sink.finish(machine_facts(xstate), name);
-    let (_, image_bytes) = match sealed {
-        Ok(v) => v,
-        Err(e) => {
-            drop(repaired);
-            relink();
-            return Err(fail(e.into(), sink, &mut seized));
-        }
-    };
-    report.image_bytes = image_bytes;
-    report.processes = proc_count;
-    if opts.leave_running {
-        // Detach while frozen, so that every task starts again together.
-        cg.set_frozen(true, FREEZE_TIMEOUT)?;
-        drop(repaired);
-        relink();
-        seized.detach_all();
-        if !was_frozen {
-            cg.set_frozen(false, FREEZE_TIMEOUT)?;
-        }
-    } else {
-        // Connections stay in repair mode: they close without a word.
-        repaired.disarm();
-        cg.kill_all(FREEZE_TIMEOUT)?;
-        seized.tids.clear();
-        root.forget_processes(&st, opts.record.clone())?;
     }
-    report.frozen_ms = ms_since(t0);
-    report.total_ms = ms_since(t0);
-    Ok(report)
 }
 
 /// What phases 2-4 work on.
@@ -215,6 +301,7 @@ fn dump(
     seized: &mut Seized,
     report: &mut CheckpointReport,
     repaired: &mut files::Repaired,
+    precopy: Vec<crate::kinds::precopy::Tracked>,
 ) -> Result<(usize, u32)> {
     let (root, st, cg) = (what.root, what.st, what.cg);
     // The tree, and anything in the cgroup outside it.
@@ -263,6 +350,12 @@ fn dump(
             tid: entry.0,
             source,
         })?;
+    }
+    // Everything is stopped: what pre-copy sent that is still as it was.
+    let mut views = std::collections::HashMap::new();
+    for t in precopy {
+        let host = t.host;
+        views.insert(host, t.finish()?);
     }
 
     // What can not be dumped is found before any heavy work.
@@ -355,6 +448,7 @@ fn dump(
             &mut seen_pages,
             s.ns_pid,
             &mut stats,
+            views.get(host),
         )?;
         main.unmap_scratch()?;
         mm_images.push((s.ns_pid, mm));
@@ -364,6 +458,7 @@ fn dump(
     report.pages_stored = stats.pages_stored;
     report.pages_zero = stats.pages_zero;
     report.pages_skipped = stats.pages_skipped;
+    report.pages_precopied = stats.pages_precopied;
     report.resident_bytes = (stats.pages_stored + stats.pages_zero) * crate::kinds::remote::PAGE;
 
     let container = ContainerImage {

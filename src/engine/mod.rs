@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod inspect;
+pub mod live;
 pub mod restore;
 
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::Limits;
-use crate::kinds::{creds, files, memory, pstree, regs, remote, timens, timers};
+use crate::kinds::{creds, files, memory, precopy, pstree, regs, remote, timens, timers};
 use crate::sys::Errno;
 use crate::{cgroup, image, runtime};
 
@@ -49,6 +50,8 @@ pub enum Error {
     Creds(#[from] creds::Error),
     #[error(transparent)]
     Timers(#[from] timers::Error),
+    #[error(transparent)]
+    Precopy(#[from] precopy::Error),
     #[error("{phase} (task {tid}): {source}")]
     Ptrace {
         phase: &'static str,
@@ -68,6 +71,8 @@ pub enum Error {
     NotLive { name: String, status: runtime::Status },
     #[error("the image holds {0} established TCP connections; restore with --tcp-established")]
     TcpNotRequested(usize),
+    #[error("lost contact with the destination after telling it to start {name} ({reason}); {name} is left frozen here: if it runs on the destination, remove it here with `migrate rm -f {name}`, otherwise `migrate thaw {name}`")]
+    InDoubt { name: String, reason: String },
     #[error("container {name} is {status}, not suspended; `migrate ps` shows its state")]
     NotSuspended { name: String, status: runtime::Status },
     #[error("{op} of {name} failed: {source}{}", if *.kept_running { " (the container is still running)" } else { "" })]
@@ -152,6 +157,7 @@ pub fn resume(root: &runtime::Root, name: &str) -> Result<restore::RestoreReport
         &restore::RestoreOptions {
             name: Some(name.to_string()),
             tcp_established: false,
+            ..Default::default()
         },
     )?;
     let _ = std::fs::remove_dir_all(&dir);

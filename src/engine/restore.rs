@@ -46,6 +46,13 @@ pub struct RestoreOptions {
     pub name: Option<String>,
     /// The image's established TCP connections may be restored.
     pub tcp_established: bool,
+    /// The container's address may be taken over from this lease holder
+    /// (live migration between two roots of one host); it gets it back if
+    /// the restore fails.
+    pub lease_from: Option<std::path::PathBuf>,
+    /// The container's log so far, written before it runs (live migration
+    /// brings it along).
+    pub log: Option<Vec<u8>>,
 }
 
 /// What a restore did.
@@ -96,12 +103,17 @@ struct Undo {
     cgroup: crate::cgroup::Cgroup,
     armed: bool,
     net: Option<crate::net::NetConfig>,
+    /// A lease taken over: (address, its holder before, us).
+    lease_back: Option<(std::net::Ipv4Addr, std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl Drop for Undo {
     fn drop(&mut self) {
         if self.armed {
             let _ = crate::runtime::tear_down(&self.cgroup, self.net.as_ref());
+            if let Some((ip, from, us)) = &self.lease_back {
+                crate::net::ipam::take_over(*ip, us, from);
+            }
         }
     }
 }
@@ -152,7 +164,7 @@ impl Prepared<'_> {
 /// Restores everything up to, not including, starting it (see [`Prepared`]).
 pub fn prepare<'r>(root: &'r Root, src: &mut dyn ImageSource, opts: &RestoreOptions) -> Result<Prepared<'r>> {
     let name = opts.name.clone().unwrap_or_else(|| src.manifest().container.clone());
-    restore_inner(root, src, &name, opts.tcp_established).map_err(|e| Error::Failed {
+    restore_inner(root, src, &name, opts).map_err(|e| Error::Failed {
         op: "restore",
         name,
         kept_running: false,
@@ -164,7 +176,7 @@ fn restore_inner<'r>(
     root: &'r Root,
     src: &mut dyn ImageSource,
     name: &str,
-    tcp_established: bool,
+    opts: &RestoreOptions,
 ) -> Result<Prepared<'r>> {
     let t0 = Instant::now();
     let facts = src.manifest().machine.clone();
@@ -176,7 +188,7 @@ fn restore_inner<'r>(
         });
     }
     let img = load(src)?;
-    if !img.files.tcp.is_empty() && !tcp_established {
+    if !img.files.tcp.is_empty() && !opts.tcp_established {
         return Err(Error::TcpNotRequested(img.files.tcp.len()));
     }
     let lock = root.lock_state()?;
@@ -186,9 +198,13 @@ fn restore_inner<'r>(
         cgroup: cg.clone(),
         armed: true,
         net: None,
+        lease_back: None,
     };
     cg.create()?;
     cg.apply(&img.container.limits)?;
+    if let Some(bytes) = &opts.log {
+        root.seed_log(name, bytes)?;
+    }
     let log = root.open_log(name)?;
 
     let max_fd = img.files.max_fd();
@@ -243,7 +259,18 @@ fn restore_inner<'r>(
         Some(n) => {
             let mut n = n.clone();
             n.host_veth = root.host_veth(name);
-            crate::net::ipam::take(n.ip, &root.state_path(name)).map_err(|e| stage("network")(e.to_string()))?;
+            let owner = root.state_path(name);
+            let taken = crate::net::ipam::take(n.ip, &owner);
+            match (&opts.lease_from, taken) {
+                (_, Ok(())) => {}
+                (Some(from), Err(e)) => {
+                    if !crate::net::ipam::take_over(n.ip, from, &owner) {
+                        return Err(stage("network")(e.to_string()));
+                    }
+                    undo.lease_back = Some((n.ip, from.clone(), owner));
+                }
+                (None, Err(e)) => return Err(stage("network")(e.to_string())),
+            }
             Some(n)
         }
         None => None,
@@ -365,6 +392,7 @@ fn restore_inner<'r>(
             shmem: &shmem,
             ready_fd,
             hosts: &hosts,
+            precopied: src.precopied(),
         };
         let tids = rebuild(host, p, mm, sigs, &mut pages, &with)?;
         traced.extend(tids.iter().skip(1));
@@ -416,6 +444,7 @@ struct Rebuild<'a> {
     ready_fd: i32,
     /// Container PID -> host PID.
     hosts: &'a HashMap<i32, i32>,
+    precopied: Option<&'a crate::image::precopy::PrecopyPages>,
 }
 
 /// Rebuilds one seized process; returns the host TIDs of its threads, the
@@ -446,7 +475,7 @@ fn rebuild<R: std::io::Read + Send + 'static>(
     }
     regs::drop_rseq(&remote)?;
     memory::restore_layout(&mut remote, mm, shmem)?;
-    memory::restore_pages(&remote, mm, pages, shmem, &host_of)?;
+    memory::restore_pages(&remote, mm, pages, shmem, &host_of, with.precopied.map(|s| (s, p.pid)))?;
     memory::restore_mm(&remote, &mm.mm)?;
     signals::restore(&remote, sigs.map(|s| s.actions.as_slice()).unwrap_or(&[]))?;
     let (main, others) = p

@@ -9,6 +9,7 @@
 //! stream; the engine does not know which it has.
 
 pub mod pages;
+pub mod precopy;
 pub mod store;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -16,7 +17,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 /// Magic at the start of every section file.
 pub const SECTION_MAGIC: [u8; 8] = *b"MIGRSECT";
 /// Image format version. An image of another version is refused.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// No section may be larger than this (pages live in the page store).
 pub const SECTION_CAP: u64 = 256 << 20;
 const HEADER_LEN: usize = 8 + 4 + 8 + 4;
@@ -46,6 +47,8 @@ pub enum Error {
     Missing { name: String },
     #[error("image page store: {0}")]
     Pages(String),
+    #[error("destination: {0}")]
+    Peer(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -24,6 +24,8 @@ pub trait ImageSink {
     fn finish(&mut self, machine: MachineFacts, container: &str) -> Result<(Manifest, u64)>;
     /// Removes what was written (a checkpoint that failed).
     fn abandon(&mut self);
+    /// This sink as a plain image sink.
+    fn as_image_sink(&mut self) -> &mut dyn ImageSink;
 }
 
 /// Where a restore reads from.
@@ -32,6 +34,10 @@ pub trait ImageSource {
     fn get(&mut self, name: &str) -> Result<Vec<u8>>;
     /// The page stream, from its start.
     fn pages(&mut self) -> Result<PageReader<Box<dyn Read + Send>>>;
+    /// Pages sent ahead by live migration's pre-copy, if any.
+    fn precopied(&self) -> Option<&super::precopy::PrecopyPages> {
+        None
+    }
 }
 
 /// Writes that count bytes and checksum them as they pass.
@@ -99,6 +105,10 @@ impl DirSink {
 }
 
 impl ImageSink for DirSink {
+    fn as_image_sink(&mut self) -> &mut dyn ImageSink {
+        self
+    }
+
     fn put(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
         let path = self.dir.join(name);
         std::fs::write(&path, bytes).map_err(io_at(&path))?;
@@ -241,6 +251,107 @@ impl ImageSource for DirSource {
         let path = self.dir.join(PAGES);
         let file = File::open(&path).map_err(io_at(&path))?;
         PageReader::new(Box::new(BufReader::with_capacity(1 << 20, file)) as Box<dyn Read + Send>)
+    }
+}
+
+/// An image held in memory, as live migration's destination receives it:
+/// sections, the page stream in segments, and pre-copied pages. Made only
+/// after every part's length and checksum match the manifest.
+pub struct MemSource {
+    manifest: Manifest,
+    sections: std::collections::HashMap<String, Vec<u8>>,
+    segments: Option<Vec<Vec<u8>>>,
+    precopied: super::precopy::PrecopyPages,
+}
+
+impl MemSource {
+    pub fn new(
+        manifest: Manifest,
+        sections: std::collections::HashMap<String, Vec<u8>>,
+        segments: Vec<Vec<u8>>,
+        precopied: super::precopy::PrecopyPages,
+    ) -> Result<Self> {
+        for f in &manifest.files {
+            let (len, crc) = if f.name == PAGES {
+                let mut h = crc32fast::Hasher::new();
+                segments.iter().for_each(|s| h.update(s));
+                (segments.iter().map(|s| s.len() as u64).sum::<u64>(), h.finalize())
+            } else {
+                let b = sections
+                    .get(&f.name)
+                    .ok_or_else(|| Error::Missing { name: f.name.clone() })?;
+                (b.len() as u64, crc32fast::hash(b))
+            };
+            if len != f.len {
+                return Err(Error::Truncated {
+                    name: f.name.clone(),
+                    have: len,
+                    want: f.len,
+                });
+            }
+            if crc != f.crc32 {
+                return Err(Error::Checksum { name: f.name.clone() });
+            }
+        }
+        Ok(Self {
+            manifest,
+            sections,
+            segments: Some(segments),
+            precopied,
+        })
+    }
+}
+
+/// Reads a list of buffers as one stream.
+struct Chain {
+    bufs: std::collections::VecDeque<Vec<u8>>,
+    pos: usize,
+}
+
+impl Read for Chain {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while let Some(front) = self.bufs.front() {
+            if self.pos < front.len() {
+                let n = out.len().min(front.len() - self.pos);
+                out[..n].copy_from_slice(&front[self.pos..self.pos + n]);
+                self.pos += n;
+                return Ok(n);
+            }
+            self.bufs.pop_front();
+            self.pos = 0;
+        }
+        Ok(0)
+    }
+}
+
+impl ImageSource for MemSource {
+    fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    fn get(&mut self, name: &str) -> Result<Vec<u8>> {
+        if !self.manifest.files.iter().any(|f| f.name == name) {
+            return Err(Error::Missing { name: name.to_string() });
+        }
+        self.sections
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::Missing { name: name.to_string() })
+    }
+
+    fn pages(&mut self) -> Result<PageReader<Box<dyn Read + Send>>> {
+        let bufs = self
+            .segments
+            .take()
+            .ok_or_else(|| Error::Pages("the page stream was already read".into()))?;
+        PageReader::new(Box::new(Chain {
+            bufs: bufs.into(),
+            pos: 0,
+        }) as Box<dyn Read + Send>)
+    }
+
+    fn precopied(&self) -> Option<&super::precopy::PrecopyPages> {
+        Some(&self.precopied)
     }
 }
 

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::remote::{self, nr, Remote, PAGE, SCRATCH_LEN};
 use crate::image::pages::{PageReader, PageWriter};
+use crate::image::precopy::PrecopyPages;
 
 /// Errors of the memory kind.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +89,11 @@ pub struct PageRun {
     /// stream, copied from that process at restore.
     #[serde(default)]
     pub from: Option<(i32, u64)>,
+    /// Pages sent ahead by live migration's pre-copy and not written
+    /// since: not in the stream, taken from the destination's pre-copied
+    /// pages.
+    #[serde(default)]
+    pub precopied: bool,
 }
 
 /// One mapping.
@@ -119,7 +125,7 @@ impl Vma {
     pub fn stored_pages(&self) -> u64 {
         self.runs
             .iter()
-            .filter(|r| !r.zero && r.from.is_none())
+            .filter(|r| !r.zero && r.from.is_none() && !r.precopied)
             .map(|r| u64::from(r.pages))
             .sum()
     }
@@ -277,11 +283,11 @@ fn backing_of(pid: i32, m: &MapLine) -> Result<Option<Backing>> {
 }
 
 // pagemap bits
-const PM_PRESENT: u64 = 1 << 63;
-const PM_SWAPPED: u64 = 1 << 62;
-const PM_FILE: u64 = 1 << 61;
-const PM_EXCLUSIVE: u64 = 1 << 56;
-const PM_PFN: u64 = (1 << 55) - 1;
+pub(crate) const PM_PRESENT: u64 = 1 << 63;
+pub(crate) const PM_SWAPPED: u64 = 1 << 62;
+pub(crate) const PM_FILE: u64 = 1 << 61;
+pub(crate) const PM_EXCLUSIVE: u64 = 1 << 56;
+pub(crate) const PM_PFN: u64 = (1 << 55) - 1;
 /// Bytes read from /proc/PID/mem at a time.
 const READ_BATCH: usize = 1 << 20;
 
@@ -295,6 +301,27 @@ pub struct DumpStats {
     pub pages_cow: u64,
     /// Mapped pages not stored: never touched, or clean file pages.
     pub pages_skipped: u64,
+    /// Pages sent by pre-copy and not written since: not stored again.
+    pub pages_precopied: u64,
+}
+
+/// What live migration's pre-copy already sent of one process, and which
+/// of its pages were written since (sorted address ranges).
+#[derive(Debug, Default)]
+pub struct PrecopyView {
+    pub sent: HashSet<u64>,
+    pub written: Vec<(u64, u64)>,
+}
+
+impl PrecopyView {
+    /// Whether the destination already has the page at `addr` as it is.
+    fn clean(&self, addr: u64) -> bool {
+        if !self.sent.contains(&addr) {
+            return false;
+        }
+        let i = self.written.partition_point(|r| r.1 <= addr);
+        !(i < self.written.len() && self.written[i].0 <= addr)
+    }
 }
 
 /// Per-checkpoint state shared between processes: which pages of each
@@ -308,6 +335,7 @@ pub struct SeenPages {
 
 /// Dumps the memory of a stopped process. `exclude` is the dumper's own
 /// scratch area in the task, left out of the image. `remote` runs brk(0).
+#[allow(clippy::too_many_arguments)]
 pub fn dump<W: std::io::Write + Send + 'static>(
     remote: &Remote,
     maps: &[MapLine],
@@ -316,7 +344,9 @@ pub fn dump<W: std::io::Write + Send + 'static>(
     seen_pages: &mut SeenPages,
     ns_pid: i32,
     stats: &mut DumpStats,
+    precopy: Option<&PrecopyView>,
 ) -> Result<MemoryImage> {
+    let clean = |addr: u64| precopy.map(|p| p.clean(addr)).unwrap_or(false);
     let pid = remote.pid;
     let pagemap = File::open(format!("/proc/{pid}/pagemap")).map_err(|source| Error::Proc {
         pid,
@@ -374,8 +404,14 @@ pub fn dump<W: std::io::Write + Send + 'static>(
                 i += 1;
                 continue;
             }
+            if seen.is_none() && clean(m.start + i * PAGE) {
+                stats.pages_precopied += 1;
+                push_run(&mut vma.runs, m.start + i * PAGE, RunKind::Precopied);
+                i += 1;
+                continue;
+            }
             let mut j = i;
-            while j < npages && wanted(entries[j as usize]) {
+            while j < npages && wanted(entries[j as usize]) && (seen.is_some() || !clean(m.start + j * PAGE)) {
                 j += 1;
             }
             // Pages i..j are wanted: read them in batches.
@@ -406,7 +442,7 @@ pub fn dump<W: std::io::Write + Send + 'static>(
                         match seen_pages.pfns.get(&pfn) {
                             Some(&(owner, owner_at)) if owner != ns_pid => {
                                 stats.pages_cow += 1;
-                                push_run(&mut vma.runs, key, false, Some((owner, owner_at)));
+                                push_run(&mut vma.runs, key, RunKind::From(owner, owner_at));
                                 continue;
                             }
                             Some(_) => {}
@@ -421,13 +457,13 @@ pub fn dump<W: std::io::Write + Send + 'static>(
                         // Fresh anonymous memory and shmem read as zero
                         // already; a file page copy must be zeroed.
                         if matches!(backing, Backing::File { .. }) {
-                            push_run(&mut vma.runs, key, true, None);
+                            push_run(&mut vma.runs, key, RunKind::Zero);
                         }
                         continue;
                     }
                     pages.write(page)?;
                     stats.pages_stored += 1;
-                    push_run(&mut vma.runs, key, false, None);
+                    push_run(&mut vma.runs, key, RunKind::Stored);
                 }
                 p += n;
             }
@@ -439,7 +475,22 @@ pub fn dump<W: std::io::Write + Send + 'static>(
     Ok(MemoryImage { vmas, mm })
 }
 
-fn push_run(runs: &mut Vec<PageRun>, addr: u64, zero: bool, from: Option<(i32, u64)>) {
+/// Where a page of a run comes from at restore.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RunKind {
+    Stored,
+    Zero,
+    From(i32, u64),
+    Precopied,
+}
+
+fn push_run(runs: &mut Vec<PageRun>, addr: u64, kind: RunKind) {
+    let (zero, from, precopied) = match kind {
+        RunKind::Stored => (false, None, false),
+        RunKind::Zero => (true, None, false),
+        RunKind::From(p, a) => (false, Some((p, a)), false),
+        RunKind::Precopied => (false, None, true),
+    };
     if let Some(last) = runs.last_mut() {
         let len = u64::from(last.pages) * PAGE;
         let follows = match (last.from, from) {
@@ -447,7 +498,7 @@ fn push_run(runs: &mut Vec<PageRun>, addr: u64, zero: bool, from: Option<(i32, u
             (Some((p, a)), Some((q, b))) => p == q && a + len == b,
             _ => false,
         };
-        if last.zero == zero && follows && last.addr + len == addr {
+        if last.zero == zero && last.precopied == precopied && follows && last.addr + len == addr {
             last.pages += 1;
             return;
         }
@@ -457,10 +508,11 @@ fn push_run(runs: &mut Vec<PageRun>, addr: u64, zero: bool, from: Option<(i32, u
         pages: 1,
         zero,
         from,
+        precopied,
     });
 }
 
-fn read_pagemap(pagemap: &File, pid: i32, start: u64, npages: u64) -> Result<Vec<u64>> {
+pub(crate) fn read_pagemap(pagemap: &File, pid: i32, start: u64, npages: u64) -> Result<Vec<u64>> {
     let mut raw = vec![0u8; (npages * 8) as usize];
     pagemap
         .read_exact_at(&mut raw, start / PAGE * 8)
@@ -711,6 +763,7 @@ pub fn restore_pages<R: Read + Send + 'static>(
     pages: &mut PageReader<R>,
     shmem: &ShmemFds,
     host_of: &dyn Fn(i32) -> Option<i32>,
+    precopied: Option<(&PrecopyPages, i32)>,
 ) -> Result<()> {
     let zeros = vec![0u8; READ_BATCH];
     let mut copy = vec![0u8; READ_BATCH];
@@ -748,6 +801,17 @@ pub fn restore_pages<R: Read + Send + 'static>(
                             source,
                         })?;
                     &copy[..n as usize]
+                } else if run.precopied {
+                    // Gathered into one write as long as the run allows.
+                    n = left.min(copy.len() as u64);
+                    let (store, pid) = precopied.ok_or_else(|| not_precopied(remote.pid, at))?;
+                    for k in 0..n / PAGE {
+                        let page = store
+                            .page(pid, at + k * PAGE)
+                            .ok_or_else(|| not_precopied(remote.pid, at + k * PAGE))?;
+                        copy[(k * PAGE) as usize..((k + 1) * PAGE) as usize].copy_from_slice(page);
+                    }
+                    &copy[..n as usize]
                 } else if run.zero {
                     n = left.min(zeros.len() as u64);
                     &zeros[..n as usize]
@@ -773,6 +837,12 @@ pub fn restore_pages<R: Read + Send + 'static>(
         }
     }
     Ok(())
+}
+
+fn not_precopied(pid: i32, at: u64) -> Error {
+    Error::Image(crate::image::Error::Pages(format!(
+        "page {at:#x} of process {pid} was not pre-copied"
+    )))
 }
 
 /// Sets the mm descriptor fields and the exe link (PR_SET_MM_MAP).
@@ -865,20 +935,39 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
     #[test]
     fn runs_merge() {
         let mut runs = Vec::new();
-        push_run(&mut runs, 0x1000, false, None);
-        push_run(&mut runs, 0x2000, false, None);
-        push_run(&mut runs, 0x3000, true, None);
-        push_run(&mut runs, 0x5000, false, None);
+        push_run(&mut runs, 0x1000, RunKind::Stored);
+        push_run(&mut runs, 0x2000, RunKind::Stored);
+        push_run(&mut runs, 0x3000, RunKind::Zero);
+        push_run(&mut runs, 0x5000, RunKind::Stored);
         assert_eq!(runs.len(), 3);
         assert_eq!(runs[0].pages, 2);
         // Shared runs merge only while their source is contiguous too.
         let mut shared = Vec::new();
-        push_run(&mut shared, 0x1000, false, Some((1, 0x9000)));
-        push_run(&mut shared, 0x2000, false, Some((1, 0xa000)));
-        push_run(&mut shared, 0x3000, false, Some((1, 0xc000)));
-        push_run(&mut shared, 0x4000, false, None);
+        push_run(&mut shared, 0x1000, RunKind::From(1, 0x9000));
+        push_run(&mut shared, 0x2000, RunKind::From(1, 0xa000));
+        push_run(&mut shared, 0x3000, RunKind::From(1, 0xc000));
+        push_run(&mut shared, 0x4000, RunKind::Stored);
         assert_eq!(shared.len(), 3);
         assert_eq!(shared[0].pages, 2);
+        // Pre-copied pages are a run kind of their own.
+        let mut pre = Vec::new();
+        push_run(&mut pre, 0x1000, RunKind::Precopied);
+        push_run(&mut pre, 0x2000, RunKind::Precopied);
+        push_run(&mut pre, 0x3000, RunKind::Stored);
+        assert_eq!(pre.len(), 2);
+        assert!(pre[0].precopied && pre[0].pages == 2 && !pre[1].precopied);
+    }
+
+    #[test]
+    fn precopy_view_cleanliness() {
+        let view = PrecopyView {
+            sent: [0x1000, 0x2000, 0x5000].into_iter().collect(),
+            written: vec![(0x2000, 0x3000), (0x8000, 0x9000)],
+        };
+        assert!(view.clean(0x1000));
+        assert!(!view.clean(0x2000), "written since");
+        assert!(!view.clean(0x3000), "never sent");
+        assert!(view.clean(0x5000));
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod files;
 pub mod inet;
 pub mod memory;
 pub mod pipes;
+pub mod precopy;
 pub mod pstree;
 pub mod regfile;
 pub mod regs;

@@ -69,6 +69,21 @@ pub fn allocate(owner: &Path) -> Result<Ipv4Addr, Error> {
     Err(Error::Exhausted(format!("{BRIDGE_ADDR}/24")))
 }
 
+/// Moves the lease on `ip` from `from` to `to`, if `from` holds it.
+/// Returns whether `to` holds it now.
+pub fn take_over(ip: Ipv4Addr, from: &Path, to: &Path) -> bool {
+    let path = lease_path(ip);
+    let holder = std::fs::read_to_string(&path).unwrap_or_default();
+    if Path::new(&holder) == to {
+        return true;
+    }
+    if Path::new(&holder) != from {
+        return false;
+    }
+    let tmp = path.with_extension("moving");
+    std::fs::write(&tmp, to.as_os_str().as_encoded_bytes()).is_ok() && std::fs::rename(&tmp, &path).is_ok()
+}
+
 /// Gives `ip` back, if `owner` holds it.
 pub fn release(ip: Ipv4Addr, owner: &Path) {
     let path = lease_path(ip);

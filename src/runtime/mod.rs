@@ -229,6 +229,18 @@ impl Root {
         Ok(f.into())
     }
 
+    /// Writes `bytes` as the log of container `name` (replacing any).
+    pub(crate) fn seed_log(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.log_path(name);
+        std::fs::create_dir_all(self.container_dir(name))
+            .and_then(|_| std::fs::write(&path, bytes))
+            .map_err(|source| Error::StateIo {
+                path,
+                op: "write log",
+                source,
+            })
+    }
+
     /// Before a restore under `name`: refuses a live container of that
     /// name; otherwise removes its leftover cgroup, keeping its directory
     /// (log, and the image of a suspended container).

@@ -6,6 +6,7 @@
 //! callers, in their own error enums.
 
 pub mod ptrace;
+pub mod uffd;
 
 use std::ffi::CStr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -337,6 +338,25 @@ pub fn default_sigpipe() {
     use nix::sys::signal::{signal, SigHandler, Signal};
     // SAFETY: installing SIG_DFL runs no handler code.
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
+/// Faults in every page of `buf` for writing, in one call
+/// (MADV_POPULATE_WRITE): far cheaper than touching each page, where page
+/// faults are slow. Best effort: an older kernel just faults them later.
+pub fn populate(buf: &mut [u8]) {
+    const MADV_POPULATE_WRITE: libc::c_int = 23;
+    let start = buf.as_mut_ptr() as usize;
+    let page = 4096;
+    let aligned = (start + page - 1) & !(page - 1);
+    let end = (start + buf.len()) & !(page - 1);
+    if end > aligned {
+        // SAFETY: the range lies inside `buf`, which we borrow mutably;
+        // MADV_POPULATE_WRITE only faults pages in, leaving contents as
+        // they are.
+        unsafe {
+            libc::madvise(aligned as *mut libc::c_void, end - aligned, MADV_POPULATE_WRITE);
+        }
+    }
 }
 
 /// pidfd_getfd(2): a duplicate, in this process, of descriptor `fd` of the
