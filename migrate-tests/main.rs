@@ -3,6 +3,7 @@
 
 mod checkpoint;
 mod common;
+mod migration;
 mod network;
 mod programs;
 mod runtime;

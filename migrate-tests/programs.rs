@@ -60,7 +60,7 @@ fn shell_pipeline_survives() -> Result<()> {
 }
 
 /// `redis-cli -s SOCK ARGS...`
-fn redis(sock: &std::path::Path, args: &[&str]) -> Result<String> {
+pub fn redis(sock: &std::path::Path, args: &[&str]) -> Result<String> {
     let out = Command::new("redis-cli")
         .arg("-s")
         .arg(sock)
@@ -75,14 +75,14 @@ fn redis(sock: &std::path::Path, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-#[test]
-fn redis_with_50k_keys_survives() -> Result<()> {
-    let root = TestRoot::new("redis");
+/// Starts redis-server as container `name` of `root` on a unix socket
+/// and loads `n` keys; returns the socket.
+pub fn start_redis_with_keys(root: &TestRoot, name: &str, n: u32) -> Result<std::path::PathBuf> {
     let data = root.dir.join("redis");
     std::fs::create_dir_all(&data)?;
     let sock = data.join("redis.sock");
     root.run_d(
-        "redis",
+        name,
         &["--init"],
         &[
             "redis-server",
@@ -101,9 +101,9 @@ fn redis_with_50k_keys_survives() -> Result<()> {
     wait_until(Duration::from_secs(10), "redis socket", || {
         redis(&sock, &["ping"]).is_ok()
     })?;
-    // 50k keys through the pipe mode, in the RESP protocol.
+    // The keys through the pipe mode, in the RESP protocol.
     let mut resp = Vec::new();
-    for i in 0..50_000 {
+    for i in 0..n {
         let (k, v) = (format!("key:{i}"), format!("value:{i}"));
         write!(
             resp,
@@ -121,18 +121,28 @@ fn redis_with_50k_keys_survives() -> Result<()> {
         .spawn()?;
     child.stdin.take().context("stdin")?.write_all(&resp)?;
     ensure!(child.wait()?.success(), "redis-cli --pipe failed");
-    ensure!(redis(&sock, &["dbsize"])? == "50000");
+    check_redis_keys(&sock, u64::from(n))?;
+    Ok(sock)
+}
+
+/// The database holds `size` keys, and sample keys have their values.
+pub fn check_redis_keys(sock: &std::path::Path, size: u64) -> Result<()> {
+    ensure!(redis(sock, &["dbsize"])? == size.to_string(), "dbsize");
+    for i in [0, 777, 49_999] {
+        ensure!(redis(sock, &["get", &format!("key:{i}")])? == format!("value:{i}"));
+    }
+    Ok(())
+}
+
+#[test]
+fn redis_with_50k_keys_survives() -> Result<()> {
+    let root = TestRoot::new("redis");
+    let sock = start_redis_with_keys(&root, "redis", 50_000)?;
     for round in 0..2 {
         let dir = root.dir.join(format!("image-{round}"));
         root.ok(&["checkpoint", "redis", "--dir", dir.to_str().unwrap()])?;
         root.ok(&["restore", "--dir", dir.to_str().unwrap()])?;
-        ensure!(
-            redis(&sock, &["dbsize"])? == (50_000 + round).to_string(),
-            "dbsize after restore {round}"
-        );
-        for i in [0, 777, 49_999] {
-            ensure!(redis(&sock, &["get", &format!("key:{i}")])? == format!("value:{i}"));
-        }
+        check_redis_keys(&sock, 50_000 + round)?;
         ensure!(
             redis(&sock, &["set", &format!("after:{round}"), "yes"])? == "OK",
             "writes after restore"

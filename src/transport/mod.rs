@@ -31,6 +31,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("{source} ({name} is still running here)")]
+    Unmoved { name: String, source: Box<Error> },
     #[error(transparent)]
     Engine(#[from] crate::engine::Error),
     #[error(transparent)]

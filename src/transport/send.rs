@@ -175,9 +175,20 @@ async fn run_client(
             .await
             .map_err(|e| connect_err(e.to_string()))?;
         bytes.fetch_add(hello_frame.len() as u64, Ordering::Relaxed);
-        let answer = wire::read_async(&mut recv)
-            .await?
-            .ok_or_else(|| connect_err("the receiver closed the connection".into()))?;
+        let answer = match wire::read_async(&mut recv).await {
+            Ok(Some(a)) => a,
+            // TLS 1.3: a client learns that the server refused its
+            // certificate only when the connection closes.
+            _ => {
+                let why = conn
+                    .close_reason()
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| "no answer".into());
+                return Err(connect_err(format!(
+                    "the receiver closed the connection during the handshake ({why}); is this root's certificate (`migrate identity`) pinned there?"
+                )));
+            }
+        };
         match wire::decode_frame(&answer)? {
             Msg::Welcome { facts } => Ok((conn, send, recv, facts)),
             Msg::Refuse { reason } => Err(Error::Refused { reason }),
@@ -558,8 +569,12 @@ pub fn migrate(
             .map(|_| root.state_path(name).to_string_lossy().into_owned()),
     };
     progress(crate::engine::live::Progress::Phase("connect"));
-    let addr = resolve(addr)?;
-    let mut sink = connect(root.dir(), addr, peers, hello, compression)?;
+    let unmoved = |e: Error| Error::Unmoved {
+        name: name.to_string(),
+        source: Box::new(e),
+    };
+    let addr = resolve(addr).map_err(unmoved)?;
+    let mut sink = connect(root.dir(), addr, peers, hello, compression).map_err(unmoved)?;
     let report = crate::engine::live::send(root, name, &mut sink, opts, progress)?;
     Ok(report)
 }
