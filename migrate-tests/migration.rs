@@ -440,6 +440,37 @@ fn interrupted_receiver_keeps_the_source() -> Result<()> {
     })
 }
 
+#[test]
+fn interrupted_sender_keeps_the_container() -> Result<()> {
+    let pair = Pair::new("mig-sint")?;
+    ticker(&pair, "big", "384")?;
+    let mut recv = Receiver::start(&pair.b, "127.0.0.1", true, None)?;
+    let send = Command::new(MIGRATE)
+        .arg("--root")
+        .arg(&pair.a.dir)
+        .args(["send", "big", &recv.addr])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let pattern = format!("{} restore-helper", pair.b.dir.display());
+    wait_until(Duration::from_secs(20), "the transfer to start", || {
+        Command::new("pgrep")
+            .args(["-f", &pattern])
+            .output()
+            .map(|o| !o.stdout.is_empty())
+            .unwrap_or(false)
+    })?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(send.id() as i32), nix::sys::signal::SIGINT)?;
+    let out = send.wait_with_output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "the interrupted migration succeeded");
+    ensure!(err.contains("still running") && err.contains("interrupted"), "{err}");
+    still_healthy(&pair.a, "big")?;
+    ensure!(!recv.wait(Duration::from_secs(60))?.success());
+    nothing_left(&pair.b, "big")?;
+    Ok(())
+}
+
 /// Two network namespaces joined by a veth pair; removed when dropped.
 struct Link {
     a: String,

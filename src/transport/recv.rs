@@ -127,6 +127,8 @@ pub fn serve(
                     events(Event::Finished(r));
                 }
                 endpoint.close(1u32.into(), b"receiver stopped");
+                // Let the close reach the source, so it rolls back now.
+                let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
                 return Err(interrupted());
             }
             let report = match report {

@@ -208,6 +208,17 @@ async fn run_client(
             return;
         }
     };
+    // Ctrl-C (or SIGTERM) from here on calls the migration off: the
+    // engine sees the connection gone and lets the container run again.
+    // Registered before the engine freezes anything.
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut sigint, mut sigterm) = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(i), Ok(t)) => (i, t),
+        _ => {
+            let _ = ready_tx.send(Err(connect_err("could not handle Ctrl-C".into())));
+            return;
+        }
+    };
     let _ = ready_tx.send(Ok(facts));
 
     // Messages from the destination.
@@ -231,8 +242,6 @@ async fn run_client(
     });
     let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let mut tasks = tokio::task::JoinSet::new();
-    let interrupted = tokio::signal::ctrl_c();
-    tokio::pin!(interrupted);
     let mut failed = false;
     loop {
         tokio::select! {
@@ -295,7 +304,7 @@ async fn run_client(
                     break;
                 }
             },
-            _ = &mut interrupted => {
+            _ = async { tokio::select! { _ = sigint.recv() => {}, _ = sigterm.recv() => {} } } => {
                 conn.close(1u32.into(), b"interrupted");
                 let _ = in_tx.send(Incoming::Lost("interrupted (Ctrl-C)".into()));
                 failed = true;

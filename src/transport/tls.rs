@@ -208,10 +208,10 @@ fn tls_err(e: impl std::fmt::Display) -> Error {
 /// Timeouts and flow-control windows sized for bulk page transfer.
 fn transport() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
+    // A peer that vanished (killed, link down) is given up after 5 s of
+    // silence; keep-alives make silence mean exactly that.
     t.max_idle_timeout(Some(
-        Duration::from_secs(10)
-            .try_into()
-            .expect("10 s is a valid idle timeout"),
+        Duration::from_secs(5).try_into().expect("5 s is a valid idle timeout"),
     ));
     t.keep_alive_interval(Some(Duration::from_secs(1)));
     t.max_concurrent_uni_streams(64u32.into());
