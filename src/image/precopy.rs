@@ -39,6 +39,7 @@ pub struct PrecopyBatch {
     /// Runs of pages: address, count, and where their contents are.
     pub runs: Vec<(u64, u32, RunSrc)>,
     /// The `Data` pages, in run order, zstd-compressed or raw.
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
     pub compressed: bool,
     /// CRC-32 of the raw page bytes.

@@ -81,7 +81,7 @@ fn restore_and_wait(
     lease_owner: Option<String>,
 ) -> Result<HelperReport, Error> {
     let t_in = Instant::now();
-    let (mut src, log) = receive(input)?;
+    let (mut src, log) = receive(input, output)?;
     let t = Instant::now();
     tracing::info!(ms = (t - t_in).as_secs_f64() * 1000.0, "image received");
     let opts = RestoreOptions {
@@ -116,7 +116,7 @@ fn restore_and_wait(
 
 /// Takes in the whole image: returns it checked against its manifest, and
 /// the log.
-fn receive(input: &mut impl Read) -> Result<(MemSource, Option<Vec<u8>>), Error> {
+fn receive(input: &mut impl Read, output: &mut impl Write) -> Result<(MemSource, Option<Vec<u8>>), Error> {
     let mut sections: HashMap<String, Vec<u8>> = HashMap::new();
     let mut segments: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
     let mut precopied = PrecopyPages::default();
@@ -124,8 +124,16 @@ fn receive(input: &mut impl Read) -> Result<(MemSource, Option<Vec<u8>>), Error>
     // earlier one wait here.
     let mut waiting: BTreeMap<u64, crate::image::precopy::PrecopyBatch> = BTreeMap::new();
     let mut batches = 0u64;
+    // The source waits for this many batches to be applied.
+    let mut sync: Option<u64> = None;
     let mut sealed: Option<(Vec<u8>, u64, u64)> = None;
     loop {
+        if let Some(n) = sync {
+            if batches >= n {
+                wire::write_sync(output, &Msg::Synced)?;
+                sync = None;
+            }
+        }
         if let Some((_, want_segments, want_batches)) = &sealed {
             if segments.len() as u64 == *want_segments && batches == *want_batches {
                 break;
@@ -154,6 +162,12 @@ fn receive(input: &mut impl Read) -> Result<(MemSource, Option<Vec<u8>>), Error>
                     batches += 1;
                 }
             }
+            Msg::Sync { batches: n } => {
+                if sync.is_some() {
+                    return Err(Error::Protocol("a sync before the last was answered".into()));
+                }
+                sync = Some(n);
+            }
             Msg::Pages { seq, bytes } => {
                 if seq >= MAX_SEGMENTS || segments.insert(seq, bytes).is_some() {
                     return Err(Error::Protocol(format!("page segment {seq} repeated or out of range")));
@@ -179,6 +193,9 @@ fn receive(input: &mut impl Read) -> Result<(MemSource, Option<Vec<u8>>), Error>
         }
     }
     let (manifest_bytes, want_segments, _) = sealed.expect("loop ends sealed");
+    if sync.is_some() {
+        return Err(Error::Protocol("sealed while a sync was pending".into()));
+    }
     if segments.keys().copied().ne(0..want_segments) {
         return Err(Error::Protocol("page segments are not numbered 0..n".into()));
     }

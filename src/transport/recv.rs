@@ -380,7 +380,7 @@ async fn relay(
                     let frame = wire::encode(&msg);
                     received.fetch_add(frame.len() as u64, Ordering::Relaxed);
                     match msg {
-                        Msg::Section { .. } | Msg::Sealed { .. } | Msg::Go | Msg::Abort { .. } => {
+                        Msg::Section { .. } | Msg::Sealed { .. } | Msg::Go | Msg::Abort { .. } | Msg::Sync { .. } => {
                             if to_helper.send(frame).await.is_err() {
                                 break Err(lost("the restore helper stopped".into()));
                             }
@@ -397,6 +397,7 @@ async fn relay(
                     let _ = ctrl.write_all(&frame).await;
                     match msg {
                         Msg::Ready { restore_ms } => report.restore_ms = restore_ms,
+                        Msg::Synced => {}
                         Msg::Done => break Ok(()),
                         Msg::Failed { reason } => break Err(Error::Lost { phase: "restore", reason }),
                         other => break Err(Error::Protocol(format!("unexpected {} from the helper", name_of(&other)))),

@@ -346,6 +346,8 @@ pub(crate) fn name_of(m: &Msg) -> &'static str {
         Msg::Failed { .. } => "failure",
         Msg::Go => "go",
         Msg::Done => "done",
+        Msg::Sync { .. } => "sync",
+        Msg::Synced => "synced",
     }
 }
 
@@ -504,9 +506,20 @@ impl ImageSink for QuicSink {
 
 impl LiveSink for QuicSink {
     fn flush(&mut self) -> image::Result<()> {
+        // Every stream acknowledged...
         let (tx, rx) = mpsc::channel();
         self.send(Out::Flush(tx))?;
-        rx.recv().map_err(|_| self.why_lost())
+        rx.recv().map_err(|_| self.why_lost())?;
+        // ...and every batch applied at the destination.
+        self.control(&Msg::Sync {
+            batches: self.precopy_batches,
+        })?;
+        match self.wait(READY_TIMEOUT) {
+            Ok(Msg::Synced) => Ok(()),
+            Ok(Msg::Failed { reason }) => Err(lost(&format!("the destination failed: {reason}"))),
+            Ok(other) => Err(lost(&format!("unexpected {} from the destination", name_of(&other)))),
+            Err(why) => Err(lost(&why)),
+        }
     }
 
     fn precopy(&mut self, mut batch: PrecopyBatch) -> image::Result<()> {

@@ -119,15 +119,24 @@ pub enum Msg {
     /// Destination -> source: the hello is refused; the connection ends.
     Refuse { reason: String },
     /// An image section.
-    Section { name: String, bytes: Vec<u8> },
+    Section {
+        name: String,
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
     /// Pre-copied pages (on their own stream).
     Precopy(PrecopyBatch),
     /// A segment of the final page stream, in order by `seq` (on its own
     /// stream).
-    Pages { seq: u64, bytes: Vec<u8> },
+    Pages {
+        seq: u64,
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
     /// Source -> destination: the image is complete. `manifest` is a framed
     /// section listing every part with its length and checksum.
     Sealed {
+        #[serde(with = "serde_bytes")]
         manifest: Vec<u8>,
         page_segments: u64,
         precopy_batches: u64,
@@ -143,6 +152,11 @@ pub enum Msg {
     Go,
     /// Destination -> source: it runs.
     Done,
+    /// Source -> destination: answer once the first `batches` pre-copy
+    /// batches are applied (the end of a pre-copy round).
+    Sync { batches: u64 },
+    /// Destination -> source: the answer to `Sync`.
+    Synced,
 }
 
 impl Msg {
