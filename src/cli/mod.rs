@@ -143,7 +143,9 @@ pub enum Command {
         /// Carry established TCP connections (TCP_REPAIR).
         #[arg(long)]
         tcp_established: bool,
-        /// Stop pre-copy once the rest would take this long to send (ms).
+        /// Downtime to aim for (ms): pre-copy goes on until the pages
+        /// still dirty would take a quarter of it to send (the rest is for
+        /// the other state and the restore), or stop shrinking.
         #[arg(long, default_value_t = 100)]
         max_downtime: u64,
         /// At most this many pre-copy rounds; 0 for plain stop-and-copy.

@@ -135,6 +135,8 @@ pub(crate) struct Frozen<'r> {
     /// When the container was frozen.
     pub t0: Instant,
     done: bool,
+    /// Pre-copy's dirty tracking, ended when this goes.
+    tracking: Vec<crate::kinds::precopy::Tracked>,
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
@@ -244,6 +246,7 @@ pub(crate) fn freeze_and_dump<'r>(
         },
         t0,
         done: false,
+        tracking: Vec::new(),
         _lock: lock,
         st,
     };
@@ -258,12 +261,15 @@ pub(crate) fn freeze_and_dump<'r>(
     let mut report = frozen.report.clone();
     let mut seized = Seized::default();
     let mut repaired = files::Repaired::default();
-    let dumped = dump(&what, sink, &mut seized, &mut report, &mut repaired, precopy).and_then(|(procs, xstate)| {
-        let (_, image_bytes) = sink.finish(machine_facts(xstate), name)?;
-        Ok((procs, image_bytes))
-    });
+    let mut precopy = precopy;
+    let dumped =
+        dump(&what, sink, &mut seized, &mut report, &mut repaired, &mut precopy).and_then(|(procs, xstate)| {
+            let (_, image_bytes) = sink.finish(machine_facts(xstate), name)?;
+            Ok((procs, image_bytes))
+        });
     frozen.seized = seized;
     frozen.repaired = repaired;
+    frozen.tracking = precopy;
     report.dump_ms = ms_since(t_dump);
     match dumped {
         Ok((procs, image_bytes)) => {
@@ -301,7 +307,7 @@ fn dump(
     seized: &mut Seized,
     report: &mut CheckpointReport,
     repaired: &mut files::Repaired,
-    precopy: Vec<crate::kinds::precopy::Tracked>,
+    precopy: &mut [crate::kinds::precopy::Tracked],
 ) -> Result<(usize, u32)> {
     let (root, st, cg) = (what.root, what.st, what.cg);
     // The tree, and anything in the cgroup outside it.
@@ -344,6 +350,8 @@ fn dump(
         thread_lists.push(tids);
     }
     cg.set_frozen(false, FREEZE_TIMEOUT)?;
+    let t_phase = Instant::now();
+    tracing::debug!("dump: seized, thawed");
     for entry in seized.tids.iter_mut() {
         entry.1 = ptrace::wait_stop(Pid::from_raw(entry.0)).map_err(|source| Error::Ptrace {
             phase: "wait for stop",
@@ -352,16 +360,18 @@ fn dump(
         })?;
     }
     // Everything is stopped: what pre-copy sent that is still as it was.
+    tracing::debug!(ms = ms_since(t_phase), "dump: all stopped");
     let mut views = std::collections::HashMap::new();
-    for t in precopy {
-        let host = t.host;
-        views.insert(host, t.finish()?);
+    for t in precopy.iter_mut() {
+        views.insert(t.host, t.finish()?);
     }
+    tracing::debug!(ms = ms_since(t_phase), "dump: pre-copy views done");
 
     // What can not be dumped is found before any heavy work.
     let log = root.log_path(&st.name);
     let pairs: Vec<(i32, i32)> = alive.iter().map(|(h, s)| (*h, s.ns_pid)).collect();
     let fd_images = files::dump_all(&pairs, &log, st.pid, what.file_cap, what.tcp, repaired)?;
+    tracing::debug!(ms = ms_since(t_phase), "dump: files done");
 
     let mut processes = Vec::new();
     let mut mm_images: Vec<(i32, MemoryImage)> = Vec::new();
@@ -440,6 +450,11 @@ fn dump(
         p.creds = Some(creds::dump(&main, s.ns_pid, tids)?);
         let host_to_ns_tid = |tid: i32| ns_tid(*host, tid);
         p.timers = Some(timers::dump(&main, &host_to_ns_tid)?);
+        tracing::debug!(
+            ms = ms_since(t_phase),
+            pid = s.ns_pid,
+            "dump: process state done, memory next"
+        );
         let mm = memory::dump(
             &main,
             &maps,
@@ -455,6 +470,7 @@ fn dump(
         processes.push(p);
     }
     sink.finish_pages()?;
+    tracing::debug!(ms = ms_since(t_phase), "dump: memory and page stream done");
     report.pages_stored = stats.pages_stored;
     report.pages_zero = stats.pages_zero;
     report.pages_skipped = stats.pages_skipped;

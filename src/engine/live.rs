@@ -173,7 +173,9 @@ pub fn send(
             // Expected time to send what is dirty now, at this round's rate.
             let rate = (r.pages.max(1) as f64) / r.ms.max(0.001);
             let expect_ms = r.dirty_after as f64 / rate;
-            if expect_ms <= opts.max_downtime_ms as f64 {
+            // A quarter of the budget: freezing, the rest of the state and
+            // the restore take the rest.
+            if expect_ms <= opts.max_downtime_ms as f64 / 4.0 {
                 report.notes.push(format!(
                     "pre-copy converged after round {round}: {} dirty pages, about {expect_ms:.1} ms to send",
                     r.dirty_after
@@ -287,7 +289,7 @@ fn start_tracking(st: &crate::runtime::ContainerState, notes: &mut Vec<String>) 
         if !stopped.contains(&host) {
             continue;
         }
-        let tracked = memory::mappings(host).map_err(Error::from).and_then(|maps| {
+        let tracked = memory::mappings_fast(host).map_err(Error::from).and_then(|maps| {
             let ip = memory::syscall_ip(host, &maps)?;
             let remote = Remote::new(host, host, ip)?;
             Ok(precopy::track(&remote, &maps, ns)?)

@@ -188,6 +188,7 @@ fn restore_inner<'r>(
         });
     }
     let img = load(src)?;
+    tracing::debug!(ms = ms_since(t0), "restore: image decoded");
     if !img.files.tcp.is_empty() && !opts.tcp_established {
         return Err(Error::TcpNotRequested(img.files.tcp.len()));
     }
@@ -201,6 +202,7 @@ fn restore_inner<'r>(
         lease_back: None,
     };
     cg.create()?;
+    tracing::debug!(ms = ms_since(t0), "restore: cgroup made");
     cg.apply(&img.container.limits)?;
     if let Some(bytes) = &opts.log {
         root.seed_log(name, bytes)?;
@@ -331,6 +333,7 @@ fn restore_inner<'r>(
     // Wait until every live task reports ready.
     let alive: Vec<&ProcessImage> = img.procs.iter().filter(|p| p.zombie.is_none()).collect();
     wait_ready(ready_rd, alive.len())?;
+    tracing::debug!(ms = ms_since(t0), "restore: tree forked and ready");
     let fork_ms = ms_since(t0);
     let hosts = host_pids(pid1.as_raw())?;
     let host_of = |ns: i32| {
@@ -400,11 +403,13 @@ fn restore_inner<'r>(
         report.pages += mm.stored_pages();
     }
     report.memory_ms = ms_since(t_mem);
+    tracing::debug!(ms = ms_since(t0), "restore: processes rebuilt");
     report.processes = img.procs.len();
 
     // Detached inside the frozen cgroup: everything starts together, at
     // commit.
     cg.set_frozen(true, FREEZE_TIMEOUT)?;
+    tracing::debug!(ms = ms_since(t0), "restore: frozen");
     for tid in &traced {
         ptrace::detach(Pid::from_raw(*tid), None).map_err(|source| Error::Ptrace {
             phase: "detach",
@@ -459,7 +464,7 @@ fn rebuild<R: std::io::Read + Send + 'static>(
 ) -> Result<Vec<i32>> {
     let (shmem, ready_fd) = (with.shmem, with.ready_fd);
     let host_of = |ns: i32| with.hosts.get(&ns).copied();
-    let maps = memory::mappings(host)?;
+    let maps = memory::mappings_fast(host)?;
     let ip = memory::syscall_ip(host, &maps)?;
     let mut remote = Remote::new(host, host, ip)?;
     remote.close(ready_fd as u64)?;
@@ -474,8 +479,13 @@ fn rebuild<R: std::io::Read + Send + 'static>(
         tracing::debug!(pid = p.pid, host, ?fds, "rebuilding process");
     }
     regs::drop_rseq(&remote)?;
-    memory::restore_layout(&mut remote, mm, shmem)?;
-    memory::restore_pages(&remote, mm, pages, shmem, &host_of, with.precopied.map(|s| (s, p.pid)))?;
+    let shadows = with.precopied.map(|s| s.shadows_of(p.pid)).unwrap_or_default();
+    let t = Instant::now();
+    let moved = memory::restore_layout(&mut remote, mm, shmem, &shadows)?;
+    tracing::debug!(ms = ms_since(t), pid = p.pid, "rebuild: layout done");
+    let precopied = with.precopied.map(|s| (s, p.pid));
+    memory::restore_pages(&remote, mm, pages, shmem, &host_of, precopied, &moved)?;
+    tracing::debug!(ms = ms_since(t), pid = p.pid, "rebuild: pages done");
     memory::restore_mm(&remote, &mm.mm)?;
     signals::restore(&remote, sigs.map(|s| s.actions.as_slice()).unwrap_or(&[]))?;
     let (main, others) = p

@@ -11,8 +11,6 @@ use serde::{Deserialize, Serialize};
 use super::{Error, Result};
 
 const PAGE: usize = 4096;
-/// Pages per arena block (faulted in as a whole).
-const BLOCK_PAGES: usize = 4096;
 /// A batch claiming more raw bytes than this is damage.
 pub const BATCH_CAP: usize = 64 << 20;
 
@@ -81,17 +79,23 @@ impl PrecopyBatch {
     }
 }
 
-/// The destination's copy of the pre-copied pages, by process and address.
+/// The destination's copy of the pre-copied pages. Each process's pages
+/// sit in shadow mappings that mirror its address space, one per GiB of
+/// addresses it uses: the page at address A is at offset A mod 1 GiB of the
+/// shadow for A's GiB. The restored processes are forked from the process
+/// holding this, so they inherit the shadows, and a run of pages is moved
+/// into place with one mremap: no copy, no fresh memory, during downtime.
 #[derive(Default)]
 pub struct PrecopyPages {
-    /// (pid, address) -> (round, slot); slot u32::MAX is an all-zero page.
-    index: HashMap<(i32, u64), (u32, u32)>,
-    blocks: Vec<Box<[u8]>>,
-    used: usize,
+    /// Every page received: (pid, address) -> whether it is all zero.
+    index: HashMap<(i32, u64), bool>,
+    /// (pid, GiB number) -> shadow.
+    shadows: HashMap<(i32, u64), crate::sys::Reserved>,
     pub pages: u64,
 }
 
-const ZERO_SLOT: u32 = u32::MAX;
+/// Addresses covered by one shadow mapping.
+pub const SHADOW_SPAN: u64 = 1 << 30;
 static ZERO_PAGE: [u8; PAGE] = [0; PAGE];
 
 impl PrecopyPages {
@@ -117,16 +121,24 @@ impl PrecopyPages {
         }
         let mut off = 0;
         for &(addr, n, src) in &b.runs {
+            if addr % PAGE as u64 != 0
+                || addr
+                    .checked_add(u64::from(n) * PAGE as u64)
+                    .is_none_or(|e| e > TASK_SIZE)
+            {
+                return Err(bad(&format!("run at {addr:#x} is not a user address range")));
+            }
+            if src != RunSrc::Zero {
+                self.populate(b.pid, addr, u64::from(n) * PAGE as u64)?;
+            }
             for k in 0..u64::from(n) {
                 let at = addr + k * PAGE as u64;
-                let key = (b.pid, at);
-                let slot = match src {
-                    RunSrc::Zero => ZERO_SLOT,
+                let zero = match src {
+                    RunSrc::Zero => true,
                     RunSrc::Data => {
-                        let slot = self.own_slot(key);
-                        self.slot_mut(slot).copy_from_slice(&raw[off..off + PAGE]);
+                        self.shadow_page_mut(b.pid, at)?.copy_from_slice(&raw[off..off + PAGE]);
                         off += PAGE;
-                        slot
+                        false
                     }
                     RunSrc::Same { pid, addr: from } => {
                         let from = from + k * PAGE as u64;
@@ -136,15 +148,20 @@ impl PrecopyPages {
                             .try_into()
                             .expect("a page");
                         if page == ZERO_PAGE {
-                            ZERO_SLOT
+                            true
                         } else {
-                            let slot = self.own_slot(key);
-                            self.slot_mut(slot).copy_from_slice(&page);
-                            slot
+                            self.shadow_page_mut(b.pid, at)?.copy_from_slice(&page);
+                            false
                         }
                     }
                 };
-                if self.index.insert(key, (b.round, slot)).is_none() {
+                if zero {
+                    // A page that was data before reads as zero again.
+                    if let Some(sh) = self.shadows.get_mut(&(b.pid, at / SHADOW_SPAN)) {
+                        sh.discard((at % SHADOW_SPAN) as usize, PAGE);
+                    }
+                }
+                if self.index.insert((b.pid, at), zero).is_none() {
                     self.pages += 1;
                 }
             }
@@ -152,39 +169,64 @@ impl PrecopyPages {
         Ok(())
     }
 
-    /// The page's own slot: the one it had, or a new one.
-    fn own_slot(&mut self, key: (i32, u64)) -> u32 {
-        match self.index.get(&key) {
-            Some(&(_, slot)) if slot != ZERO_SLOT => slot,
-            _ => self.alloc(),
+    /// Faults in the shadow pages of a run in one go: far cheaper than
+    /// one fault per page.
+    fn populate(&mut self, pid: i32, addr: u64, len: u64) -> Result<()> {
+        let mut at = addr;
+        while at < addr + len {
+            let piece = (SHADOW_SPAN - at % SHADOW_SPAN).min(addr + len - at);
+            self.shadow_page_mut(pid, at)?;
+            let sh = self.shadows.get_mut(&(pid, at / SHADOW_SPAN)).expect("just made");
+            let off = (at % SHADOW_SPAN) as usize;
+            crate::sys::populate(&mut sh.bytes_mut()[off..off + piece as usize]);
+            at += piece;
         }
+        Ok(())
     }
 
-    fn alloc(&mut self) -> u32 {
-        if self.used == self.blocks.len() * BLOCK_PAGES {
-            let mut block = vec![0u8; BLOCK_PAGES * PAGE].into_boxed_slice();
-            crate::sys::populate(&mut block);
-            self.blocks.push(block);
-        }
-        self.used += 1;
-        (self.used - 1) as u32
-    }
-
-    fn slot_mut(&mut self, slot: u32) -> &mut [u8] {
-        let (b, i) = (slot as usize / BLOCK_PAGES, slot as usize % BLOCK_PAGES);
-        &mut self.blocks[b][i * PAGE..(i + 1) * PAGE]
+    fn shadow_page_mut(&mut self, pid: i32, at: u64) -> Result<&mut [u8]> {
+        let sh = match self.shadows.entry((pid, at / SHADOW_SPAN)) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let r = crate::sys::Reserved::new(SHADOW_SPAN as usize)
+                    .map_err(|e| Error::Pages(format!("reserve memory for pre-copied pages: {e}")))?;
+                e.insert(r)
+            }
+        };
+        let off = (at % SHADOW_SPAN) as usize;
+        Ok(&mut sh.bytes_mut()[off..off + PAGE])
     }
 
     /// The page of process `pid` at `addr`, if it was pre-copied.
     pub fn page(&self, pid: i32, addr: u64) -> Option<&[u8]> {
-        let &(_, slot) = self.index.get(&(pid, addr))?;
-        if slot == ZERO_SLOT {
+        if *self.index.get(&(pid, addr))? {
             return Some(&ZERO_PAGE);
         }
-        let (b, i) = (slot as usize / BLOCK_PAGES, slot as usize % BLOCK_PAGES);
-        Some(&self.blocks[b][i * PAGE..(i + 1) * PAGE])
+        let sh = self.shadows.get(&(pid, addr / SHADOW_SPAN))?;
+        let off = (addr % SHADOW_SPAN) as usize;
+        Some(&sh.bytes()[off..off + PAGE])
+    }
+
+    /// Whether every page of `addr..addr+len` of `pid` was pre-copied.
+    pub fn has_all(&self, pid: i32, addr: u64, len: u64) -> bool {
+        (0..len / PAGE as u64).all(|k| self.index.contains_key(&(pid, addr + k * PAGE as u64)))
+    }
+
+    /// Where process `pid`'s shadows are (in this process, and in children
+    /// forked from it): (first address they mirror, shadow address, length).
+    pub fn shadows_of(&self, pid: i32) -> Vec<(u64, u64, u64)> {
+        let mut v: Vec<(u64, u64, u64)> = self
+            .shadows
+            .iter()
+            .filter(|((p, _), _)| *p == pid)
+            .map(|((_, gib), r)| (gib * SHADOW_SPAN, r.addr(), r.len() as u64))
+            .collect();
+        v.sort();
+        v
     }
 }
+
+const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 
 #[cfg(test)]
 mod tests {

@@ -229,6 +229,12 @@ pub fn mappings(pid: i32) -> Result<Vec<MapLine>> {
     parse_maps(pid, &read_proc(pid, "smaps")?)
 }
 
+/// The mappings without their VmFlags, from /proc/PID/maps: unlike smaps,
+/// reading it does not walk the page tables (tens of ms per GiB mapped).
+pub fn mappings_fast(pid: i32) -> Result<Vec<MapLine>> {
+    parse_maps(pid, &read_proc(pid, "maps")?)
+}
+
 fn prot_of(perms: &str) -> u32 {
     let b = perms.as_bytes();
     let mut p = 0;
@@ -309,18 +315,22 @@ pub struct DumpStats {
 /// of its pages were written since (sorted address ranges).
 #[derive(Debug, Default)]
 pub struct PrecopyView {
-    pub sent: HashSet<u64>,
+    /// Sorted, disjoint address ranges.
+    pub sent: Vec<(u64, u64)>,
+    /// Sorted, disjoint address ranges.
     pub written: Vec<(u64, u64)>,
+}
+
+/// Whether sorted disjoint `ranges` hold `addr`.
+fn in_ranges(ranges: &[(u64, u64)], addr: u64) -> bool {
+    let i = ranges.partition_point(|r| r.1 <= addr);
+    i < ranges.len() && ranges[i].0 <= addr
 }
 
 impl PrecopyView {
     /// Whether the destination already has the page at `addr` as it is.
     fn clean(&self, addr: u64) -> bool {
-        if !self.sent.contains(&addr) {
-            return false;
-        }
-        let i = self.written.partition_point(|r| r.1 <= addr);
-        !(i < self.written.len() && self.written[i].0 <= addr)
+        in_ranges(&self.sent, addr) && !in_ranges(&self.written, addr)
     }
 }
 
@@ -595,9 +605,18 @@ pub type ShmemFds = HashMap<u64, File>;
 /// Rebuilds the address space of a stopped restorer copy. Afterwards the
 /// remote's syscall address points into the moved vDSO and its scratch
 /// area is mapped in a hole of the new layout.
-pub fn restore_layout(remote: &mut Remote, img: &MemoryImage, shmem: &ShmemFds) -> Result<()> {
+/// `shadows` are the pre-copied pages' shadow mappings of this process
+/// (see `PrecopyPages`), inherited from the restorer: kept, and moved out
+/// of the way of the image's layout. Returns where each went: (first
+/// address it mirrors, address now, length).
+pub fn restore_layout(
+    remote: &mut Remote,
+    img: &MemoryImage,
+    shmem: &ShmemFds,
+    shadows: &[(u64, u64, u64)],
+) -> Result<Vec<(u64, u64, u64)>> {
     let pid = remote.pid;
-    let now = mappings(pid)?;
+    let now = mappings_fast(pid)?;
     let cur = specials(&now);
     let want: Vec<(String, u64, u64)> = img
         .vmas
@@ -621,8 +640,10 @@ pub fn restore_layout(remote: &mut Remote, img: &MemoryImage, shmem: &ShmemFds) 
     let vdso_now = cur.iter().find(|s| s.0 == "[vdso]").map(|s| s.1).unwrap_or(0);
     let insn_off = remote.syscall_ip() - vdso_now;
 
-    // 1. Unmap everything but the specials (and [vsyscall], which is fixed).
+    // 1. Unmap everything but the specials (and [vsyscall], which is fixed)
+    // and the shadows.
     let mut keep: Vec<(u64, u64)> = cur.iter().map(|s| (s.1, s.2)).collect();
+    keep.extend(shadows.iter().map(|s| (s.1, s.1 + s.2)));
     keep.sort();
     let mut from = PAGE;
     for (a, b) in keep.iter().copied().chain([(TASK_SIZE, TASK_SIZE)]) {
@@ -658,19 +679,39 @@ pub fn restore_layout(remote: &mut Remote, img: &MemoryImage, shmem: &ShmemFds) 
         move_special(remote, name, *a, *len, target)?;
     }
 
-    // 3. Scratch area in a hole of the target layout.
-    let taken: Vec<(u64, u64)> = img.vmas.iter().map(|v| (v.start, v.end)).collect();
+    // 3. Shadows that overlap the layout move to a hole of it.
+    let mut taken: Vec<(u64, u64)> = img.vmas.iter().map(|v| (v.start, v.end)).collect();
+    taken.extend(shadows.iter().map(|s| (s.1, s.1 + s.2)));
+    let mut moved = Vec::new();
+    for &(mirrors, at, len) in shadows {
+        let clash = img.vmas.iter().any(|v| v.start < at + len && at < v.end);
+        let to = if clash {
+            let to = find_gap(&taken, len).ok_or(Error::NoGap { pid })?;
+            remote.call(
+                "mremap shadow",
+                nr::MREMAP,
+                &[at, len, len, (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64, to],
+            )?;
+            taken.push((to, to + len));
+            to
+        } else {
+            at
+        };
+        moved.push((mirrors, to, len));
+    }
+
+    // 4. Scratch area in a hole of the target layout.
     let gap = find_gap(&taken, SCRATCH_LEN).ok_or(Error::NoGap { pid })?;
     remote.map_scratch(Some(gap))?;
 
-    // 4. Every other mapping; then the inherited memfds can go.
+    // 5. Every other mapping; then the inherited memfds can go.
     for v in &img.vmas {
         map_vma(remote, v, shmem)?;
     }
     for f in shmem.values() {
         remote.close(f.as_raw_fd() as u64)?;
     }
-    Ok(())
+    Ok(moved)
 }
 
 fn mremap(remote: &Remote, from: u64, len: u64, to: u64) -> Result<()> {
@@ -741,6 +782,11 @@ fn map_vma(remote: &Remote, v: &Vma, shmem: &ShmemFds) -> Result<()> {
             )?;
         }
     }
+    advise(remote, v, v.start, v.len())
+}
+
+/// Applies the mapping's madvise flags to `start..start+len` of it.
+fn advise(remote: &Remote, v: &Vma, start: u64, len: u64) -> Result<()> {
     for (flag, advice) in [
         ("dc", libc::MADV_DONTFORK),
         ("wf", libc::MADV_WIPEONFORK),
@@ -749,8 +795,34 @@ fn map_vma(remote: &Remote, v: &Vma, shmem: &ShmemFds) -> Result<()> {
         ("dd", libc::MADV_DONTDUMP),
     ] {
         if v.flags.iter().any(|f| f == flag) {
-            remote.call("madvise", nr::MADVISE, &[v.start, v.len(), advice as u64])?;
+            remote.call("madvise", nr::MADVISE, &[start, len, advice as u64])?;
         }
+    }
+    Ok(())
+}
+
+/// Moves pre-copied pages `at..at+len` of a private anonymous mapping into
+/// place from the process's shadows (`moved`, from [`restore_layout`]):
+/// page tables move, no page is copied or allocated. Pages never written
+/// in the shadow (all-zero ones) come out as holes, which read as zero.
+fn move_precopied(remote: &Remote, v: &Vma, at: u64, len: u64, moved: &[(u64, u64, u64)]) -> Result<()> {
+    let mut a = at;
+    while a < at + len {
+        let span = crate::image::precopy::SHADOW_SPAN;
+        let piece = (span - a % span).min(at + len - a);
+        let mirrors = a - a % span;
+        let shadow = moved
+            .iter()
+            .find(|m| m.0 == mirrors)
+            .map(|m| m.1 + a % span)
+            .ok_or_else(|| not_precopied(remote.pid, a))?;
+        let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
+        remote.call("mremap pre-copied pages", nr::MREMAP, &[shadow, piece, piece, flags, a])?;
+        if v.prot != (libc::PROT_READ | libc::PROT_WRITE) as u32 {
+            remote.call("mprotect", libc::SYS_mprotect, &[a, piece, u64::from(v.prot)])?;
+        }
+        advise(remote, v, a, piece)?;
+        a += piece;
     }
     Ok(())
 }
@@ -764,14 +836,25 @@ pub fn restore_pages<R: Read + Send + 'static>(
     shmem: &ShmemFds,
     host_of: &dyn Fn(i32) -> Option<i32>,
     precopied: Option<(&PrecopyPages, i32)>,
+    moved: &[(u64, u64, u64)],
 ) -> Result<()> {
     let zeros = vec![0u8; READ_BATCH];
     let mut copy = vec![0u8; READ_BATCH];
     let mut sources: HashMap<i32, File> = HashMap::new();
+    // Private anonymous memory, not a stack: pre-copied runs move in.
+    let movable = |v: &Vma| v.backing == Backing::Anon && !v.shared && !v.flags.iter().any(|f| f == "gd");
     for v in &img.vmas {
         for run in &v.runs {
             let mut left = u64::from(run.pages) * PAGE;
             let mut at = run.addr;
+            if run.precopied && movable(v) {
+                let (store, pid) = precopied.ok_or_else(|| not_precopied(remote.pid, at))?;
+                if !store.has_all(pid, at, left) {
+                    return Err(not_precopied(remote.pid, at));
+                }
+                move_precopied(remote, v, at, left, moved)?;
+                continue;
+            }
             while left > 0 {
                 let n;
                 let data: &[u8] = if let Some((owner, owner_at)) = run.from {
@@ -835,6 +918,10 @@ pub fn restore_pages<R: Read + Send + 'static>(
                 left -= n;
             }
         }
+    }
+    // What is left of the shadows (pages written since, other runs) goes.
+    for &(_, at, len) in moved {
+        remote.call("munmap shadow", nr::MUNMAP, &[at, len])?;
     }
     Ok(())
 }
@@ -961,7 +1048,7 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
     #[test]
     fn precopy_view_cleanliness() {
         let view = PrecopyView {
-            sent: [0x1000, 0x2000, 0x5000].into_iter().collect(),
+            sent: vec![(0x1000, 0x3000), (0x5000, 0x6000)],
             written: vec![(0x2000, 0x3000), (0x8000, 0x9000)],
         };
         assert!(view.clean(0x1000));

@@ -6,7 +6,7 @@
 //! walk. (There are no soft-dirty bits on the kernels this targets.)
 //! Closing our copy of the userfaultfd ends the tracking.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
@@ -55,8 +55,8 @@ pub struct Tracked {
     pagemap: File,
     mem: File,
     ranges: Vec<(u64, u64)>,
-    /// Pages sent so far, by address.
-    sent: HashSet<u64>,
+    /// Pages sent so far, by address (ordered: the final dump wants ranges).
+    sent: BTreeSet<u64>,
 }
 
 /// What one round sent.
@@ -68,6 +68,18 @@ pub struct RoundStats {
     pub shared_pages: u64,
     pub raw_bytes: u64,
     pub batches: u64,
+}
+
+/// Page addresses as sorted disjoint ranges.
+fn ranges(pages: BTreeSet<u64>) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for p in pages {
+        match out.last_mut() {
+            Some(r) if r.1 == p => r.1 += PAGE,
+            _ => out.push((p, p + PAGE)),
+        }
+    }
+    out
 }
 
 /// Appends a page to the runs, extending the last run where it continues.
@@ -133,7 +145,7 @@ pub fn track(remote: &Remote, maps: &[MapLine], ns: i32) -> Result<Tracked> {
         pagemap: open("pagemap")?,
         mem: open("mem")?,
         ranges,
-        sent: HashSet::new(),
+        sent: BTreeSet::new(),
     })
 }
 
@@ -256,13 +268,14 @@ impl Tracked {
     }
 
     /// For the final dump, with the process stopped: what was sent, and
-    /// what was written since. Tracking ends here.
-    pub fn finish(self) -> Result<PrecopyView> {
+    /// what was written since. Tracking ends when this is dropped (which
+    /// write-unprotects every page: kept out of the downtime).
+    pub fn finish(&mut self) -> Result<PrecopyView> {
         // Untracked mappings (made after tracking began) count as written
         // throughout.
         let written = self.scan(0, TASK_SIZE, false)?;
         Ok(PrecopyView {
-            sent: self.sent,
+            sent: ranges(std::mem::take(&mut self.sent)),
             written,
         })
     }

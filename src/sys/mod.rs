@@ -340,6 +340,80 @@ pub fn default_sigpipe() {
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
+/// A private anonymous mapping reserved without committing memory
+/// (MAP_NORESERVE): pages exist only once written. Unmapped when dropped.
+pub struct Reserved {
+    addr: usize,
+    len: usize,
+}
+
+impl Reserved {
+    pub fn new(len: usize) -> Result<Self, Errno> {
+        // SAFETY: a fresh anonymous mapping at an address the kernel
+        // picks; it aliases nothing.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(Errno::last());
+        }
+        Ok(Self { addr: p as usize, len })
+    }
+
+    /// Its address in this process (and in children forked from it).
+    pub fn addr(&self) -> u64 {
+        self.addr as u64
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: the mapping is `len` bytes, readable, and lives as long
+        // as `self`; writes go through `bytes_mut`, which borrows mutably.
+        unsafe { std::slice::from_raw_parts(self.addr as *const u8, self.len) }
+    }
+
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes`, and the mutable borrow of `self` makes
+        // this the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.addr as *mut u8, self.len) }
+    }
+
+    /// Drops the pages of `off..off+len`: they read as zero again.
+    pub fn discard(&mut self, off: usize, len: usize) {
+        if off + len <= self.len {
+            // SAFETY: the range lies inside our mapping; MADV_DONTNEED on
+            // private anonymous memory just zeroes it.
+            unsafe {
+                libc::madvise((self.addr + off) as *mut libc::c_void, len, libc::MADV_DONTNEED);
+            }
+        }
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, unmapped once; no reference outlives
+        // `self`.
+        unsafe {
+            libc::munmap(self.addr as *mut libc::c_void, self.len);
+        }
+    }
+}
+
 /// Faults in every page of `buf` for writing, in one call
 /// (MADV_POPULATE_WRITE): far cheaper than touching each page, where page
 /// faults are slow. Best effort: an older kernel just faults them later.

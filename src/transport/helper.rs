@@ -92,7 +92,6 @@ fn restore_and_wait(
     };
     let precopied_pages = src.precopied().map(|p| p.pages).unwrap_or(0);
     let prepared = restore::prepare(root, &mut src, &opts)?;
-    drop(src);
     let restore_ms = t.elapsed().as_secs_f64() * 1000.0;
     tracing::info!(report = ?prepared.report(), "restored, waiting for go");
     wire::write_sync(output, &Msg::Ready { restore_ms })?;
@@ -106,6 +105,9 @@ fn restore_and_wait(
     }
     let done = prepared.commit()?;
     wire::write_sync(output, &Msg::Done)?;
+    // Unmapping the shadows takes a while for large memory: after the
+    // container runs, not during its downtime.
+    drop(src);
     Ok(HelperReport {
         name: name.to_string(),
         restore_ms,
