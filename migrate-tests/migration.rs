@@ -290,6 +290,54 @@ fn redis_with_50k_keys_migrates() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn cpython_migrates() -> Result<()> {
+    let pair = Pair::new("mig-py")?;
+    crate::programs::start_cpython(&pair.a, "py")?;
+    there_and_back(&pair, "py")
+}
+
+#[test]
+fn shell_pipeline_migrates() -> Result<()> {
+    let pair = Pair::new("mig-pipe")?;
+    pair.a.run_d("pipe", &[], &["bash", "-c", crate::programs::PIPELINE])?;
+    there_and_back(&pair, "pipe")
+}
+
+#[test]
+fn nginx_migrates() -> Result<()> {
+    let pair = Pair::new("mig-nginx")?;
+    let sock = crate::programs::start_nginx(&pair.a)?;
+    let before = crate::programs::nginx_workers_uid(&pair.a)?;
+    migrate(&pair.a, &pair.b, "nginx", &[])?;
+    for _ in 0..5 {
+        ensure!(crate::programs::curl(&sock)? == "hello from the container\n");
+    }
+    ensure!(
+        crate::programs::nginx_workers_uid(&pair.b)? == before,
+        "worker credentials changed"
+    );
+    migrate(&pair.b, &pair.a, "nginx", &[])?;
+    ensure!(crate::programs::curl(&sock)? == "hello from the container\n");
+    Ok(())
+}
+
+#[test]
+fn unsupported_fd_keeps_the_source() -> Result<()> {
+    let pair = Pair::new("mig-uring")?;
+    pair.a.run_d("u", &[], &[workload("uring").to_str().unwrap()])?;
+    wait_beats(&pair.a, "u", 2)?;
+    let mut recv = Receiver::start(&pair.b, "127.0.0.1", true, None)?;
+    let out = pair.a.cmd(&["send", "u", &recv.addr]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "a container with io_uring migrated");
+    ensure!(err.contains("io_uring") && err.contains("still running"), "{err}");
+    ensure!(!recv.wait(Duration::from_secs(30))?.success());
+    still_healthy(&pair.a, "u")?;
+    nothing_left(&pair.b, "u")?;
+    Ok(())
+}
+
 /// Nothing of `name` is on `root`: no state, no cgroup, no helper.
 pub fn nothing_left(root: &TestRoot, name: &str) -> Result<()> {
     ensure!(root.ps()?.iter().all(|e| e["name"] != name), "{name} left in ps");

@@ -21,6 +21,12 @@ fn fd_state_survives() -> Result<()> {
 #[test]
 fn cpython_thread_and_dict_survive() -> Result<()> {
     let root = TestRoot::new("cpython");
+    start_cpython(&root, "py")?;
+    survives_all_cycles(&root, "py")
+}
+
+/// CPython with a thread filling a dict, checking it every beat.
+pub fn start_cpython(root: &TestRoot, name: &str) -> Result<()> {
     let script = root.dir.join("dict.py");
     std::fs::write(
         &script,
@@ -45,17 +51,19 @@ fn cpython_thread_and_dict_survive() -> Result<()> {
          \x20   print(f'beat {beat}', flush=True)\n\
          \x20   time.sleep(0.1)\n",
     )?;
-    root.run_d("py", &[], &["/usr/bin/python3", script.to_str().unwrap()])?;
-    survives_all_cycles(&root, "py")
+    root.run_d(name, &[], &["/usr/bin/python3", script.to_str().unwrap()])?;
+    Ok(())
 }
+
+/// A bash loop hashing `yes | head` through a pipeline every beat.
+pub const PIPELINE: &str = "want=$(yes | head -c 200000 | sha256sum); i=0; while true; do i=$((i+1)); \
+                  h=$(yes | head -c 200000 | sha256sum); [ \"$h\" = \"$want\" ] || echo \"FAIL hash $h\"; \
+                  echo \"beat $i\"; sleep 0.1; done";
 
 #[test]
 fn shell_pipeline_survives() -> Result<()> {
     let root = TestRoot::new("pipeline");
-    let script = "want=$(yes | head -c 200000 | sha256sum); i=0; while true; do i=$((i+1)); \
-                  h=$(yes | head -c 200000 | sha256sum); [ \"$h\" = \"$want\" ] || echo \"FAIL hash $h\"; \
-                  echo \"beat $i\"; sleep 0.1; done";
-    root.run_d("pipe", &[], &["bash", "-c", script])?;
+    root.run_d("pipe", &[], &["bash", "-c", PIPELINE])?;
     survives_all_cycles(&root, "pipe")
 }
 
@@ -154,7 +162,7 @@ fn redis_with_50k_keys_survives() -> Result<()> {
     Ok(())
 }
 
-fn curl(sock: &std::path::Path) -> Result<String> {
+pub fn curl(sock: &std::path::Path) -> Result<String> {
     let out = Command::new("curl")
         .args(["-s", "-m", "5", "--unix-socket"])
         .arg(sock)
@@ -169,6 +177,34 @@ fn curl(sock: &std::path::Path) -> Result<String> {
 #[test]
 fn nginx_master_and_workers_survive() -> Result<()> {
     let root = TestRoot::new("nginx");
+    let sock = start_nginx(&root)?;
+    let before = nginx_workers_uid(&root)?;
+    ensure!(before.len() == 2, "workers: {before:?}");
+    for round in 0..2 {
+        let dir = root.dir.join(format!("image-{round}"));
+        root.ok(&["checkpoint", "nginx", "--dir", dir.to_str().unwrap()])?;
+        root.ok(&["restore", "--dir", dir.to_str().unwrap()])?;
+        for _ in 0..5 {
+            ensure!(curl(&sock)? == "hello from the container\n");
+        }
+        ensure!(nginx_workers_uid(&root)? == before, "worker credentials changed");
+    }
+    Ok(())
+}
+
+/// The Uid lines of the nginx container's workers.
+pub fn nginx_workers_uid(root: &TestRoot) -> Result<Vec<String>> {
+    let pid = root.pid("nginx")?;
+    Ok(children(pid)
+        .into_iter()
+        .filter_map(|c| std::fs::read_to_string(format!("/proc/{c}/status")).ok())
+        .filter_map(|s| s.lines().find(|l| l.starts_with("Uid:")).map(String::from))
+        .collect())
+}
+
+/// nginx (master and two workers as nobody) as container "nginx", serving
+/// a file on a unix socket; returns the socket once it serves.
+pub fn start_nginx(root: &TestRoot) -> Result<std::path::PathBuf> {
     let d = root.dir.join("nginx");
     std::fs::create_dir_all(d.join("www"))?;
     std::fs::create_dir_all(d.join("tmp"))?;
@@ -190,26 +226,7 @@ fn nginx_master_and_workers_survive() -> Result<()> {
     Command::new("chmod").args(["-R", "a+rX"]).arg(&root.dir).status()?;
     root.run_d("nginx", &[], &["nginx", "-c", conf.to_str().unwrap()])?;
     wait_until(Duration::from_secs(10), "nginx to serve", || curl(&sock).is_ok())?;
-    let workers_uid = |root: &TestRoot| -> Result<Vec<String>> {
-        let pid = root.pid("nginx")?;
-        Ok(children(pid)
-            .into_iter()
-            .filter_map(|c| std::fs::read_to_string(format!("/proc/{c}/status")).ok())
-            .filter_map(|s| s.lines().find(|l| l.starts_with("Uid:")).map(String::from))
-            .collect())
-    };
-    let before = workers_uid(&root)?;
-    ensure!(before.len() == 2, "workers: {before:?}");
-    for round in 0..2 {
-        let dir = root.dir.join(format!("image-{round}"));
-        root.ok(&["checkpoint", "nginx", "--dir", dir.to_str().unwrap()])?;
-        root.ok(&["restore", "--dir", dir.to_str().unwrap()])?;
-        for _ in 0..5 {
-            ensure!(curl(&sock)? == "hello from the container\n");
-        }
-        ensure!(workers_uid(&root)? == before, "worker credentials changed");
-    }
-    Ok(())
+    Ok(sock)
 }
 
 #[test]
