@@ -243,30 +243,24 @@ fn seccomp_migrates() -> Result<()> {
     workload_there_and_back("mig-sc", "seccomp", &[])
 }
 
+/// A workload that takes a directory of its own (made under root a).
+fn workload_with_dir_there_and_back(tag: &str, program: &str, sub: &str) -> Result<()> {
+    let pair = Pair::new(tag)?;
+    let dir = pair.a.dir.join(sub);
+    std::fs::create_dir_all(&dir)?;
+    pair.a
+        .run_d(tag, &[], &[workload(program).to_str().unwrap(), dir.to_str().unwrap()])?;
+    there_and_back(&pair, tag)
+}
+
 #[test]
 fn files_migrate() -> Result<()> {
-    let pair = Pair::new("mig-files")?;
-    let dir = pair.a.dir.join("data");
-    std::fs::create_dir_all(&dir)?;
-    pair.a.run_d(
-        "files",
-        &[],
-        &[workload("files").to_str().unwrap(), dir.to_str().unwrap()],
-    )?;
-    there_and_back(&pair, "files")
+    workload_with_dir_there_and_back("mig-files", "files", "data")
 }
 
 #[test]
 fn inotify_migrates() -> Result<()> {
-    let pair = Pair::new("mig-ino")?;
-    let dir = pair.a.dir.join("watched");
-    std::fs::create_dir_all(&dir)?;
-    pair.a.run_d(
-        "in",
-        &[],
-        &[workload("inotify").to_str().unwrap(), dir.to_str().unwrap()],
-    )?;
-    there_and_back(&pair, "in")
+    workload_with_dir_there_and_back("mig-ino", "inotify", "watched")
 }
 
 #[test]
@@ -435,17 +429,33 @@ fn failing_restore_keeps_the_source() -> Result<()> {
     Ok(())
 }
 
-/// Starts a migration of a large container and calls `cut` once the
-/// destination's helper is receiving; the migration must fail, the
-/// source run on, and the destination hold nothing.
-fn cut_mid_transfer(pair: &Pair, recv: &mut Receiver, cut: impl FnOnce(&mut Receiver) -> Result<()>) -> Result<()> {
-    let send = Command::new(MIGRATE)
-        .arg("--root")
-        .arg(&pair.a.dir)
-        .args(["send", "big", &recv.addr])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
+/// `migrate send NAME ADDR` for `root`, from network namespace `netns` if
+/// given, its output captured.
+fn sender(root: &TestRoot, netns: Option<&str>, name: &str, addr: &str) -> Command {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{ns}")).arg(MIGRATE);
+            c
+        }
+        None => Command::new(MIGRATE),
+    };
+    cmd.arg("--root").arg(&root.dir).args(["send", name, addr]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd
+}
+
+/// Runs `send` (a migration of "big" from a to b) and calls `cut` with the
+/// sender's PID once the destination's helper is receiving; the migration
+/// must fail, the source run on, and the destination hold nothing. Returns
+/// the sender's stderr.
+fn cut_mid_transfer(
+    pair: &Pair,
+    recv: &mut Receiver,
+    mut send: Command,
+    cut: impl FnOnce(&mut Receiver, i32) -> Result<()>,
+) -> Result<String> {
+    let send = send.spawn()?;
     let pattern = format!("{} restore-helper", pair.b.dir.display());
     wait_until(Duration::from_secs(20), "the transfer to start", || {
         Command::new("pgrep")
@@ -454,68 +464,56 @@ fn cut_mid_transfer(pair: &Pair, recv: &mut Receiver, cut: impl FnOnce(&mut Rece
             .map(|o| !o.stdout.is_empty())
             .unwrap_or(false)
     })?;
-    cut(recv)?;
+    cut(recv, send.id() as i32)?;
     let out = send.wait_with_output()?;
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
     ensure!(!out.status.success(), "the migration succeeded anyway");
     ensure!(err.contains("still running"), "{err}");
     still_healthy(&pair.a, "big")?;
-    wait_until(Duration::from_secs(30), "the destination to clean up", || {
+    wait_until(Duration::from_secs(60), "the destination to clean up", || {
         nothing_left(&pair.b, "big").is_ok()
+    })?;
+    Ok(err)
+}
+
+fn signal(pid: i32, sig: nix::sys::signal::Signal) -> Result<()> {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)?;
+    Ok(())
+}
+
+/// A large container on a, a `--once` receiver on b, and a sender for it.
+fn big_pair(tag: &str) -> Result<(Pair, Receiver, Command)> {
+    let pair = Pair::new(tag)?;
+    ticker(&pair, "big", "384")?;
+    let recv = Receiver::start(&pair.b, "127.0.0.1", true, None)?;
+    let send = sender(&pair.a, None, "big", &recv.addr);
+    Ok((pair, recv, send))
+}
+
+#[test]
+fn killed_receiver_keeps_the_source() -> Result<()> {
+    let (pair, mut recv, send) = big_pair("mig-kill")?;
+    cut_mid_transfer(&pair, &mut recv, send, |r, _| {
+        signal(r.pid(), nix::sys::signal::SIGKILL)
     })?;
     Ok(())
 }
 
 #[test]
-fn killed_receiver_keeps_the_source() -> Result<()> {
-    let pair = Pair::new("mig-kill")?;
-    ticker(&pair, "big", "384")?;
-    let mut recv = Receiver::start(&pair.b, "127.0.0.1", true, None)?;
-    cut_mid_transfer(&pair, &mut recv, |r| {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(r.pid()), nix::sys::signal::SIGKILL)?;
-        Ok(())
-    })
-}
-
-#[test]
 fn interrupted_receiver_keeps_the_source() -> Result<()> {
-    let pair = Pair::new("mig-int")?;
-    ticker(&pair, "big", "384")?;
-    let mut recv = Receiver::start(&pair.b, "127.0.0.1", true, None)?;
-    cut_mid_transfer(&pair, &mut recv, |r| {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(r.pid()), nix::sys::signal::SIGINT)?;
-        Ok(())
-    })
+    let (pair, mut recv, send) = big_pair("mig-int")?;
+    cut_mid_transfer(&pair, &mut recv, send, |r, _| signal(r.pid(), nix::sys::signal::SIGINT))?;
+    Ok(())
 }
 
 #[test]
 fn interrupted_sender_keeps_the_container() -> Result<()> {
-    let pair = Pair::new("mig-sint")?;
-    ticker(&pair, "big", "384")?;
-    let mut recv = Receiver::start(&pair.b, "127.0.0.1", true, None)?;
-    let send = Command::new(MIGRATE)
-        .arg("--root")
-        .arg(&pair.a.dir)
-        .args(["send", "big", &recv.addr])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let pattern = format!("{} restore-helper", pair.b.dir.display());
-    wait_until(Duration::from_secs(20), "the transfer to start", || {
-        Command::new("pgrep")
-            .args(["-f", &pattern])
-            .output()
-            .map(|o| !o.stdout.is_empty())
-            .unwrap_or(false)
+    let (pair, mut recv, send) = big_pair("mig-sint")?;
+    let err = cut_mid_transfer(&pair, &mut recv, send, |_, sender| {
+        signal(sender, nix::sys::signal::SIGINT)
     })?;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(send.id() as i32), nix::sys::signal::SIGINT)?;
-    let out = send.wait_with_output()?;
-    let err = String::from_utf8_lossy(&out.stderr);
-    ensure!(!out.status.success(), "the interrupted migration succeeded");
-    ensure!(err.contains("still running") && err.contains("interrupted"), "{err}");
-    still_healthy(&pair.a, "big")?;
+    ensure!(err.contains("interrupted"), "{err}");
     ensure!(!recv.wait(Duration::from_secs(60))?.success());
-    nothing_left(&pair.b, "big")?;
     Ok(())
 }
 
@@ -564,12 +562,7 @@ impl Link {
 
     /// `migrate send` from namespace a.
     fn send(&self, root: &TestRoot, name: &str, addr: &str) -> Result<String> {
-        let out = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.a))
-            .args([MIGRATE, "--root"])
-            .arg(&root.dir)
-            .args(["send", name, addr, "--json"])
-            .output()?;
+        let out = sender(root, Some(&self.a), name, addr).arg("--json").output()?;
         ensure!(
             out.status.success(),
             "send over the link failed: {}",
@@ -605,30 +598,9 @@ fn migrates_across_a_link_and_survives_it_going_down() -> Result<()> {
     // The link drops in the middle of a transfer.
     ticker(&pair, "big", "384")?;
     let mut recv = Receiver::start(&pair.b, "10.98.0.2", true, Some(&link.b))?;
-    let send = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", link.a))
-        .args([MIGRATE, "--root"])
-        .arg(&pair.a.dir)
-        .args(["send", "big", &recv.addr])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let pattern = format!("{} restore-helper", pair.b.dir.display());
-    wait_until(Duration::from_secs(20), "the transfer to start", || {
-        Command::new("pgrep")
-            .args(["-f", &pattern])
-            .output()
-            .map(|o| !o.stdout.is_empty())
-            .unwrap_or(false)
-    })?;
-    link.set(false)?;
-    let out = send.wait_with_output()?;
-    let err = String::from_utf8_lossy(&out.stderr);
-    ensure!(!out.status.success(), "the migration succeeded with the link down");
-    ensure!(err.contains("still running"), "{err}");
-    still_healthy(&pair.a, "big")?;
+    let send = sender(&pair.a, Some(&link.a), "big", &recv.addr);
+    cut_mid_transfer(&pair, &mut recv, send, |_, _| link.set(false))?;
     ensure!(!recv.wait(Duration::from_secs(60))?.success());
-    nothing_left(&pair.b, "big")?;
     link.set(true)?;
     Ok(())
 }

@@ -174,30 +174,9 @@ fn bridged_containers_keep_address_mac_and_sockets() -> Result<()> {
 /// the container; lines sent while the container is checkpointed are
 /// answered after the restore, in order, on the same connection.
 fn established_tcp_survives(root: &TestRoot) -> Result<()> {
-    let script = root.dir.join("echo.py");
-    std::fs::write(
-        &script,
-        "import socket, threading\n\
-         s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
-         s.bind(('0.0.0.0', 7000)); s.listen(5)\n\
-         def serve(c):\n\
-         \x20   f = c.makefile('rb')\n\
-         \x20   for line in f:\n\
-         \x20       c.sendall(b'echo ' + line)\n\
-         while True:\n\
-         \x20   c, a = s.accept()\n\
-         \x20   threading.Thread(target=serve, args=(c,), daemon=True).start()\n",
-    )?;
-    root.run_d(
-        "echo",
-        &["--net", "bridge"],
-        &["/usr/bin/python3", script.to_str().unwrap()],
-    )?;
+    start_echo(root)?;
     let ip = ip_of(root, "echo")?;
-    let stream = connect_retrying(&ip, 7000)?;
-    stream.set_read_timeout(Some(Duration::from_secs(15)))?;
-    let mut out = stream.try_clone()?;
-    let mut lines = BufReader::new(stream);
+    let (mut out, mut lines) = open_echo(&ip)?;
     let mut next = 0u32;
     exchange(&mut out, &mut lines, &mut next, 5)?;
     for round in 0..2 {
@@ -219,15 +198,7 @@ fn established_tcp_survives(root: &TestRoot) -> Result<()> {
             "restore without --tcp-established accepted connections"
         );
         root.ok(&["restore", "--dir", dir.to_str().unwrap(), "--tcp-established"])?;
-        for _ in 0..3 {
-            let mut l = String::new();
-            lines.read_line(&mut l)?;
-            ensure!(
-                l == format!("echo line {next}\n"),
-                "after restore {round}: got {l:?}, want line {next}"
-            );
-            next += 1;
-        }
+        expect_echoes(&mut lines, &mut next, 3).with_context(|| format!("after restore {round}"))?;
         exchange(&mut out, &mut lines, &mut next, 5)?;
     }
     root.ok(&["rm", "-f", "echo"])?;
@@ -240,7 +211,42 @@ fn established_tcp_survives(root: &TestRoot) -> Result<()> {
 /// migration included.
 fn established_tcp_migrates() -> Result<()> {
     let pair = crate::migration::Pair::new("net-mig")?;
-    let script = pair.a.dir.join("echo.py");
+    start_echo(&pair.a)?;
+    let ip = ip_of(&pair.a, "echo")?;
+    let mac = mac_inside(&pair.a, "echo")?;
+    let (mut out, mut lines) = open_echo(&ip)?;
+    let mut next = 0u32;
+    exchange(&mut out, &mut lines, &mut next, 5)?;
+    for (from, to) in [(&pair.a, &pair.b), (&pair.b, &pair.a)] {
+        // Lines go out while the migration runs; none may be lost.
+        let mut writer = out.try_clone()?;
+        let first = next;
+        let feeder = std::thread::spawn(move || {
+            for i in 0..20 {
+                let _ = writeln!(writer, "line {}", first + i);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        crate::migration::migrate(from, to, "echo", &["--tcp-established"])?;
+        feeder.join().map_err(|_| anyhow::anyhow!("feeder panicked"))?;
+        expect_echoes(&mut lines, &mut next, 20).context("after migration")?;
+        ensure!(ip_of(to, "echo")? == ip, "address changed");
+        ensure!(mac_inside(to, "echo")? == mac, "MAC changed");
+        exchange(&mut out, &mut lines, &mut next, 5)?;
+        wait_beats(to, "echo", 3)?;
+    }
+    pair.a.ok(&["rm", "-f", "echo"])?;
+    ensure!(
+        !std::path::Path::new(&format!("/run/migrate-net/{ip}")).exists(),
+        "lease left behind"
+    );
+    Ok(())
+}
+
+/// A bridged container "echo": a Python server on port 7000 that echoes
+/// each line back, and prints a heartbeat.
+fn start_echo(root: &TestRoot) -> Result<()> {
+    let script = root.dir.join("echo.py");
     std::fs::write(
         &script,
         "import socket, threading, time\n\
@@ -259,51 +265,19 @@ fn established_tcp_migrates() -> Result<()> {
          \x20   c, a = s.accept()\n\
          \x20   threading.Thread(target=serve, args=(c,), daemon=True).start()\n",
     )?;
-    pair.a.run_d(
+    root.run_d(
         "echo",
         &["--net", "bridge"],
         &["/usr/bin/python3", script.to_str().unwrap()],
     )?;
-    let ip = ip_of(&pair.a, "echo")?;
-    let mac = mac_inside(&pair.a, "echo")?;
-    let stream = connect_retrying(&ip, 7000)?;
-    stream.set_read_timeout(Some(Duration::from_secs(15)))?;
-    let mut out = stream.try_clone()?;
-    let mut lines = BufReader::new(stream);
-    let mut next = 0u32;
-    exchange(&mut out, &mut lines, &mut next, 5)?;
-    for (from, to) in [(&pair.a, &pair.b), (&pair.b, &pair.a)] {
-        // Lines go out while the migration runs; none may be lost.
-        let mut writer = out.try_clone()?;
-        let first = next;
-        let feeder = std::thread::spawn(move || {
-            for i in 0..20 {
-                let _ = writeln!(writer, "line {}", first + i);
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        });
-        crate::migration::migrate(from, to, "echo", &["--tcp-established"])?;
-        feeder.join().map_err(|_| anyhow::anyhow!("feeder panicked"))?;
-        for _ in 0..20 {
-            let mut l = String::new();
-            lines.read_line(&mut l)?;
-            ensure!(
-                l == format!("echo line {next}\n"),
-                "after migration: got {l:?}, want line {next}"
-            );
-            next += 1;
-        }
-        ensure!(ip_of(to, "echo")? == ip, "address changed");
-        ensure!(mac_inside(to, "echo")? == mac, "MAC changed");
-        exchange(&mut out, &mut lines, &mut next, 5)?;
-        wait_beats(to, "echo", 3)?;
-    }
-    pair.a.ok(&["rm", "-f", "echo"])?;
-    ensure!(
-        !std::path::Path::new(&format!("/run/migrate-net/{ip}")).exists(),
-        "lease left behind"
-    );
     Ok(())
+}
+
+/// A connection to the echo server: a writer and a line reader.
+fn open_echo(ip: &str) -> Result<(TcpStream, BufReader<TcpStream>)> {
+    let stream = connect_retrying(ip, 7000)?;
+    stream.set_read_timeout(Some(Duration::from_secs(15)))?;
+    Ok((stream.try_clone()?, BufReader::new(stream)))
 }
 
 /// Connects to a server in a container, retrying for up to 10 s while it
@@ -323,11 +297,8 @@ fn connect_retrying(ip: &str, port: u16) -> Result<TcpStream> {
     }
 }
 
-/// Sends `count` numbered lines, then reads their echoes in order.
-fn exchange(out: &mut TcpStream, lines: &mut BufReader<TcpStream>, next: &mut u32, count: u32) -> Result<()> {
-    for i in 0..count {
-        writeln!(out, "line {}", *next + i)?;
-    }
+/// Reads the echoes of `count` numbered lines, from `next` on.
+fn expect_echoes(lines: &mut BufReader<TcpStream>, next: &mut u32, count: u32) -> Result<()> {
     for _ in 0..count {
         let mut l = String::new();
         lines.read_line(&mut l)?;
@@ -335,6 +306,14 @@ fn exchange(out: &mut TcpStream, lines: &mut BufReader<TcpStream>, next: &mut u3
         *next += 1;
     }
     Ok(())
+}
+
+/// Sends `count` numbered lines, then reads their echoes in order.
+fn exchange(out: &mut TcpStream, lines: &mut BufReader<TcpStream>, next: &mut u32, count: u32) -> Result<()> {
+    for i in 0..count {
+        writeln!(out, "line {}", *next + i)?;
+    }
+    expect_echoes(lines, next, count)
 }
 
 /// One RESP command on an open connection; returns the first reply line.

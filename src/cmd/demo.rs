@@ -33,14 +33,24 @@ fn check(ok: bool, what: impl Into<String>) -> Result<()> {
     }
 }
 
-/// The last "tick N" in the log.
-fn last_tick(root: &Root) -> u64 {
+/// The "tick N" numbers of the log.
+fn ticks(root: &Root) -> Vec<u64> {
     std::fs::read_to_string(root.log_path(NAME))
         .unwrap_or_default()
         .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("tick ").and_then(|n| n.trim().parse().ok()))
-        .unwrap_or(0)
+        .filter_map(|l| l.strip_prefix("tick ").and_then(|n| n.trim().parse().ok()))
+        .collect()
+}
+
+/// The last "tick N" in the log.
+fn last_tick(root: &Root) -> u64 {
+    ticks(root).last().copied().unwrap_or(0)
+}
+
+/// The log counts 1, 2, 3... with nothing skipped or repeated.
+fn check_ticks(root: &Root, what: &str) -> Result<()> {
+    let t = ticks(root);
+    check(t == (1..=t.len() as u64).collect::<Vec<_>>(), what)
 }
 
 fn wait_for_tick(root: &Root, at_least: u64) -> Result<u64> {
@@ -131,15 +141,7 @@ pub fn run() -> Result<i32> {
         "   restored in {:.0} ms as host pid {}; counter moves on from {at_suspend}: {resumed}",
         restored.total_ms, restored.pid
     );
-    let ticks: Vec<u64> = std::fs::read_to_string(root.log_path(NAME))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.strip_prefix("tick ").and_then(|n| n.trim().parse().ok()))
-        .collect();
-    check(
-        ticks == (1..=ticks.len() as u64).collect::<Vec<_>>(),
-        "the counter reset or skipped across suspend",
-    )?;
+    check_ticks(root, "the counter reset or skipped across suspend")?;
 
     println!("7. send to a second root over loopback QUIC (pinned mutual TLS), with pre-copy");
     let dir_b = std::env::temp_dir().join(format!("migrate-demo-{}-b", std::process::id()));
@@ -169,13 +171,8 @@ pub fn run() -> Result<i32> {
         root_b.load(NAME)?.status() == Status::Running,
         "the container is not running on the destination",
     )?;
-    let ticks: Vec<u64> = std::fs::read_to_string(root_b.log_path(NAME))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.strip_prefix("tick ").and_then(|n| n.trim().parse().ok()))
-        .collect();
-    check(
-        ticks == (1..=ticks.len() as u64).collect::<Vec<_>>(),
+    check_ticks(
+        root_b,
         "the counter reset or skipped across the migration (or its log did not move)",
     )?;
 

@@ -215,14 +215,7 @@ pub(crate) fn freeze_and_dump<'r>(
     precopy: Vec<crate::kinds::precopy::Tracked>,
 ) -> Result<Frozen<'r>> {
     let t0 = Instant::now();
-    let st = root.load(name)?;
-    let status = st.status();
-    if !status.is_live() {
-        return Err(Error::NotLive {
-            name: name.to_string(),
-            status,
-        });
-    }
+    let (st, status) = super::load_live(root, name)?;
     let was_frozen = status == Status::Frozen;
     let cg = st.cgroup();
     cg.set_frozen(true, FREEZE_TIMEOUT)?;

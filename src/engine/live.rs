@@ -115,14 +115,7 @@ pub fn send(
 ) -> Result<LiveReport> {
     let t0 = Instant::now();
     let lock = root.lock_state()?;
-    let st = root.load(name)?;
-    let status = st.status();
-    if !status.is_live() {
-        return Err(Error::NotLive {
-            name: name.to_string(),
-            status,
-        });
-    }
+    let (st, status) = super::load_live(root, name)?;
     let mut report = LiveReport {
         name: name.to_string(),
         ..Default::default()

@@ -119,6 +119,20 @@ pub fn machine_facts(xstate_size: u32) -> image::MachineFacts {
     }
 }
 
+/// Container `name`'s state, if it is running or frozen (what checkpoint
+/// and migration need).
+pub(crate) fn load_live(root: &runtime::Root, name: &str) -> Result<(runtime::ContainerState, runtime::Status)> {
+    let st = root.load(name)?;
+    let status = st.status();
+    if !status.is_live() {
+        return Err(Error::NotLive {
+            name: name.to_string(),
+            status,
+        });
+    }
+    Ok((st, status))
+}
+
 /// Milliseconds since `t`, as a float for reports.
 pub(crate) fn ms_since(t: std::time::Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0

@@ -270,18 +270,9 @@ async fn run_client(
                 }
                 Some(Out::Flush(answer)) => {
                     while let Some(done) = tasks.join_next().await {
-                        match done {
-                            Ok(Ok(n)) => { bytes.fetch_add(n, Ordering::Relaxed); }
-                            Ok(Err(e)) => {
-                                let _ = in_tx.send(Incoming::Lost(format!("send pages: {e}")));
-                                failed = true;
-                                break;
-                            }
-                            Err(e) => {
-                                let _ = in_tx.send(Incoming::Lost(format!("send pages: {e}")));
-                                failed = true;
-                                break;
-                            }
+                        if !counted(done, &bytes, &in_tx) {
+                            failed = true;
+                            break;
                         }
                     }
                     if failed {
@@ -291,19 +282,12 @@ async fn run_client(
                 }
                 None => break,
             },
-            Some(done) = tasks.join_next() => match done {
-                Ok(Ok(n)) => { bytes.fetch_add(n, Ordering::Relaxed); }
-                Ok(Err(e)) => {
-                    let _ = in_tx.send(Incoming::Lost(format!("send pages: {e}")));
+            Some(done) = tasks.join_next() => {
+                if !counted(done, &bytes, &in_tx) {
                     failed = true;
                     break;
                 }
-                Err(e) => {
-                    let _ = in_tx.send(Incoming::Lost(format!("send pages: {e}")));
-                    failed = true;
-                    break;
-                }
-            },
+            }
             _ = async { tokio::select! { _ = sigint.recv() => {}, _ = sigterm.recv() => {} } } => {
                 conn.close(1u32.into(), b"interrupted");
                 let _ = in_tx.send(Incoming::Lost("interrupted (Ctrl-C)".into()));
@@ -329,6 +313,29 @@ async fn run_client(
     }
     reader.abort();
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+}
+
+/// Counts a finished page stream's bytes; on failure reports why and
+/// returns false.
+fn counted(
+    done: std::result::Result<std::result::Result<u64, String>, tokio::task::JoinError>,
+    bytes: &AtomicU64,
+    in_tx: &mpsc::Sender<Incoming>,
+) -> bool {
+    match done {
+        Ok(Ok(n)) => {
+            bytes.fetch_add(n, Ordering::Relaxed);
+            true
+        }
+        Ok(Err(e)) => {
+            let _ = in_tx.send(Incoming::Lost(format!("send pages: {e}")));
+            false
+        }
+        Err(e) => {
+            let _ = in_tx.send(Incoming::Lost(format!("send pages: {e}")));
+            false
+        }
+    }
 }
 
 /// A message's name, for errors.
