@@ -286,6 +286,11 @@ async fn migration(
         }
         Err(e) => {
             report.error = Some(e.to_string());
+            // Whatever was said (the helper's reason) reaches the source
+            // before the connection goes: it closes on its own once it has
+            // read it, or in 2 s.
+            let _ = ctrl.finish();
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
             conn.close(2u32.into(), b"migration failed");
         }
     }
