@@ -136,9 +136,15 @@ pub fn send(
     } else {
         progress(Progress::Phase("pre-copy"));
         tracked = start_tracking(&st, &mut report.notes).map_err(failed)?;
+        if tracked.is_empty() {
+            report
+                .notes
+                .push("pre-copy off: no process could be tracked; stop-and-copy".into());
+        }
         let t_pre = Instant::now();
         let mut last_dirty = u64::MAX;
-        for round in 1..=opts.max_rounds {
+        let rounds = if tracked.is_empty() { 0 } else { opts.max_rounds };
+        for round in 1..=rounds {
             let t = Instant::now();
             let mut r = RoundReport {
                 round,
@@ -289,7 +295,9 @@ fn start_tracking(st: &crate::runtime::ContainerState, notes: &mut Vec<String>) 
         });
         match tracked {
             Ok(t) => out.push(t),
-            Err(e) => notes.push(format!("process {ns}: not tracked ({e}); sent whole at the end")),
+            Err(e) => notes.push(format!(
+                "process {ns} (host {host}): not tracked ({e}); sent whole at the end"
+            )),
         }
     }
     seized.detach_all();
