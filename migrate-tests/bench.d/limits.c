@@ -1,6 +1,9 @@
 /* The machine's own limits, for the benchmark: single-thread memcpy
- * bandwidth, and /proc/PID/mem read bandwidth from another process.
- * usage: limits MiB   -> prints "memcpy_gbps X\nprocmem_gbps Y" */
+ * bandwidth, /proc/PID/mem read bandwidth from another process, and how
+ * fast the kernel hands out fresh memory (mmap with MAP_POPULATE of pages
+ * never touched before: what an image on tmpfs and a restored process
+ * must pay for every page).
+ * usage: limits MiB   -> prints "memcpy_gbps X\nfresh_gbps Z\nprocmem_gbps Y" */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>
@@ -31,6 +34,13 @@ int main(int argc, char **argv) {
         if (t < best) best = t;
     }
     printf("memcpy_gbps %.3f\n", len / best / 1e9);
+    double t = now();
+    char *fresh = mmap(0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    t = now() - t;
+    if (fresh == MAP_FAILED) return 1;
+    printf("fresh_gbps %.3f\n", len / t / 1e9);
+    munmap(fresh, len);
+    fflush(stdout);
     /* A child reads our memory through /proc/PID/mem in 1 MiB reads, as
      * the dumper does. */
     int pfd[2];

@@ -277,6 +277,7 @@ fn restore_inner<'r>(
         }
         None => None,
     };
+    let shadows = src.precopied().map(|p| p.all_shadows()).unwrap_or_default();
     let (go_rd, go_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| stage("pipe")(e.to_string()))?;
     let ctx = TreeCtx {
         img: &img,
@@ -285,6 +286,7 @@ fn restore_inner<'r>(
         shmem: &shmem_fds,
         objects: None,
         go: &go_rd,
+        shadows: &shadows,
         above: shmem_fds
             .iter()
             .copied()
@@ -661,6 +663,9 @@ struct TreeCtx<'a> {
     above: i32,
     /// Where the restorer says "go" to PID 1 once the network is there.
     go: &'a OwnedFd,
+    /// Pre-copied pages' shadows: (pid, address, length). A child inherits
+    /// only those of its own subtree.
+    shadows: &'a [(i32, u64, u64)],
 }
 
 /// Runs in every forked task: makes its children, sets its attributes and
@@ -731,7 +736,23 @@ fn prepare_task(ctx: &TreeCtx<'_>, idx: usize) -> std::result::Result<(), String
             cgroup: None,
             set_tid: &set_tid,
         };
-        match sys::clone3(&opts).map_err(|e| format!("clone3 pid {}: {e}", child.pid))? {
+        // Copying page tables of shadows the child does not need costs
+        // time during the downtime: they are left out of the fork.
+        let hidden: Vec<&(i32, u64, u64)> = ctx
+            .shadows
+            .iter()
+            .filter(|s| !in_subtree(&ctx.img.procs, child.pid, s.0))
+            .collect();
+        for s in &hidden {
+            let _ = sys::set_dontfork(s.1, s.2, true);
+        }
+        let forked = sys::clone3(&opts);
+        if let Ok(Forked::Parent(_)) | Err(_) = forked {
+            for s in &hidden {
+                let _ = sys::set_dontfork(s.1, s.2, false);
+            }
+        }
+        match forked.map_err(|e| format!("clone3 pid {}: {e}", child.pid))? {
             Forked::Child => match child.zombie {
                 Some(status) => become_zombie(status),
                 None => pre_image(ctx, ci),
@@ -748,6 +769,21 @@ fn prepare_task(ctx: &TreeCtx<'_>, idx: usize) -> std::result::Result<(), String
     let mut keep = ctx.shmem.to_vec();
     keep.push(ctx.ready.as_raw_fd());
     files::restore(fds, Some(ctx.log), ctx.objects, &keep).map_err(|e| e.to_string())
+}
+
+/// Whether `pid` is `top` or one of its descendants in the image's tree.
+fn in_subtree(procs: &[ProcessImage], top: i32, pid: i32) -> bool {
+    let mut at = pid;
+    for _ in 0..procs.len() + 1 {
+        if at == top {
+            return true;
+        }
+        match procs.iter().find(|p| p.pid == at) {
+            Some(p) if p.ppid != 0 && p.ppid != at => at = p.ppid,
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// Ends the calling task the way the zombie it stands for ended.

@@ -212,6 +212,14 @@ impl PrecopyPages {
         (0..len / PAGE as u64).all(|k| self.index.contains_key(&(pid, addr + k * PAGE as u64)))
     }
 
+    /// Every shadow: (pid, address here, length).
+    pub fn all_shadows(&self) -> Vec<(i32, u64, u64)> {
+        self.shadows
+            .iter()
+            .map(|((pid, _), r)| (*pid, r.addr(), r.len() as u64))
+            .collect()
+    }
+
     /// Where process `pid`'s shadows are (in this process, and in children
     /// forked from it): (first address they mirror, shadow address, length).
     pub fn shadows_of(&self, pid: i32) -> Vec<(u64, u64, u64)> {

@@ -414,6 +414,23 @@ impl Drop for Reserved {
     }
 }
 
+/// Sets or clears MADV_DONTFORK on `addr..addr+len` of this process: a
+/// mapping marked so is not inherited by children forked meanwhile.
+pub fn set_dontfork(addr: u64, len: u64, dontfork: bool) -> Result<(), Errno> {
+    let advice = if dontfork {
+        libc::MADV_DONTFORK
+    } else {
+        libc::MADV_DOFORK
+    };
+    // SAFETY: the advice only changes whether children inherit the range;
+    // it touches no memory. A range that is not mapped fails with ENOMEM.
+    let r = unsafe { libc::madvise(addr as *mut libc::c_void, len as usize, advice) };
+    if r != 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
 /// Faults in every page of `buf` for writing, in one call
 /// (MADV_POPULATE_WRITE): far cheaper than touching each page, where page
 /// faults are slow. Best effort: an older kernel just faults them later.
