@@ -674,30 +674,30 @@ pub fn restore_layout(
         parked.push((name.clone(), at, b - a));
         at += b - a;
     }
-    for (name, a, len) in &parked {
-        let target = want.iter().find(|w| &w.0 == name).expect("same names").1;
-        move_special(remote, name, *a, *len, target)?;
-    }
 
-    // 3. Shadows that overlap the layout move to a hole of it.
+    // 3. Shadows that overlap the layout move to a hole of it, before the
+    // specials land there (a special moved into a shadow would travel
+    // with it).
     let mut taken: Vec<(u64, u64)> = img.vmas.iter().map(|v| (v.start, v.end)).collect();
     taken.extend(shadows.iter().map(|s| (s.1, s.1 + s.2)));
+    taken.push((temp, temp + total + SCRATCH_LEN));
     let mut moved = Vec::new();
     for &(mirrors, at, len) in shadows {
         let clash = img.vmas.iter().any(|v| v.start < at + len && at < v.end);
         let to = if clash {
             let to = find_gap(&taken, len).ok_or(Error::NoGap { pid })?;
-            remote.call(
-                "mremap shadow",
-                nr::MREMAP,
-                &[at, len, len, (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64, to],
-            )?;
+            let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
+            remote.call("mremap shadow", nr::MREMAP, &[at, len, len, flags, to])?;
             taken.push((to, to + len));
             to
         } else {
             at
         };
         moved.push((mirrors, to, len));
+    }
+    for (name, a, len) in &parked {
+        let target = want.iter().find(|w| &w.0 == name).expect("same names").1;
+        move_special(remote, name, *a, *len, target)?;
     }
 
     // 4. Scratch area in a hole of the target layout.

@@ -345,6 +345,18 @@ impl Injector {
                 Stop::Signal(sig) if is_fault(sig) => {
                     // The task faulted at our instruction pointer: the
                     // syscall address is not executable any more.
+                    if tracing::enabled!(tracing::Level::DEBUG) {
+                        let rip = get_regs(self.tid).map(|r| r.rip).unwrap_or(0);
+                        let maps = std::fs::read_to_string(format!("/proc/{}/maps", self.tid)).unwrap_or_default();
+                        tracing::debug!(
+                            tid = self.tid.as_raw(),
+                            sig,
+                            rip,
+                            syscall_ip = self.syscall_ip,
+                            maps,
+                            "fault in an injected syscall"
+                        );
+                    }
                     return Err(Errno::EFAULT);
                 }
                 // A signal or an event in the middle of our syscall:
