@@ -19,6 +19,14 @@ send() {
     echo "HARNESS: send failed: $(cat /tmp/send.err)"
     return 1
 }
+receive() {
+    migrate recv --listen "0.0.0.0:$port" --once --json > /tmp/recv.json 2> /tmp/recv.err
+    echo "HARNESS: recv exit $? $(tr -d '\n' < /tmp/recv.json)"
+    echo "HARNESS: uptime $(cut -d' ' -f1 /proc/uptime) s when its receive completed"
+    sleep 2
+    echo "HARNESS: status $(migrate ps --json)"
+    show_log
+}
 show_log() {
     echo "HARNESS: log begin"
     migrate logs box
@@ -30,20 +38,10 @@ a)
     sleep 2
     send || exit 1
     echo "HARNESS: after send: $(migrate ps --json | tr -d '\n ')"
-    migrate recv --listen "0.0.0.0:$port" --once --json > /tmp/recv.json 2> /tmp/recv.err
-    echo "HARNESS: recv exit $? $(tr -d '\n' < /tmp/recv.json)"
-    echo "HARNESS: uptime $(cut -d' ' -f1 /proc/uptime) s when its receive completed"
-    sleep 2
-    echo "HARNESS: status $(migrate ps --json)"
-    show_log
+    receive
     ;;
 b)
-    migrate recv --listen "0.0.0.0:$port" --once --json > /tmp/recv.json 2> /tmp/recv.err
-    echo "HARNESS: recv exit $? $(tr -d '\n' < /tmp/recv.json)"
-    echo "HARNESS: uptime $(cut -d' ' -f1 /proc/uptime) s when its receive completed"
-    sleep 2
-    echo "HARNESS: status $(migrate ps --json)"
-    show_log
+    receive
     send || exit 1
     echo "HARNESS: after send back: $(migrate ps --json | tr -d '\n ')"
     ;;
