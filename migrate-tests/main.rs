@@ -6,5 +6,6 @@ mod checkpoint;
 mod common;
 mod migration;
 mod network;
+mod oci;
 mod programs;
 mod runtime;

@@ -24,6 +24,8 @@ pub enum Error {
     #[error(transparent)]
     Transport(#[from] crate::transport::Error),
     #[error(transparent)]
+    Oci(#[from] crate::runtime::oci::Error),
+    #[error(transparent)]
     Tls(#[from] crate::transport::tls::Error),
     #[error("{0}")]
     Usage(String),

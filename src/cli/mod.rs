@@ -63,6 +63,10 @@ pub enum Command {
     /// Save a container to an image directory (and stop it, unless --leave-running).
     Checkpoint {
         name: String,
+        /// The container was started by this OCI runtime (runc or crun):
+        /// NAME is its ID there. It is taken over into this root.
+        #[arg(long)]
+        runtime: Option<String>,
         /// Image directory to write.
         #[arg(long)]
         dir: PathBuf,
@@ -110,6 +114,10 @@ pub enum Command {
     /// Checkpoint a container into its own state directory and stop it.
     Suspend {
         name: String,
+        /// The container was started by this OCI runtime (runc or crun):
+        /// NAME is its ID there. It is taken over into this root.
+        #[arg(long)]
+        runtime: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -136,6 +144,10 @@ pub enum Command {
         name: String,
         /// The receiver, HOST:PORT.
         dest: String,
+        /// The container was started by this OCI runtime (runc or crun):
+        /// NAME is its ID there. It is taken over into this root.
+        #[arg(long)]
+        runtime: Option<String>,
         /// The receiver's certificate (`migrate identity` there), pinned.
         /// Also trusted: every file in ROOT/trusted/.
         #[arg(long = "peer-cert")]

@@ -38,6 +38,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Checkpoint {
             name,
+            runtime,
             dir,
             leave_running,
             compress,
@@ -59,7 +60,9 @@ pub fn run(cli: Cli) -> Result<i32> {
                 file_cap,
                 tcp,
             };
-            image::checkpoint_cmd(&root()?, &name, &dir, &compress, opts, json)
+            let root = root()?;
+            adopt(&root, runtime.as_deref(), &name)?;
+            image::checkpoint_cmd(&root, &name, &dir, &compress, opts, json)
         }
         Command::Restore {
             dir,
@@ -68,7 +71,11 @@ pub fn run(cli: Cli) -> Result<i32> {
             check,
             json,
         } => image::restore_cmd(&root()?, &dir, name, tcp_established, check, json),
-        Command::Suspend { name, json } => image::suspend_cmd(&root()?, &name, json),
+        Command::Suspend { name, runtime, json } => {
+            let root = root()?;
+            adopt(&root, runtime.as_deref(), &name)?;
+            image::suspend_cmd(&root, &name, json)
+        }
         Command::Resume { name, json } => image::resume_cmd(&root()?, &name, json),
         Command::Inspect { dir, json } => image::inspect_cmd(&dir, json),
         Command::Identity => {
@@ -80,6 +87,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Send {
             name,
+            runtime,
             dest,
             peer_cert,
             tcp_established,
@@ -105,7 +113,9 @@ pub fn run(cli: Cli) -> Result<i32> {
                     ..Default::default()
                 },
             };
-            live::send_cmd(&root()?, &name, &dest, &peer_cert, &opts, compression, json)
+            let root = root()?;
+            adopt(&root, runtime.as_deref(), &name)?;
+            live::send_cmd(&root, &name, &dest, &peer_cert, &opts, compression, json)
         }
         Command::Recv {
             listen,
@@ -116,6 +126,14 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::RestoreHelper => live::helper_cmd(&root()?),
         Command::Demo => demo::run(),
     }
+}
+
+/// With --runtime, takes the OCI container `name` into `root` first.
+fn adopt(root: &Root, runtime: Option<&str>, name: &str) -> Result<()> {
+    if let Some(rt) = runtime {
+        crate::runtime::oci::adopt(root, rt, name)?;
+    }
+    Ok(())
 }
 
 fn init_tracing(verbose: u8) {

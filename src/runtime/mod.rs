@@ -12,6 +12,7 @@
 
 mod exec;
 mod init;
+pub mod oci;
 pub(crate) mod spawn;
 pub mod state;
 
@@ -227,6 +228,22 @@ impl Root {
             .open(&path)
             .map_err(io("open log"))?;
         Ok(f.into())
+    }
+
+    /// Records a container that another runtime started (see `oci`), so
+    /// that the engine can take it. Refused if the name is in use here.
+    pub(crate) fn adopt(&self, st: &ContainerState) -> Result<()> {
+        let _lock = self.lock()?;
+        if let Ok(old) = self.load(&st.name) {
+            let status = old.status();
+            if status.is_live() {
+                return Err(Error::NameInUse {
+                    name: st.name.clone(),
+                    status,
+                });
+            }
+        }
+        self.save_state(st)
     }
 
     /// Writes `bytes` as the log of container `name` (replacing any).
