@@ -203,7 +203,7 @@ pub fn send(
     progress(Progress::Phase("freeze and dump"));
     let log = std::fs::read(root.log_path(name)).unwrap_or_default();
     sink.put(LOG_SECTION, &log).map_err(|e| failed(e.into()))?;
-    let frozen = checkpoint::freeze_and_dump(root, lock, name, sink.as_image_sink(), &opts.checkpoint, tracked)?;
+    let frozen = checkpoint::freeze_and_dump(root, lock, name, sink, &opts.checkpoint, tracked)?;
     let t_sealed = Instant::now();
     let ck = frozen.report.clone();
     report.freeze_ms = ck.freeze_ms;

@@ -24,8 +24,6 @@ pub trait ImageSink {
     fn finish(&mut self, machine: MachineFacts, container: &str) -> Result<(Manifest, u64)>;
     /// Removes what was written (a checkpoint that failed).
     fn abandon(&mut self);
-    /// This sink as a plain image sink.
-    fn as_image_sink(&mut self) -> &mut dyn ImageSink;
 }
 
 /// Where a restore reads from.
@@ -105,10 +103,6 @@ impl DirSink {
 }
 
 impl ImageSink for DirSink {
-    fn as_image_sink(&mut self) -> &mut dyn ImageSink {
-        self
-    }
-
     fn put(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
         let path = self.dir.join(name);
         std::fs::write(&path, bytes).map_err(io_at(&path))?;

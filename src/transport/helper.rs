@@ -21,7 +21,7 @@ use super::Error;
 use crate::engine::live::LOG_SECTION;
 use crate::engine::restore::{self, RestoreOptions};
 use crate::image::precopy::PrecopyPages;
-use crate::image::store::{ImageSource, MemSource};
+use crate::image::store::MemSource;
 use crate::image::{decode_section, Manifest, MANIFEST};
 use crate::runtime::Root;
 
@@ -32,18 +32,9 @@ const MAX_WAITING: u64 = 256;
 /// At most this many page segments (4 MiB each: 4 TiB).
 const MAX_SEGMENTS: u64 = 1 << 20;
 
-/// What the helper did, for the receiver's report.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct HelperReport {
-    pub name: String,
-    pub restore_ms: f64,
-    pub precopied_pages: u64,
-    pub pid: i32,
-}
-
 /// Serves one migration. On failure, a `Failed` message says why (if the
 /// receiver still listens) and nothing is left behind.
-pub fn serve(root: &Root, input: &mut impl Read, output: &mut impl Write) -> Result<HelperReport, Error> {
+pub fn serve(root: &Root, input: &mut impl Read, output: &mut impl Write) -> Result<(), Error> {
     let hello = wire::read_sync(input)?.ok_or_else(|| lost("the receiver closed before the hello"))?;
     let Msg::Hello {
         container,
@@ -79,7 +70,7 @@ fn restore_and_wait(
     name: &str,
     tcp_established: bool,
     lease_owner: Option<String>,
-) -> Result<HelperReport, Error> {
+) -> Result<(), Error> {
     let t_in = Instant::now();
     let (mut src, log) = receive(input, output)?;
     let t = Instant::now();
@@ -90,7 +81,6 @@ fn restore_and_wait(
         lease_from: lease_owner.map(Into::into),
         log,
     };
-    let precopied_pages = src.precopied().map(|p| p.pages).unwrap_or(0);
     let prepared = restore::prepare(root, &mut src, &opts)?;
     let restore_ms = t.elapsed().as_secs_f64() * 1000.0;
     tracing::info!(report = ?prepared.report(), "restored, waiting for go");
@@ -103,17 +93,12 @@ fn restore_and_wait(
         }
         None => return Err(lost("the connection ended before the source said go")),
     }
-    let done = prepared.commit()?;
+    prepared.commit()?;
     wire::write_sync(output, &Msg::Done)?;
     // Unmapping the shadows takes a while for large memory: after the
     // container runs, not during its downtime.
     drop(src);
-    Ok(HelperReport {
-        name: name.to_string(),
-        restore_ms,
-        precopied_pages,
-        pid: done.pid,
-    })
+    Ok(())
 }
 
 /// Takes in the whole image: returns it checked against its manifest, and

@@ -505,10 +505,6 @@ impl ImageSink for QuicSink {
             reason: "the checkpoint failed on the source".into(),
         });
     }
-
-    fn as_image_sink(&mut self) -> &mut dyn ImageSink {
-        self
-    }
 }
 
 impl LiveSink for QuicSink {
