@@ -54,10 +54,6 @@ impl PrecopyBatch {
             .sum()
     }
 
-    pub fn pages(&self) -> u64 {
-        self.runs.iter().map(|r| u64::from(r.1)).sum()
-    }
-
     /// Builds a batch from raw page bytes (`raw` holds the `Data` runs),
     /// compressed at zstd `level` where that makes it smaller.
     pub fn seal(round: u32, pid: i32, runs: Vec<(u64, u32, RunSrc)>, raw: &[u8], level: Option<i32>) -> Self {

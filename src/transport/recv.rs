@@ -182,15 +182,17 @@ impl Drop for Helper {
     }
 }
 
-/// Reads frames from `stream` into `tx` until it ends; decoding errors end
-/// it too.
+/// Reads frames from `stream` into `tx`, each decoded and as received (to
+/// be passed on as it is), until it ends; decoding errors end it too.
 async fn pump_frames(
     mut stream: impl tokio::io::AsyncRead + Unpin,
-    tx: tokio::sync::mpsc::Sender<Result<Msg, String>>,
+    tx: tokio::sync::mpsc::Sender<Result<(Msg, Vec<u8>), String>>,
 ) {
     loop {
         let got = match wire::read_async(&mut stream).await {
-            Ok(Some(frame)) => wire::decode_frame(&frame).map_err(|e| e.to_string()),
+            Ok(Some(frame)) => wire::decode_frame(&frame)
+                .map(|m| (m, frame))
+                .map_err(|e| e.to_string()),
             Ok(None) => Err("closed".to_string()),
             Err(e) => Err(e.to_string()),
         };
@@ -381,8 +383,7 @@ async fn relay(
     let outcome: Result<(), Error> = loop {
         tokio::select! {
             m = from_source.recv() => match m {
-                Some(Ok(msg)) => {
-                    let frame = wire::encode(&msg);
+                Some(Ok((msg, frame))) => {
                     received.fetch_add(frame.len() as u64, Ordering::Relaxed);
                     match msg {
                         Msg::Section { .. } | Msg::Sealed { .. } | Msg::Go | Msg::Abort { .. } | Msg::Sync { .. } => {
@@ -397,8 +398,7 @@ async fn relay(
                 None => break Err(lost("the source went away".into())),
             },
             m = from_helper.recv() => match m {
-                Some(Ok(msg)) => {
-                    let frame = wire::encode(&msg);
+                Some(Ok((msg, frame))) => {
                     let _ = ctrl.write_all(&frame).await;
                     match msg {
                         Msg::Ready { restore_ms } => report.restore_ms = restore_ms,

@@ -159,13 +159,6 @@ pub enum Msg {
     Synced,
 }
 
-impl Msg {
-    /// Messages that travel on their own unidirectional streams.
-    pub fn is_bulk(&self) -> bool {
-        matches!(self, Msg::Precopy(_) | Msg::Pages { .. })
-    }
-}
-
 /// Whether a whole frame holds a page message (by its postcard variant
 /// index), without decoding it: what may come on a unidirectional stream.
 pub fn is_bulk_frame(frame: &[u8]) -> bool {
