@@ -1,26 +1,29 @@
-//! Containers started by runc: a real OCI bundle (busybox rootfs, config
-//! from `runc spec`), `runc run -d`, then checkpoint and migration with
-//! `--runtime runc`. The restored container runs under migrate's own
-//! management (see docs/oci.md for why, and what that means).
+//! Containers started by runc: real OCI bundles (config from `runc spec`),
+//! `runc run -d`, then checkpoint + restore, suspend + resume and live
+//! migration with `--runtime runc`. Each time the container goes back to
+//! runc: `runc state` says running with the restored init, `runc exec`
+//! and `runc kill` reach it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 use crate::common::*;
+use crate::migration::{Pair, Receiver};
 
 /// A runc container from a fresh bundle, deleted when dropped.
 struct RuncContainer {
     id: String,
+    rootfs: PathBuf,
 }
 
 impl RuncContainer {
-    /// Starts `script` under busybox sh in a new bundle at `bundle`.
-    fn start(bundle: &Path, id: &str, script: &str) -> Result<Self> {
+    /// Writes the bundle's config (from `runc spec`) to run `args`, and
+    /// starts it. The rootfs must be in place.
+    fn start(bundle: &Path, id: &str, args: &[&str]) -> Result<Self> {
         let rootfs = bundle.join("rootfs");
-        busybox_rootfs(&rootfs)?;
         for d in ["proc", "dev", "sys", "tmp"] {
             std::fs::create_dir_all(rootfs.join(d))?;
         }
@@ -29,10 +32,14 @@ impl RuncContainer {
         let path = bundle.join("config.json");
         let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
         config["process"]["terminal"] = false.into();
-        config["process"]["args"] = serde_json::json!(["/bin/sh", "-c", script]);
+        config["process"]["args"] = serde_json::json!(args);
         config["root"]["readonly"] = false.into();
         config["hostname"] = id.into();
         std::fs::write(&path, serde_json::to_string_pretty(&config)?)?;
+        let c = Self {
+            id: id.to_string(),
+            rootfs,
+        };
         let st = Command::new("runc")
             .args(["run", "-d", id])
             .current_dir(bundle)
@@ -41,13 +48,50 @@ impl RuncContainer {
             .stderr(Stdio::null())
             .status()?;
         ensure!(st.success(), "runc run -d failed");
-        Ok(Self { id: id.to_string() })
+        Ok(c)
     }
 
-    fn status(&self) -> Result<String> {
+    /// `runc state`: (status, init pid); ("gone", 0) if runc has no record.
+    fn state(&self) -> Result<(String, i64)> {
         let out = Command::new("runc").args(["state", &self.id]).output()?;
+        if !out.status.success() {
+            return Ok(("gone".into(), 0));
+        }
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("runc state")?;
-        Ok(v["status"].as_str().unwrap_or_default().to_string())
+        Ok((
+            v["status"].as_str().unwrap_or_default().to_string(),
+            v["pid"].as_i64().unwrap_or(0),
+        ))
+    }
+
+    /// Checks that runc knows it, running as `pid` (if given), and that
+    /// `runc exec` reaches it.
+    fn check_runc_owns(&self, pid: Option<i64>) -> Result<()> {
+        let (status, runc_pid) = self.state()?;
+        ensure!(status == "running", "runc state says {status}");
+        if let Some(p) = pid {
+            ensure!(runc_pid == p, "runc has pid {runc_pid}, the restored init is {p}");
+        }
+        let out = Command::new("runc")
+            .args(["exec", &self.id, "/bin/sh", "-c", "hostname"])
+            .stdin(Stdio::null())
+            .output()?;
+        ensure!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == self.id,
+            "runc exec: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
+    /// `runc kill ID KILL` stops it, as runc sees it.
+    fn kill_with_runc(&self) -> Result<()> {
+        let st = Command::new("runc").args(["kill", &self.id, "KILL"]).status()?;
+        ensure!(st.success(), "runc kill failed");
+        wait_until(Duration::from_secs(10), "runc to see it stopped", || {
+            self.state().map(|s| s.0 == "stopped").unwrap_or(false)
+        })
     }
 }
 
@@ -57,45 +101,153 @@ impl Drop for RuncContainer {
     }
 }
 
+/// Copies `bin` and the shared libraries it loads (per ldd) into `rootfs`
+/// at the same paths.
+fn copy_with_libs(bin: &str, rootfs: &Path) -> Result<()> {
+    let out = Command::new("ldd").arg(bin).output().context("ldd")?;
+    let mut files = vec![PathBuf::from(bin)];
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            files.push(PathBuf::from(p));
+        }
+    }
+    for f in files {
+        let to = rootfs.join(f.strip_prefix("/")?);
+        std::fs::create_dir_all(to.parent().context("parent")?)?;
+        std::fs::copy(std::fs::canonicalize(&f)?, &to).with_context(|| format!("copy {}", f.display()))?;
+    }
+    Ok(())
+}
+
 /// The beats the container wrote into its own /tmp.
 fn beats_in(rootfs: &Path) -> String {
     std::fs::read_to_string(rootfs.join("tmp/beats")).unwrap_or_default()
 }
 
+/// Waits for three more beats than now, and checks the whole heartbeat.
+fn beats_on(rootfs: &Path) -> Result<()> {
+    let at = beats(&beats_in(rootfs)).len() as u64;
+    wait_until(Duration::from_secs(10), "the heartbeat to go on", || {
+        beats(&beats_in(rootfs)).len() as u64 >= at + 3
+    })?;
+    check_heartbeat(&beats_in(rootfs)).map(|_| ())
+}
+
+/// The restored init's host pid from a restore/resume --json report, after
+/// checking it was handed to runc.
+fn handed_pid(report: &str) -> Result<i64> {
+    let v: serde_json::Value = serde_json::from_str(report)?;
+    ensure!(v["handed_back"]["runtime"] == "runc", "not handed to runc: {v}");
+    v["handed_back"]["pid"].as_i64().context("handed_back.pid")
+}
+
+/// Live-migrates runc container `id` from a to b; returns the init pid
+/// the destination handed to runc.
+fn migrate_runc(from: &TestRoot, to: &TestRoot, id: &str) -> Result<i64> {
+    let mut recv = Receiver::start(to, "127.0.0.1", true, None)?;
+    from.ok(&["send", "--runtime", "runc", id, recv.addr.as_str(), "--json"])
+        .with_context(|| recv.stderr())?;
+    let st = recv.wait(Duration::from_secs(30))?;
+    ensure!(st.success(), "the receiver failed: {}", recv.stderr());
+    let v: serde_json::Value = serde_json::from_str(&recv.stdout())?;
+    ensure!(v["committed"] == true, "receiver stats: {v}");
+    if v["handback_error"].is_string() {
+        bail!("hand-back failed: {}", v["handback_error"]);
+    }
+    ensure!(v["handed_back"]["runtime"] == "runc", "not handed to runc: {v}");
+    ensure!(from.ps()?.is_empty() && to.ps()?.is_empty(), "migrate kept a record");
+    v["handed_back"]["pid"].as_i64().context("handed_back.pid")
+}
+
 #[test]
-fn runc_container_checkpoints_restores_and_migrates() -> Result<()> {
-    let pair = crate::migration::Pair::new("oci")?;
+fn runc_shell_loop_goes_back_to_runc() -> Result<()> {
+    let pair = Pair::new("oci")?;
     let bundle = pair.a.dir.join("bundle");
+    busybox_rootfs(&bundle.join("rootfs"))?;
     let id = format!("mig-oci-{}", std::process::id());
     let script = "i=0; while true; do i=$((i+1)); echo \"beat $i\" >> /tmp/beats; sleep 0.1; done";
-    let c = RuncContainer::start(&bundle, &id, script)?;
-    let rootfs = bundle.join("rootfs");
+    let c = RuncContainer::start(&bundle, &id, &["/bin/sh", "-c", script])?;
     wait_until(Duration::from_secs(10), "the runc container to beat", || {
-        beats(&beats_in(&rootfs)).len() >= 3
+        beats(&beats_in(&c.rootfs)).len() >= 3
     })?;
-    ensure!(c.status()? == "running");
+    c.check_runc_owns(None)?;
 
-    // Checkpoint by its runc ID; runc sees it stopped, migrate restores it.
+    // Checkpoint by its runc ID: runc forgets it, as after its own checkpoint.
     let img = pair.a.dir.join("image");
-    pair.a
-        .ok(&["checkpoint", "--runtime", "runc", &id, "--dir", img.to_str().unwrap()])?;
-    ensure!(c.status()? == "stopped", "runc still sees it running");
-    let at = beats(&beats_in(&rootfs)).len() as u64;
-    pair.a.ok(&["restore", "--dir", img.to_str().unwrap()])?;
-    wait_until(Duration::from_secs(10), "the heartbeat to go on", || {
-        beats(&beats_in(&rootfs)).len() as u64 >= at + 3
-    })?;
-    check_heartbeat(&beats_in(&rootfs))?;
+    let img = img.to_str().unwrap();
+    pair.a.ok(&["checkpoint", "--runtime", "runc", &id, "--dir", img])?;
+    ensure!(c.state()?.0 == "gone", "runc still has it: {:?}", c.state()?);
+    // Restored, and handed back to runc.
+    let pid = handed_pid(&pair.a.ok(&["restore", "--dir", img, "--json"])?)?;
+    c.check_runc_owns(Some(pid))?;
+    ensure!(pair.a.ps()?.is_empty(), "migrate kept a record");
+    beats_on(&c.rootfs)?;
 
-    // And live-migrated to another root.
-    crate::migration::migrate(&pair.a, &pair.b, &id, &[])?;
-    let at = beats(&beats_in(&rootfs)).len() as u64;
-    wait_until(Duration::from_secs(10), "the heartbeat to go on after the move", || {
-        beats(&beats_in(&rootfs)).len() as u64 >= at + 3
-    })?;
-    check_heartbeat(&beats_in(&rootfs))?;
-    pair.b.ok(&["rm", "-f", &id])?;
-    Ok(())
+    // Suspended and resumed.
+    pair.a.ok(&["suspend", "--runtime", "runc", &id])?;
+    ensure!(c.state()?.0 == "gone");
+    let pid = handed_pid(&pair.a.ok(&["resume", &id, "--json"])?)?;
+    c.check_runc_owns(Some(pid))?;
+    beats_on(&c.rootfs)?;
+
+    // Live-migrated to another root (same host, same runc) and back.
+    let pid = migrate_runc(&pair.a, &pair.b, &id)?;
+    c.check_runc_owns(Some(pid))?;
+    beats_on(&c.rootfs)?;
+    let pid = migrate_runc(&pair.b, &pair.a, &id)?;
+    c.check_runc_owns(Some(pid))?;
+    beats_on(&c.rootfs)?;
+
+    // runc's own kill ends it.
+    c.kill_with_runc()
+}
+
+#[test]
+fn runc_redis_keeps_its_keys() -> Result<()> {
+    let pair = Pair::new("oci-redis")?;
+    let bundle = pair.a.dir.join("bundle");
+    let rootfs = bundle.join("rootfs");
+    busybox_rootfs(&rootfs)?;
+    copy_with_libs("/usr/bin/redis-server", &rootfs)?;
+    let id = format!("mig-ocr-{}", std::process::id());
+    let c = RuncContainer::start(
+        &bundle,
+        &id,
+        &[
+            "/usr/bin/redis-server",
+            "--port",
+            "0",
+            "--unixsocket",
+            "/tmp/redis.sock",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            "/tmp",
+        ],
+    )?;
+    let sock = rootfs.join("tmp/redis.sock");
+    crate::programs::load_redis_keys(&sock, 50_000)?;
+
+    let img = pair.a.dir.join("image");
+    let img = img.to_str().unwrap();
+    pair.a.ok(&["checkpoint", "--runtime", "runc", &id, "--dir", img])?;
+    ensure!(c.state()?.0 == "gone");
+    let pid = handed_pid(&pair.a.ok(&["restore", "--dir", img, "--json"])?)?;
+    c.check_runc_owns(Some(pid))?;
+    crate::programs::check_redis_keys(&sock, 50_000)?;
+    ensure!(crate::programs::redis(&sock, &["set", "restored", "1"])? == "OK");
+
+    let pid = migrate_runc(&pair.a, &pair.b, &id)?;
+    c.check_runc_owns(Some(pid))?;
+    crate::programs::check_redis_keys(&sock, 50_001)?;
+    ensure!(crate::programs::redis(&sock, &["get", "restored"])? == "1");
+    c.kill_with_runc()
 }
 
 #[test]
@@ -113,5 +265,9 @@ fn unknown_runtime_and_container_are_refused() -> Result<()> {
     ]);
     ensure!(!out.status.success());
     ensure!(String::from_utf8_lossy(&out.stderr).contains("runc state no-such-container"));
+    // The CRIU stand-in refuses what it does not serve, in one line.
+    let out = root.cmd(&["swrk", "1"]);
+    ensure!(!out.status.success());
+    ensure!(String::from_utf8_lossy(&out.stderr).contains("for OCI runtimes"));
     Ok(())
 }

@@ -106,8 +106,15 @@ pub fn start_redis_with_keys(root: &TestRoot, name: &str, n: u32) -> Result<std:
             data.to_str().unwrap(),
         ],
     )?;
+    load_redis_keys(&sock, n)?;
+    Ok(sock)
+}
+
+/// Waits for the redis-server at `sock`, loads `n` keys into it and checks
+/// them.
+pub fn load_redis_keys(sock: &std::path::Path, n: u32) -> Result<()> {
     wait_until(Duration::from_secs(10), "redis socket", || {
-        redis(&sock, &["ping"]).is_ok()
+        redis(sock, &["ping"]).is_ok()
     })?;
     // The keys through the pipe mode, in the RESP protocol.
     let mut resp = Vec::new();
@@ -122,15 +129,14 @@ pub fn start_redis_with_keys(root: &TestRoot, name: &str, n: u32) -> Result<std:
     }
     let mut child = Command::new("redis-cli")
         .arg("-s")
-        .arg(&sock)
+        .arg(sock)
         .arg("--pipe")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()?;
     child.stdin.take().context("stdin")?.write_all(&resp)?;
     ensure!(child.wait()?.success(), "redis-cli --pipe failed");
-    check_redis_keys(&sock, u64::from(n))?;
-    Ok(sock)
+    check_redis_keys(sock, u64::from(n))
 }
 
 /// The database holds `size` keys, and sample keys have their values.

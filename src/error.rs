@@ -26,6 +26,8 @@ pub enum Error {
     #[error(transparent)]
     Oci(#[from] crate::runtime::oci::Error),
     #[error(transparent)]
+    Swrk(#[from] crate::runtime::swrk::Error),
+    #[error(transparent)]
     Tls(#[from] crate::transport::tls::Error),
     #[error("{0}")]
     Usage(String),

@@ -291,7 +291,13 @@ impl Cgroup {
     /// Removes the cgroup's parent if it has become empty; a busy or
     /// non-empty parent is left as it is.
     pub fn remove_parent_if_empty(&self) {
-        if let Some(parent) = self.path.parent() {
+        // Only a root's own parent (migrate-HASH), never another's: an
+        // adopted container's cgroup sits elsewhere.
+        let Some(parent) = self.path.parent() else { return };
+        if parent
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("migrate-"))
+        {
             let _ = fs::remove_dir(parent);
         }
     }

@@ -103,6 +103,15 @@ pub enum Command {
         /// Restore the established TCP connections the image holds.
         #[arg(long)]
         tcp_established: bool,
+        /// Hand the restored container to this OCI runtime (runc or crun),
+        /// or keep it under migrate (none). Default: the runtime it was
+        /// taken from, if any.
+        #[arg(long)]
+        runtime: Option<String>,
+        /// With --runtime: the container's bundle (config.json and rootfs).
+        /// Default: the bundle it was taken from.
+        #[arg(long)]
+        bundle: Option<PathBuf>,
         /// Only check that the image restores here: rebuild everything,
         /// then discard it without starting it.
         #[arg(long)]
@@ -189,6 +198,10 @@ pub enum Command {
     /// (Internal) the receiver's restore helper: reads one migration on stdin.
     #[command(hide = true)]
     RestoreHelper,
+    /// (Internal) stands in for `criu swrk FD` when an OCI runtime takes a
+    /// restored container back.
+    #[command(hide = true)]
+    Swrk { fd: i32 },
     /// Show what migrate does, on a sample container, with no other input.
     Demo,
 }

@@ -7,6 +7,7 @@ use crate::engine::checkpoint::{checkpoint, CheckpointOptions, CheckpointReport}
 use crate::engine::restore::{restore, RestoreOptions, RestoreReport};
 use crate::image::pages::Compression;
 use crate::image::store::{DirSink, DirSource};
+use crate::runtime::oci::{self, HandedBack, OciOrigin};
 use crate::runtime::state::ImageRecord;
 use crate::runtime::Root;
 use crate::{Error, Result};
@@ -84,14 +85,100 @@ pub fn checkpoint_cmd(
     Ok(0)
 }
 
-pub fn restore_cmd(
-    root: &Root,
-    dir: &Path,
-    name: Option<String>,
-    tcp_established: bool,
-    check: bool,
-    json: bool,
-) -> Result<i32> {
+/// Where a restored container goes: restore's --runtime and --bundle.
+pub enum HandBackTo {
+    /// The runtime it was taken from, if any.
+    Origin,
+    /// Stays under migrate.
+    Migrate,
+    /// This runtime, with this bundle (None: the one it was taken from).
+    Runtime(String, Option<PathBuf>),
+}
+
+impl HandBackTo {
+    pub fn from_args(runtime: Option<String>, bundle: Option<PathBuf>) -> Result<Self> {
+        match (runtime.as_deref(), bundle) {
+            (None, None) => Ok(Self::Origin),
+            (Some("none"), None) => Ok(Self::Migrate),
+            (Some("none"), Some(_)) => Err(Error::Usage("--bundle goes with --runtime runc or crun".into())),
+            (None, Some(_)) => Err(Error::Usage(
+                "--bundle needs --runtime (runc or crun) to hand the container to".into(),
+            )),
+            (Some(rt), bundle) => Ok(Self::Runtime(rt.to_string(), bundle.map(|b| absolute(&b)))),
+        }
+    }
+}
+
+/// Hands restored container `name` to its OCI runtime, if `to` says so
+/// (or it came from one).
+fn hand_back(root: &Root, name: &str, to: &HandBackTo) -> Result<Option<HandedBack>> {
+    let over = match to {
+        HandBackTo::Migrate => return Ok(None),
+        HandBackTo::Origin => {
+            if root.load(name)?.oci.is_none() {
+                return Ok(None);
+            }
+            None
+        }
+        HandBackTo::Runtime(rt, bundle) => {
+            let origin = root.load(name)?.oci;
+            let bundle = bundle
+                .clone()
+                .or_else(|| origin.as_ref().map(|o| o.bundle.clone()))
+                .ok_or_else(|| Error::Usage(format!("{name} was not taken from an OCI runtime: --bundle is needed")))?;
+            Some(OciOrigin {
+                runtime: rt.clone(),
+                id: origin.map(|o| o.id).unwrap_or_else(|| name.to_string()),
+                bundle,
+            })
+        }
+    };
+    Ok(Some(oci::hand_back(root, name, over.as_ref())?))
+}
+
+/// A restore's report and, if it went to an OCI runtime, where.
+#[derive(serde::Serialize)]
+struct Restored<'a> {
+    #[serde(flatten)]
+    report: &'a RestoreReport,
+    handed_back: Option<HandedBack>,
+}
+
+fn finish_restore(root: &Root, r: &RestoreReport, to: &HandBackTo, json: bool) -> Result<i32> {
+    let handed = hand_back(root, &r.name, to);
+    let handed_back = match handed {
+        Ok(h) => h,
+        Err(e) => {
+            render_restore(r, json);
+            return Err(e);
+        }
+    };
+    if json {
+        print_json(&Restored { report: r, handed_back });
+        return Ok(0);
+    }
+    render_restore(r, false);
+    if let Some(h) = handed_back {
+        println!("handed {} to {} as {} (init pid {})", r.name, h.runtime, h.id, h.pid);
+    }
+    Ok(0)
+}
+
+/// restore's options besides where the container goes.
+pub struct RestoreArgs {
+    pub name: Option<String>,
+    pub tcp_established: bool,
+    pub check: bool,
+    pub json: bool,
+}
+
+pub fn restore_cmd(root: &Root, dir: &Path, args: RestoreArgs, to: HandBackTo) -> Result<i32> {
+    let RestoreArgs {
+        name,
+        tcp_established,
+        check,
+        json,
+    } = args;
     let mut src = DirSource::open(dir)?;
     let opts = RestoreOptions {
         name,
@@ -113,8 +200,7 @@ pub fn restore_cmd(
         return Ok(0);
     }
     let r = restore(root, &mut src, &opts)?;
-    render_restore(&r, json);
-    Ok(0)
+    finish_restore(root, &r, &to, json)
 }
 
 pub fn suspend_cmd(root: &Root, name: &str, json: bool) -> Result<i32> {
@@ -125,8 +211,7 @@ pub fn suspend_cmd(root: &Root, name: &str, json: bool) -> Result<i32> {
 
 pub fn resume_cmd(root: &Root, name: &str, json: bool) -> Result<i32> {
     let r = crate::engine::resume(root, name)?;
-    render_restore(&r, json);
-    Ok(0)
+    finish_restore(root, &r, &HandBackTo::Origin, json)
 }
 
 pub fn inspect_cmd(dir: &Path, json: bool) -> Result<i32> {

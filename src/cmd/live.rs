@@ -113,6 +113,12 @@ pub fn recv_cmd(root: &Root, listen: &str, once: bool, peer_certs: &[PathBuf], j
                     r.total_ms,
                     r.bytes_received as f64 / MIB
                 );
+                if let Some(h) = &r.handed_back {
+                    println!("handed {} to {} as {} (init pid {})", r.name, h.runtime, h.id, h.pid);
+                }
+                if let Some(e) = &r.handback_error {
+                    eprintln!("migrate: {e}");
+                }
             } else {
                 println!(
                     "migration of {} from {} failed, nothing kept: {}",

@@ -62,19 +62,34 @@ pub fn run(cli: Cli) -> Result<i32> {
             };
             let root = root()?;
             adopt(&root, runtime.as_deref(), &name)?;
-            image::checkpoint_cmd(&root, &name, &dir, &compress, opts, json)
+            let result = image::checkpoint_cmd(&root, &name, &dir, &compress, opts, json);
+            unadopt(&root, runtime.as_deref(), &name);
+            result
         }
         Command::Restore {
             dir,
             name,
             tcp_established,
+            runtime,
+            bundle,
             check,
             json,
-        } => image::restore_cmd(&root()?, &dir, name, tcp_established, check, json),
+        } => {
+            let to = image::HandBackTo::from_args(runtime, bundle)?;
+            let opts = image::RestoreArgs {
+                name,
+                tcp_established,
+                check,
+                json,
+            };
+            image::restore_cmd(&root()?, &dir, opts, to)
+        }
         Command::Suspend { name, runtime, json } => {
             let root = root()?;
             adopt(&root, runtime.as_deref(), &name)?;
-            image::suspend_cmd(&root, &name, json)
+            let result = image::suspend_cmd(&root, &name, json);
+            unadopt(&root, runtime.as_deref(), &name);
+            result
         }
         Command::Resume { name, json } => image::resume_cmd(&root()?, &name, json),
         Command::Inspect { dir, json } => image::inspect_cmd(&dir, json),
@@ -115,7 +130,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             };
             let root = root()?;
             adopt(&root, runtime.as_deref(), &name)?;
-            live::send_cmd(&root, &name, &dest, &peer_cert, &opts, compression, json)
+            let result = live::send_cmd(&root, &name, &dest, &peer_cert, &opts, compression, json);
+            unadopt(&root, runtime.as_deref(), &name);
+            result
         }
         Command::Recv {
             listen,
@@ -124,6 +141,15 @@ pub fn run(cli: Cli) -> Result<i32> {
             json,
         } => live::recv_cmd(&root()?, &listen, once, &peer_cert, json),
         Command::RestoreHelper => live::helper_cmd(&root()?),
+        Command::Swrk { fd } => {
+            let sock = crate::sys::take_inherited_fd(fd).map_err(|e| {
+                Error::Usage(format!(
+                    "swrk {fd}: not an open descriptor ({e}); this command is for OCI runtimes"
+                ))
+            })?;
+            crate::runtime::swrk::serve(sock)?;
+            Ok(0)
+        }
         Command::Demo => demo::run(),
     }
 }
@@ -134,6 +160,20 @@ fn adopt(root: &Root, runtime: Option<&str>, name: &str) -> Result<()> {
         crate::runtime::oci::adopt(root, rt, name)?;
     }
     Ok(())
+}
+
+/// After an operation on an adopted OCI container that left it running
+/// (a failure, or --leave-running): the runtime still owns it, so migrate's
+/// record of it goes.
+fn unadopt(root: &Root, runtime: Option<&str>, name: &str) {
+    if runtime.is_none() {
+        return;
+    }
+    if let Ok(st) = root.load(name) {
+        if st.oci.is_some() && st.status().is_live() {
+            root.unadopt(name);
+        }
+    }
 }
 
 fn init_tracing(verbose: u8) {

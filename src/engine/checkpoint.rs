@@ -93,6 +93,29 @@ impl Seized {
     }
 }
 
+impl Seized {
+    /// After the tasks were killed: collects their exits, which go to us
+    /// as their tracer first. Until then a PID namespace's init, waiting
+    /// for its children in its own exit, does not end.
+    pub(crate) fn reap_killed(&mut self) {
+        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+        // In any order: an init's exit waits for its children's.
+        let deadline = Instant::now() + FREEZE_TIMEOUT;
+        let mut left: Vec<i32> = self.tids.drain(..).map(|(tid, _)| tid).collect();
+        while !left.is_empty() && Instant::now() < deadline {
+            left.retain(|tid| {
+                !matches!(
+                    waitpid(Pid::from_raw(*tid), Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)),
+                    Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) | Err(_)
+                )
+            });
+            if !left.is_empty() {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+    }
+}
+
 impl Drop for Seized {
     fn drop(&mut self) {
         self.detach_all();
@@ -170,9 +193,16 @@ impl Frozen<'_> {
         // Connections stay in repair mode: they close without a word.
         self.repaired.disarm();
         self.cg.kill_all(FREEZE_TIMEOUT)?;
-        self.seized.tids.clear();
+        self.seized.reap_killed();
         let owner = self.root.state_path(&self.st.name);
         self.root.forget_processes(&self.st, record.clone())?;
+        // Taken from an OCI runtime: the runtime's record goes too, so that
+        // the ID can come back there.
+        if let Some(origin) = &self.st.oci {
+            if let Err(why) = crate::runtime::oci::forget(origin) {
+                tracing::warn!("{why}");
+            }
+        }
         if record.is_none() {
             if let Some(n) = &self.st.net {
                 crate::net::ipam::release(n.ip, &owner);
@@ -480,6 +510,7 @@ fn dump(
         created: st.created,
         clocks: timens::dump(st.pid)?,
         net: st.net.clone(),
+        oci: st.oci.clone(),
         sysctls: crate::net::read_sysctls(st.pid).map_err(|e| Error::Stage {
             phase: "read network sysctls",
             message: e.to_string(),

@@ -102,6 +102,8 @@ pub struct ContainerImage {
     pub net: Option<crate::net::NetConfig>,
     /// Network namespace sysctls.
     pub sysctls: Vec<(String, String)>,
+    /// The OCI runtime it was taken from, to hand it back after a restore.
+    pub oci: Option<runtime::oci::OciOrigin>,
 }
 
 /// The facts of this machine that an image records and a restore checks.

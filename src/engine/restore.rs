@@ -434,6 +434,7 @@ fn restore_inner<'r>(
         limits: c.limits.clone(),
         image: None,
         net,
+        oci: c.oci.clone(),
     };
     Ok(Prepared {
         root,

@@ -17,7 +17,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 /// Magic at the start of every section file.
 pub const SECTION_MAGIC: [u8; 8] = *b"MIGRSECT";
 /// Image format version. An image of another version is refused.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// No section may be larger than this (pages live in the page store).
 pub const SECTION_CAP: u64 = 256 << 20;
 const HEADER_LEN: usize = 8 + 4 + 8 + 4;

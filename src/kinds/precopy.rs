@@ -102,10 +102,15 @@ fn push(runs: &mut Vec<(u64, u32, RunSrc)>, addr: u64, src: RunSrc) {
 /// seized and stopped). `exclude` is the dumper's scratch area, if any.
 pub fn track(remote: &Remote, maps: &[MapLine], ns: i32) -> Result<Tracked> {
     let pid = remote.pid;
+    // User-mode faults only: asynchronous write-protect faults are
+    // resolved by the kernel before that distinction is made, and the flag
+    // lets a process without CAP_SYS_PTRACE (an OCI container's, say) make
+    // one while vm.unprivileged_userfaultfd is 0.
+    const UFFD_USER_MODE_ONLY: u64 = 1;
     let fd = remote.call(
         "userfaultfd",
         libc::SYS_userfaultfd,
-        &[(libc::O_CLOEXEC | libc::O_NONBLOCK) as u64],
+        &[(libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | UFFD_USER_MODE_ONLY],
     )?;
     let taken =
         sys::pidfd_open(nix::unistd::Pid::from_raw(pid)).and_then(|pidfd| sys::pidfd_getfd(pidfd.as_fd(), fd as i32));

@@ -15,6 +15,7 @@ mod init;
 pub mod oci;
 pub(crate) mod spawn;
 pub mod state;
+pub mod swrk;
 
 use std::ffi::CString;
 use std::fs::File;
@@ -244,6 +245,13 @@ impl Root {
             }
         }
         self.save_state(st)
+    }
+
+    /// Drops the record of an adopted container that its runtime still
+    /// runs (its processes and cgroup are the runtime's).
+    pub fn unadopt(&self, name: &str) {
+        let _lock = self.lock();
+        let _ = std::fs::remove_dir_all(self.container_dir(name));
     }
 
     /// Writes `bytes` as the log of container `name` (replacing any).
@@ -501,6 +509,7 @@ impl Root {
             limits: spec.limits.clone(),
             image: None,
             net,
+            oci: None,
         };
         st.save(&self.state_path(&spec.name))?;
         guard.disarm();

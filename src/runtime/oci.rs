@@ -4,9 +4,13 @@
 //! engine can checkpoint like one of its own. The runtime keeps its own
 //! record; after a checkpoint it sees the container stopped.
 
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::state::{self, ContainerState};
 use super::Root;
@@ -29,6 +33,36 @@ pub enum Error {
     NoCgroup { id: String, pid: i32, reason: String },
     #[error(transparent)]
     Runtime(#[from] super::Error),
+    #[error("{name} did not come from an OCI runtime; pass --runtime and --bundle to hand it to one")]
+    NoOrigin { name: String },
+    #[error("handing {id} back to {runtime} failed: {reason}; it runs on under migrate (`migrate ps`)")]
+    HandBack {
+        runtime: String,
+        id: String,
+        reason: String,
+    },
+}
+
+/// Where an adopted container came from, so that it can be handed back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciOrigin {
+    /// runc or crun.
+    pub runtime: String,
+    /// The container's ID there.
+    pub id: String,
+    /// Its bundle (config.json and rootfs); the same path must exist
+    /// wherever it is restored.
+    pub bundle: PathBuf,
+}
+
+/// How long the runtime may take to start its CRIU (us) and to finish.
+const HANDBACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn check_runtime(runtime: &str) -> Result<()> {
+    if runtime != "runc" && runtime != "crun" {
+        return Err(Error::UnknownRuntime(runtime.to_string()));
+    }
+    Ok(())
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -52,9 +86,7 @@ fn cgroup_of(pid: i32) -> std::result::Result<PathBuf, String> {
 /// Finds OCI container `id` of `runtime` and records it in `root` under
 /// the same name, so that checkpoint, suspend and send can take it.
 pub fn adopt(root: &Root, runtime: &str, id: &str) -> Result<()> {
-    if runtime != "runc" && runtime != "crun" {
-        return Err(Error::UnknownRuntime(runtime.to_string()));
-    }
+    check_runtime(runtime)?;
     if !state::valid_name(id) {
         return Err(super::Error::InvalidName(id.to_string()).into());
     }
@@ -122,7 +154,272 @@ pub fn adopt(root: &Root, runtime: &str, id: &str) -> Result<()> {
         limits: Default::default(),
         image: None,
         net: None,
+        oci: Some(OciOrigin {
+            runtime: runtime.to_string(),
+            id: id.to_string(),
+            bundle: st.bundle.clone(),
+        }),
     };
     root.adopt(&record)?;
+    Ok(())
+}
+
+/// After the engine killed an adopted container: the runtime's record of
+/// it goes too (`RUNTIME delete ID`), as after the runtime's own
+/// checkpoint, so that the ID can be restored again. Best effort: the
+/// error, if any, is returned for a note.
+pub fn forget(origin: &OciOrigin) -> std::result::Result<(), String> {
+    let out = Command::new(&origin.runtime)
+        .args(["delete", "--force", &origin.id])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{} delete {}: {e}", origin.runtime, origin.id))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} delete {}: {}",
+            origin.runtime,
+            origin.id,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// What a hand-back did.
+#[derive(Debug, Clone, Serialize)]
+pub struct HandedBack {
+    pub runtime: String,
+    pub id: String,
+    /// Host PID of the container's init, as the runtime now records it.
+    pub pid: i32,
+}
+
+/// Hands container `name` of `root`, restored and running, to the OCI
+/// runtime it came from (or `over`): runs `RUNTIME restore` on its bundle
+/// with migrate standing in for CRIU (see `swrk`), moves every process into
+/// the cgroups the runtime made, and lets the runtime record the init PID.
+/// Then `RUNTIME state ID` says running and `RUNTIME kill ID` reaches it;
+/// migrate's record and cgroup go. On failure the container keeps running
+/// under migrate, as before.
+pub fn hand_back(root: &Root, name: &str, over: Option<&OciOrigin>) -> Result<HandedBack> {
+    let st = root.load(name)?;
+    let origin = over
+        .or(st.oci.as_ref())
+        .ok_or_else(|| Error::NoOrigin { name: name.to_string() })?
+        .clone();
+    check_runtime(&origin.runtime)?;
+    let err = |reason: String| Error::HandBack {
+        runtime: origin.runtime.clone(),
+        id: origin.id.clone(),
+        reason,
+    };
+    if !st.status().is_live() {
+        return Err(err(format!("{name} is not running here")));
+    }
+    if !origin.bundle.join("config.json").is_file() {
+        return Err(err(format!(
+            "its bundle {} is missing here (the same bundle path must exist where it is restored)",
+            origin.bundle.display()
+        )));
+    }
+    // A scratch directory: the runtime's image and work directory, the
+    // socket our stand-in connects to, and the runtime's stderr.
+    let work = root.dir().join("handback").join(name);
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(|e| err(format!("{}: {e}", work.display())))?;
+    let _cleanup = RemoveDir(work.clone());
+    let result = run_hand_back(&st, &origin, &work).map_err(err)?;
+    // The processes left migrate's cgroup for the runtime's; the empty
+    // cgroup and the record go.
+    let cg = st.cgroup();
+    let _ = cg.remove();
+    cg.remove_parent_if_empty();
+    let _ = std::fs::remove_dir_all(root.container_dir(name));
+    Ok(result)
+}
+
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        if let Some(parent) = self.0.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
+fn run_hand_back(st: &ContainerState, origin: &OciOrigin, work: &Path) -> std::result::Result<HandedBack, String> {
+    // The runtime reads the stdio the container had from here.
+    std::fs::write(
+        work.join("descriptors.json"),
+        r#"["/dev/null","/dev/null","/dev/null"]"#,
+    )
+    .map_err(|e| format!("write descriptors.json: {e}"))?;
+    let sock = work.join("handback.sock");
+    let listener = UnixListener::bind(&sock).map_err(|e| format!("{}: {e}", sock.display()))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("{}: {e}", sock.display()))?;
+    let me = std::env::current_exe().map_err(|e| format!("find migrate's own binary: {e}"))?;
+    let errors = work.join("runtime.err");
+    let stderr = std::fs::File::create(&errors).map_err(|e| format!("{}: {e}", errors.display()))?;
+    let mut cmd = Command::new(&origin.runtime);
+    if origin.runtime == "runc" {
+        cmd.arg("--criu").arg(&me);
+    } else {
+        // crun runs `criu` from PATH (through libcriu).
+        let bin = work.join("bin");
+        std::fs::create_dir_all(&bin).map_err(|e| format!("{}: {e}", bin.display()))?;
+        std::os::unix::fs::symlink(&me, bin.join("criu")).map_err(|e| format!("criu link: {e}"))?;
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut paths = vec![bin];
+        paths.extend(std::env::split_paths(&path));
+        cmd.env("PATH", std::env::join_paths(paths).map_err(|e| e.to_string())?);
+    }
+    cmd.args(["restore", "--detach", "--bundle"])
+        .arg(&origin.bundle)
+        .arg("--image-path")
+        .arg(work)
+        .arg("--work-path")
+        .arg(work)
+        .arg(&origin.id)
+        .env(super::swrk::HANDOFF_ENV, &sock)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("start `{} restore`: {e}", origin.runtime))?;
+    let said = |child: &mut Child| {
+        let _ = child.kill();
+        let _ = child.wait();
+        std::fs::read_to_string(&errors).unwrap_or_default().trim().to_string()
+    };
+    // Our stand-in connects once the runtime has made the cgroups and
+    // asked for the restore.
+    let deadline = Instant::now() + HANDBACK_TIMEOUT;
+    let conn = loop {
+        match listener.accept() {
+            Ok((c, _)) => break c,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(format!("accept: {e}")),
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let msg = std::fs::read_to_string(&errors).unwrap_or_default();
+            return Err(format!(
+                "`{} restore` ended ({status}) before asking for the container: {}",
+                origin.runtime,
+                msg.trim()
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "`{} restore` did not ask for the container in {HANDBACK_TIMEOUT:?}: {}",
+                origin.runtime,
+                said(&mut child)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    conn.set_nonblocking(false).map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(HANDBACK_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let mut writer = conn.try_clone().map_err(|e| e.to_string())?;
+    let mut lines = BufReader::new(conn);
+    let mut line = String::new();
+    lines
+        .read_line(&mut line)
+        .map_err(|e| format!("hand-over socket: {e}"))?;
+    let shim: i32 = match line.trim_end().split_once(' ') {
+        Some(("restore", pid)) => pid.parse().map_err(|_| format!("bad request {line:?}"))?,
+        _ => return Err(format!("bad request {line:?} on the hand-over socket")),
+    };
+    let tree = crate::kinds::pstree::walk(st.pid).map_err(|e| e.to_string())?;
+    if let Err(e) = join_cgroups_of(shim, &tree) {
+        let _ = writeln!(writer, "fail {e}");
+        let _ = child.wait();
+        let _ = move_back(st, &tree);
+        return Err(format!("moving the container into {}'s cgroups: {e}", origin.runtime));
+    }
+    writeln!(writer, "pid {}", st.pid).map_err(|e| e.to_string())?;
+    line.clear();
+    let _ = lines.read_line(&mut line);
+    let status = child.wait().map_err(|e| e.to_string())?;
+    if line.trim_end() != "ok" || !status.success() {
+        let _ = move_back(st, &tree);
+        let msg = std::fs::read_to_string(&errors).unwrap_or_default();
+        return Err(format!(
+            "`{} restore` failed ({status}): {}",
+            origin.runtime,
+            msg.trim()
+        ));
+    }
+    Ok(HandedBack {
+        runtime: origin.runtime.clone(),
+        id: origin.id.clone(),
+        pid: st.pid,
+    })
+}
+
+/// The cgroup.procs files of every hierarchy process `pid` is in: v1
+/// hierarchies at their mount points, v2 under its mount.
+fn cgroup_procs_of(pid: i32) -> std::result::Result<Vec<PathBuf>, String> {
+    let cgroups = procfs::process::Process::new(pid)
+        .and_then(|p| p.cgroups())
+        .map_err(|e| format!("/proc/{pid}/cgroup: {e}"))?;
+    let mounts = procfs::process::Process::myself()
+        .and_then(|p| p.mountinfo())
+        .map_err(|e| format!("/proc/self/mountinfo: {e}"))?;
+    let mut out = Vec::new();
+    for cg in cgroups.0 {
+        let rel = cg.pathname.trim_start_matches('/');
+        let base = if cg.hierarchy == 0 {
+            crate::cgroup::v2_mount().map_err(|e| e.to_string())?
+        } else if cg.controllers.is_empty() {
+            continue;
+        } else {
+            let found = mounts.0.iter().find(|m| {
+                m.fs_type == "cgroup"
+                    && cg.controllers.iter().all(|c| match c.split_once('=') {
+                        Some((k, v)) => m.super_options.get(k) == Some(&Some(v.to_string())),
+                        None => m.super_options.contains_key(c.as_str()),
+                    })
+            });
+            match found {
+                Some(m) => m.mount_point.clone(),
+                None => continue,
+            }
+        };
+        out.push(base.join(rel).join("cgroup.procs"));
+    }
+    Ok(out)
+}
+
+/// Moves every process of `tree` into the cgroups of process `of`.
+fn join_cgroups_of(of: i32, tree: &[i32]) -> std::result::Result<(), String> {
+    for procs in cgroup_procs_of(of)? {
+        for pid in tree {
+            if let Err(e) = std::fs::write(&procs, pid.to_string()) {
+                // A zombie can not move and need not.
+                if crate::kinds::pstree::read_status(*pid)
+                    .map(|s| s.state != 'Z')
+                    .unwrap_or(false)
+                {
+                    return Err(format!("{}: pid {pid}: {e}", procs.display()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// After a failed hand-back: the processes go back to migrate's cgroup.
+fn move_back(st: &ContainerState, tree: &[i32]) -> std::result::Result<(), String> {
+    let procs = st.cgroup.join("cgroup.procs");
+    for pid in tree {
+        let _ = std::fs::write(&procs, pid.to_string());
+    }
     Ok(())
 }

@@ -70,6 +70,9 @@ pub struct ContainerState {
     /// Bridged networking, if any.
     #[serde(default)]
     pub net: Option<crate::net::NetConfig>,
+    /// Taken over from an OCI runtime: where to hand it back.
+    #[serde(default)]
+    pub oci: Option<super::oci::OciOrigin>,
 }
 
 /// Where a checkpointed or suspended container's image is.
@@ -202,6 +205,11 @@ mod tests {
             limits: Limits::default(),
             image: None,
             net: None,
+            oci: Some(crate::runtime::oci::OciOrigin {
+                runtime: "runc".into(),
+                id: "web".into(),
+                bundle: "/srv/web".into(),
+            }),
         };
         st.save(&p).unwrap();
         assert_eq!(ContainerState::load(&p).unwrap(), st);

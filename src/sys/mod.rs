@@ -644,3 +644,20 @@ pub fn inotify_rm(fd: BorrowedFd<'_>, wd: i32) -> Result<(), Errno> {
         Ok(())
     }
 }
+
+/// Takes ownership of descriptor `fd`, inherited from the process that
+/// started this one (named on its command line), after checking that it is
+/// open. Each number may be taken once: the caller passes it on from argv.
+pub fn take_inherited_fd(fd: RawFd) -> Result<OwnedFd, Errno> {
+    if fd < 3 {
+        return Err(Errno::EBADF);
+    }
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the descriptor is open, was handed to this process by its
+    // parent for this purpose, and nothing else in this process owns it
+    // (stdio is refused above; the caller takes each number once).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

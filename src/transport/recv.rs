@@ -44,6 +44,10 @@ pub struct RecvReport {
     pub restore_ms: f64,
     pub bytes_received: u64,
     pub error: Option<String>,
+    /// Taken from an OCI runtime at the source: handed to it here.
+    pub handed_back: Option<crate::runtime::oci::HandedBack>,
+    /// Why that hand-back failed (the container runs on under migrate).
+    pub handback_error: Option<String>,
 }
 
 /// What the receiver reports while it works.
@@ -283,8 +287,16 @@ async fn migration(
     match result {
         Ok(()) => {
             report.committed = true;
-            // The source closes once it has our Done.
+            // The source closes once it has our Done, and has killed its
+            // copy (and removed its runtime's record of it).
             let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+            let (root, name) = (root.to_path_buf(), name.clone());
+            let handed = tokio::task::spawn_blocking(move || hand_back_if_adopted(&root, &name)).await;
+            match handed {
+                Ok(Ok(h)) => report.handed_back = h,
+                Ok(Err(e)) => report.handback_error = Some(e),
+                Err(e) => report.handback_error = Some(e.to_string()),
+            }
         }
         Err(e) => {
             report.error = Some(e.to_string());
@@ -425,6 +437,18 @@ async fn relay(
     match (&outcome, status) {
         (Ok(()), Some(s)) if !s.success() => Err(Error::Protocol(format!("the restore helper exited with {s}"))),
         _ => outcome,
+    }
+}
+
+/// A container the source took from an OCI runtime goes to the same
+/// runtime here.
+fn hand_back_if_adopted(root: &Path, name: &str) -> Result<Option<crate::runtime::oci::HandedBack>, String> {
+    let root = crate::runtime::Root::open(root).map_err(|e| e.to_string())?;
+    match root.load(name) {
+        Ok(st) if st.oci.is_some() => crate::runtime::oci::hand_back(&root, name, None)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        _ => Ok(None),
     }
 }
 
