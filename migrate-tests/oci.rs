@@ -24,7 +24,7 @@ impl RuncContainer {
     /// starts it. The rootfs must be in place.
     fn start(bundle: &Path, id: &str, args: &[&str]) -> Result<Self> {
         let rootfs = bundle.join("rootfs");
-        for d in ["proc", "dev", "sys", "tmp"] {
+        for d in ["proc", "dev", "sys", "tmp", "run"] {
             std::fs::create_dir_all(rootfs.join(d))?;
         }
         let st = Command::new("runc").arg("spec").current_dir(bundle).status()?;
@@ -35,6 +35,16 @@ impl RuncContainer {
         config["process"]["args"] = serde_json::json!(args);
         config["root"]["readonly"] = false.into();
         config["hostname"] = id.into();
+        // A tmpfs of the bundle's own, besides /dev/shm.
+        config["mounts"]
+            .as_array_mut()
+            .context("mounts")?
+            .push(serde_json::json!({
+                "destination": "/run",
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": ["nosuid", "nodev", "mode=755", "size=16m"]
+            }));
         std::fs::write(&path, serde_json::to_string_pretty(&config)?)?;
         let c = Self {
             id: id.to_string(),
@@ -83,6 +93,20 @@ impl RuncContainer {
             String::from_utf8_lossy(&out.stderr)
         );
         Ok(())
+    }
+
+    /// Runs `script` in it with `runc exec`; returns its output.
+    fn exec(&self, script: &str) -> Result<String> {
+        let out = Command::new("runc")
+            .args(["exec", &self.id, "/bin/sh", "-c", script])
+            .stdin(Stdio::null())
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "runc exec {script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// `runc kill ID KILL` stops it, as runc sees it.
@@ -169,12 +193,21 @@ fn runc_shell_loop_goes_back_to_runc() -> Result<()> {
     let bundle = pair.a.dir.join("bundle");
     busybox_rootfs(&bundle.join("rootfs"))?;
     let id = format!("mig-oci-{}", std::process::id());
-    let script = "i=0; while true; do i=$((i+1)); echo \"beat $i\" >> /tmp/beats; sleep 0.1; done";
+    // Files in its tmpfs mounts (one held open), which live only in memory.
+    let script = "echo in-shm > /dev/shm/a; mkdir /run/d; echo in-run > /run/d/b; ln -s d/b /run/l; \
+                  exec 3</dev/shm/a; \
+                  i=0; while true; do i=$((i+1)); echo \"beat $i\" >> /tmp/beats; sleep 0.1; done";
+    let tmpfs_intact = |c: &RuncContainer| -> Result<()> {
+        let got = c.exec("cat /dev/shm/a /run/d/b /run/l; readlink /proc/1/fd/3")?;
+        ensure!(got == "in-shm\nin-run\nin-run\n/dev/shm/a\n", "tmpfs contents: {got:?}");
+        Ok(())
+    };
     let c = RuncContainer::start(&bundle, &id, &["/bin/sh", "-c", script])?;
     wait_until(Duration::from_secs(10), "the runc container to beat", || {
         beats(&beats_in(&c.rootfs)).len() >= 3
     })?;
     c.check_runc_owns(None)?;
+    tmpfs_intact(&c)?;
 
     // Checkpoint by its runc ID: runc forgets it, as after its own checkpoint.
     let img = pair.a.dir.join("image");
@@ -185,6 +218,7 @@ fn runc_shell_loop_goes_back_to_runc() -> Result<()> {
     let pid = handed_pid(&pair.a.ok(&["restore", "--dir", img, "--json"])?)?;
     c.check_runc_owns(Some(pid))?;
     ensure!(pair.a.ps()?.is_empty(), "migrate kept a record");
+    tmpfs_intact(&c)?;
     beats_on(&c.rootfs)?;
 
     // Suspended and resumed.
@@ -200,6 +234,7 @@ fn runc_shell_loop_goes_back_to_runc() -> Result<()> {
     beats_on(&c.rootfs)?;
     let pid = migrate_runc(&pair.b, &pair.a, &id)?;
     c.check_runc_owns(Some(pid))?;
+    tmpfs_intact(&c)?;
     beats_on(&c.rootfs)?;
 
     // runc's own kill ends it.

@@ -521,6 +521,13 @@ fn dump(
     sink.put(section::MM, &encode_section(&mm_images))?;
     sink.put(section::SIGNALS, &encode_section(&sig_images))?;
     sink.put(section::FILES, &encode_section(&fd_images))?;
+    // tmpfs contents only for a container with a root of its own: without
+    // one it sees the host's mounts, which are not its to carry.
+    let tmpfs = match &st.rootfs {
+        Some(_) => crate::kinds::mounts::dump(st.pid)?,
+        None => Vec::new(),
+    };
+    sink.put(section::MOUNTS, &encode_section(&tmpfs))?;
     Ok((statuses.len(), xstate))
 }
 

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::Limits;
-use crate::kinds::{creds, files, memory, precopy, pstree, regs, remote, timens, timers};
+use crate::kinds::{creds, files, memory, mounts, precopy, pstree, regs, remote, timens, timers};
 use crate::sys::Errno;
 use crate::{cgroup, image, runtime};
 
@@ -23,6 +23,7 @@ pub mod section {
     pub const MM: &str = "mm";
     pub const SIGNALS: &str = "signals";
     pub const FILES: &str = "files";
+    pub const MOUNTS: &str = "mounts";
 }
 
 /// Errors of checkpoint and restore, with the phase they happened in.
@@ -52,6 +53,8 @@ pub enum Error {
     Timers(#[from] timers::Error),
     #[error(transparent)]
     Precopy(#[from] precopy::Error),
+    #[error(transparent)]
+    Mounts(#[from] mounts::Error),
     #[error("{phase} (task {tid}): {source}")]
     Ptrace {
         phase: &'static str,

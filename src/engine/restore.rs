@@ -76,6 +76,7 @@ struct Image {
     mm: Vec<(i32, MemoryImage)>,
     signals: Vec<(i32, SignalsImage)>,
     files: FilesImage,
+    tmpfs: Vec<crate::kinds::mounts::TmpfsImage>,
 }
 
 fn load(src: &mut dyn ImageSource) -> Result<Image> {
@@ -85,12 +86,14 @@ fn load(src: &mut dyn ImageSource) -> Result<Image> {
     let mm = decode_section(section::MM, &get(section::MM)?)?;
     let signals = decode_section(section::SIGNALS, &get(section::SIGNALS)?)?;
     let files = decode_section(section::FILES, &get(section::FILES)?)?;
+    let tmpfs = decode_section(section::MOUNTS, &get(section::MOUNTS)?)?;
     Ok(Image {
         container,
         procs,
         mm,
         signals,
         files,
+        tmpfs,
     })
 }
 
@@ -701,6 +704,7 @@ fn prepare_task(ctx: &TreeCtx<'_>, idx: usize) -> std::result::Result<(), String
     let with_objects;
     let ctx = if p.pid == 1 {
         crate::runtime::spawn::setup_namespaces(&c.hostname, c.rootfs.as_deref())?;
+        crate::kinds::mounts::restore(&ctx.img.tmpfs)?;
         if !crate::runtime::spawn::wait_go(ctx.go) {
             return Err("the restorer gave up before the network was ready".into());
         }

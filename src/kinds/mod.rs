@@ -6,6 +6,7 @@ pub mod creds;
 pub mod files;
 pub mod inet;
 pub mod memory;
+pub mod mounts;
 pub mod pipes;
 pub mod precopy;
 pub mod pstree;

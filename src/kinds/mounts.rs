@@ -1,0 +1,379 @@
+//! tmpfs mounts of the container, with their contents: /dev/shm, and any
+//! tmpfs an OCI bundle mounts (/run, /tmp...). They live only in memory,
+//! so they are carried in the image like memory is. Everything else is
+//! external and must exist where the container is restored: the rootfs and
+//! bind mounts. /proc, /sys and /dev are made anew by the restore.
+//!
+//! Dump reads the frozen container's mounts (/proc/PID/mountinfo) and walks
+//! each tmpfs through /proc/PID/root, staying on that file system. Restore
+//! runs in the new PID 1, after it entered the rootfs and before any file
+//! is reopened: it mounts each tmpfs again with its options and fills it.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{mknod, Mode, SFlag};
+use serde::{Deserialize, Serialize};
+
+/// At most this many bytes of tmpfs contents are carried (an image
+/// section holds at most 256 MiB).
+pub const CONTENT_CAP: u64 = 192 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("read the mounts of process {pid}: {reason}")]
+    Mountinfo { pid: i32, reason: String },
+    #[error("tmpfs {target}: {path}: {source}")]
+    Walk {
+        target: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the container's tmpfs mounts hold more than {} MiB; that much is not carried yet (empty them, or keep the data on the rootfs)", CONTENT_CAP >> 20)]
+    TooBig,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// One tmpfs mount and what it holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TmpfsImage {
+    /// Where it is mounted, inside the container.
+    pub target: String,
+    /// Per-mount flags (MS_NOSUID, MS_RDONLY...).
+    pub flags: u64,
+    /// The file system's options (size=, mode=, nr_inodes=...).
+    pub data: String,
+    /// Its tree, each directory before what it holds; "" is its root.
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub path: String,
+    pub kind: EntryKind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: (i64, i64),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum EntryKind {
+    Dir,
+    File(#[serde(with = "serde_bytes")] Vec<u8>),
+    Symlink(String),
+    Device {
+        block: bool,
+        rdev: u64,
+    },
+    Fifo,
+    /// Another mount sits here: only the directory (or file) under it.
+    MountPoint {
+        dir: bool,
+    },
+}
+
+/// Mount options that are per-mount flags, and theirs.
+const FLAGS: &[(&str, MsFlags)] = &[
+    ("ro", MsFlags::MS_RDONLY),
+    ("nosuid", MsFlags::MS_NOSUID),
+    ("nodev", MsFlags::MS_NODEV),
+    ("noexec", MsFlags::MS_NOEXEC),
+    ("noatime", MsFlags::MS_NOATIME),
+    ("nodiratime", MsFlags::MS_NODIRATIME),
+    ("relatime", MsFlags::MS_RELATIME),
+    ("strictatime", MsFlags::MS_STRICTATIME),
+];
+
+/// Whether a tmpfs mounted at `target` belongs to the container: made for
+/// it (not the host's, which the host's own mount table also shows), and
+/// not part of /dev, /proc or /sys, which the restore makes anew.
+fn carried(target: &Path, root: &str, majmin: &str, host: &[String]) -> bool {
+    let made_anew = ["/dev", "/proc", "/sys"]
+        .iter()
+        .any(|p| target == Path::new(p) || (target.starts_with(p) && !target.starts_with("/dev/shm")));
+    root == "/" && target != Path::new("/") && !made_anew && !host.iter().any(|h| h == majmin)
+}
+
+/// The container's own tmpfs mounts, with their contents. `pid` is its
+/// PID 1, frozen.
+pub fn dump(pid: i32) -> Result<Vec<TmpfsImage>> {
+    let err = |e: procfs::ProcError| Error::Mountinfo {
+        pid,
+        reason: e.to_string(),
+    };
+    let mounts = procfs::process::Process::new(pid)
+        .and_then(|p| p.mountinfo())
+        .map_err(err)?;
+    let host: Vec<String> = procfs::process::Process::myself()
+        .and_then(|p| p.mountinfo())
+        .map_err(err)?
+        .0
+        .into_iter()
+        .map(|m| m.majmin)
+        .collect();
+    let mut total = 0u64;
+    let mut out = Vec::new();
+    for m in mounts.0 {
+        if m.fs_type != "tmpfs" || !carried(&m.mount_point, &m.root, &m.majmin, &host) {
+            continue;
+        }
+        let mut flags = MsFlags::empty();
+        for (name, f) in FLAGS {
+            if m.mount_options.contains_key(*name) {
+                flags |= *f;
+            }
+        }
+        let mut data: Vec<String> = m
+            .super_options
+            .iter()
+            .filter(|(k, _)| k.as_str() != "rw" && k.as_str() != "ro")
+            .map(|(k, v)| match v {
+                Some(v) => format!("{k}={v}"),
+                None => k.clone(),
+            })
+            .collect();
+        data.sort();
+        let target = m.mount_point.to_string_lossy().into_owned();
+        let top =
+            PathBuf::from(format!("/proc/{pid}/root")).join(m.mount_point.strip_prefix("/").unwrap_or(&m.mount_point));
+        let mut entries = Vec::new();
+        walk(&top, &top, None, &mut entries, &mut total).map_err(|(path, source)| Error::Walk {
+            target: target.clone(),
+            path,
+            source,
+        })?;
+        if total > CONTENT_CAP {
+            return Err(Error::TooBig);
+        }
+        out.push(TmpfsImage {
+            target,
+            flags: flags.bits(),
+            data: data.join(","),
+            entries,
+        });
+    }
+    Ok(out)
+}
+
+type WalkError = (PathBuf, std::io::Error);
+
+fn walk(
+    top: &Path,
+    at: &Path,
+    dev: Option<u64>,
+    out: &mut Vec<Entry>,
+    total: &mut u64,
+) -> std::result::Result<(), WalkError> {
+    let io = |e| (at.to_path_buf(), e);
+    let md = std::fs::symlink_metadata(at).map_err(io)?;
+    let dev = dev.unwrap_or(md.dev());
+    let ft = md.file_type();
+    let kind = if md.dev() != dev {
+        EntryKind::MountPoint { dir: ft.is_dir() }
+    } else if ft.is_dir() {
+        EntryKind::Dir
+    } else if ft.is_file() {
+        *total += md.len();
+        if *total > CONTENT_CAP {
+            return Ok(());
+        }
+        EntryKind::File(std::fs::read(at).map_err(io)?)
+    } else if ft.is_symlink() {
+        EntryKind::Symlink(std::fs::read_link(at).map_err(io)?.to_string_lossy().into_owned())
+    } else if ft.is_char_device() || ft.is_block_device() {
+        EntryKind::Device {
+            block: ft.is_block_device(),
+            rdev: md.rdev(),
+        }
+    } else if ft.is_fifo() {
+        EntryKind::Fifo
+    } else {
+        // Sockets: a listening socket binds its path again on restore.
+        return Ok(());
+    };
+    let descend = matches!(kind, EntryKind::Dir);
+    out.push(Entry {
+        path: at.strip_prefix(top).unwrap_or(at).to_string_lossy().into_owned(),
+        kind,
+        mode: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+        mtime: (md.mtime(), md.mtime_nsec()),
+    });
+    if descend {
+        let mut names: Vec<_> = std::fs::read_dir(at)
+            .map_err(io)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(io)?;
+        names.sort();
+        for n in names {
+            walk(top, &at.join(n), Some(dev), out, total)?;
+        }
+    }
+    Ok(())
+}
+
+/// Mounts and fills every tmpfs of the image, in the restored PID 1 after
+/// it entered the rootfs. Errors are one line, for the restorer's report.
+pub fn restore(mounts: &[TmpfsImage]) -> std::result::Result<(), String> {
+    let mut mounts: Vec<&TmpfsImage> = mounts.iter().collect();
+    mounts.sort_by(|a, b| a.target.cmp(&b.target));
+    for m in mounts {
+        restore_one(m).map_err(|e| format!("tmpfs {}: {e}", m.target))?;
+    }
+    Ok(())
+}
+
+fn restore_one(m: &TmpfsImage) -> std::result::Result<(), String> {
+    let target = Path::new(&m.target);
+    if m.target == "/dev/shm" {
+        // The empty one made with /dev gives way to this one.
+        let _ = umount2(target, MntFlags::MNT_DETACH);
+    }
+    std::fs::create_dir_all(target).map_err(|e| format!("mkdir: {e}"))?;
+    let flags = MsFlags::from_bits_truncate(m.flags);
+    let data = (!m.data.is_empty()).then_some(m.data.as_str());
+    mount(Some("tmpfs"), target, Some("tmpfs"), flags - MsFlags::MS_RDONLY, data).map_err(|e| format!("mount: {e}"))?;
+    for e in &m.entries {
+        let p = if e.path.is_empty() {
+            target.to_path_buf()
+        } else {
+            target.join(&e.path)
+        };
+        make(&p, e).map_err(|err| format!("{}: {err}", p.display()))?;
+    }
+    // Directory modes and times last: filling them changed their times.
+    for e in m.entries.iter().rev() {
+        let p = if e.path.is_empty() {
+            target.to_path_buf()
+        } else {
+            target.join(&e.path)
+        };
+        if matches!(e.kind, EntryKind::Dir) {
+            set_attrs(&p, e).map_err(|err| format!("{}: {err}", p.display()))?;
+        }
+    }
+    if flags.contains(MsFlags::MS_RDONLY) {
+        mount(
+            None::<&str>,
+            target,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags,
+            None::<&str>,
+        )
+        .map_err(|e| format!("remount read-only: {e}"))?;
+    }
+    Ok(())
+}
+
+fn make(p: &Path, e: &Entry) -> std::result::Result<(), String> {
+    let mode = Mode::from_bits_truncate(e.mode);
+    match &e.kind {
+        EntryKind::Dir => {
+            if !p.is_dir() {
+                std::fs::create_dir(p).map_err(|e| e.to_string())?;
+            }
+            return Ok(());
+        }
+        EntryKind::MountPoint { dir: true } => {
+            std::fs::create_dir(p).map_err(|e| e.to_string())?;
+        }
+        EntryKind::MountPoint { dir: false } => {
+            std::fs::File::create(p).map_err(|e| e.to_string())?;
+        }
+        EntryKind::File(bytes) => std::fs::write(p, bytes).map_err(|e| e.to_string())?,
+        EntryKind::Symlink(to) => {
+            std::os::unix::fs::symlink(to, p).map_err(|e| e.to_string())?;
+        }
+        EntryKind::Device { block, rdev } => {
+            let kind = if *block { SFlag::S_IFBLK } else { SFlag::S_IFCHR };
+            mknod(p, kind, mode, *rdev).map_err(|e| format!("mknod: {e}"))?;
+        }
+        EntryKind::Fifo => nix::unistd::mkfifo(p, mode).map_err(|e| format!("mkfifo: {e}"))?,
+    }
+    set_attrs(p, e)
+}
+
+/// Owner, mode and modification time (a symlink: owner and time only).
+fn set_attrs(p: &Path, e: &Entry) -> std::result::Result<(), String> {
+    use nix::sys::stat::{utimensat, UtimensatFlags};
+    use nix::sys::time::TimeSpec;
+    use nix::unistd::{fchownat, FchownatFlags, Gid, Uid};
+    fchownat(
+        nix::fcntl::AT_FDCWD,
+        p,
+        Some(Uid::from_raw(e.uid)),
+        Some(Gid::from_raw(e.gid)),
+        FchownatFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|err| format!("chown: {err}"))?;
+    if !matches!(e.kind, EntryKind::Symlink(_)) {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(e.mode)).map_err(|err| format!("chmod: {err}"))?;
+    }
+    let t = TimeSpec::new(e.mtime.0, e.mtime.1);
+    utimensat(nix::fcntl::AT_FDCWD, p, &t, &t, UtimensatFlags::NoFollowSymlink).map_err(|err| format!("utimes: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_tmpfs_mounts_are_carried() {
+        let host = vec!["0:5".to_string()];
+        let yes = |t: &str| carried(Path::new(t), "/", "0:99", &host);
+        assert!(yes("/dev/shm"));
+        assert!(yes("/run"));
+        assert!(yes("/tmp/cache"));
+        assert!(!yes("/"));
+        assert!(!yes("/dev"));
+        assert!(!yes("/proc/acpi"));
+        assert!(!yes("/sys/fs/cgroup"));
+        // The host's own tmpfs, or a bind of part of one: external.
+        assert!(!carried(Path::new("/run"), "/", "0:5", &host));
+        assert!(!carried(Path::new("/data"), "/srv/data", "0:99", &host));
+    }
+
+    #[test]
+    fn a_tree_round_trips_through_walk_and_make() {
+        let src = tempfile::tempdir().unwrap();
+        let d = src.path();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        std::fs::write(d.join("sub/f"), b"hello").unwrap();
+        std::fs::set_permissions(d.join("sub/f"), std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::os::unix::fs::symlink("sub/f", d.join("link")).unwrap();
+        nix::unistd::mkfifo(&d.join("fifo"), Mode::from_bits_truncate(0o600)).unwrap();
+        let mut entries = Vec::new();
+        let mut total = 0;
+        walk(d, d, None, &mut entries, &mut total).unwrap();
+        assert_eq!(total, 5);
+        let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["", "fifo", "link", "sub", "sub/f"]);
+
+        let dst = tempfile::tempdir().unwrap();
+        for e in entries.iter().skip(1) {
+            make(&dst.path().join(&e.path), e).unwrap();
+        }
+        let again = {
+            let mut v = Vec::new();
+            let mut t = 0;
+            walk(dst.path(), dst.path(), None, &mut v, &mut t).unwrap();
+            v
+        };
+        // Same tree, contents, modes and file times (directory times are
+        // set last by restore_one).
+        for (a, b) in entries.iter().zip(&again).skip(1) {
+            assert_eq!(a.path, b.path);
+            assert_eq!(a.kind, b.kind);
+            assert_eq!(a.mode, b.mode);
+            if !matches!(a.kind, EntryKind::Dir) {
+                assert_eq!(a.mtime, b.mtime);
+            }
+        }
+    }
+}
