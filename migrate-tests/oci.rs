@@ -300,6 +300,22 @@ fn unknown_runtime_and_container_are_refused() -> Result<()> {
     ]);
     ensure!(!out.status.success());
     ensure!(String::from_utf8_lossy(&out.stderr).contains("runc state no-such-container"));
+    // A hand-back that can not happen leaves the container running under
+    // migrate, and says so.
+    root.run_d("plain", &[], &["sleep", "1000"])?;
+    let img = root.dir.join("plain-image");
+    let img = img.to_str().unwrap();
+    root.ok(&["checkpoint", "plain", "--dir", img])?;
+    let out = root.cmd(&["restore", "--dir", img, "--bundle", "/nowhere"]);
+    ensure!(String::from_utf8_lossy(&out.stderr).contains("--bundle needs --runtime"));
+    let out = root.cmd(&["restore", "--dir", img, "--runtime", "runc", "--bundle", "/nowhere"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && err.contains("/nowhere") && err.contains("runs on under migrate"),
+        "{err}"
+    );
+    ensure!(root.status("plain")? == "running");
+    root.ok(&["rm", "-f", "plain"])?;
     // The CRIU stand-in refuses what it does not serve, in one line.
     let out = root.cmd(&["swrk", "1"]);
     ensure!(!out.status.success());

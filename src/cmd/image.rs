@@ -142,24 +142,34 @@ struct Restored<'a> {
     #[serde(flatten)]
     report: &'a RestoreReport,
     handed_back: Option<HandedBack>,
+    handback_error: Option<String>,
 }
 
 fn finish_restore(root: &Root, r: &RestoreReport, to: &HandBackTo, json: bool) -> Result<i32> {
-    let handed = hand_back(root, &r.name, to);
-    let handed_back = match handed {
-        Ok(h) => h,
+    // Asked for, a hand-back that fails is an error; by default (back
+    // where it came from) a warning: the container runs either way.
+    let (handed_back, handback_error) = match hand_back(root, &r.name, to) {
+        Ok(h) => (h, None),
+        Err(e) if matches!(to, HandBackTo::Origin) => (None, Some(e.to_string())),
         Err(e) => {
             render_restore(r, json);
             return Err(e);
         }
     };
     if json {
-        print_json(&Restored { report: r, handed_back });
+        print_json(&Restored {
+            report: r,
+            handed_back,
+            handback_error,
+        });
         return Ok(0);
     }
     render_restore(r, false);
     if let Some(h) = handed_back {
         println!("handed {} to {} as {} (init pid {})", r.name, h.runtime, h.id, h.pid);
+    }
+    if let Some(e) = handback_error {
+        eprintln!("migrate: warning: {e}");
     }
     Ok(0)
 }

@@ -217,6 +217,11 @@ pub fn hand_back(root: &Root, name: &str, over: Option<&OciOrigin>) -> Result<Ha
     if !st.status().is_live() {
         return Err(err(format!("{name} is not running here")));
     }
+    if origin.runtime == "crun" && !crun_restores() {
+        return Err(err(
+            "this crun was built without CRIU support (`crun --version` lacks +CRIU), so it can not take a restored container back".into(),
+        ));
+    }
     if !origin.bundle.join("config.json").is_file() {
         return Err(err(format!(
             "its bundle {} is missing here (the same bundle path must exist where it is restored)",
@@ -237,6 +242,16 @@ pub fn hand_back(root: &Root, name: &str, over: Option<&OciOrigin>) -> Result<Ha
     cg.remove_parent_if_empty();
     let _ = std::fs::remove_dir_all(root.container_dir(name));
     Ok(result)
+}
+
+/// Whether the installed crun can restore at all (Debian 12's is built
+/// without CRIU).
+fn crun_restores() -> bool {
+    Command::new("crun")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("+CRIU"))
+        .unwrap_or(false)
 }
 
 struct RemoveDir(PathBuf);
