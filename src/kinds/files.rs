@@ -391,6 +391,20 @@ pub fn dump_all(
     // Pipe contents, through a duplicate of a read end.
     let mut pipes: Vec<(u64, u32, Option<Holder>)> = pipe_idx.into_iter().map(|(ino, (i, h))| (ino, i, h)).collect();
     pipes.sort_by_key(|p| p.1);
+    // A pipe read only from outside the container (a runtime's or conmon's
+    // stdio pipe): after a restore nothing would read it, so what the
+    // container writes there goes to its log instead.
+    let unread: Vec<u32> = pipes.iter().filter(|p| p.2.is_none()).map(|p| p.1).collect();
+    for (_, fds) in img.procs.iter_mut() {
+        for f in fds.iter_mut() {
+            if let FdKind::Pipe { pipe, write: true } = f.kind {
+                if unread.contains(&pipe) {
+                    f.kind = FdKind::Log;
+                    f.flags &= !libc::O_NONBLOCK;
+                }
+            }
+        }
+    }
     for (ino, _, holder) in pipes {
         let dup = holder.map(|(pid, fd)| steal(pid, fd)).transpose()?;
         let image = pipes::dump(ino, dup.as_ref()).map_err(|source| Error::Dump {
