@@ -1,15 +1,18 @@
 # The scenario, run by both VMs: role a starts the container, sends it to
 # b, then waits for it to come back; role b receives it, shows its log,
 # and sends it back. Markers (HARNESS: ...) and the container's log go to
-# the console for the harness to check.
+# the console for the harness to check. In crun mode (/harness/mode) crun
+# starts the container from /bundle, A sends it with --runtime crun, and
+# the heartbeat is in the container's own /run (a tmpfs).
 role=$1
 peer=$2
 port=7700
+mode=$(cat /harness/mode)
 send() {
     # The receiver may not listen yet: a refused send leaves the container
-    # running here, so try again.
+    # running here, so try again. $1: extra arguments (--runtime crun).
     for i in $(seq 1 60); do
-        if migrate send box "$peer:$port" --json > /tmp/stats.json 2> /tmp/send.err; then
+        if migrate send $1 box "$peer:$port" --json > /tmp/stats.json 2> /tmp/send.err; then
             echo "HARNESS: uptime $(cut -d' ' -f1 /proc/uptime) s when its send completed"
             echo "HARNESS: stats $(tr -d '\n' < /tmp/stats.json)"
             return 0
@@ -29,14 +32,29 @@ receive() {
 }
 show_log() {
     echo "HARNESS: log begin"
-    migrate logs box
+    if [ "$mode" = crun ]; then
+        migrate exec box -- cat /run/beats
+    else
+        migrate logs box
+    fi
     echo "HARNESS: log end"
 }
 case $role in
 a)
-    migrate run -d --name box -- $(cat /harness/command) > /dev/null || exit 1
-    sleep 2
-    send || exit 1
+    if [ "$mode" = crun ]; then
+        echo "HARNESS: $(crun --version | head -1)"
+        crun run -d --bundle /bundle box < /dev/null > /dev/null 2> /tmp/crun.err || {
+            echo "HARNESS: crun run failed: $(cat /tmp/crun.err)"
+            exit 1
+        }
+        sleep 2
+        send "--runtime crun" || exit 1
+        echo "HARNESS: crun after send: $(crun list -q | tr '\n' ' ')"
+    else
+        migrate run -d --name box -- $(cat /harness/command) > /dev/null || exit 1
+        sleep 2
+        send || exit 1
+    fi
     echo "HARNESS: after send: $(migrate ps --json | tr -d '\n ')"
     receive
     ;;

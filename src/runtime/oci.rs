@@ -169,6 +169,17 @@ pub fn adopt(root: &Root, runtime: &str, id: &str) -> Result<()> {
 /// checkpoint, so that the ID can be restored again. Best effort: the
 /// error, if any, is returned for a note.
 pub fn forget(origin: &OciOrigin) -> std::result::Result<(), String> {
+    // Not known there (restored under migrate after a hand-back that could
+    // not happen): nothing to forget.
+    let known = Command::new(&origin.runtime)
+        .args(["state", &origin.id])
+        .stdin(Stdio::null())
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !known {
+        return Ok(());
+    }
     let out = Command::new(&origin.runtime)
         .args(["delete", "--force", &origin.id])
         .stdin(Stdio::null())
