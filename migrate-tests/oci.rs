@@ -214,6 +214,19 @@ fn runc_shell_loop_goes_back_to_runc() -> Result<()> {
     let img = img.to_str().unwrap();
     pair.a.ok(&["checkpoint", "--runtime", "runc", &id, "--dir", img])?;
     ensure!(c.state()?.0 == "gone", "runc still has it: {:?}", c.state()?);
+    let i: serde_json::Value = serde_json::from_str(&pair.a.ok(&["inspect", img, "--json"])?)?;
+    ensure!(
+        i["oci"]["runtime"] == "runc" && i["oci"]["id"] == id.as_str(),
+        "{}",
+        i["oci"]
+    );
+    let tmpfs: Vec<&str> = i["tmpfs"]
+        .as_array()
+        .context("tmpfs")?
+        .iter()
+        .filter_map(|t| t["target"].as_str())
+        .collect();
+    ensure!(tmpfs == ["/dev/shm", "/run"], "tmpfs carried: {tmpfs:?}");
     // Restored, and handed back to runc.
     let pid = handed_pid(&pair.a.ok(&["restore", "--dir", img, "--json"])?)?;
     c.check_runc_owns(Some(pid))?;

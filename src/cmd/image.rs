@@ -235,6 +235,15 @@ pub fn inspect_cmd(dir: &Path, json: bool) -> Result<i32> {
         i.container, i.hostname, i.machine.kernel, i.machine.arch
     );
     println!("command: {}", i.command.join(" "));
+    if let Some(o) = &i.oci {
+        println!("taken from {} as {} (bundle {})", o.runtime, o.id, o.bundle.display());
+    }
+    for t in &i.tmpfs {
+        println!(
+            "tmpfs {} ({}): {} entries, {} bytes of files",
+            t.target, t.options, t.entries, t.bytes
+        );
+    }
     println!("files:");
     for f in &i.files {
         println!("  {:<10} {:>12} bytes", f.name, f.len);

@@ -19,6 +19,17 @@ pub struct Inspection {
     pub command: Vec<String>,
     pub files: Vec<FileEntry>,
     pub processes: Vec<ProcessSummary>,
+    /// The OCI runtime it was taken from.
+    pub oci: Option<crate::runtime::oci::OciOrigin>,
+    pub tmpfs: Vec<TmpfsSummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TmpfsSummary {
+    pub target: String,
+    pub options: String,
+    pub entries: usize,
+    pub bytes: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -61,6 +72,23 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
     let container: ContainerImage = decode_section(section::CONTAINER, &src.get(section::CONTAINER)?)?;
     let procs: Vec<ProcessImage> = decode_section(section::PSTREE, &src.get(section::PSTREE)?)?;
     let mm: Vec<(i32, MemoryImage)> = decode_section(section::MM, &src.get(section::MM)?)?;
+    let mounts: Vec<crate::kinds::mounts::TmpfsImage> = decode_section(section::MOUNTS, &src.get(section::MOUNTS)?)?;
+    let tmpfs = mounts
+        .iter()
+        .map(|t| TmpfsSummary {
+            target: t.target.clone(),
+            options: t.data.clone(),
+            entries: t.entries.len(),
+            bytes: t
+                .entries
+                .iter()
+                .map(|e| match &e.kind {
+                    crate::kinds::mounts::EntryKind::File(b) => b.len() as u64,
+                    _ => 0,
+                })
+                .sum(),
+        })
+        .collect();
     let m = src.manifest().clone();
     let processes = procs
         .iter()
@@ -105,5 +133,7 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
         command: container.command,
         files: m.files,
         processes,
+        oci: container.oci,
+        tmpfs,
     })
 }
