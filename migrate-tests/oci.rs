@@ -23,6 +23,16 @@ impl RuncContainer {
     /// Writes the bundle's config (from `runc spec`) to run `args`, and
     /// starts it. The rootfs must be in place.
     fn start(bundle: &Path, id: &str, args: &[&str]) -> Result<Self> {
+        Self::start_with(bundle, id, args, |_| Ok(()))
+    }
+
+    /// As `start`, with `edit` changing the config first.
+    fn start_with(
+        bundle: &Path,
+        id: &str,
+        args: &[&str],
+        edit: impl FnOnce(&mut serde_json::Value) -> Result<()>,
+    ) -> Result<Self> {
         let rootfs = bundle.join("rootfs");
         for d in ["proc", "dev", "sys", "tmp", "run"] {
             std::fs::create_dir_all(rootfs.join(d))?;
@@ -45,6 +55,7 @@ impl RuncContainer {
                 "source": "tmpfs",
                 "options": ["nosuid", "nodev", "mode=755", "size=16m"]
             }));
+        edit(&mut config)?;
         std::fs::write(&path, serde_json::to_string_pretty(&config)?)?;
         let c = Self {
             id: id.to_string(),
@@ -252,6 +263,76 @@ fn runc_shell_loop_goes_back_to_runc() -> Result<()> {
 
     // runc's own kill ends it.
     c.kill_with_runc()
+}
+
+/// A network namespace made with `ip netns add`, deleted when dropped.
+struct NamedNetns(String);
+
+impl NamedNetns {
+    fn new(name: &str) -> Result<Self> {
+        let st = Command::new("ip").args(["netns", "add", name]).status()?;
+        ensure!(st.success(), "ip netns add {name}");
+        Ok(Self(name.to_string()))
+    }
+
+    fn path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.0)
+    }
+}
+
+impl Drop for NamedNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// The inode of a network namespace file.
+fn netns_ino(path: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata(path)?.ino())
+}
+
+/// Containers whose network namespace is not their own (the host's, or
+/// one made outside, as Podman's is) stay in it across a checkpoint and
+/// restore.
+#[test]
+fn runc_network_namespace_from_outside_is_kept() -> Result<()> {
+    let root = TestRoot::new("oci-netns");
+    let pid_tag = std::process::id();
+    let ns = NamedNetns::new(&format!("mig-oci-{pid_tag}"))?;
+    let script = "i=0; while true; do i=$((i+1)); echo \"beat $i\" >> /tmp/beats; sleep 0.1; done";
+    let set_net = |path: Option<PathBuf>| {
+        move |config: &mut serde_json::Value| -> Result<()> {
+            let list = config["linux"]["namespaces"].as_array_mut().context("namespaces")?;
+            list.retain(|n| n["type"] != "network");
+            if let Some(p) = &path {
+                list.push(serde_json::json!({"type": "network", "path": p}));
+            }
+            Ok(())
+        }
+    };
+    let cases = [
+        ("joined", Some(ns.path()), ns.path()),
+        ("host", None, PathBuf::from("/proc/self/ns/net")),
+    ];
+    for (tag, path, want) in cases {
+        let bundle = root.dir.join(tag);
+        busybox_rootfs(&bundle.join("rootfs"))?;
+        let id = format!("mig-ocn-{tag}-{pid_tag}");
+        let c = RuncContainer::start_with(&bundle, &id, &["/bin/sh", "-c", script], set_net(path))?;
+        let want = netns_ino(&want)?;
+        ensure!(netns_ino(&PathBuf::from(format!("/proc/{}/ns/net", c.state()?.1)))? == want);
+        let img = root.dir.join(format!("{tag}-image"));
+        let img = img.to_str().unwrap();
+        root.ok(&["checkpoint", "--runtime", "runc", &id, "--dir", img])?;
+        let pid = handed_pid(&root.ok(&["restore", "--dir", img, "--json"])?)?;
+        c.check_runc_owns(Some(pid))?;
+        let now = netns_ino(&PathBuf::from(format!("/proc/{pid}/ns/net")))?;
+        ensure!(now == want, "{tag}: restored into another network namespace");
+        beats_on(&c.rootfs)?;
+        c.kill_with_runc()?;
+    }
+    Ok(())
 }
 
 #[test]

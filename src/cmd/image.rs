@@ -128,6 +128,7 @@ fn hand_back(root: &Root, name: &str, to: &HandBackTo) -> Result<Option<HandedBa
                 .ok_or_else(|| Error::Usage(format!("{name} was not taken from an OCI runtime: --bundle is needed")))?;
             Some(OciOrigin {
                 runtime: rt.clone(),
+                net: origin.as_ref().map(|o| o.net.clone()).unwrap_or_default(),
                 id: origin.map(|o| o.id).unwrap_or_else(|| name.to_string()),
                 bundle,
             })

@@ -299,11 +299,26 @@ fn restore_inner<'r>(
             + 1,
     };
     let cg_dir = File::open(cg.path()).map_err(|e| stage("open cgroup")(e.to_string()))?;
-    let flags = CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWNET;
+    let mut flags =
+        CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    // An OCI container may live in the host's network namespace, or one
+    // made for it outside (Podman's): PID 1 is forked into that one.
+    let outside_net = img.container.oci.as_ref().map(|o| o.net.clone()).unwrap_or_default();
+    let own_netns = match &outside_net {
+        crate::runtime::oci::OciNet::Own => {
+            flags |= CloneFlags::CLONE_NEWNET;
+            None
+        }
+        crate::runtime::oci::OciNet::Host => None,
+        crate::runtime::oci::OciNet::Join(path) => {
+            let ours = File::open("/proc/thread-self/ns/net").map_err(|e| stage("network namespace")(e.to_string()))?;
+            let theirs = File::open(path)
+                .map_err(|e| stage("network namespace")(format!("{}: {e} (it must exist here)", path.display())))?;
+            nix::sched::setns(&theirs, CloneFlags::CLONE_NEWNET)
+                .map_err(|e| stage("network namespace")(format!("join {}: {e}", path.display())))?;
+            Some(ours)
+        }
+    };
     let forked = match timens_set {
         Ok(()) => sys::clone3(&sys::CloneOpts {
             flags: flags.bits() as u64,
@@ -317,6 +332,9 @@ fn restore_inner<'r>(
         pre_image(&ctx, 0);
     }
     drop(go_rd);
+    if let Some(ours) = own_netns {
+        nix::sched::setns(&ours, CloneFlags::CLONE_NEWNET).map_err(|e| stage("network namespace")(e.to_string()))?;
+    }
     // Later children of this process get our own time namespace again.
     let _ = nix::sched::setns(&own_timens, CloneFlags::from_bits_retain(libc::CLONE_NEWTIME));
     timens_set?;
@@ -708,7 +726,10 @@ fn prepare_task(ctx: &TreeCtx<'_>, idx: usize) -> std::result::Result<(), String
         if !crate::runtime::spawn::wait_go(ctx.go) {
             return Err("the restorer gave up before the network was ready".into());
         }
-        crate::net::write_sysctls(&c.sysctls);
+        // Only in a namespace of its own: a shared one is not its to set.
+        if c.oci.as_ref().is_none_or(|o| o.net.is_own()) {
+            crate::net::write_sysctls(&c.sysctls);
+        }
         // Made before anything is forked, so that every task inherits them.
         // Leaked on purpose: their descriptors become the restored tasks'
         // own (or are closed by number), and must never be dropped here.

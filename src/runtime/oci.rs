@@ -53,6 +53,46 @@ pub struct OciOrigin {
     /// Its bundle (config.json and rootfs); the same path must exist
     /// wherever it is restored.
     pub bundle: PathBuf,
+    /// The network namespace its config gave it.
+    #[serde(default)]
+    pub net: OciNet,
+}
+
+/// Where an OCI container's network namespace comes from (config.json's
+/// `linux.namespaces`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OciNet {
+    /// One of its own, made with it (and by the restore).
+    #[default]
+    Own,
+    /// The host's: none in the config. The restore stays in its own.
+    Host,
+    /// One made outside it (Podman's, a CNI plugin's), at this path: the
+    /// restore joins it, so it must exist there.
+    Join(PathBuf),
+}
+
+impl OciNet {
+    fn of(spec: &oci_spec::runtime::Spec) -> Self {
+        use oci_spec::runtime::LinuxNamespaceType;
+        let ns = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().clone())
+            .unwrap_or_default();
+        match ns.iter().find(|n| n.typ() == LinuxNamespaceType::Network) {
+            None => Self::Host,
+            Some(n) => match n.path() {
+                Some(p) => Self::Join(p.clone()),
+                None => Self::Own,
+            },
+        }
+    }
+
+    /// Whether the restore makes the namespace (and sets its sysctls).
+    pub fn is_own(&self) -> bool {
+        matches!(self, Self::Own)
+    }
 }
 
 /// How long the runtime may take to start its CRIU (us) and to finish.
@@ -158,6 +198,7 @@ pub fn adopt(root: &Root, runtime: &str, id: &str) -> Result<()> {
             runtime: runtime.to_string(),
             id: id.to_string(),
             bundle: st.bundle.clone(),
+            net: OciNet::of(&spec),
         }),
     };
     root.adopt(&record)?;

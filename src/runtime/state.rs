@@ -209,6 +209,7 @@ mod tests {
                 runtime: "runc".into(),
                 id: "web".into(),
                 bundle: "/srv/web".into(),
+                net: crate::runtime::oci::OciNet::Join("/run/netns/web".into()),
             }),
         };
         st.save(&p).unwrap();
