@@ -164,13 +164,14 @@ fn adopt(root: &Root, runtime: Option<&str>, name: &str) -> Result<()> {
 
 /// After an operation on an adopted OCI container that left it running
 /// (a failure, or --leave-running): the runtime still owns it, so migrate's
-/// record of it goes.
+/// record of it goes. One left frozen (a migration in doubt) keeps its
+/// record, for `migrate thaw` or `migrate rm -f`.
 fn unadopt(root: &Root, runtime: Option<&str>, name: &str) {
     if runtime.is_none() {
         return;
     }
     if let Ok(st) = root.load(name) {
-        if st.oci.is_some() && st.status().is_live() {
+        if st.oci.is_some() && st.status() == crate::runtime::Status::Running {
             root.unadopt(name);
         }
     }
