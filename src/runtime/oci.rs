@@ -292,7 +292,7 @@ pub fn hand_back(root: &Root, name: &str, over: Option<&OciOrigin>) -> Result<Ha
     let cg = st.cgroup();
     let _ = cg.remove();
     cg.remove_parent_if_empty();
-    let _ = std::fs::remove_dir_all(root.container_dir(name));
+    root.unadopt(name);
     Ok(result)
 }
 
