@@ -33,6 +33,26 @@ impl RuncContainer {
         args: &[&str],
         edit: impl FnOnce(&mut serde_json::Value) -> Result<()>,
     ) -> Result<Self> {
+        let c = Self::bundle(bundle, id, args, edit)?;
+        let st = Command::new("runc")
+            .args(["run", "-d", id])
+            .current_dir(bundle)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        ensure!(st.success(), "runc run -d failed");
+        Ok(c)
+    }
+
+    /// Writes the bundle's config only (dropping the result deletes the
+    /// container `id` from runc, if it got there).
+    fn bundle(
+        bundle: &Path,
+        id: &str,
+        args: &[&str],
+        edit: impl FnOnce(&mut serde_json::Value) -> Result<()>,
+    ) -> Result<Self> {
         let rootfs = bundle.join("rootfs");
         for d in ["proc", "dev", "sys", "tmp", "run"] {
             std::fs::create_dir_all(rootfs.join(d))?;
@@ -57,19 +77,10 @@ impl RuncContainer {
             }));
         edit(&mut config)?;
         std::fs::write(&path, serde_json::to_string_pretty(&config)?)?;
-        let c = Self {
+        Ok(Self {
             id: id.to_string(),
             rootfs,
-        };
-        let st = Command::new("runc")
-            .args(["run", "-d", id])
-            .current_dir(bundle)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()?;
-        ensure!(st.success(), "runc run -d failed");
-        Ok(c)
+        })
     }
 
     /// `runc state`: (status, init pid); ("gone", 0) if runc has no record.
@@ -376,6 +387,41 @@ fn runc_redis_keeps_its_keys() -> Result<()> {
     c.check_runc_owns(Some(pid))?;
     crate::programs::check_redis_keys(&sock, 50_001)?;
     ensure!(crate::programs::redis(&sock, &["get", "restored"])? == "1");
+    c.kill_with_runc()
+}
+
+/// A container migrate started can be handed to runc too, given a bundle
+/// for it.
+#[test]
+fn a_container_migrate_started_goes_to_runc() -> Result<()> {
+    let root = TestRoot::new("oci-native");
+    let bundle = root.dir.join("bundle");
+    busybox_rootfs(&bundle.join("rootfs"))?;
+    let id = format!("mig-ocm-{}", std::process::id());
+    let script = "i=0; while true; do i=$((i+1)); echo \"beat $i\" >> /tmp/beats; sleep 0.1; done";
+    let c = RuncContainer::bundle(&bundle, &id, &["/bin/sh", "-c", script], |_| Ok(()))?;
+    let rootfs = c.rootfs.to_str().unwrap();
+    root.run_d(
+        &id,
+        &["--rootfs", rootfs, "--hostname", &id],
+        &["/bin/sh", "-c", script],
+    )?;
+    let img = root.dir.join("image");
+    let img = img.to_str().unwrap();
+    root.ok(&["checkpoint", &id, "--dir", img])?;
+    let out = root.ok(&[
+        "restore",
+        "--dir",
+        img,
+        "--runtime",
+        "runc",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--json",
+    ])?;
+    c.check_runc_owns(Some(handed_pid(&out)?))?;
+    ensure!(root.ps()?.is_empty(), "migrate kept a record");
+    beats_on(&c.rootfs)?;
     c.kill_with_runc()
 }
 
