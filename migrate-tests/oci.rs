@@ -17,6 +17,9 @@ use crate::migration::{Pair, Receiver};
 struct RuncContainer {
     id: String,
     rootfs: PathBuf,
+    bundle: PathBuf,
+    /// runc's --root, if not its default.
+    state_root: Option<PathBuf>,
 }
 
 impl RuncContainer {
@@ -33,16 +36,30 @@ impl RuncContainer {
         args: &[&str],
         edit: impl FnOnce(&mut serde_json::Value) -> Result<()>,
     ) -> Result<Self> {
-        let c = Self::bundle(bundle, id, args, edit)?;
-        let st = Command::new("runc")
-            .args(["run", "-d", id])
-            .current_dir(bundle)
+        Self::bundle(bundle, id, args, edit)?.run()
+    }
+
+    /// `runc [--root DIR] ARGS...`
+    fn runc(&self) -> Command {
+        let mut cmd = Command::new("runc");
+        if let Some(r) = &self.state_root {
+            cmd.arg("--root").arg(r);
+        }
+        cmd
+    }
+
+    /// Starts the container of a written bundle: `runc run -d`.
+    fn run(self) -> Result<Self> {
+        let st = self
+            .runc()
+            .args(["run", "-d", &self.id])
+            .current_dir(&self.bundle)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()?;
         ensure!(st.success(), "runc run -d failed");
-        Ok(c)
+        Ok(self)
     }
 
     /// Writes the bundle's config only (dropping the result deletes the
@@ -80,12 +97,14 @@ impl RuncContainer {
         Ok(Self {
             id: id.to_string(),
             rootfs,
+            bundle: bundle.to_path_buf(),
+            state_root: None,
         })
     }
 
     /// `runc state`: (status, init pid); ("gone", 0) if runc has no record.
     fn state(&self) -> Result<(String, i64)> {
-        let out = Command::new("runc").args(["state", &self.id]).output()?;
+        let out = self.runc().args(["state", &self.id]).output()?;
         if !out.status.success() {
             return Ok(("gone".into(), 0));
         }
@@ -104,7 +123,8 @@ impl RuncContainer {
         if let Some(p) = pid {
             ensure!(runc_pid == p, "runc has pid {runc_pid}, the restored init is {p}");
         }
-        let out = Command::new("runc")
+        let out = self
+            .runc()
             .args(["exec", &self.id, "/bin/sh", "-c", "hostname"])
             .stdin(Stdio::null())
             .output()?;
@@ -119,7 +139,8 @@ impl RuncContainer {
 
     /// Runs `script` in it with `runc exec`; returns its output.
     fn exec(&self, script: &str) -> Result<String> {
-        let out = Command::new("runc")
+        let out = self
+            .runc()
             .args(["exec", &self.id, "/bin/sh", "-c", script])
             .stdin(Stdio::null())
             .output()?;
@@ -133,7 +154,7 @@ impl RuncContainer {
 
     /// `runc kill ID KILL` stops it, as runc sees it.
     fn kill_with_runc(&self) -> Result<()> {
-        let st = Command::new("runc").args(["kill", &self.id, "KILL"]).status()?;
+        let st = self.runc().args(["kill", &self.id, "KILL"]).status()?;
         ensure!(st.success(), "runc kill failed");
         wait_until(Duration::from_secs(10), "runc to see it stopped", || {
             self.state().map(|s| s.0 == "stopped").unwrap_or(false)
@@ -143,7 +164,7 @@ impl RuncContainer {
 
 impl Drop for RuncContainer {
     fn drop(&mut self) {
-        let _ = Command::new("runc").args(["delete", "-f", &self.id]).status();
+        let _ = self.runc().args(["delete", "-f", &self.id]).status();
     }
 }
 
@@ -193,10 +214,11 @@ fn handed_pid(report: &str) -> Result<i64> {
 
 /// Live-migrates runc container `id` from a to b; returns the init pid
 /// the destination handed to runc.
-fn migrate_runc(from: &TestRoot, to: &TestRoot, id: &str) -> Result<i64> {
+fn migrate_runc(from: &TestRoot, to: &TestRoot, id: &str, extra: &[&str]) -> Result<i64> {
     let mut recv = Receiver::start(to, "127.0.0.1", true, None)?;
-    from.ok(&["send", "--runtime", "runc", id, recv.addr.as_str(), "--json"])
-        .with_context(|| recv.stderr())?;
+    let mut args = vec!["send", "--runtime", "runc", id, recv.addr.as_str(), "--json"];
+    args.extend_from_slice(extra);
+    from.ok(&args).with_context(|| recv.stderr())?;
     let st = recv.wait(Duration::from_secs(30))?;
     ensure!(st.success(), "the receiver failed: {}", recv.stderr());
     let v: serde_json::Value = serde_json::from_str(&recv.stdout())?;
@@ -264,10 +286,10 @@ fn runc_shell_loop_goes_back_to_runc() -> Result<()> {
     beats_on(&c.rootfs)?;
 
     // Live-migrated to another root (same host, same runc) and back.
-    let pid = migrate_runc(&pair.a, &pair.b, &id)?;
+    let pid = migrate_runc(&pair.a, &pair.b, &id, &[])?;
     c.check_runc_owns(Some(pid))?;
     beats_on(&c.rootfs)?;
-    let pid = migrate_runc(&pair.b, &pair.a, &id)?;
+    let pid = migrate_runc(&pair.b, &pair.a, &id, &[])?;
     c.check_runc_owns(Some(pid))?;
     tmpfs_intact(&c)?;
     beats_on(&c.rootfs)?;
@@ -354,7 +376,10 @@ fn runc_redis_keeps_its_keys() -> Result<()> {
     busybox_rootfs(&rootfs)?;
     copy_with_libs("/usr/bin/redis-server", &rootfs)?;
     let id = format!("mig-ocr-{}", std::process::id());
-    let c = RuncContainer::start(
+    // In a runc state directory of its own (as Docker's runc keeps its).
+    let runc_root = pair.a.dir.join("runc-root");
+    let runc_root_s = runc_root.to_str().unwrap();
+    let mut c = RuncContainer::bundle(
         &bundle,
         &id,
         &[
@@ -370,20 +395,32 @@ fn runc_redis_keeps_its_keys() -> Result<()> {
             "--dir",
             "/tmp",
         ],
+        |_| Ok(()),
     )?;
+    c.state_root = Some(runc_root.clone());
+    let c = c.run()?;
     let sock = rootfs.join("tmp/redis.sock");
     crate::programs::load_redis_keys(&sock, 50_000)?;
 
     let img = pair.a.dir.join("image");
     let img = img.to_str().unwrap();
-    pair.a.ok(&["checkpoint", "--runtime", "runc", &id, "--dir", img])?;
+    pair.a.ok(&[
+        "checkpoint",
+        "--runtime",
+        "runc",
+        "--runtime-root",
+        runc_root_s,
+        &id,
+        "--dir",
+        img,
+    ])?;
     ensure!(c.state()?.0 == "gone");
     let pid = handed_pid(&pair.a.ok(&["restore", "--dir", img, "--json"])?)?;
     c.check_runc_owns(Some(pid))?;
     crate::programs::check_redis_keys(&sock, 50_000)?;
     ensure!(crate::programs::redis(&sock, &["set", "restored", "1"])? == "OK");
 
-    let pid = migrate_runc(&pair.a, &pair.b, &id)?;
+    let pid = migrate_runc(&pair.a, &pair.b, &id, &["--runtime-root", runc_root_s])?;
     c.check_runc_owns(Some(pid))?;
     crate::programs::check_redis_keys(&sock, 50_001)?;
     ensure!(crate::programs::redis(&sock, &["get", "restored"])? == "1");

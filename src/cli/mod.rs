@@ -63,10 +63,8 @@ pub enum Command {
     /// Save a container to an image directory (and stop it, unless --leave-running).
     Checkpoint {
         name: String,
-        /// The container was started by this OCI runtime (runc or crun):
-        /// NAME is its ID there. It is taken over into this root.
-        #[arg(long)]
-        runtime: Option<String>,
+        #[command(flatten)]
+        oci: OciArgs,
         /// Image directory to write.
         #[arg(long)]
         dir: PathBuf,
@@ -112,6 +110,10 @@ pub enum Command {
         /// Default: the bundle it was taken from.
         #[arg(long)]
         bundle: Option<PathBuf>,
+        /// With --runtime: the runtime's state directory, if not its
+        /// default. Default: the one it was taken from.
+        #[arg(long, requires = "runtime")]
+        runtime_root: Option<PathBuf>,
         /// Only check that the image restores here: rebuild everything,
         /// then discard it without starting it.
         #[arg(long)]
@@ -123,10 +125,8 @@ pub enum Command {
     /// Checkpoint a container into its own state directory and stop it.
     Suspend {
         name: String,
-        /// The container was started by this OCI runtime (runc or crun):
-        /// NAME is its ID there. It is taken over into this root.
-        #[arg(long)]
-        runtime: Option<String>,
+        #[command(flatten)]
+        oci: OciArgs,
         #[arg(long)]
         json: bool,
     },
@@ -153,10 +153,8 @@ pub enum Command {
         name: String,
         /// The receiver, HOST:PORT.
         dest: String,
-        /// The container was started by this OCI runtime (runc or crun):
-        /// NAME is its ID there. It is taken over into this root.
-        #[arg(long)]
-        runtime: Option<String>,
+        #[command(flatten)]
+        oci: OciArgs,
         /// The receiver's certificate (`migrate identity` there), pinned.
         /// Also trusted: every file in ROOT/trusted/.
         #[arg(long = "peer-cert")]
@@ -204,6 +202,19 @@ pub enum Command {
     Swrk { fd: i32 },
     /// Show what migrate does, on a sample container, with no other input.
     Demo,
+}
+
+/// Naming a container an OCI runtime started.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OciArgs {
+    /// The container was started by this OCI runtime (runc or crun):
+    /// NAME is its ID there. It is taken over into this root.
+    #[arg(long)]
+    pub runtime: Option<String>,
+    /// The runtime's state directory, if not its default (`--root` of
+    /// runc and crun: Docker's runc uses /run/docker/runtime-runc/moby).
+    #[arg(long, requires = "runtime")]
+    pub runtime_root: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -91,20 +91,27 @@ pub enum HandBackTo {
     Origin,
     /// Stays under migrate.
     Migrate,
-    /// This runtime, with this bundle (None: the one it was taken from).
-    Runtime(String, Option<PathBuf>),
+    /// This runtime, with this bundle and state directory (None: the
+    /// ones it was taken from).
+    Runtime(String, Option<PathBuf>, Option<PathBuf>),
 }
 
 impl HandBackTo {
-    pub fn from_args(runtime: Option<String>, bundle: Option<PathBuf>) -> Result<Self> {
+    pub fn from_args(runtime: Option<String>, bundle: Option<PathBuf>, state_root: Option<PathBuf>) -> Result<Self> {
         match (runtime.as_deref(), bundle) {
             (None, None) => Ok(Self::Origin),
-            (Some("none"), None) => Ok(Self::Migrate),
-            (Some("none"), Some(_)) => Err(Error::Usage("--bundle goes with --runtime runc or crun".into())),
+            (Some("none"), None) if state_root.is_none() => Ok(Self::Migrate),
+            (Some("none"), _) => Err(Error::Usage(
+                "--bundle and --runtime-root go with --runtime runc or crun".into(),
+            )),
             (None, Some(_)) => Err(Error::Usage(
                 "--bundle needs --runtime (runc or crun) to hand the container to".into(),
             )),
-            (Some(rt), bundle) => Ok(Self::Runtime(rt.to_string(), bundle.map(|b| absolute(&b)))),
+            (Some(rt), bundle) => Ok(Self::Runtime(
+                rt.to_string(),
+                bundle.map(|b| absolute(&b)),
+                state_root.map(|r| absolute(&r)),
+            )),
         }
     }
 }
@@ -120,7 +127,7 @@ fn hand_back(root: &Root, name: &str, to: &HandBackTo) -> Result<Option<HandedBa
             }
             None
         }
-        HandBackTo::Runtime(rt, bundle) => {
+        HandBackTo::Runtime(rt, bundle, state_root) => {
             let origin = root.load(name)?.oci;
             let bundle = bundle
                 .clone()
@@ -129,6 +136,9 @@ fn hand_back(root: &Root, name: &str, to: &HandBackTo) -> Result<Option<HandedBa
             Some(OciOrigin {
                 runtime: rt.clone(),
                 net: origin.as_ref().map(|o| o.net.clone()).unwrap_or_default(),
+                state_root: state_root
+                    .clone()
+                    .or_else(|| origin.as_ref().and_then(|o| o.state_root.clone())),
                 id: origin.map(|o| o.id).unwrap_or_else(|| name.to_string()),
                 bundle,
             })

@@ -8,7 +8,7 @@ mod live;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::time::Duration;
 
-use crate::cli::{Cli, Command, RunArgs};
+use crate::cli::{Cli, Command, OciArgs, RunArgs};
 use crate::runtime::{ContainerState, Root, RunSpec, Status};
 use crate::{Error, Result};
 
@@ -38,7 +38,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Checkpoint {
             name,
-            runtime,
+            oci,
             dir,
             leave_running,
             compress,
@@ -61,9 +61,9 @@ pub fn run(cli: Cli) -> Result<i32> {
                 tcp,
             };
             let root = root()?;
-            adopt(&root, runtime.as_deref(), &name)?;
+            adopt(&root, &oci, &name)?;
             let result = image::checkpoint_cmd(&root, &name, &dir, &compress, opts, json);
-            unadopt(&root, runtime.as_deref(), &name);
+            unadopt(&root, &oci, &name);
             result
         }
         Command::Restore {
@@ -72,10 +72,11 @@ pub fn run(cli: Cli) -> Result<i32> {
             tcp_established,
             runtime,
             bundle,
+            runtime_root,
             check,
             json,
         } => {
-            let to = image::HandBackTo::from_args(runtime, bundle)?;
+            let to = image::HandBackTo::from_args(runtime, bundle, runtime_root)?;
             let opts = image::RestoreArgs {
                 name,
                 tcp_established,
@@ -84,11 +85,11 @@ pub fn run(cli: Cli) -> Result<i32> {
             };
             image::restore_cmd(&root()?, &dir, opts, to)
         }
-        Command::Suspend { name, runtime, json } => {
+        Command::Suspend { name, oci, json } => {
             let root = root()?;
-            adopt(&root, runtime.as_deref(), &name)?;
+            adopt(&root, &oci, &name)?;
             let result = image::suspend_cmd(&root, &name, json);
-            unadopt(&root, runtime.as_deref(), &name);
+            unadopt(&root, &oci, &name);
             result
         }
         Command::Resume { name, json } => image::resume_cmd(&root()?, &name, json),
@@ -102,7 +103,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Send {
             name,
-            runtime,
+            oci,
             dest,
             peer_cert,
             tcp_established,
@@ -129,9 +130,9 @@ pub fn run(cli: Cli) -> Result<i32> {
                 },
             };
             let root = root()?;
-            adopt(&root, runtime.as_deref(), &name)?;
+            adopt(&root, &oci, &name)?;
             let result = live::send_cmd(&root, &name, &dest, &peer_cert, &opts, compression, json);
-            unadopt(&root, runtime.as_deref(), &name);
+            unadopt(&root, &oci, &name);
             result
         }
         Command::Recv {
@@ -155,9 +156,9 @@ pub fn run(cli: Cli) -> Result<i32> {
 }
 
 /// With --runtime, takes the OCI container `name` into `root` first.
-fn adopt(root: &Root, runtime: Option<&str>, name: &str) -> Result<()> {
-    if let Some(rt) = runtime {
-        crate::runtime::oci::adopt(root, rt, name)?;
+fn adopt(root: &Root, oci: &OciArgs, name: &str) -> Result<()> {
+    if let Some(rt) = &oci.runtime {
+        crate::runtime::oci::adopt(root, rt, oci.runtime_root.as_deref(), name)?;
     }
     Ok(())
 }
@@ -166,8 +167,8 @@ fn adopt(root: &Root, runtime: Option<&str>, name: &str) -> Result<()> {
 /// (a failure, or --leave-running): the runtime still owns it, so migrate's
 /// record of it goes. One left frozen (a migration in doubt) keeps its
 /// record, for `migrate thaw` or `migrate rm -f`.
-fn unadopt(root: &Root, runtime: Option<&str>, name: &str) {
-    if runtime.is_none() {
+fn unadopt(root: &Root, oci: &OciArgs, name: &str) {
+    if oci.runtime.is_none() {
         return;
     }
     if let Ok(st) = root.load(name) {

@@ -56,6 +56,24 @@ pub struct OciOrigin {
     /// The network namespace its config gave it.
     #[serde(default)]
     pub net: OciNet,
+    /// The runtime's state directory (`--root`), if not its default.
+    #[serde(default)]
+    pub state_root: Option<PathBuf>,
+}
+
+impl OciOrigin {
+    /// `RUNTIME [--root DIR]`, to which the caller adds a command.
+    fn command(&self) -> Command {
+        runtime_command(&self.runtime, self.state_root.as_deref())
+    }
+}
+
+fn runtime_command(runtime: &str, state_root: Option<&Path>) -> Command {
+    let mut cmd = Command::new(runtime);
+    if let Some(r) = state_root {
+        cmd.arg("--root").arg(r);
+    }
+    cmd
 }
 
 /// Where an OCI container's network namespace comes from (config.json's
@@ -125,12 +143,12 @@ fn cgroup_of(pid: i32) -> std::result::Result<PathBuf, String> {
 
 /// Finds OCI container `id` of `runtime` and records it in `root` under
 /// the same name, so that checkpoint, suspend and send can take it.
-pub fn adopt(root: &Root, runtime: &str, id: &str) -> Result<()> {
+pub fn adopt(root: &Root, runtime: &str, state_root: Option<&Path>, id: &str) -> Result<()> {
     check_runtime(runtime)?;
     if !state::valid_name(id) {
         return Err(super::Error::InvalidName(id.to_string()).into());
     }
-    let out = std::process::Command::new(runtime)
+    let out = runtime_command(runtime, state_root)
         .args(["state", id])
         .output()
         .map_err(|e| Error::State {
@@ -199,6 +217,7 @@ pub fn adopt(root: &Root, runtime: &str, id: &str) -> Result<()> {
             id: id.to_string(),
             bundle: st.bundle.clone(),
             net: OciNet::of(&spec),
+            state_root: state_root.map(Path::to_path_buf),
         }),
     };
     root.adopt(&record)?;
@@ -212,7 +231,8 @@ pub fn adopt(root: &Root, runtime: &str, id: &str) -> Result<()> {
 pub fn forget(origin: &OciOrigin) -> std::result::Result<(), String> {
     // Not known there (restored under migrate after a hand-back that could
     // not happen): nothing to forget.
-    let known = Command::new(&origin.runtime)
+    let known = origin
+        .command()
         .args(["state", &origin.id])
         .stdin(Stdio::null())
         .output()
@@ -221,7 +241,8 @@ pub fn forget(origin: &OciOrigin) -> std::result::Result<(), String> {
     if !known {
         return Ok(());
     }
-    let out = Command::new(&origin.runtime)
+    let out = origin
+        .command()
         .args(["delete", "--force", &origin.id])
         .stdin(Stdio::null())
         .output()
@@ -332,7 +353,7 @@ fn run_hand_back(st: &ContainerState, origin: &OciOrigin, work: &Path) -> std::r
     let me = std::env::current_exe().map_err(|e| format!("find migrate's own binary: {e}"))?;
     let errors = work.join("runtime.err");
     let stderr = std::fs::File::create(&errors).map_err(|e| format!("{}: {e}", errors.display()))?;
-    let mut cmd = Command::new(&origin.runtime);
+    let mut cmd = origin.command();
     if origin.runtime == "runc" {
         cmd.arg("--criu").arg(&me);
     } else {

@@ -210,6 +210,7 @@ mod tests {
                 id: "web".into(),
                 bundle: "/srv/web".into(),
                 net: crate::runtime::oci::OciNet::Join("/run/netns/web".into()),
+                state_root: Some("/run/other-runc".into()),
             }),
         };
         st.save(&p).unwrap();
