@@ -5,6 +5,7 @@
 //! record; after a checkpoint it sees the container stopped.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -345,11 +346,22 @@ fn run_hand_back(st: &ContainerState, origin: &OciOrigin, work: &Path) -> std::r
         r#"["/dev/null","/dev/null","/dev/null"]"#,
     )
     .map_err(|e| format!("write descriptors.json: {e}"))?;
-    let sock = work.join("handback.sock");
-    let listener = UnixListener::bind(&sock).map_err(|e| format!("{}: {e}", sock.display()))?;
+    // An abstract socket: no path to outgrow sun_path. Who connects is
+    // checked below: the runtime's child, naming itself.
+    let name = format!(
+        "migrate-handback-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+        .map_err(|e| format!("hand-over socket: {e}"))?;
+    let listener = UnixListener::bind_addr(&addr).map_err(|e| format!("hand-over socket: {e}"))?;
     listener
         .set_nonblocking(true)
-        .map_err(|e| format!("{}: {e}", sock.display()))?;
+        .map_err(|e| format!("hand-over socket: {e}"))?;
     let me = std::env::current_exe().map_err(|e| format!("find migrate's own binary: {e}"))?;
     let errors = work.join("runtime.err");
     let stderr = std::fs::File::create(&errors).map_err(|e| format!("{}: {e}", errors.display()))?;
@@ -373,7 +385,7 @@ fn run_hand_back(st: &ContainerState, origin: &OciOrigin, work: &Path) -> std::r
         .arg("--work-path")
         .arg(work)
         .arg(&origin.id)
-        .env(super::swrk::HANDOFF_ENV, &sock)
+        .env(super::swrk::HANDOFF_ENV, format!("@{name}"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr);
@@ -424,6 +436,19 @@ fn run_hand_back(st: &ContainerState, origin: &OciOrigin, work: &Path) -> std::r
         Some(("restore", pid)) => pid.parse().map_err(|_| format!("bad request {line:?}"))?,
         _ => return Err(format!("bad request {line:?} on the hand-over socket")),
     };
+    let peer = nix::sys::socket::getsockopt(lines.get_ref(), nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| format!("hand-over socket: {e}"))?;
+    let parent = crate::kinds::pstree::read_status(shim)
+        .map(|s| s.host_ppid)
+        .unwrap_or(0);
+    if peer.pid() != shim || parent != child.id() as i32 {
+        let _ = writeln!(writer, "fail not the runtime's CRIU");
+        return Err(format!(
+            "process {} connected to the hand-over socket; it is not {}'s CRIU",
+            peer.pid(),
+            origin.runtime
+        ));
+    }
     let tree = crate::kinds::pstree::walk(st.pid).map_err(|e| e.to_string())?;
     if let Err(e) = join_cgroups_of(shim, &tree) {
         let _ = writeln!(writer, "fail {e}");

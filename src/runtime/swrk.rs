@@ -15,6 +15,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::UnixStream;
 
 use nix::sys::socket::{recv, send, MsgFlags};
@@ -210,7 +211,15 @@ fn restore(sock: &OwnedFd, req: &CriuReq) -> Result<(), Error> {
                 .into(),
         );
     };
-    let conn = match UnixStream::connect(&path) {
+    // "@NAME": an abstract socket.
+    let name = path.to_string_lossy();
+    let conn = match name.strip_prefix('@') {
+        Some(n) => {
+            std::os::unix::net::SocketAddr::from_abstract_name(n.as_bytes()).and_then(|a| UnixStream::connect_addr(&a))
+        }
+        None => UnixStream::connect(&path),
+    };
+    let conn = match conn {
         Ok(c) => c,
         Err(e) => return fail(format!("migrate's hand-over socket {}: {e}", path.to_string_lossy())),
     };
