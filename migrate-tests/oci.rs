@@ -122,6 +122,10 @@ impl RuncContainer {
         ensure!(status == "running", "runc state says {status}");
         if let Some(p) = pid {
             ensure!(runc_pid == p, "runc has pid {runc_pid}, the restored init is {p}");
+            // In runc's cgroups: `runc ps` lists what they hold.
+            let out = self.runc().args(["ps", "--format", "json", &self.id]).output()?;
+            let pids: Vec<i64> = serde_json::from_slice(&out.stdout).context("runc ps")?;
+            ensure!(pids.contains(&p), "runc ps lists {pids:?}, not the init {p}");
         }
         let out = self
             .runc()

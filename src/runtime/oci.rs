@@ -432,8 +432,10 @@ fn run_hand_back(st: &ContainerState, origin: &OciOrigin, work: &Path) -> std::r
     lines
         .read_line(&mut line)
         .map_err(|e| format!("hand-over socket: {e}"))?;
-    let shim: i32 = match line.trim_end().split_once(' ') {
-        Some(("restore", pid)) => pid.parse().map_err(|_| format!("bad request {line:?}"))?,
+    let (shim, cg_root): (i32, Vec<CgRoot>) = match line.trim_end().split_once(' ') {
+        Some(("restore", rest)) => serde_json::from_str::<RestoreAsk>(rest)
+            .map(|a| (a.pid, a.cg_root))
+            .map_err(|e| format!("bad request {line:?}: {e}"))?,
         _ => return Err(format!("bad request {line:?} on the hand-over socket")),
     };
     let peer = nix::sys::socket::getsockopt(lines.get_ref(), nix::sys::socket::sockopt::PeerCredentials)
@@ -450,7 +452,7 @@ fn run_hand_back(st: &ContainerState, origin: &OciOrigin, work: &Path) -> std::r
         ));
     }
     let tree = crate::kinds::pstree::walk(st.pid).map_err(|e| e.to_string())?;
-    if let Err(e) = join_cgroups_of(shim, &tree) {
+    if let Err(e) = join_cgroups_of(shim, &cg_root, &tree) {
         let _ = writeln!(writer, "fail {e}");
         let _ = child.wait();
         let _ = move_back(st, &tree);
@@ -476,9 +478,30 @@ fn run_hand_back(st: &ContainerState, origin: &OciOrigin, work: &Path) -> std::r
     })
 }
 
-/// The cgroup.procs files of every hierarchy process `pid` is in: v1
-/// hierarchies at their mount points, v2 under its mount.
-fn cgroup_procs_of(pid: i32) -> std::result::Result<Vec<PathBuf>, String> {
+/// What the CRIU stand-in asks of migrate over the hand-over socket, as
+/// one line: `restore {JSON}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RestoreAsk {
+    /// The stand-in itself, in the cgroups the runtime made (runc).
+    pub pid: i32,
+    /// Cgroups the runtime named in its request instead (crun, which does
+    /// not move its CRIU): CRIU's cgroup roots.
+    pub cg_root: Vec<CgRoot>,
+}
+
+/// A cgroup root of a CRIU request: `ctrl` names a v1 hierarchy by one of
+/// its controllers or all of them ("cpu", "cpu,cpuacct", "name=systemd"),
+/// "" is cgroup v2.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CgRoot {
+    pub ctrl: String,
+    pub path: String,
+}
+
+/// The cgroup.procs files the restored tree goes to, one per hierarchy
+/// process `pid` is in (v1 hierarchies at their mount points, v2 under its
+/// mount): the cgroup `cg_root` names for it, else `pid`'s own.
+fn cgroup_procs_of(pid: i32, cg_root: &[CgRoot]) -> std::result::Result<Vec<PathBuf>, String> {
     let cgroups = procfs::process::Process::new(pid)
         .and_then(|p| p.cgroups())
         .map_err(|e| format!("/proc/{pid}/cgroup: {e}"))?;
@@ -487,7 +510,13 @@ fn cgroup_procs_of(pid: i32) -> std::result::Result<Vec<PathBuf>, String> {
         .map_err(|e| format!("/proc/self/mountinfo: {e}"))?;
     let mut out = Vec::new();
     for cg in cgroups.0 {
-        let rel = cg.pathname.trim_start_matches('/');
+        // The runtime's own choice for this hierarchy, if it made one.
+        let ctrl = cg.controllers.join(",");
+        let named = cg_root
+            .iter()
+            .find(|r| r.ctrl == ctrl || (!r.ctrl.is_empty() && cg.controllers.contains(&r.ctrl)))
+            .map(|r| r.path.as_str());
+        let rel = named.unwrap_or(&cg.pathname).trim_start_matches('/');
         let base = if cg.hierarchy == 0 {
             crate::cgroup::v2_mount().map_err(|e| e.to_string())?
         } else if cg.controllers.is_empty() {
@@ -505,14 +534,19 @@ fn cgroup_procs_of(pid: i32) -> std::result::Result<Vec<PathBuf>, String> {
                 None => continue,
             }
         };
-        out.push(base.join(rel).join("cgroup.procs"));
+        let dir = base.join(rel);
+        if named.is_some() && !dir.exists() {
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        out.push(dir.join("cgroup.procs"));
     }
     Ok(out)
 }
 
-/// Moves every process of `tree` into the cgroups of process `of`.
-fn join_cgroups_of(of: i32, tree: &[i32]) -> std::result::Result<(), String> {
-    for procs in cgroup_procs_of(of)? {
+/// Moves every process of `tree` into the cgroups the runtime named
+/// (`cg_root`), and for the other hierarchies those of process `of`.
+fn join_cgroups_of(of: i32, cg_root: &[CgRoot], tree: &[i32]) -> std::result::Result<(), String> {
+    for procs in cgroup_procs_of(of, cg_root)? {
         for pid in tree {
             if let Err(e) = std::fs::write(&procs, pid.to_string()) {
                 // A zombie can not move and need not.

@@ -71,6 +71,16 @@ pub struct CriuOpts {
     pub log_file: Option<String>,
     #[prost(int32, optional, tag = "17")]
     pub work_dir_fd: Option<i32>,
+    #[prost(message, repeated, tag = "25")]
+    pub cg_root: Vec<CgroupRoot>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CgroupRoot {
+    #[prost(string, optional, tag = "1")]
+    pub ctrl: Option<String>,
+    #[prost(string, required, tag = "2")]
+    pub path: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -225,7 +235,20 @@ fn restore(sock: &OwnedFd, req: &CriuReq) -> Result<(), Error> {
     };
     let mut writer = conn.try_clone().map_err(Error::Handoff)?;
     let mut lines = BufReader::new(conn);
-    writeln!(writer, "restore {}", std::process::id()).map_err(Error::Handoff)?;
+    let ask = super::oci::RestoreAsk {
+        pid: std::process::id() as i32,
+        cg_root: req
+            .opts
+            .iter()
+            .flat_map(|o| &o.cg_root)
+            .map(|r| super::oci::CgRoot {
+                ctrl: r.ctrl.clone().unwrap_or_default(),
+                path: r.path.clone(),
+            })
+            .collect(),
+    };
+    let ask = serde_json::to_string(&ask).map_err(|e| Error::Refused(e.to_string()))?;
+    writeln!(writer, "restore {ask}").map_err(Error::Handoff)?;
     let mut line = String::new();
     lines.read_line(&mut line).map_err(Error::Handoff)?;
     let pid = match line.trim_end().split_once(' ') {
