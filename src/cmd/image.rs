@@ -121,12 +121,7 @@ impl HandBackTo {
 fn hand_back(root: &Root, name: &str, to: &HandBackTo) -> Result<Option<HandedBack>> {
     let over = match to {
         HandBackTo::Migrate => return Ok(None),
-        HandBackTo::Origin => {
-            if root.load(name)?.oci.is_none() {
-                return Ok(None);
-            }
-            None
-        }
+        HandBackTo::Origin => return Ok(oci::hand_back_if_adopted(root, name)?),
         HandBackTo::Runtime(rt, bundle, state_root) => {
             let origin = root.load(name)?.oci;
             let bundle = bundle

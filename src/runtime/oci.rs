@@ -318,6 +318,15 @@ pub fn hand_back(root: &Root, name: &str, over: Option<&OciOrigin>) -> Result<Ha
     Ok(result)
 }
 
+/// Hands container `name` back to the runtime it was taken from, if it was
+/// taken from one (None: it was not).
+pub fn hand_back_if_adopted(root: &Root, name: &str) -> Result<Option<HandedBack>> {
+    if root.load(name)?.oci.is_none() {
+        return Ok(None);
+    }
+    hand_back(root, name, None).map(Some)
+}
+
 /// Whether the installed crun can restore at all (Debian 12's is built
 /// without CRIU).
 fn crun_restores() -> bool {
@@ -326,6 +335,22 @@ fn crun_restores() -> bool {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).contains("+CRIU"))
         .unwrap_or(false)
+}
+
+/// The runtime's `restore`, never left behind: on an early return it is
+/// given a moment to end by itself (our side of the socket is closed by
+/// then, so its CRIU fails and it cleans up), then killed, and reaped.
+struct RuntimeChild(Child);
+
+impl Drop for RuntimeChild {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 struct RemoveDir(PathBuf);
@@ -389,14 +414,11 @@ fn run_hand_back(st: &ContainerState, origin: &OciOrigin, work: &Path) -> std::r
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("start `{} restore`: {e}", origin.runtime))?;
-    let said = |child: &mut Child| {
-        let _ = child.kill();
-        let _ = child.wait();
-        std::fs::read_to_string(&errors).unwrap_or_default().trim().to_string()
-    };
+    let mut child = RuntimeChild(
+        cmd.spawn()
+            .map_err(|e| format!("start `{} restore`: {e}", origin.runtime))?,
+    );
+    let said = || std::fs::read_to_string(&errors).unwrap_or_default().trim().to_string();
     // Our stand-in connects once the runtime has made the cgroups and
     // asked for the restore.
     let deadline = Instant::now() + HANDBACK_TIMEOUT;
@@ -406,19 +428,20 @@ fn run_hand_back(st: &ContainerState, origin: &OciOrigin, work: &Path) -> std::r
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(format!("accept: {e}")),
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            let msg = std::fs::read_to_string(&errors).unwrap_or_default();
+        if let Ok(Some(status)) = child.0.try_wait() {
             return Err(format!(
                 "`{} restore` ended ({status}) before asking for the container: {}",
                 origin.runtime,
-                msg.trim()
+                said()
             ));
         }
         if Instant::now() > deadline {
+            let _ = child.0.kill();
+            let _ = child.0.wait();
             return Err(format!(
                 "`{} restore` did not ask for the container in {HANDBACK_TIMEOUT:?}: {}",
                 origin.runtime,
-                said(&mut child)
+                said()
             ));
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -443,7 +466,7 @@ fn run_hand_back(st: &ContainerState, origin: &OciOrigin, work: &Path) -> std::r
     let parent = crate::kinds::pstree::read_status(shim)
         .map(|s| s.host_ppid)
         .unwrap_or(0);
-    if peer.pid() != shim || parent != child.id() as i32 {
+    if peer.pid() != shim || parent != child.0.id() as i32 {
         let _ = writeln!(writer, "fail not the runtime's CRIU");
         return Err(format!(
             "process {} connected to the hand-over socket; it is not {}'s CRIU",
@@ -454,22 +477,17 @@ fn run_hand_back(st: &ContainerState, origin: &OciOrigin, work: &Path) -> std::r
     let tree = crate::kinds::pstree::walk(st.pid).map_err(|e| e.to_string())?;
     if let Err(e) = join_cgroups_of(shim, &cg_root, &tree) {
         let _ = writeln!(writer, "fail {e}");
-        let _ = child.wait();
-        let _ = move_back(st, &tree);
+        let _ = child.0.wait();
+        move_back(st, &tree);
         return Err(format!("moving the container into {}'s cgroups: {e}", origin.runtime));
     }
     writeln!(writer, "pid {}", st.pid).map_err(|e| e.to_string())?;
     line.clear();
     let _ = lines.read_line(&mut line);
-    let status = child.wait().map_err(|e| e.to_string())?;
+    let status = child.0.wait().map_err(|e| e.to_string())?;
     if line.trim_end() != "ok" || !status.success() {
-        let _ = move_back(st, &tree);
-        let msg = std::fs::read_to_string(&errors).unwrap_or_default();
-        return Err(format!(
-            "`{} restore` failed ({status}): {}",
-            origin.runtime,
-            msg.trim()
-        ));
+        move_back(st, &tree);
+        return Err(format!("`{} restore` failed ({status}): {}", origin.runtime, said()));
     }
     Ok(HandedBack {
         runtime: origin.runtime.clone(),
@@ -563,10 +581,9 @@ fn join_cgroups_of(of: i32, cg_root: &[CgRoot], tree: &[i32]) -> std::result::Re
 }
 
 /// After a failed hand-back: the processes go back to migrate's cgroup.
-fn move_back(st: &ContainerState, tree: &[i32]) -> std::result::Result<(), String> {
+fn move_back(st: &ContainerState, tree: &[i32]) {
     let procs = st.cgroup.join("cgroup.procs");
     for pid in tree {
         let _ = std::fs::write(&procs, pid.to_string());
     }
-    Ok(())
 }

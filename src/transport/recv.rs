@@ -444,12 +444,7 @@ async fn relay(
 /// runtime here.
 fn hand_back_if_adopted(root: &Path, name: &str) -> Result<Option<crate::runtime::oci::HandedBack>, String> {
     let root = crate::runtime::Root::open(root).map_err(|e| e.to_string())?;
-    match root.load(name) {
-        Ok(st) if st.oci.is_some() => crate::runtime::oci::hand_back(&root, name, None)
-            .map(Some)
-            .map_err(|e| e.to_string()),
-        _ => Ok(None),
-    }
+    crate::runtime::oci::hand_back_if_adopted(&root, name).map_err(|e| e.to_string())
 }
 
 fn lost(reason: String) -> Error {
