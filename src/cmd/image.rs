@@ -172,7 +172,7 @@ fn finish_restore(root: &Root, r: &RestoreReport, to: &HandBackTo, json: bool) -
     }
     render_restore(r, false);
     if let Some(h) = handed_back {
-        println!("handed {} to {} as {} (init pid {})", r.name, h.runtime, h.id, h.pid);
+        println!("{}", super::handed_line(&r.name, &h));
     }
     if let Some(e) = handback_error {
         eprintln!("migrate: warning: {e}");

@@ -114,7 +114,7 @@ pub fn recv_cmd(root: &Root, listen: &str, once: bool, peer_certs: &[PathBuf], j
                     r.bytes_received as f64 / MIB
                 );
                 if let Some(h) = &r.handed_back {
-                    println!("handed {} to {} as {} (init pid {})", r.name, h.runtime, h.id, h.pid);
+                    println!("{}", super::handed_line(&r.name, h));
                 }
                 if let Some(e) = &r.handback_error {
                     eprintln!("migrate: {e}");

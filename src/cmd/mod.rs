@@ -61,10 +61,9 @@ pub fn run(cli: Cli) -> Result<i32> {
                 tcp,
             };
             let root = root()?;
-            adopt(&root, &oci, &name)?;
-            let result = image::checkpoint_cmd(&root, &name, &dir, &compress, opts, json);
-            unadopt(&root, &oci, &name);
-            result
+            with_adopted(&root, &oci, &name, || {
+                image::checkpoint_cmd(&root, &name, &dir, &compress, opts, json)
+            })
         }
         Command::Restore {
             dir,
@@ -87,10 +86,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Suspend { name, oci, json } => {
             let root = root()?;
-            adopt(&root, &oci, &name)?;
-            let result = image::suspend_cmd(&root, &name, json);
-            unadopt(&root, &oci, &name);
-            result
+            with_adopted(&root, &oci, &name, || image::suspend_cmd(&root, &name, json))
         }
         Command::Resume { name, json } => image::resume_cmd(&root()?, &name, json),
         Command::Inspect { dir, json } => image::inspect_cmd(&dir, json),
@@ -130,10 +126,9 @@ pub fn run(cli: Cli) -> Result<i32> {
                 },
             };
             let root = root()?;
-            adopt(&root, &oci, &name)?;
-            let result = live::send_cmd(&root, &name, &dest, &peer_cert, &opts, compression, json);
-            unadopt(&root, &oci, &name);
-            result
+            with_adopted(&root, &oci, &name, || {
+                live::send_cmd(&root, &name, &dest, &peer_cert, &opts, compression, json)
+            })
         }
         Command::Recv {
             listen,
@@ -155,27 +150,34 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 }
 
-/// With --runtime, takes the OCI container `name` into `root` first.
-fn adopt(root: &Root, oci: &OciArgs, name: &str) -> Result<()> {
-    if let Some(rt) = &oci.runtime {
-        crate::runtime::oci::adopt(root, rt, oci.runtime_root.as_deref(), name)?;
-    }
-    Ok(())
+/// Runs `op` on container `name`; with --runtime, on the OCI container of
+/// that ID, taken into `root` first (and dropped after, if it still runs
+/// under its runtime).
+fn with_adopted<T>(root: &Root, oci: &OciArgs, name: &str, op: impl FnOnce() -> Result<T>) -> Result<T> {
+    let Some(rt) = &oci.runtime else {
+        return op();
+    };
+    crate::runtime::oci::adopt(root, rt, oci.runtime_root.as_deref(), name)?;
+    let result = op();
+    unadopt(root, name);
+    result
 }
 
 /// After an operation on an adopted OCI container that left it running
 /// (a failure, or --leave-running): the runtime still owns it, so migrate's
 /// record of it goes. One left frozen (a migration in doubt) keeps its
 /// record, for `migrate thaw` or `migrate rm -f`.
-fn unadopt(root: &Root, oci: &OciArgs, name: &str) {
-    if oci.runtime.is_none() {
-        return;
-    }
+fn unadopt(root: &Root, name: &str) {
     if let Ok(st) = root.load(name) {
         if st.oci.is_some() && st.status() == crate::runtime::Status::Running {
             root.unadopt(name);
         }
     }
+}
+
+/// "handed NAME to RUNTIME as ID (init pid N)"
+fn handed_line(name: &str, h: &crate::runtime::oci::HandedBack) -> String {
+    format!("handed {name} to {} as {} (init pid {})", h.runtime, h.id, h.pid)
 }
 
 fn init_tracing(verbose: u8) {

@@ -91,9 +91,7 @@ impl Seized {
             }
         }
     }
-}
 
-impl Seized {
     /// After the tasks were killed: collects their exits, which go to us
     /// as their tracer first. Until then a PID namespace's init, waiting
     /// for its children in its own exit, does not end.

@@ -303,14 +303,14 @@ fn restore_inner<'r>(
         CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     // An OCI container may live in the host's network namespace, or one
     // made for it outside (Podman's): PID 1 is forked into that one.
-    let outside_net = img.container.oci.as_ref().map(|o| o.net.clone()).unwrap_or_default();
-    let own_netns = match &outside_net {
-        crate::runtime::oci::OciNet::Own => {
+    use crate::runtime::oci::OciNet;
+    let own_netns = match img.container.oci.as_ref().map(|o| &o.net) {
+        None | Some(OciNet::Own) => {
             flags |= CloneFlags::CLONE_NEWNET;
             None
         }
-        crate::runtime::oci::OciNet::Host => None,
-        crate::runtime::oci::OciNet::Join(path) => {
+        Some(OciNet::Host) => None,
+        Some(OciNet::Join(path)) => {
             let ours = File::open("/proc/thread-self/ns/net").map_err(|e| stage("network namespace")(e.to_string()))?;
             let theirs = File::open(path)
                 .map_err(|e| stage("network namespace")(format!("{}: {e} (it must exist here)", path.display())))?;
