@@ -8,4 +8,5 @@ mod migration;
 mod network;
 mod oci;
 mod programs;
+mod reliability;
 mod runtime;

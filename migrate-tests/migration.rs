@@ -62,6 +62,11 @@ impl Receiver {
     /// Starts `migrate recv` for `root` on `ip` (in network namespace
     /// `netns`, if given) and waits until it listens.
     pub fn start(root: &TestRoot, ip: &str, once: bool, netns: Option<&str>) -> Result<Self> {
+        Self::start_env(root, ip, once, netns, &[])
+    }
+
+    /// [`Self::start`] with extra environment variables for the receiver.
+    pub fn start_env(root: &TestRoot, ip: &str, once: bool, netns: Option<&str>, env: &[(&str, &str)]) -> Result<Self> {
         let port = match netns {
             Some(_) => 7000 + (std::process::id() % 2000) as u16,
             None => free_port(ip)?,
@@ -84,6 +89,7 @@ impl Receiver {
             cmd.arg("--once");
         }
         let child = cmd
+            .envs(env.iter().copied())
             .stdout(std::fs::File::create(&out)?)
             .stderr(std::fs::File::create(&err)?)
             .stdin(Stdio::null())
@@ -347,7 +353,7 @@ pub fn nothing_left(root: &TestRoot, name: &str) -> Result<()> {
 }
 
 /// The source container runs on: status, and fresh beats.
-fn still_healthy(root: &TestRoot, name: &str) -> Result<()> {
+pub fn still_healthy(root: &TestRoot, name: &str) -> Result<()> {
     wait_until(Duration::from_secs(20), &format!("{name} to run again"), || {
         root.status(name).map(|s| s == "running").unwrap_or(false)
     })?;
@@ -602,5 +608,43 @@ fn migrates_across_a_link_and_survives_it_going_down() -> Result<()> {
     cut_mid_transfer(&pair, &mut recv, send, |_, _| link.set(false))?;
     ensure!(!recv.wait(Duration::from_secs(60))?.success());
     link.set(true)?;
+    Ok(())
+}
+
+/// The "line N" numbers of a log must be 1..=N: none lost, none repeated.
+fn check_lines(log: &str) -> Result<u64> {
+    let nums: Vec<u64> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("line ").and_then(|n| n.parse().ok()))
+        .collect();
+    let last = *nums.last().context("no lines")?;
+    if let Some(i) = (0..nums.len()).find(|&i| nums[i] != i as u64 + 1) {
+        bail!("log not gap-free: line {} where {} was due (of {last})", nums[i], i + 1);
+    }
+    Ok(last)
+}
+
+#[test]
+fn log_is_gap_free_across_twenty_migrations() -> Result<()> {
+    let pair = Pair::new("mig-lines")?;
+    pair.a.run_d("l", &[], &[workload("lines").to_str().unwrap()])?;
+    let mut last = 0;
+    for i in 0..20 {
+        let (from, to) = if i % 2 == 0 {
+            (&pair.a, &pair.b)
+        } else {
+            (&pair.b, &pair.a)
+        };
+        wait_until(Duration::from_secs(20), "new lines", || {
+            check_lines(&from.log("l")).unwrap_or(0) > last + 100
+        })?;
+        migrate(from, to, "l", &[])?;
+        // Every line written before the freeze arrived, in order.
+        last = check_lines(&to.log("l")).with_context(|| format!("after send {}", i + 1))?;
+    }
+    wait_until(Duration::from_secs(20), "lines after the last send", || {
+        check_lines(&pair.a.log("l")).unwrap_or(0) > last + 100
+    })?;
+    check_lines(&pair.a.log("l"))?;
     Ok(())
 }

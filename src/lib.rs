@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cmd;
 pub mod engine;
 pub mod error;
+pub mod fault;
 pub mod image;
 pub mod kinds;
 pub mod net;

@@ -26,10 +26,16 @@ impl TestRoot {
 
     /// `migrate --root DIR ARGS...`, capturing its output.
     pub fn cmd(&self, args: &[&str]) -> Output {
+        self.cmd_env(&[], args)
+    }
+
+    /// [`Self::cmd`] with extra environment variables.
+    pub fn cmd_env(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
         Command::new(MIGRATE)
             .arg("--root")
             .arg(&self.dir)
             .args(args)
+            .envs(env.iter().copied())
             .output()
             .expect("run migrate")
     }

@@ -28,6 +28,10 @@ pub enum Error {
         root: PathBuf,
         option: &'static str,
     },
+    #[error(
+        "cgroup {path}: the container made a cgroup of its own inside it ({child}); nested cgroups are not carried"
+    )]
+    Nested { path: PathBuf, child: PathBuf },
     #[error("cgroup {path}: timed out after {waited:?} waiting for {what}")]
     Timeout {
         path: PathBuf,
@@ -274,7 +278,39 @@ impl Cgroup {
 
     /// Removes the (empty) cgroup directory. Retries briefly, as the kernel
     /// can report EBUSY for a moment after the last process left.
+    /// The cgroups made inside this one (directories, not recursive).
+    pub fn children(&self) -> Result<Vec<PathBuf>> {
+        let entries = match fs::read_dir(&self.path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            r => r.map_err(io_err(&self.path, "list child cgroups"))?,
+        };
+        let mut out: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Refuses a cgroup that holds cgroups of its own (a container that
+    /// mounted cgroup2 in its namespace and made one): they are not carried.
+    pub fn refuse_nested(&self) -> Result<()> {
+        match self.children()?.into_iter().next() {
+            Some(child) => Err(Error::Nested {
+                path: self.path.clone(),
+                child,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Removes the cgroup and every cgroup inside it, deepest first
+    /// (their processes must be gone).
     pub fn remove(&self) -> Result<()> {
+        for child in self.children()? {
+            Cgroup::at(child).remove()?;
+        }
         let start = Instant::now();
         loop {
             match fs::remove_dir(&self.path) {

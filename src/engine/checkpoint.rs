@@ -128,7 +128,7 @@ pub fn checkpoint(
     opts: &CheckpointOptions,
 ) -> Result<CheckpointReport> {
     let lock = root.lock_state()?;
-    let frozen = freeze_and_dump(root, lock, name, sink, opts, Vec::new())?;
+    let frozen = freeze_and_dump(root, lock, name, sink, opts, Vec::new(), false)?;
     let t0 = frozen.t0;
     let mut report = if opts.leave_running {
         frozen.resume()?
@@ -233,7 +233,9 @@ impl Drop for Frozen<'_> {
 
 /// Phases 1-4 and the seal, under the root's `lock`. On failure the sink
 /// is abandoned and the container runs again. `precopy` are the processes
-/// whose pages live migration already sent.
+/// whose pages live migration already sent. `carry_log` puts the
+/// container's log into the image, read once every task is stopped, so
+/// that no line written before the freeze stays behind.
 pub(crate) fn freeze_and_dump<'r>(
     root: &'r Root,
     lock: nix::fcntl::Flock<std::fs::File>,
@@ -241,11 +243,18 @@ pub(crate) fn freeze_and_dump<'r>(
     sink: &mut dyn ImageSink,
     opts: &CheckpointOptions,
     precopy: Vec<crate::kinds::precopy::Tracked>,
+    carry_log: bool,
 ) -> Result<Frozen<'r>> {
     let t0 = Instant::now();
     let (st, status) = super::load_live(root, name)?;
     let was_frozen = status == Status::Frozen;
     let cg = st.cgroup();
+    preflight(&st).map_err(|e| Error::Failed {
+        op: "checkpoint",
+        name: name.to_string(),
+        kept_running: true,
+        source: Box::new(e),
+    })?;
     cg.set_frozen(true, FREEZE_TIMEOUT)?;
     // Traffic to the container waits (and is retransmitted) while it is
     // frozen, rather than being answered by a closed socket.
@@ -278,6 +287,7 @@ pub(crate) fn freeze_and_dump<'r>(
         cg: &cg,
         file_cap: opts.file_cap.unwrap_or(DEFAULT_FILE_CAP),
         tcp: opts.tcp,
+        carry_log,
     };
     let mut report = frozen.report.clone();
     let mut seized = Seized::default();
@@ -286,6 +296,7 @@ pub(crate) fn freeze_and_dump<'r>(
     let dumped =
         dump(&what, sink, &mut seized, &mut report, &mut repaired, &mut precopy).and_then(|(procs, xstate)| {
             let (_, image_bytes) = sink.finish(machine_facts(xstate), name)?;
+            crate::fault::check("checkpoint:after-seal")?;
             Ok((procs, image_bytes))
         });
     frozen.seized = seized;
@@ -312,6 +323,34 @@ pub(crate) fn freeze_and_dump<'r>(
     }
 }
 
+/// What can be refused while the container runs, before anything is
+/// stopped: state migrate does not carry. Checked again on the stopped
+/// tree ([`refuse_uncarried`]), since a process may change in between.
+pub(crate) fn preflight(st: &crate::runtime::ContainerState) -> Result<()> {
+    let tree = pstree::walk(st.pid)?;
+    let mut procs = Vec::new();
+    for host in tree {
+        // A process that ended or is a zombie holds nothing to refuse.
+        let (Ok(s), Ok(tids)) = (pstree::read_status(host), pstree::threads(host)) else {
+            continue;
+        };
+        if s.state != 'Z' {
+            procs.push((host, s.ns_pid, tids));
+        }
+    }
+    refuse_uncarried(&st.cgroup(), &procs)
+}
+
+/// The refusals of [`preflight`], on processes (host PID, PID in the
+/// container, threads).
+fn refuse_uncarried(cg: &crate::cgroup::Cgroup, procs: &[(i32, i32, Vec<i32>)]) -> Result<()> {
+    cg.refuse_nested()?;
+    for (host, ns, tids) in procs {
+        creds::refuse_strict_seccomp(*host, *ns, tids)?;
+    }
+    Ok(())
+}
+
 /// What phases 2-4 work on.
 struct Dumping<'a> {
     root: &'a Root,
@@ -319,6 +358,7 @@ struct Dumping<'a> {
     cg: &'a crate::cgroup::Cgroup,
     file_cap: u64,
     tcp: files::TcpMode,
+    carry_log: bool,
 }
 
 /// Phases 2-4. Returns the number of processes and the xstate size.
@@ -331,6 +371,7 @@ fn dump(
     precopy: &mut [crate::kinds::precopy::Tracked],
 ) -> Result<(usize, u32)> {
     let (root, st, cg) = (what.root, what.st, what.cg);
+    crate::fault::check("checkpoint:after-freeze")?;
     // The tree, and anything in the cgroup outside it.
     let tree = pstree::walk(st.pid)?;
     let in_tree: HashSet<i32> = tree.iter().copied().collect();
@@ -380,8 +421,29 @@ fn dump(
             source,
         })?;
     }
-    // Everything is stopped: what pre-copy sent that is still as it was.
+    // Everything is stopped: what was refused before the freeze is checked
+    // again, the log is complete, and what pre-copy sent that is still as
+    // it was.
     tracing::debug!(ms = ms_since(t_phase), "dump: all stopped");
+    let procs: Vec<_> = alive
+        .iter()
+        .zip(&thread_lists)
+        .map(|((h, s), tids)| (*h, s.ns_pid, tids.clone()))
+        .collect();
+    refuse_uncarried(cg, &procs)?;
+    crate::fault::check("checkpoint:after-seize")?;
+    if what.carry_log {
+        let path = root.log_path(&st.name);
+        let log = std::fs::read(&path).or_else(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            _ => Err(Error::Io {
+                phase: "read the container's log",
+                path,
+                source,
+            }),
+        })?;
+        sink.put(super::live::LOG_SECTION, &log)?;
+    }
     let mut views = std::collections::HashMap::new();
     for t in precopy.iter_mut() {
         views.insert(t.host, t.finish()?);
@@ -393,6 +455,7 @@ fn dump(
     let pairs: Vec<(i32, i32)> = alive.iter().map(|(h, s)| (*h, s.ns_pid)).collect();
     let fd_images = files::dump_all(&pairs, &log, st.pid, what.file_cap, what.tcp, repaired)?;
     tracing::debug!(ms = ms_since(t_phase), "dump: files done");
+    crate::fault::check("checkpoint:after-files")?;
 
     let mut processes = Vec::new();
     let mut mm_images: Vec<(i32, MemoryImage)> = Vec::new();
@@ -433,6 +496,7 @@ fn dump(
         let ip = memory::syscall_ip(*host, &maps)?;
         let mut main = Remote::new(*host, *host, ip)?;
         let scratch = main.map_scratch(None)?;
+        crate::fault::check_pid("checkpoint:dump-process", s.ns_pid)?;
         for tid in tids {
             let thread = main.thread(*tid)?;
             let regs = ptrace::get_regs(Pid::from_raw(*tid)).map_err(|source| Error::Ptrace {

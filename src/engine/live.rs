@@ -127,7 +127,11 @@ pub fn send(
         source: Box::new(e),
     };
 
+    // Refused before anything is stopped or injected.
+    checkpoint::preflight(&st).map_err(failed)?;
+
     // Pre-copy.
+    crate::fault::check("send:before-precopy").map_err(|e| failed(e.into()))?;
     let mut tracked = Vec::new();
     if opts.max_rounds == 0 {
         report.notes.push("pre-copy off: stop-and-copy".into());
@@ -198,12 +202,14 @@ pub fn send(
         report.precopy_ms = ms_since(t_pre);
     }
     drop(st);
+    if let Err(e) = crate::fault::check("send:after-precopy") {
+        drop(tracked);
+        return Err(failed(e.into()));
+    }
 
     // Stop, and send the rest.
     progress(Progress::Phase("freeze and dump"));
-    let log = std::fs::read(root.log_path(name)).unwrap_or_default();
-    sink.put(LOG_SECTION, &log).map_err(|e| failed(e.into()))?;
-    let frozen = checkpoint::freeze_and_dump(root, lock, name, sink, &opts.checkpoint, tracked)?;
+    let frozen = checkpoint::freeze_and_dump(root, lock, name, sink, &opts.checkpoint, tracked, true)?;
     let t_sealed = Instant::now();
     let ck = frozen.report.clone();
     report.freeze_ms = ck.freeze_ms;
@@ -223,6 +229,10 @@ pub fn send(
     report.restore_ms = restore_ms;
     report.transfer_ms = (ms_since(t_sealed) - restore_ms).max(0.0);
     progress(Progress::Phase("commit"));
+    if let Err(e) = crate::fault::check("send:before-commit") {
+        drop(frozen);
+        return Err(failed(e.into()));
+    }
     match sink.commit() {
         Ok(()) => {}
         Err(CommitFailure::Refused(why)) => {

@@ -55,6 +55,8 @@ pub enum Error {
     Precopy(#[from] precopy::Error),
     #[error(transparent)]
     Mounts(#[from] mounts::Error),
+    #[error(transparent)]
+    Fault(#[from] crate::fault::Injected),
     #[error("{phase} (task {tid}): {source}")]
     Ptrace {
         phase: &'static str,
@@ -64,6 +66,13 @@ pub enum Error {
     },
     #[error("{phase}: {message}")]
     Stage { phase: &'static str, message: String },
+    #[error("{phase} {}: {source}", path.display())]
+    Io {
+        phase: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the image was written on {image}, this machine is {here}: {what} differ, so it can not be restored here")]
     Incompatible {
         what: &'static str,

@@ -251,8 +251,8 @@ fn restore_inner<'r>(
     let ready_wr = ready_high;
 
     // A time namespace for the children whose clocks continue the image's.
-    let own_timens =
-        File::open("/proc/self/ns/time_for_children").map_err(|e| stage("time namespace")(e.to_string()))?;
+    // Later children of this process get our own again, however this ends.
+    let time_back = NsReturn::save("/proc/self/ns/time_for_children", libc::CLONE_NEWTIME)?;
     nix::sched::unshare(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
         .map_err(|e| stage("unshare time namespace")(e.to_string()))?;
     let timens_set = timens::restore(&img.container.clocks);
@@ -304,21 +304,22 @@ fn restore_inner<'r>(
     // An OCI container may live in the host's network namespace, or one
     // made for it outside (Podman's): PID 1 is forked into that one.
     use crate::runtime::oci::OciNet;
-    let own_netns = match img.container.oci.as_ref().map(|o| &o.net) {
+    let net_back = match img.container.oci.as_ref().map(|o| &o.net) {
         None | Some(OciNet::Own) => {
             flags |= CloneFlags::CLONE_NEWNET;
             None
         }
         Some(OciNet::Host) => None,
         Some(OciNet::Join(path)) => {
-            let ours = File::open("/proc/thread-self/ns/net").map_err(|e| stage("network namespace")(e.to_string()))?;
             let theirs = File::open(path)
                 .map_err(|e| stage("network namespace")(format!("{}: {e} (it must exist here)", path.display())))?;
+            let back = NsReturn::save("/proc/thread-self/ns/net", libc::CLONE_NEWNET)?;
             nix::sched::setns(&theirs, CloneFlags::CLONE_NEWNET)
                 .map_err(|e| stage("network namespace")(format!("join {}: {e}", path.display())))?;
-            Some(ours)
+            Some(back)
         }
     };
+    crate::fault::check("restore:after-namespaces")?;
     let forked = match timens_set {
         Ok(()) => sys::clone3(&sys::CloneOpts {
             flags: flags.bits() as u64,
@@ -332,11 +333,10 @@ fn restore_inner<'r>(
         pre_image(&ctx, 0);
     }
     drop(go_rd);
-    if let Some(ours) = own_netns {
-        nix::sched::setns(&ours, CloneFlags::CLONE_NEWNET).map_err(|e| stage("network namespace")(e.to_string()))?;
+    if let Some(back) = net_back {
+        back.now()?;
     }
-    // Later children of this process get our own time namespace again.
-    let _ = nix::sched::setns(&own_timens, CloneFlags::from_bits_retain(libc::CLONE_NEWTIME));
+    time_back.now()?;
     timens_set?;
     let pid1 = match forked.map_err(|e| stage("clone3 PID 1")(e.to_string()))? {
         Forked::Child => unreachable!("the child ran pre_image"),
@@ -420,6 +420,7 @@ fn restore_inner<'r>(
             hosts: &hosts,
             precopied: src.precopied(),
         };
+        crate::fault::check_pid("restore:process", p.pid)?;
         let tids = rebuild(host, p, mm, sigs, &mut pages, &with)?;
         traced.extend(tids.iter().skip(1));
         report.threads += tids.len();
@@ -440,6 +441,7 @@ fn restore_inner<'r>(
             source,
         })?;
     }
+    crate::fault::check("restore:before-ready")?;
     let c = &img.container;
     let st = ContainerState {
         version: state::STATE_VERSION,
@@ -465,6 +467,44 @@ fn restore_inner<'r>(
         t0,
         _lock: lock,
     })
+}
+
+/// A namespace this process left, entered again when dropped (on every
+/// early return) or by [`NsReturn::now`].
+struct NsReturn {
+    to: Option<File>,
+    kind: libc::c_int,
+}
+
+impl NsReturn {
+    /// Remembers the namespace behind `link` (a /proc/self/ns entry).
+    fn save(link: &'static str, kind: libc::c_int) -> Result<Self> {
+        let to = File::open(link).map_err(|source| Error::Io {
+            phase: "remember this process's namespace",
+            path: link.into(),
+            source,
+        })?;
+        Ok(Self { to: Some(to), kind })
+    }
+
+    /// Enters it again now.
+    fn now(mut self) -> Result<()> {
+        match self.to.take() {
+            Some(to) => nix::sched::setns(&to, CloneFlags::from_bits_retain(self.kind))
+                .map_err(|e| stage("enter this process's namespace again")(e.to_string())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for NsReturn {
+    fn drop(&mut self) {
+        if let Some(to) = self.to.take() {
+            if let Err(e) = nix::sched::setns(&to, CloneFlags::from_bits_retain(self.kind)) {
+                tracing::warn!("enter this process's namespace again: {e}");
+            }
+        }
+    }
 }
 
 /// What every process's rebuild shares.
@@ -694,6 +734,7 @@ struct TreeCtx<'a> {
 /// fds, reports ready and waits to be seized. Never returns.
 fn pre_image(ctx: &TreeCtx<'_>, idx: usize) -> ! {
     let p = &ctx.img.procs[idx];
+    sys::report_panics_to(ctx.ready.as_fd(), p.pid);
     let result = prepare_task(ctx, idx);
     let msg = match &result {
         Ok(()) => format!("ok {}\n", p.pid),
@@ -718,6 +759,7 @@ fn pre_image(ctx: &TreeCtx<'_>, idx: usize) -> ! {
 
 fn prepare_task(ctx: &TreeCtx<'_>, idx: usize) -> std::result::Result<(), String> {
     let p = &ctx.img.procs[idx];
+    crate::fault::check_pid("restore:fork-process", p.pid).map_err(|e| e.to_string())?;
     let c = &ctx.img.container;
     let with_objects;
     let ctx = if p.pid == 1 {
@@ -823,4 +865,40 @@ fn become_zombie(status: i32) -> ! {
         sys::exit_now(128 + sig);
     }
     sys::exit_now((status >> 8) & 0xff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net_ns() -> std::path::PathBuf {
+        std::fs::read_link("/proc/thread-self/ns/net").expect("read ns link")
+    }
+
+    /// Leaves this thread's network namespace, then fails: the guard must
+    /// bring it back on the early return.
+    fn leave_and_fail() -> Result<()> {
+        let _back = NsReturn::save("/proc/thread-self/ns/net", libc::CLONE_NEWNET)?;
+        nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(|e| stage("unshare")(e.to_string()))?;
+        Err(stage("test")("an early return".into()))
+    }
+
+    #[test]
+    fn a_namespace_left_is_entered_again_on_every_exit() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let before = net_ns();
+        assert!(leave_and_fail().is_err());
+        assert_eq!(
+            net_ns(),
+            before,
+            "the early return left the thread in another namespace"
+        );
+        let back = NsReturn::save("/proc/thread-self/ns/net", libc::CLONE_NEWNET).unwrap();
+        nix::sched::unshare(CloneFlags::CLONE_NEWNET).unwrap();
+        assert_ne!(net_ns(), before);
+        back.now().unwrap();
+        assert_eq!(net_ns(), before);
+    }
 }

@@ -28,6 +28,8 @@ pub enum Error {
     },
     #[error("process {pid} (pid {ns_pid} in the container): {reason}")]
     Seccomp { pid: i32, ns_pid: i32, reason: String },
+    #[error("process {pid} (pid {ns_pid} in the container), thread {tid}: runs in strict seccomp mode (SECCOMP_MODE_STRICT), which migrate does not carry")]
+    StrictSeccomp { pid: i32, ns_pid: i32, tid: i32 },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -105,6 +107,23 @@ pub fn parse_status(text: &str) -> (Creds, u32) {
     )
 }
 
+/// Refuses process `pid` if any of its threads `tids` runs in strict
+/// seccomp mode: migrate does not carry that mode (and a syscall injected
+/// without PTRACE_O_SUSPEND_SECCOMP would kill the thread). Checked before
+/// the container is frozen, and again once it is stopped.
+pub fn refuse_strict_seccomp(pid: i32, ns_pid: i32, tids: &[i32]) -> Result<()> {
+    for &tid in tids {
+        // A thread that ended meanwhile holds nothing.
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")) else {
+            continue;
+        };
+        if parse_status(&text).1 == 1 {
+            return Err(Error::StrictSeccomp { pid, ns_pid, tid });
+        }
+    }
+    Ok(())
+}
+
 /// Reads the credentials of a stopped process (its main thread; `tids`
 /// are all its threads, which must share its seccomp filters).
 pub fn dump(remote: &Remote, ns_pid: i32, tids: &[i32]) -> Result<Creds> {
@@ -117,7 +136,7 @@ pub fn dump(remote: &Remote, ns_pid: i32, tids: &[i32]) -> Result<Creds> {
     let (mut c, seccomp) = parse_status(&text);
     let seccomp_err = |reason: String| Error::Seccomp { pid, ns_pid, reason };
     if seccomp == 1 {
-        return Err(seccomp_err("strict seccomp mode can not be checkpointed".into()));
+        return Err(Error::StrictSeccomp { pid, ns_pid, tid: pid });
     }
     if seccomp == 2 {
         let read = |tid: i32| {

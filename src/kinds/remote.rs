@@ -62,6 +62,9 @@ pub struct Remote {
     mem: File,
     /// Address of the scratch area, once mapped.
     pub scratch: u64,
+    /// Whether this handle mapped the scratch area (and unmaps it when
+    /// dropped); handles made by [`Self::thread`] only borrow it.
+    owns_scratch: bool,
 }
 
 impl Remote {
@@ -77,6 +80,7 @@ impl Remote {
             },
             mem: open_mem(pid, tid)?,
             scratch: 0,
+            owns_scratch: true,
         })
     }
 
@@ -91,6 +95,7 @@ impl Remote {
             },
             mem: open_mem(self.pid, tid)?,
             scratch: self.scratch,
+            owns_scratch: false,
         })
     }
 
@@ -158,10 +163,12 @@ impl Remote {
         Ok(got)
     }
 
+    /// Unmaps the scratch area; tried once (a failure is not retried when
+    /// the handle is dropped).
     pub fn unmap_scratch(&mut self) -> Result<()> {
-        if self.scratch != 0 {
-            self.call("munmap scratch", nr::MUNMAP, &[self.scratch, SCRATCH_LEN])?;
-            self.scratch = 0;
+        let at = std::mem::take(&mut self.scratch);
+        if at != 0 && self.owns_scratch {
+            self.call("munmap scratch", nr::MUNMAP, &[at, SCRATCH_LEN])?;
         }
         Ok(())
     }
@@ -182,6 +189,18 @@ impl Remote {
 
     pub fn close(&self, fd: u64) -> Result<()> {
         self.call("close", nr::CLOSE, &[fd]).map(|_| ())
+    }
+}
+
+impl Drop for Remote {
+    /// A handle dropped on an error path still takes its scratch area out
+    /// of the task, which may run on (a failed checkpoint).
+    fn drop(&mut self) {
+        if self.scratch != 0 && self.owns_scratch {
+            if let Err(e) = self.unmap_scratch() {
+                tracing::warn!("{e}");
+            }
+        }
     }
 }
 

@@ -142,9 +142,54 @@ pub fn clone3(opts: &CloneOpts<'_>) -> Result<Forked, Errno> {
     };
     match ret {
         -1 => Err(Errno::last()),
-        0 => Ok(Forked::Child),
+        0 => {
+            in_forked_child();
+            Ok(Forked::Child)
+        }
         pid => Ok(Forked::Parent(Pid::from_raw(pid as libc::pid_t))),
     }
+}
+
+/// Called first thing in every forked child: from then on a panic in it
+/// ends it at once (`_exit(101)`, after the message) instead of unwinding
+/// into the parent's code, whose destructors (the cgroup's removal, the
+/// root's lock, a half-restored container's undo) are not the child's to
+/// run.
+fn in_forked_child() {
+    static HOOKED: std::sync::Once = std::sync::Once::new();
+    HOOKED.call_once(|| {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            report(info);
+            let (fd, id) = unpack_report(PANIC_REPORT.load(std::sync::atomic::Ordering::Relaxed));
+            if fd >= 0 {
+                let line = format!("err {id} panicked: {}\n", info.to_string().replace('\n', " "));
+                // SAFETY: write(2) on a descriptor number with a buffer we
+                // own; a closed or wrong fd only makes it fail.
+                let _ = unsafe { libc::write(fd, line.as_ptr().cast(), line.len()) };
+            }
+            exit_now(101)
+        }));
+    });
+}
+
+/// Where a forked child reports its panic before it ends: fd (high half)
+/// and an ID (low half) for the line `err ID panicked: MESSAGE`; -1: nowhere.
+static PANIC_REPORT: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(-1);
+
+fn unpack_report(v: i64) -> (RawFd, i32) {
+    if v < 0 {
+        (-1, 0)
+    } else {
+        ((v >> 32) as RawFd, v as i32)
+    }
+}
+
+/// In a forked child: a panic is reported as `err ID panicked: ...` on
+/// `fd` (a pipe the parent reads) before the child ends.
+pub fn report_panics_to(fd: BorrowedFd<'_>, id: i32) {
+    let v = (i64::from(fd.as_raw_fd()) << 32) | i64::from(id as u32);
+    PANIC_REPORT.store(v, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// fork(2), refused (EDEADLK) when the process has more than one thread.
@@ -154,7 +199,10 @@ pub fn fork() -> Result<Forked, Errno> {
     // can run arbitrary code: no other thread held a lock at the fork.
     match unsafe { nix::unistd::fork() }? {
         nix::unistd::ForkResult::Parent { child } => Ok(Forked::Parent(child)),
-        nix::unistd::ForkResult::Child => Ok(Forked::Child),
+        nix::unistd::ForkResult::Child => {
+            in_forked_child();
+            Ok(Forked::Child)
+        }
     }
 }
 

@@ -21,9 +21,17 @@ const NT_X86_XSTATE: libc::c_int = 0x202;
 /// about 11 KiB).
 const XSTATE_MAX: usize = 16384;
 
-/// Seizes `tid` (no stop yet) with the given options.
+/// Seizes `tid` (no stop yet) with the given options, and with seccomp
+/// suspended while it is traced (PTRACE_O_SUSPEND_SECCOMP), so that a
+/// syscall injected into a task whose filters forbid it does not kill the
+/// task. Where that is not allowed (no CAP_SYS_ADMIN, a kernel without
+/// CONFIG_CHECKPOINT_RESTORE) the task is seized without it.
 pub fn seize(tid: Pid, opts: Options) -> Result<(), Errno> {
-    ptrace::seize(tid, opts)
+    let suspend = Options::from_bits_retain(libc::PTRACE_O_SUSPEND_SECCOMP);
+    match ptrace::seize(tid, opts | suspend) {
+        Err(Errno::EPERM | Errno::EINVAL) => ptrace::seize(tid, opts),
+        r => r,
+    }
 }
 
 /// Asks a seized task to stop; wait for the stop with [`wait_stop`].
@@ -272,7 +280,18 @@ impl Injector {
     /// back afterwards.
     pub fn syscall(&self, nr: i64, args: &[u64]) -> Result<i64, Errno> {
         let saved = get_regs(self.tid)?;
-        let mut regs = saved;
+        let ret = self.run(&saved, nr, args);
+        // The task's own registers go back on every exit, not only on
+        // success: a failed checkpoint lets the task run on from them.
+        let put = set_regs(self.tid, &saved);
+        let ret = ret?;
+        put?;
+        Ok(ret)
+    }
+
+    /// [`Self::syscall`] without putting the registers back.
+    fn run(&self, saved: &UserRegs, nr: i64, args: &[u64]) -> Result<i64, Errno> {
+        let mut regs = *saved;
         regs.rax = nr as u64;
         // -1 in orig_rax: no syscall-restart fix-up may touch our registers.
         regs.orig_rax = u64::MAX;
@@ -285,6 +304,9 @@ impl Injector {
         regs.r8 = a(4);
         regs.r9 = a(5);
         set_regs(self.tid, &regs)?;
+        if crate::fault::check("inject:after-set-regs").is_err() {
+            return Err(Errno::ECANCELED);
+        }
         // To the entry of our syscall: the stop must show our number in
         // orig_rax, just past our instruction. Any other syscall stop (one
         // left over from a signal being handled on the way) is passed by.
@@ -322,7 +344,6 @@ impl Injector {
                 "injected syscall failed"
             );
         }
-        set_regs(self.tid, &saved)?;
         Ok(ret)
     }
 

@@ -93,6 +93,7 @@ fn restore_and_wait(
         }
         None => return Err(lost("the connection ended before the source said go")),
     }
+    crate::fault::check("recv:before-resume").map_err(crate::engine::Error::from)?;
     prepared.commit()?;
     wire::write_sync(output, &Msg::Done)?;
     // Unmapping the shadows takes a while for large memory: after the

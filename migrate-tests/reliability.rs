@@ -1,0 +1,299 @@
+//! Never lose a byte, never harm the container: refusals that happen
+//! before anything is stopped, and a failure injected at every step of
+//! checkpoint, restore and migration (MIGRATE_FAIL_AT), each followed by
+//! a check that the container runs on exactly one side, unchanged, with
+//! nothing left behind.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+
+use crate::common::*;
+use crate::migration::{migrate, nothing_left, still_healthy, Pair, Receiver};
+
+/// What a failed checkpoint must leave exactly as it was, per process of
+/// the container: its mappings, its fds (with their positions and flags)
+/// and its signal masks. A state differ over /proc, in small.
+fn snapshot(pid1: i32) -> Result<String> {
+    let mut pids = vec![pid1];
+    let mut i = 0;
+    while i < pids.len() {
+        pids.extend(children(pids[i]));
+        i += 1;
+    }
+    let mut out = String::new();
+    for pid in pids {
+        let read = |what: &str| std::fs::read_to_string(format!("/proc/{pid}/{what}")).unwrap_or_default();
+        out += &format!("== {pid} maps\n{}", read("maps"));
+        let status = read("status");
+        for l in status.lines().filter(|l| {
+            ["State", "Sig", "Shd", "Blk", "Ign", "Cgt", "Seccomp", "Threads"]
+                .iter()
+                .any(|k| l.starts_with(k))
+        }) {
+            // Sleeping or running is not state a checkpoint may change,
+            // but stopped (T/t) is.
+            let l = l.replace("R (running)", "S (sleeping)");
+            out += &format!("{l}\n");
+        }
+        let mut fds: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/fd"))?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        fds.sort();
+        for fd in fds {
+            let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap_or_default();
+            let info = read(&format!("fdinfo/{fd}"));
+            // The log's position moves as the container writes.
+            let info: String = info
+                .lines()
+                .filter(|l| !(l.starts_with("pos:") && link.to_string_lossy().ends_with("/log")))
+                .map(|l| format!("  {l}\n"))
+                .collect();
+            out += &format!("fd {fd} -> {}\n{info}", link.display());
+        }
+    }
+    Ok(out)
+}
+
+/// The first difference between two snapshots.
+fn same(before: &str, after: &str) -> Result<()> {
+    if let Some((a, b)) = before.lines().zip(after.lines()).find(|(a, b)| a != b) {
+        anyhow::bail!("state changed: {a:?} became {b:?}");
+    }
+    ensure!(
+        before.lines().count() == after.lines().count(),
+        "state changed:\n{before}\nbecame\n{after}"
+    );
+    Ok(())
+}
+
+const FAIL_AT: &str = "MIGRATE_FAIL_AT";
+
+/// A checkpoint failed at `step`: the container runs on, untouched.
+fn checkpoint_fails_harmlessly(root: &TestRoot, name: &str, step: &str) -> Result<()> {
+    let pid = root.pid(name)?;
+    let last = wait_beats(root, name, 2)?;
+    let before = snapshot(pid)?;
+    let dir = root.dir.join("image-fail");
+    let out = root.cmd_env(
+        &[(FAIL_AT, step)],
+        &["checkpoint", name, "--dir", dir.to_str().unwrap()],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "checkpoint with a failure at {step} succeeded");
+    // An injected syscall that failed is named by the syscall.
+    let named = err.contains(step) || step.starts_with("inject:");
+    ensure!(err.contains("still running") && named, "at {step}: {err}");
+    ensure!(root.status(name)? == "running", "at {step}: not running");
+    ensure!(!dir.join("manifest").exists(), "at {step}: an image was left");
+    wait_beats(root, name, last + 2).with_context(|| format!("after a failure at {step}"))?;
+    same(&before, &snapshot(pid)?).with_context(|| format!("after a failure at {step}"))?;
+    Ok(())
+}
+
+/// A failure at every step of a checkpoint (and in the middle of an
+/// injected syscall, with its registers changed) leaves the container
+/// running exactly as before: same mappings (no scratch area left), fds,
+/// signal state; the heartbeat goes on with no FAIL line.
+#[test]
+fn checkpoint_failing_at_every_step_leaves_the_container() -> Result<()> {
+    let root = TestRoot::new("fault-ck");
+    root.run_d("t", &[], &[workload("tree").to_str().unwrap()])?;
+    for step in [
+        "checkpoint:after-freeze",
+        "checkpoint:after-seize",
+        "checkpoint:after-files",
+        "checkpoint:dump-process:1",
+        "checkpoint:dump-process:3",
+        "inject:after-set-regs",
+        "checkpoint:after-seal",
+    ] {
+        checkpoint_fails_harmlessly(&root, "t", step)?;
+    }
+    // And it checkpoints and restores as ever.
+    crate::checkpoint::survives_all_cycles(&root, "t")
+}
+
+/// A restore failed at any step (or a forked task that panics) leaves the
+/// image as it was, the container checkpointed and no cgroup; the next
+/// restore works. The panic ends in the child, which reports it, never
+/// unwinding into the restorer's code that it is a copy of.
+#[test]
+fn restore_failing_at_every_step_can_be_retried() -> Result<()> {
+    let root = TestRoot::new("fault-rs");
+    root.run_d("t", &[], &[workload("tree").to_str().unwrap()])?;
+    let last = wait_beats(&root, "t", 3)?;
+    let dir = root.dir.join("image");
+    let dir_s = dir.to_str().unwrap();
+    root.ok(&["checkpoint", "t", "--dir", dir_s])?;
+    let cgroup = root.cgroup("t")?;
+    for step in [
+        "restore:after-namespaces",
+        "restore:fork-process:1",
+        "restore:fork-process:3",
+        "restore:fork-process:4=panic",
+        "restore:process:1",
+        "restore:process:3",
+        "restore:before-ready",
+        "inject:after-set-regs",
+    ] {
+        let out = root.cmd_env(&[(FAIL_AT, step)], &["restore", "--dir", dir_s]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(!out.status.success(), "restore with a failure at {step} succeeded");
+        let errors = err.lines().filter(|l| l.starts_with("migrate: ")).count();
+        ensure!(errors == 1, "at {step}: {errors} error lines: {err}");
+        // A panic in a forked task ends that task, which says so.
+        ensure!(
+            !step.ends_with("=panic") || err.contains("process 4: panicked"),
+            "at {step}: {err}"
+        );
+        ensure!(root.status("t")? == "checkpointed", "at {step}: {err}");
+        wait_until(Duration::from_secs(10), "the cgroup to go", || !cgroup.exists())
+            .with_context(|| format!("at {step}"))?;
+        ensure!(dir.join("manifest").exists(), "at {step}: the image was damaged");
+    }
+    root.ok(&["restore", "--dir", dir_s])?;
+    wait_beats(&root, "t", last + 3)?;
+    Ok(())
+}
+
+/// A migration failed at any step, on either side, leaves the container
+/// running on the source (its log whole) and nothing on the destination.
+#[test]
+fn migration_failing_at_every_step_keeps_the_source() -> Result<()> {
+    let pair = Pair::new("fault-mig")?;
+    pair.a.run_d("m", &[], &[workload("memory").to_str().unwrap(), "8"])?;
+    let sender_steps = [
+        "send:before-precopy",
+        "send:after-precopy",
+        "checkpoint:after-seize",
+        "checkpoint:dump-process:1",
+        "checkpoint:after-seal",
+        "send:before-commit",
+    ];
+    let receiver_steps = [
+        "restore:after-namespaces",
+        "restore:process:1",
+        "restore:before-ready",
+        "recv:before-resume",
+    ];
+    let steps = sender_steps
+        .iter()
+        .map(|s| (*s, true))
+        .chain(receiver_steps.iter().map(|s| (*s, false)));
+    for (step, on_sender) in steps {
+        wait_beats(&pair.a, "m", 2)?;
+        let recv_env: &[(&str, &str)] = if on_sender { &[] } else { &[(FAIL_AT, step)] };
+        let send_env: &[(&str, &str)] = if on_sender { &[(FAIL_AT, step)] } else { &[] };
+        let mut recv = Receiver::start_env(&pair.b, "127.0.0.1", true, None, recv_env)?;
+        let out = pair.a.cmd_env(send_env, &["send", "m", &recv.addr]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(!out.status.success(), "a migration failing at {step} succeeded");
+        ensure!(err.contains("still running"), "at {step}: {err}");
+        ensure!(
+            !recv.wait(Duration::from_secs(30))?.success(),
+            "at {step}: the receiver succeeded"
+        );
+        still_healthy(&pair.a, "m").with_context(|| format!("at {step}"))?;
+        wait_until(Duration::from_secs(30), "the destination to clean up", || {
+            nothing_left(&pair.b, "m").is_ok()
+        })
+        .with_context(|| format!("at {step}"))?;
+        let cgroups = pair.b.dir.join("containers");
+        ensure!(
+            !cgroups.join("m").exists(),
+            "at {step}: the destination kept a directory"
+        );
+    }
+    migrate(&pair.a, &pair.b, "m", &[])?;
+    wait_beats(&pair.b, "m", 2)?;
+    Ok(())
+}
+
+/// A process in strict seccomp mode: refused before the container is
+/// stopped (the mode is not carried), naming the process and the kind;
+/// the process lives on (an injected syscall would have killed it).
+#[test]
+fn strict_seccomp_is_refused_before_anything_stops() -> Result<()> {
+    let root = TestRoot::new("strict");
+    let pid = root.run_d("s", &[], &[workload("strict").to_str().unwrap(), "strict"])?;
+    let last = wait_beats(&root, "s", 3)?;
+    let child = *children(pid).first().context("the strict child")?;
+    let status = std::fs::read_to_string(format!("/proc/{child}/status"))?;
+    ensure!(status.contains("Seccomp:\t1"), "the child is not in strict mode");
+    let before = snapshot(pid)?;
+    let dir = root.dir.join("image");
+    for args in [
+        vec!["checkpoint", "s", "--dir", dir.to_str().unwrap()],
+        vec!["suspend", "s"],
+    ] {
+        let out = root.cmd(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(!out.status.success(), "{args:?} of a strict-mode process succeeded");
+        ensure!(
+            err.contains("strict seccomp") && err.contains("pid 2 in the container") && err.contains("still running"),
+            "{err}"
+        );
+    }
+    ensure!(alive(child), "the strict-mode process was killed");
+    ensure!(root.status("s")? == "running");
+    wait_beats(&root, "s", last + 3)?;
+    same(&before, &snapshot(pid)?)?;
+    Ok(())
+}
+
+/// A seccomp filter that kills the process on mmap: the checkpoint's own
+/// injected syscalls pass by it (seccomp suspended while traced), and the
+/// filter comes back.
+#[test]
+fn seccomp_filter_killing_mmap_survives() -> Result<()> {
+    let root = TestRoot::new("killmmap");
+    root.run_d("k", &[], &[workload("strict").to_str().unwrap(), "killmmap"])?;
+    crate::checkpoint::survives_all_cycles(&root, "k")?;
+    let pid = root.pid("k")?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    ensure!(status.contains("Seccomp:\t2"), "the filter is gone");
+    Ok(())
+}
+
+/// A container that made a cgroup of its own inside its cgroup (with a
+/// process in it): refused before anything stops; `rm -f` removes the
+/// whole subtree.
+#[test]
+fn nested_cgroup_is_refused_and_removed() -> Result<()> {
+    let root = TestRoot::new("nested-cg");
+    let pid = root.run_d("n", &[], &["sh", "-c", &format!("sleep 1000 & {TICKER}")])?;
+    wait_until(Duration::from_secs(10), "ticks", || last_tick(&root.log("n")) >= 2)?;
+    let cg = root.cgroup("n")?;
+    let child = cg.join("child");
+    std::fs::create_dir(&child)?;
+    let sleeper = children(pid)
+        .into_iter()
+        .find(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "sleep"))
+        .context("the sleep process")?;
+    std::fs::write(child.join("cgroup.procs"), sleeper.to_string())?;
+    let dir = root.dir.join("image");
+    for args in [
+        vec!["checkpoint", "n", "--dir", dir.to_str().unwrap()],
+        vec!["suspend", "n"],
+    ] {
+        let out = root.cmd(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(!out.status.success(), "{args:?} with a nested cgroup succeeded");
+        ensure!(
+            err.contains("cgroup of its own") && err.contains("still running"),
+            "{err}"
+        );
+        ensure!(root.status("n")? == "running");
+    }
+    let t = last_tick(&root.log("n"));
+    wait_until(Duration::from_secs(10), "more ticks", || {
+        last_tick(&root.log("n")) > t + 2
+    })?;
+    ensure!(alive(sleeper), "the process in the nested cgroup died");
+    root.ok(&["rm", "-f", "n"])?;
+    ensure!(!cg.exists(), "rm left the cgroup");
+    ensure!(root.ps()?.is_empty(), "rm left the record");
+    Ok(())
+}
