@@ -503,3 +503,48 @@ fn unknown_runtime_and_container_are_refused() -> Result<()> {
     ensure!(String::from_utf8_lossy(&out.stderr).contains("for OCI runtimes"));
     Ok(())
 }
+
+/// `runc run -d ID > FILE` with FILE outside the container's root: the
+/// container's stdout is a file on the host's mounts. Checkpoint,
+/// restore and a migration keep writing to that very file, at its offset,
+/// with no beat lost or written twice.
+#[test]
+fn runc_stdout_to_a_host_file_survives() -> Result<()> {
+    let pair = Pair::new("oci-out")?;
+    let bundle = pair.a.dir.join("bundle");
+    busybox_rootfs(&bundle.join("rootfs"))?;
+    let id = format!("mig-out-{}", std::process::id());
+    let script = "i=0; while true; do i=$((i+1)); echo \"beat $i\"; sleep 0.1; done";
+    let c = RuncContainer::bundle(&bundle, &id, &["/bin/sh", "-c", script], |_| Ok(()))?;
+    let out = pair.a.dir.join("out.log");
+    let st = c
+        .runc()
+        .args(["run", "-d", &id])
+        .current_dir(&bundle)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out)?)
+        .stderr(Stdio::null())
+        .status()?;
+    ensure!(st.success(), "runc run -d failed");
+    let beats_on = || -> Result<()> {
+        let log = || std::fs::read_to_string(&out).unwrap_or_default();
+        let at = beats(&log()).len();
+        wait_until(Duration::from_secs(10), "beats in the host file", || {
+            beats(&log()).len() >= at + 3
+        })?;
+        check_heartbeat(&log()).map(|_| ())
+    };
+    beats_on()?;
+    let img = pair.a.dir.join("image");
+    let img = img.to_str().unwrap();
+    pair.a.ok(&["checkpoint", "--runtime", "runc", &id, "--dir", img])?;
+    let pid = handed_pid(&pair.a.ok(&["restore", "--dir", img, "--json"])?)?;
+    c.check_runc_owns(Some(pid))?;
+    let fd1 = std::fs::read_link(format!("/proc/{pid}/fd/1"))?;
+    ensure!(fd1 == out, "stdout of the restored init is {}", fd1.display());
+    beats_on()?;
+    let pid = migrate_runc(&pair.a, &pair.b, &id, &[])?;
+    c.check_runc_owns(Some(pid))?;
+    beats_on()?;
+    c.kill_with_runc()
+}

@@ -297,3 +297,51 @@ fn nested_cgroup_is_refused_and_removed() -> Result<()> {
     ensure!(root.ps()?.is_empty(), "rm left the record");
     Ok(())
 }
+
+/// A foreground `migrate run` whose stdout the user sent to a file outside
+/// the container's root: the restored container writes on to that file,
+/// at its offset, reopened on the host's side.
+#[test]
+fn redirected_stdout_outside_the_root_is_restored() -> Result<()> {
+    let root = TestRoot::new("redirect");
+    let rootfs = root.dir.join("rootfs");
+    busybox_rootfs(&rootfs)?;
+    let out = root.dir.join("out.log");
+    let mut fg = std::process::Command::new(MIGRATE)
+        .arg("--root")
+        .arg(&root.dir)
+        .args([
+            "run",
+            "--name",
+            "r",
+            "--rootfs",
+            rootfs.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            TICKER,
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out)?)
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let log = || std::fs::read_to_string(&out).unwrap_or_default();
+    wait_until(Duration::from_secs(10), "ticks in the file", || last_tick(&log()) >= 3)?;
+    let dir = root.dir.join("image");
+    root.ok(&["checkpoint", "r", "--dir", dir.to_str().unwrap()])?;
+    let _ = fg.wait();
+    root.ok(&["restore", "--dir", dir.to_str().unwrap()])?;
+    let t = last_tick(&log());
+    wait_until(Duration::from_secs(10), "more ticks in the file", || {
+        last_tick(&log()) >= t + 3
+    })?;
+    let ticks: Vec<u64> = log()
+        .lines()
+        .filter_map(|l| l.strip_prefix("tick ").and_then(|n| n.parse().ok()))
+        .collect();
+    ensure!(
+        ticks == (1..=ticks.len() as u64).collect::<Vec<_>>(),
+        "ticks not continuous: {ticks:?}"
+    );
+    Ok(())
+}

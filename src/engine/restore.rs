@@ -258,6 +258,15 @@ fn restore_inner<'r>(
     let timens_set = timens::restore(&img.container.clocks);
 
     let shmem_fds: Vec<i32> = shmem.values().map(|f| f.as_raw_fd()).collect();
+    // Files outside the container, opened here while this process still
+    // sees the host's mounts; PID 1 inherits them, above every fd number of
+    // the image.
+    let mut host_files = HashMap::new();
+    for (i, fd) in files::open_host_files(&img.files)? {
+        let high = sys::dup_above(fd.as_fd(), max_fd.max(100) + 1)
+            .map_err(|e| stage("open files outside the container")(e.to_string()))?;
+        host_files.insert(i, high);
+    }
     // The container's network: the same address and MAC, a veth named for
     // this root.
     let net = match &img.container.net {
@@ -288,11 +297,13 @@ fn restore_inner<'r>(
         ready: &ready_wr,
         shmem: &shmem_fds,
         objects: None,
+        host_files: &host_files,
         go: &go_rd,
         shadows: &shadows,
         above: shmem_fds
             .iter()
             .copied()
+            .chain(host_files.values().map(|f| f.as_raw_fd()))
             .chain([ready_wr.as_raw_fd()])
             .max()
             .unwrap_or(100)
@@ -721,6 +732,8 @@ struct TreeCtx<'a> {
     shmem: &'a [i32],
     /// The shared objects (pipes, sockets...), once PID 1 has made them.
     objects: Option<&'a Objects>,
+    /// Files outside the container, opened by the restorer (by file number).
+    host_files: &'a HashMap<u32, OwnedFd>,
     /// Shared objects are made at this descriptor number or above.
     above: i32,
     /// Where the restorer says "go" to PID 1 once the network is there.
@@ -776,7 +789,7 @@ fn prepare_task(ctx: &TreeCtx<'_>, idx: usize) -> std::result::Result<(), String
         // Leaked on purpose: their descriptors become the restored tasks'
         // own (or are closed by number), and must never be dropped here.
         let objects: &'static Objects = Box::leak(Box::new(
-            files::make_objects(&ctx.img.files, ctx.above).map_err(|e| e.to_string())?,
+            files::make_objects(&ctx.img.files, ctx.above, ctx.host_files).map_err(|e| e.to_string())?,
         ));
         with_objects = TreeCtx {
             objects: Some(objects),

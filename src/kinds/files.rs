@@ -160,6 +160,40 @@ impl FilesImage {
     }
 }
 
+/// The IDs of every mount in the mount namespaces of `procs` (host PIDs),
+/// from their mountinfo (read once per namespace).
+fn container_mounts(procs: &[(i32, i32)]) -> Result<std::collections::HashSet<u64>> {
+    let mut seen_ns = std::collections::HashSet::new();
+    let mut ids = std::collections::HashSet::new();
+    for &(pid, _) in procs {
+        let err = |what| {
+            move |source| Error::Proc {
+                pid,
+                fd: -1,
+                what,
+                source,
+            }
+        };
+        let ns = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).map_err(err("mount namespace"))?;
+        if !seen_ns.insert(ns) {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).map_err(err("mountinfo"))?;
+        ids.extend(
+            info.lines()
+                .filter_map(|l| l.split_whitespace().next().and_then(|id| id.parse::<u64>().ok())),
+        );
+    }
+    Ok(ids)
+}
+
+/// The "mnt_id:" of an fdinfo text.
+fn fdinfo_mnt_id(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Parses "pos:" and "flags:" (octal) from an fdinfo text.
 pub fn parse_fdinfo(text: &str) -> (u64, i32) {
     let mut pos = 0;
@@ -207,6 +241,7 @@ pub fn dump_all(
     let mut anon_holders: Vec<(String, Holder, u32)> = Vec::new();
     let mut file_holders: Vec<(Holder, u32)> = Vec::new();
     let mut fifos_seen = std::collections::HashSet::new();
+    let mounts = container_mounts(procs)?;
     for &(pid, ns_pid) in procs {
         let dir = format!("/proc/{pid}/fd");
         let entries = std::fs::read_dir(&dir).map_err(|source| Error::Proc {
@@ -366,7 +401,8 @@ pub fn dump_all(
                 let file = match known {
                     Some(i) => i,
                     None => {
-                        let mut f = regfile::dump(pid, fd, &path, flags, pos, file_cap)?;
+                        let outside = fdinfo_mnt_id(&info).is_some_and(|m| !mounts.contains(&m));
+                        let mut f = regfile::dump(pid, fd, &path, flags, pos, file_cap, outside)?;
                         // A FIFO's bytes go back in once, with its first
                         // open description.
                         use std::os::unix::fs::MetadataExt;
@@ -481,9 +517,23 @@ pub struct Objects {
     pub tcp: Vec<OwnedFd>,
 }
 
+/// Opens the image's files that lie outside the container (see
+/// [`regfile::FileKind::HostPath`]), by the restorer on the host's side
+/// before the container's mount namespace exists; by file number.
+pub fn open_host_files(img: &FilesImage) -> Result<HashMap<u32, OwnedFd>> {
+    let mut out = HashMap::new();
+    for (i, f) in img.files.iter().enumerate() {
+        if f.kind == regfile::FileKind::HostPath {
+            out.insert(i as u32, regfile::restore(f)?);
+        }
+    }
+    Ok(out)
+}
+
 /// Makes every pipe, socket and eventfd/timerfd/signalfd of the image, at
-/// descriptor numbers of `above` or more.
-pub fn make_objects(img: &FilesImage, above: RawFd) -> Result<Objects> {
+/// descriptor numbers of `above` or more. `host_files` are the files
+/// [`open_host_files`] opened.
+pub fn make_objects(img: &FilesImage, above: RawFd, host_files: &HashMap<u32, OwnedFd>) -> Result<Objects> {
     let high = |fd: OwnedFd, what: &'static str| {
         crate::sys::dup_above(fd.as_fd(), above).map_err(|source| Error::Reopen {
             fd: -1,
@@ -508,8 +558,15 @@ pub fn make_objects(img: &FilesImage, above: RawFd) -> Result<Objects> {
         let fd = tcp::restore(t)?;
         objs.tcp.push(high(fd, "tcp connection")?);
     }
-    for f in &img.files {
-        let fd = regfile::restore(f)?;
+    for (i, f) in img.files.iter().enumerate() {
+        let fd = match host_files.get(&(i as u32)) {
+            Some(opened) => opened.try_clone().map_err(|e| Error::Reopen {
+                fd: -1,
+                path: f.path.clone(),
+                source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF)),
+            })?,
+            None => regfile::restore(f)?,
+        };
         objs.files.push(high(fd, "file")?);
     }
     regfile::release_fifos();

@@ -24,6 +24,11 @@ pub enum FileKind {
     /// A FIFO, reopened by path; `data` is what was buffered in it (stored
     /// with the first open description of that FIFO).
     Fifo { data: Vec<u8> },
+    /// A file on a mount outside the container's mount namespaces (stdio a
+    /// runtime or a user's shell opened before the container existed:
+    /// `runc run -d ID > /tmp/out.log`): `path` is the host's path, opened
+    /// by the restorer on the host's side and passed in.
+    HostPath,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,7 +69,8 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Describes fd `fd` of process `pid`, whose link reads `target`.
-pub fn dump(pid: i32, fd: i32, target: &str, flags: i32, pos: u64, cap: u64) -> Result<FileImage> {
+/// `outside`: the file's mount is not in the container's mount namespaces.
+pub fn dump(pid: i32, fd: i32, target: &str, flags: i32, pos: u64, cap: u64, outside: bool) -> Result<FileImage> {
     let link = format!("/proc/{pid}/fd/{fd}");
     let meta = std::fs::metadata(&link).map_err(|source| Error::Read {
         path: target.to_string(),
@@ -115,6 +121,8 @@ pub fn dump(pid: i32, fd: i32, target: &str, flags: i32, pos: u64, cap: u64) -> 
                 contents: carried(orig)?,
             },
         )
+    } else if outside {
+        (target.to_string(), FileKind::HostPath)
     } else {
         (target.to_string(), FileKind::Path)
     };
@@ -148,7 +156,7 @@ pub fn restore(f: &FileImage) -> Result<OwnedFd> {
     };
     let flags = OFlag::from_bits_retain(f.flags & REOPEN_FLAGS) | OFlag::O_CLOEXEC;
     let fd = match &f.kind {
-        FileKind::Path => {
+        FileKind::Path | FileKind::HostPath => {
             let fd = open(f.path.as_str(), flags, Mode::empty()).map_err(err)?;
             if f.regular && f.flags & libc::O_ACCMODE == libc::O_RDONLY {
                 let now = nix::sys::stat::fstat(&fd).map_err(err)?.st_size as u64;
