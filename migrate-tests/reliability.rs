@@ -345,3 +345,41 @@ fn redirected_stdout_outside_the_root_is_restored() -> Result<()> {
     );
     Ok(())
 }
+
+/// State migrate does not carry is refused by its real name, naming the
+/// process and the fd or mapping, and the container is left as it was.
+#[test]
+fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
+    let root = TestRoot::new("odd");
+    let dir = root.dir.join("image");
+    for (what, expect) in [
+        (
+            "tcp-unbound",
+            "fd 3 is a TCP socket (IPv4) not bound, listening or connected",
+        ),
+        (
+            "tcp-bound",
+            "fd 3 is a TCP socket (IPv4) bound to 127.0.0.1:7777, not listening",
+        ),
+        ("sysv", "a SysV shared memory segment"),
+        ("aio", "an AIO ring (io_setup)"),
+        ("uffd", "fd 3 is a userfaultfd"),
+    ] {
+        let pid = root.run_d(what, &[], &[workload("odd").to_str().unwrap(), what])?;
+        let last = wait_beats(&root, what, 2)?;
+        let before = snapshot(pid)?;
+        let out = root.cmd(&["checkpoint", what, "--dir", dir.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(!out.status.success(), "{what}: the checkpoint succeeded");
+        ensure!(err.contains(expect) && err.contains("still running"), "{what}: {err}");
+        ensure!(
+            !err.contains("was deleted") && !err.contains("does not support"),
+            "{what}: {err}"
+        );
+        ensure!(root.status(what)? == "running", "{what}");
+        wait_beats(&root, what, last + 2)?;
+        same(&before, &snapshot(pid)?).with_context(|| what.to_string())?;
+        root.ok(&["rm", "-f", what])?;
+    }
+    Ok(())
+}

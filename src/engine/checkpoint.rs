@@ -347,6 +347,8 @@ fn refuse_uncarried(cg: &crate::cgroup::Cgroup, procs: &[(i32, i32, Vec<i32>)]) 
     cg.refuse_nested()?;
     for (host, ns, tids) in procs {
         creds::refuse_strict_seccomp(*host, *ns, tids)?;
+        files::refuse_uncarried(*host, *ns)?;
+        memory::refuse_uncarried(*host)?;
     }
     Ok(())
 }

@@ -217,6 +217,44 @@ fn bracket_id(target: &str, prefix: &str) -> Option<u64> {
         .ok()
 }
 
+/// The anon_inode kinds migrate carries (besides eventpoll).
+const ANON_CARRIED: [&str; 5] = ["eventpoll", "eventfd", "timerfd", "signalfd", "inotify"];
+
+/// Refuses, while the container runs, an fd whose kind is never carried
+/// (io_uring, perf events, BPF objects, userfaultfd...): found from its
+/// link alone, before anything is stopped. The full dump checks the rest.
+pub fn refuse_uncarried(pid: i32, ns_pid: i32) -> Result<()> {
+    let dir = format!("/proc/{pid}/fd");
+    let entries = std::fs::read_dir(&dir).map_err(|source| Error::Proc {
+        pid,
+        fd: -1,
+        what: "list fds",
+        source,
+    })?;
+    for e in entries.flatten() {
+        let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        // An fd closed meanwhile holds nothing.
+        let Ok(target) = std::fs::read_link(e.path()) else {
+            continue;
+        };
+        let target = target.to_string_lossy();
+        if let Some(anon) = target.strip_prefix("anon_inode:") {
+            let anon = anon.trim_matches(|c| c == '[' || c == ']');
+            if !ANON_CARRIED.contains(&anon) {
+                return Err(Error::Unsupported {
+                    pid,
+                    ns_pid,
+                    fd,
+                    kind: anon.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A process's fd to read an object's state through.
 type Holder = (i32, i32);
 
@@ -345,9 +383,7 @@ pub fn dump_all(
                     continue;
                 }
                 if !diag.contains_key(&ino) {
-                    return Err(unsupported(
-                        "socket of a family migrate does not support (netlink, packet...)".into(),
-                    ));
+                    return Err(unsupported(inet::describe_unlisted(&steal(pid, fd)?)));
                 }
                 let n = sock_idx.len() as u32;
                 FdKind::Socket {
@@ -363,6 +399,7 @@ pub fn dump_all(
                         targets: anonfd::parse_epoll(&info),
                     },
                     "eventfd" | "timerfd" | "signalfd" | "inotify" => {
+                        debug_assert!(ANON_CARRIED.contains(&anon));
                         let known = anon_holders
                             .iter()
                             .find(|(k, (p, f), _)| k == anon && crate::sys::same_file(*p, *f, pid, fd).unwrap_or(false))

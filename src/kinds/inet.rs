@@ -35,6 +35,64 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Names a socket that sock_diag did not list, from the socket itself:
+/// its family, type and protocol, and where it is bound. An unbound or
+/// bound-but-not-listening TCP socket is one of these (diag lists only
+/// listening and connected ones).
+pub fn describe_unlisted(fd: &OwnedFd) -> String {
+    let int_opt = |opt: i32| {
+        let mut b = [0u8; 4];
+        crate::sys::getsockopt_raw(fd.as_fd(), libc::SOL_SOCKET, opt, &mut b)
+            .ok()
+            .map(|_| i32::from_ne_bytes(b))
+    };
+    let (Some(domain), Some(ty), Some(proto)) = (
+        int_opt(libc::SO_DOMAIN),
+        int_opt(libc::SO_TYPE),
+        int_opt(libc::SO_PROTOCOL),
+    ) else {
+        return "socket whose family can not be read".into();
+    };
+    let family = match domain {
+        libc::AF_INET => "IPv4",
+        libc::AF_INET6 => "IPv6",
+        libc::AF_NETLINK => return format!("netlink socket (protocol {proto})"),
+        libc::AF_PACKET => return "packet socket".into(),
+        libc::AF_UNIX => return "unix socket that sock_diag does not list".into(),
+        other => return format!("socket of address family {other}"),
+    };
+    let kind = match (ty, proto) {
+        (libc::SOCK_STREAM, 0 | libc::IPPROTO_TCP) => "TCP",
+        (libc::SOCK_DGRAM, 0 | libc::IPPROTO_UDP) => "UDP",
+        (libc::SOCK_RAW, _) => "raw",
+        (libc::SOCK_STREAM, libc::IPPROTO_MPTCP) => "MPTCP",
+        (libc::SOCK_SEQPACKET | libc::SOCK_STREAM, libc::IPPROTO_SCTP) => "SCTP",
+        _ => "",
+    };
+    let kind = if kind.is_empty() {
+        format!("{family} socket (type {ty}, protocol {proto})")
+    } else {
+        format!("{kind} socket ({family})")
+    };
+    let bound = socket::getsockname::<SockaddrStorage>(fd.as_raw_fd())
+        .ok()
+        .and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|s| SocketAddr::from(std::net::SocketAddrV4::from(*s)))
+                .or_else(|| {
+                    a.as_sockaddr_in6()
+                        .map(|s| SocketAddr::from(std::net::SocketAddrV6::from(*s)))
+                })
+        })
+        .filter(|a| a.port() != 0 || !a.ip().is_unspecified());
+    match bound {
+        Some(a) if kind.starts_with("TCP") => format!("{kind} bound to {a}, not listening or connected"),
+        Some(a) => format!("{kind} bound to {a}"),
+        None if kind.starts_with("TCP") => format!("{kind} not bound, listening or connected"),
+        None => format!("{kind}, not bound"),
+    }
+}
+
 /// TCP states (include/net/tcp_states.h).
 pub const TCP_ESTABLISHED: u8 = 1;
 pub const TCP_CLOSE: u8 = 7;

@@ -235,6 +235,15 @@ pub fn mappings_fast(pid: i32) -> Result<Vec<MapLine>> {
     parse_maps(pid, &read_proc(pid, "maps")?)
 }
 
+/// Refuses a process with a mapping migrate does not carry (read from
+/// /proc/PID/maps while it runs, before anything is stopped).
+pub fn refuse_uncarried(pid: i32) -> Result<()> {
+    for m in mappings_fast(pid)? {
+        backing_of(pid, &m)?;
+    }
+    Ok(())
+}
+
 fn prot_of(perms: &str) -> u32 {
     let b = perms.as_bytes();
     let mut p = 0;
@@ -264,10 +273,20 @@ fn backing_of(pid: i32, m: &MapLine) -> Result<Option<Backing>> {
     Ok(Some(match m.path.as_str() {
         "[vsyscall]" => return Ok(None),
         p if SPECIALS.contains(&p) => Backing::Special { name: p.to_string() },
-        p if shared
-            && m.inode != 0
-            && (p.starts_with("/dev/zero") || p.starts_with("/SYSV") || p.starts_with("/memfd:") || p.is_empty()) =>
-        {
+        p if p.starts_with("/SYSV") => {
+            // Carrying its contents as plain shared memory would lose the
+            // segment itself (its id, key and owner in the IPC namespace).
+            return Err(unsupported(
+                "a SysV shared memory segment (shmat), which migrate does not carry yet",
+            ));
+        }
+        "/[aio] (deleted)" => return Err(unsupported("an AIO ring (io_setup), which migrate does not carry yet")),
+        p if p.starts_with("/anon_hugepage") => {
+            return Err(unsupported(
+                "anonymous huge pages (MAP_HUGETLB), which migrate does not carry yet",
+            ))
+        }
+        p if shared && m.inode != 0 && (p.starts_with("/dev/zero") || p.starts_with("/memfd:") || p.is_empty()) => {
             // shmem: dev:inode identify the object across processes.
             let dev = m.dev.replace(':', "");
             let dev = u64::from_str_radix(&dev, 16).unwrap_or(0);
@@ -1017,6 +1036,18 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
     fn deleted_files_are_refused() {
         let m = parse_maps(7, "7f00-7f01 r--p 00000000 fe:01 9 /tmp/x (deleted)\n").unwrap();
         assert!(matches!(backing_of(7, &m[0]), Err(Error::Unsupported { .. })));
+    }
+
+    #[test]
+    fn mappings_are_named_for_what_they_are() {
+        let reason = |line: &str| match backing_of(7, &parse_maps(7, line).unwrap()[0]) {
+            Err(Error::Unsupported { reason, .. }) => reason,
+            other => panic!("{line}: {other:?}"),
+        };
+        assert!(reason("7f00-7f01 rw-s 00000000 00:01 32768 /SYSV00000000 (deleted)\n").contains("SysV shared memory"));
+        assert!(reason("7f00-7f01 rw-s 00000000 00:14 3 /[aio] (deleted)\n").contains("AIO ring"));
+        assert!(reason("7f00-7f01 rw-p 00000000 00:10 5 /anon_hugepage (deleted)\n").contains("MAP_HUGETLB"));
+        assert!(reason("7f00-7f01 r--p 00000000 fe:01 9 /tmp/x (deleted)\n").contains("deleted"));
     }
 
     #[test]
