@@ -10,3 +10,4 @@ mod oci;
 mod programs;
 mod reliability;
 mod runtime;
+mod upgrade;

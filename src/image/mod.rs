@@ -1,8 +1,14 @@
 //! The checkpoint image: a manifest, postcard-encoded sections (one per
 //! kind of state), and a page store.
 //!
-//! Every section is framed: magic, format version, payload length and a
-//! CRC-32 of the payload, and decodes with a size cap. The manifest lists
+//! Every section is framed: magic, the section's own version, payload
+//! length and a CRC-32 of the payload, and decodes with a size cap.
+//!
+//! Versions: images outlive binaries, and a cluster is upgraded one host
+//! at a time, so this build also reads the previous format
+//! ([`OLDEST_FORMAT_VERSION`]). Each section carries its own version, so
+//! that one kind can change its layout (and keep a decoder for its older
+//! one, see [`open_section`]) without invalidating every image. The manifest lists
 //! every other file of the image with its length and checksum, plus the
 //! kernel and CPU facts of the machine that wrote it. Sinks and sources
 //! (a directory today, a QUIC stream later) move named blobs and the page
@@ -16,8 +22,14 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// Magic at the start of every section file.
 pub const SECTION_MAGIC: [u8; 8] = *b"MIGRSECT";
-/// Image format version. An image of another version is refused.
-pub const FORMAT_VERSION: u32 = 3;
+/// Image format version this build writes: format 4 is format 3 with a
+/// version per section.
+pub const FORMAT_VERSION: u32 = 4;
+/// The oldest image format this build reads. A format-3 image's sections
+/// are all at version 3, which every section of this build reads.
+pub const OLDEST_FORMAT_VERSION: u32 = 3;
+/// The version a section is written at unless its kind has moved on.
+pub const SECTION_VERSION: u32 = 4;
 /// No section may be larger than this (pages live in the page store).
 pub const SECTION_CAP: u64 = 256 << 20;
 const HEADER_LEN: usize = 8 + 4 + 8 + 4;
@@ -33,8 +45,13 @@ pub enum Error {
     },
     #[error("image section {name}: not a migrate image section (bad magic)")]
     BadMagic { name: String },
-    #[error("image section {name}: format version {found}, this build reads version {FORMAT_VERSION}; restore it with a matching migrate")]
-    Version { name: String, found: u32 },
+    #[error("image section {name}: version {found}, this build reads versions {oldest} to {newest}; restore it with a migrate of its version (or newer)")]
+    Version {
+        name: String,
+        found: u32,
+        oldest: u32,
+        newest: u32,
+    },
     #[error("image section {name}: {len} bytes is over the {cap}-byte cap; the image is damaged")]
     TooLarge { name: String, len: u64, cap: u64 },
     #[error("image section {name}: truncated ({have} of {want} bytes)")]
@@ -53,20 +70,50 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Encodes `value` as a framed section.
+/// Encodes `value` as a framed section at [`SECTION_VERSION`].
 pub fn encode_section<T: Serialize>(value: &T) -> Vec<u8> {
+    encode_section_at(SECTION_VERSION, value)
+}
+
+/// Encodes `value` as a framed section of version `version` (a kind whose
+/// layout moved on writes its own).
+pub fn encode_section_at<T: Serialize>(version: u32, value: &T) -> Vec<u8> {
     let payload = postcard::to_stdvec(value).expect("image sections serialize");
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(&SECTION_MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
     out.extend_from_slice(&payload);
     out
 }
 
-/// Decodes a framed section, checking magic, version, size and checksum.
+/// Decodes a framed section of a version from [`OLDEST_FORMAT_VERSION`] to
+/// [`SECTION_VERSION`], checking magic, version, size and checksum.
 pub fn decode_section<T: DeserializeOwned>(name: &str, bytes: &[u8]) -> Result<T> {
+    let (version, payload) = open_section(name, bytes)?;
+    if !(OLDEST_FORMAT_VERSION..=SECTION_VERSION).contains(&version) {
+        return Err(Error::Version {
+            name: name.to_string(),
+            found: version,
+            oldest: OLDEST_FORMAT_VERSION,
+            newest: SECTION_VERSION,
+        });
+    }
+    decode_payload(name, payload)
+}
+
+/// Decodes a section's payload (from [`open_section`]).
+pub fn decode_payload<T: DeserializeOwned>(name: &str, payload: &[u8]) -> Result<T> {
+    postcard::from_bytes(payload).map_err(|e| Error::Decode {
+        name: name.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Checks a framed section's magic, size and checksum; returns its
+/// version and payload, for a kind to decode by version.
+pub fn open_section<'b>(name: &str, bytes: &'b [u8]) -> Result<(u32, &'b [u8])> {
     let name_s = || name.to_string();
     if bytes.len() < HEADER_LEN {
         return Err(Error::Truncated {
@@ -79,12 +126,6 @@ pub fn decode_section<T: DeserializeOwned>(name: &str, bytes: &[u8]) -> Result<T
         return Err(Error::BadMagic { name: name_s() });
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION {
-        return Err(Error::Version {
-            name: name_s(),
-            found: version,
-        });
-    }
     let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
     if len > SECTION_CAP {
         return Err(Error::TooLarge {
@@ -106,10 +147,7 @@ pub fn decode_section<T: DeserializeOwned>(name: &str, bytes: &[u8]) -> Result<T
     if crc32fast::hash(payload) != crc {
         return Err(Error::Checksum { name: name_s() });
     }
-    postcard::from_bytes(payload).map_err(|e| Error::Decode {
-        name: name_s(),
-        reason: e.to_string(),
-    })
+    Ok((version, payload))
 }
 
 /// Facts about the machine that wrote an image, checked at restore.
@@ -142,3 +180,25 @@ pub struct Manifest {
 
 /// The name of the manifest file in an image.
 pub const MANIFEST: &str = "manifest";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_of_the_previous_format_are_read_and_newer_ones_refused() {
+        let value = (7u32, "seven".to_string());
+        for v in OLDEST_FORMAT_VERSION..=SECTION_VERSION {
+            let got: (u32, String) = decode_section("s", &encode_section_at(v, &value)).unwrap();
+            assert_eq!(got, value);
+        }
+        for v in [OLDEST_FORMAT_VERSION - 1, SECTION_VERSION + 1] {
+            let err = decode_section::<(u32, String)>("s", &encode_section_at(v, &value)).unwrap_err();
+            assert!(matches!(err, Error::Version { found, .. } if found == v), "{err}");
+        }
+        let newer = encode_section_at(9, &value);
+        let (v, payload) = open_section("s", &newer).unwrap();
+        assert_eq!(v, 9);
+        assert_eq!(decode_payload::<(u32, String)>("s", payload).unwrap(), value);
+    }
+}

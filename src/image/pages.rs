@@ -6,7 +6,7 @@
 
 use std::io::{Read, Write};
 
-use super::{Error, Result, FORMAT_VERSION};
+use super::{Error, Result, FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 
 pub const PAGES_MAGIC: [u8; 8] = *b"MIGRPAGE";
 const CHUNK_MAGIC: u32 = u32::from_le_bytes(*b"PGCK");
@@ -240,10 +240,12 @@ impl<R: Read + Send + 'static> PageReader<R> {
             return Err(Error::Pages("not a migrate page store (bad magic)".into()));
         }
         let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-        if version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(Error::Version {
                 name: "pages".into(),
                 found: version,
+                oldest: OLDEST_FORMAT_VERSION,
+                newest: FORMAT_VERSION,
             });
         }
         Ok(Self {

@@ -236,9 +236,10 @@ async fn migration(
             container,
             ..
         } => {
-            if *magic != wire::MAGIC || *version != wire::VERSION {
+            if *magic != wire::MAGIC || !(wire::OLDEST_VERSION..=wire::VERSION).contains(version) {
                 Some(format!(
-                    "the source speaks protocol version {version}, this receiver speaks {}",
+                    "the source speaks protocol version {version}, this receiver speaks versions {} to {}",
+                    wire::OLDEST_VERSION,
                     wire::VERSION
                 ))
             } else if !crate::runtime::state::valid_name(container) {

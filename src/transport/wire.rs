@@ -9,8 +9,12 @@ use serde::{Deserialize, Serialize};
 use crate::image::precopy::PrecopyBatch;
 
 pub const MAGIC: [u8; 8] = *b"MIGRWIRE";
-/// Protocol version; a peer speaking another is refused in the hello.
+/// Protocol version this build speaks.
 pub const VERSION: u32 = 1;
+/// The oldest protocol version a receiver accepts: the previous one, so
+/// that a destination upgraded first still takes containers from sources
+/// that are not (rolling upgrades).
+pub const OLDEST_VERSION: u32 = 1;
 /// TLS application protocol name.
 pub const ALPN: &[u8] = b"migrate/1";
 /// No frame may be larger (image sections are capped at 256 MiB).
@@ -76,10 +80,12 @@ impl Facts {
                 source.arch, self.arch
             ));
         }
-        if source.image_version != self.image_version {
+        if !(crate::image::OLDEST_FORMAT_VERSION..=self.image_version).contains(&source.image_version) {
             return Some(format!(
-                "the source writes image format {}, this machine reads {}: run the same migrate version on both",
-                source.image_version, self.image_version
+                "the source writes image format {}, this machine reads formats {} to {}: upgrade migrate here (or run the same version on both)",
+                source.image_version,
+                crate::image::OLDEST_FORMAT_VERSION,
+                self.image_version
             ));
         }
         let missing: Vec<&str> = source
@@ -288,7 +294,7 @@ mod tests {
             kernel: "6.18".into(),
             arch: "x86_64".into(),
             cpu_flags: vec!["sse2".into(), "avx2".into()],
-            image_version: 2,
+            image_version: crate::image::FORMAT_VERSION,
         };
         let mut src = here.clone();
         assert!(here.refuse_from(&src).is_none());
@@ -298,7 +304,11 @@ mod tests {
         src.arch = "aarch64".into();
         assert!(here.refuse_from(&src).unwrap().contains("architectures"));
         src.arch = "x86_64".into();
-        src.image_version = 1;
+        src.image_version = crate::image::OLDEST_FORMAT_VERSION;
+        assert!(here.refuse_from(&src).is_none(), "the previous format is read");
+        src.image_version = crate::image::OLDEST_FORMAT_VERSION - 1;
         assert!(here.refuse_from(&src).unwrap().contains("image format"));
+        src.image_version = crate::image::FORMAT_VERSION + 1;
+        assert!(here.refuse_from(&src).unwrap().contains("upgrade migrate here"));
     }
 }
