@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod inspect;
 pub mod live;
 pub mod restore;
+pub mod validate;
 
 use std::path::PathBuf;
 
@@ -57,6 +58,8 @@ pub enum Error {
     Mounts(#[from] mounts::Error),
     #[error(transparent)]
     Fault(#[from] crate::fault::Injected),
+    #[error(transparent)]
+    Invalid(#[from] validate::Error),
     #[error("{phase} (task {tid}): {source}")]
     Ptrace {
         phase: &'static str,

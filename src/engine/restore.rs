@@ -191,7 +191,9 @@ fn restore_inner<'r>(
         });
     }
     let img = load(src)?;
-    tracing::debug!(ms = ms_since(t0), "restore: image decoded");
+    // What the image says is checked before anything is made from it.
+    super::validate::image(&img.procs, &img.mm, &img.signals, &img.files)?;
+    tracing::debug!(ms = ms_since(t0), "restore: image decoded and checked");
     if !img.files.tcp.is_empty() && !opts.tcp_established {
         return Err(Error::TcpNotRequested(img.files.tcp.len()));
     }

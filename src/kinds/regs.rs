@@ -103,7 +103,7 @@ pub fn resume_regs(img: &ThreadImage) -> ptrace::UserRegs {
         match r.rax as i64 {
             ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => {
                 r.rax = r.orig_rax;
-                r.rip -= 2;
+                r.rip = r.rip.wrapping_sub(2);
             }
             ERESTART_RESTARTBLOCK => r.rax = (-libc::EINTR) as i64 as u64,
             _ => {}
