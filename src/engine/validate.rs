@@ -360,7 +360,7 @@ mod tests {
         for (what, v) in [
             ("reversed", vec![vma(0x4000, 0x1000, vec![])]),
             ("unaligned", vec![vma(0x1001, 0x4000, vec![])]),
-            ("past the address space", vec![vma(0x1000, u64::MAX & !0xfff, vec![])]),
+            ("past the address space", vec![vma(0x1000, !0xfff, vec![])]),
             (
                 "overlapping",
                 vec![vma(0x1000, 0x4000, vec![]), vma(0x3000, 0x5000, vec![])],
@@ -368,7 +368,7 @@ mod tests {
             ("run outside", vec![vma(0x1000, 0x2000, vec![run(0x1000, 2)])]),
             (
                 "run wraps",
-                vec![vma(0x1000, 0x2000, vec![run(u64::MAX & !0xfff, u32::MAX)])],
+                vec![vma(0x1000, 0x2000, vec![run(!0xfff, u32::MAX)])],
             ),
         ] {
             assert!(check(&procs, v).is_err(), "{what}");
