@@ -765,7 +765,10 @@ fn pre_image(ctx: &TreeCtx<'_>, idx: usize) -> ! {
     let mut fds: Vec<i32> = ctx.img.files.of(p.pid).iter().map(|f| f.fd).collect();
     fds.extend(ctx.shmem);
     fds.push(ctx.ready.as_raw_fd());
-    let _ = sys::close_all_but(&fds);
+    // SAFETY: this forked task never returns (it pauses until it is
+    // replaced) and drops nothing: no Rust object uses what is closed.
+    #[allow(unsafe_code)]
+    let _ = unsafe { sys::close_all_but(&fds) };
     let _ = nix::unistd::write(ctx.ready, msg.as_bytes());
     loop {
         nix::unistd::pause();
@@ -851,7 +854,12 @@ fn prepare_task(ctx: &TreeCtx<'_>, idx: usize) -> std::result::Result<(), String
     let fds = ctx.img.files.of(p.pid);
     let mut keep = ctx.shmem.to_vec();
     keep.push(ctx.ready.as_raw_fd());
-    files::restore(fds, Some(ctx.log), ctx.objects, &keep).map_err(|e| e.to_string())
+    // SAFETY: only pre_image calls this, in a forked task that never
+    // returns and drops nothing afterwards; it writes to the ready pipe
+    // (in `keep`) and waits to be replaced.
+    #[allow(unsafe_code)]
+    let placed = unsafe { files::restore(fds, Some(ctx.log), ctx.objects, &keep) };
+    placed.map_err(|e| e.to_string())
 }
 
 /// Whether `pid` is `top` or one of its descendants in the image's tree.

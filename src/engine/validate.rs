@@ -366,10 +366,7 @@ mod tests {
                 vec![vma(0x1000, 0x4000, vec![]), vma(0x3000, 0x5000, vec![])],
             ),
             ("run outside", vec![vma(0x1000, 0x2000, vec![run(0x1000, 2)])]),
-            (
-                "run wraps",
-                vec![vma(0x1000, 0x2000, vec![run(!0xfff, u32::MAX)])],
-            ),
+            ("run wraps", vec![vma(0x1000, 0x2000, vec![run(!0xfff, u32::MAX)])]),
         ] {
             assert!(check(&procs, v).is_err(), "{what}");
         }

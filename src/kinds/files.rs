@@ -633,9 +633,12 @@ pub fn make_objects(img: &FilesImage, above: RawFd, host_files: &HashMap<u32, Ow
 /// its memory is replaced): every image fd at its number, and nothing else
 /// open but `keep`, whose numbers must all be above the image's.
 ///
+/// # Safety
 /// Afterwards no descriptor that Rust code of this process owned may be
-/// used or dropped: the caller only writes to `keep` and waits.
-pub fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&Objects>, keep: &[RawFd]) -> Result<()> {
+/// used or dropped, but those in `keep`: the caller only writes to `keep`
+/// and waits to be replaced (a forked task of a restore).
+#[allow(unsafe_code)]
+pub unsafe fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&Objects>, keep: &[RawFd]) -> Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     let top = fds
         .iter()
@@ -691,10 +694,14 @@ pub fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&Objects>
         parked.push((high, f));
     }
     for (fd, img) in &parked {
-        crate::sys::place_fd(fd.as_fd(), img.fd, img.flags & libc::O_CLOEXEC != 0).map_err(|source| Error::Reopen {
-            fd: img.fd,
-            path: format!("{:?}", img.kind),
-            source,
+        // SAFETY: the function's contract: nothing of the caller's is used
+        // again, and our own descriptors are all parked above `top`.
+        unsafe { crate::sys::place_fd(fd.as_fd(), img.fd, img.flags & libc::O_CLOEXEC != 0) }.map_err(|source| {
+            Error::Reopen {
+                fd: img.fd,
+                path: format!("{:?}", img.kind),
+                source,
+            }
         })?;
     }
     drop(parked);
@@ -707,7 +714,9 @@ pub fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&Objects>
         .map(|f| f.fd)
         .collect();
     open_set.extend_from_slice(keep);
-    crate::sys::close_all_but(&open_set).map_err(|source| Error::Reopen {
+    // SAFETY: the function's contract; `parked` was dropped above, and what
+    // stays open is the placed table and `keep`.
+    unsafe { crate::sys::close_all_but(&open_set) }.map_err(|source| Error::Reopen {
         fd: -1,
         path: "close the restorer's descriptors".into(),
         source,
@@ -733,7 +742,8 @@ pub fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&Objects>
                 other => other.map_err(err)?,
             }
         }
-        crate::sys::place_fd(ep.as_fd(), f.fd, f.flags & libc::O_CLOEXEC != 0).map_err(err)?;
+        // SAFETY: the function's contract; `ep` is parked above `top`.
+        unsafe { crate::sys::place_fd(ep.as_fd(), f.fd, f.flags & libc::O_CLOEXEC != 0) }.map_err(err)?;
     }
     Ok(())
 }

@@ -296,11 +296,14 @@ pub fn close_from(first: RawFd) -> Result<(), Errno> {
 /// dup3(2): makes descriptor number `target` refer to `fd`'s open file.
 /// The new descriptor is deliberately owned by no Rust object: it is part
 /// of a process image being restored, and outlives this code.
-pub fn place_fd(fd: BorrowedFd<'_>, target: RawFd, cloexec: bool) -> Result<(), Errno> {
+///
+/// # Safety
+/// Whatever was open at `target` is closed: no Rust object (an `OwnedFd`,
+/// a `File`...) of this process may own or use that number afterwards.
+pub unsafe fn place_fd(fd: BorrowedFd<'_>, target: RawFd, cloexec: bool) -> Result<(), Errno> {
     let flags = if cloexec { libc::O_CLOEXEC } else { 0 };
-    // SAFETY: dup3 only changes the descriptor table. Any descriptor that
-    // was at `target` is closed; callers place only onto numbers that no
-    // Rust object of theirs will use again (see kinds::files::restore).
+    // SAFETY: dup3 only changes the descriptor table; the caller vouches
+    // that nothing of ours uses `target` (the function's contract).
     let ret = unsafe { libc::dup3(fd.as_raw_fd(), target, flags) };
     if ret < 0 {
         Err(Errno::last())
@@ -311,16 +314,19 @@ pub fn place_fd(fd: BorrowedFd<'_>, target: RawFd, cloexec: bool) -> Result<(), 
 
 /// Closes every descriptor whose number is not in `keep`.
 ///
+/// # Safety
 /// Only for a process that is about to be replaced (a restored task before
-/// its memory is swapped in): no Rust object may use a closed number again.
-pub fn close_all_but(keep: &[RawFd]) -> Result<(), Errno> {
+/// its memory is swapped in): no Rust object may use or drop a closed
+/// number again.
+pub unsafe fn close_all_but(keep: &[RawFd]) -> Result<(), Errno> {
     let mut keep: Vec<RawFd> = keep.to_vec();
     keep.sort_unstable();
     keep.dedup();
     let mut from: libc::c_uint = 0;
     for k in keep.iter().map(|k| *k as libc::c_uint).chain([libc::c_uint::MAX]) {
         if k > from {
-            // SAFETY: see the contract above.
+            // SAFETY: close_range only changes the descriptor table; the
+            // caller vouches that no Rust object uses what it closes.
             let ret = unsafe { libc::syscall(libc::SYS_close_range, from, k - 1, 0) };
             if ret < 0 {
                 return Err(Errno::last());
