@@ -153,6 +153,7 @@ fn bridged_containers_keep_address_mac_and_sockets() -> Result<()> {
     established_tcp_survives(&root)?;
     redis_over_tcp_keeps_its_client(&root)?;
     established_tcp_migrates()?;
+    failures_keep_the_connection()?;
 
     // Two roots: same container name, distinct veths and addresses.
     root.run_d("web", &["--net", "bridge"], &["sleep", "100"])?;
@@ -241,6 +242,84 @@ fn established_tcp_migrates() -> Result<()> {
         "lease left behind"
     );
     Ok(())
+}
+
+/// Whether the host side of a container's veth is up.
+fn host_link_up(root: &TestRoot, name: &str) -> Result<bool> {
+    let st: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        root.dir.join("containers").join(name).join("state.json"),
+    )?)?;
+    let veth = st["net"]["host_veth"].as_str().context("no veth in state")?;
+    let flags = std::fs::read_to_string(format!("/sys/class/net/{veth}/flags"))?;
+    Ok(u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16)? & 1 == 1)
+}
+
+/// A checkpoint or a migration with --tcp-established that fails at any
+/// step (MIGRATE_FAIL_AT) leaves the bridged container's connection
+/// working (out of repair mode, its link up) and the destination without
+/// a veth or a lease.
+fn failures_keep_the_connection() -> Result<()> {
+    let pair = crate::migration::Pair::new("net-fault")?;
+    start_echo(&pair.a)?;
+    let ip = ip_of(&pair.a, "echo")?;
+    let (mut out, mut lines) = open_echo(&ip)?;
+    let mut next = 0u32;
+    exchange(&mut out, &mut lines, &mut next, 3)?;
+    let dir = pair.a.dir.join("image");
+    for step in [
+        "checkpoint:after-files",
+        "checkpoint:dump-process:1",
+        "checkpoint:after-seal",
+    ] {
+        let args = [
+            "checkpoint",
+            "echo",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--tcp-established",
+        ];
+        let res = pair.a.cmd_env(&[("MIGRATE_FAIL_AT", step)], &args);
+        ensure!(!res.status.success(), "checkpoint failing at {step} succeeded");
+        ensure!(host_link_up(&pair.a, "echo")?, "at {step}: the link stayed down");
+        exchange(&mut out, &mut lines, &mut next, 3).with_context(|| format!("after a failure at {step}"))?;
+    }
+    for (step, on_sender) in [("send:before-commit", true), ("recv:before-resume", false)] {
+        let env = [("MIGRATE_FAIL_AT", step)];
+        let none: [(&str, &str); 0] = [];
+        let recv_env: &[(&str, &str)] = if on_sender { &none } else { &env };
+        let send_env: &[(&str, &str)] = if on_sender { &env } else { &none };
+        let links_before = veths();
+        let mut recv = crate::migration::Receiver::start_env(&pair.b, "127.0.0.1", true, None, recv_env)?;
+        let res = pair
+            .a
+            .cmd_env(send_env, &["send", "echo", &recv.addr, "--tcp-established"]);
+        ensure!(!res.status.success(), "migration failing at {step} succeeded");
+        let _ = recv.wait(Duration::from_secs(30));
+        ensure!(pair.a.status("echo")? == "running", "at {step}");
+        ensure!(host_link_up(&pair.a, "echo")?, "at {step}: the link stayed down");
+        exchange(&mut out, &mut lines, &mut next, 3).with_context(|| format!("after a failure at {step}"))?;
+        crate::migration::nothing_left(&pair.b, "echo")?;
+        wait_until(Duration::from_secs(10), "the destination's veth to go", || {
+            veths() == links_before
+        })
+        .with_context(|| format!("at {step}: veths {links_before:?} became {:?}", veths()))?;
+    }
+    pair.a.ok(&["rm", "-f", "echo"])?;
+    Ok(())
+}
+
+/// The host ends of containers' veths (migrate names them mg...).
+fn veths() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("mg"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
 }
 
 /// A bridged container "echo": a Python server on port 7000 that echoes

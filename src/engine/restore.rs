@@ -137,6 +137,9 @@ pub struct Prepared<'r> {
     undo: Undo,
     report: RestoreReport,
     t0: Instant,
+    /// Established TCP connections, still in repair mode until the commit:
+    /// each with a holder (host PID, fd).
+    tcp: Vec<(crate::kinds::tcp::TcpImage, i32, i32)>,
     _lock: nix::fcntl::Flock<File>,
 }
 
@@ -153,6 +156,9 @@ impl Prepared<'_> {
             kept_running: false,
             source: Box::new(e),
         };
+        for (t, pid, fd) in &self.tcp {
+            crate::kinds::tcp::go_live(t, *pid, *fd).map_err(|e| fail(files::Error::from(e).into()))?;
+        }
         self.root.save_state(&self.state).map_err(|e| fail(e.into()))?;
         self.undo
             .cgroup
@@ -454,6 +460,19 @@ fn restore_inner<'r>(
             source,
         })?;
     }
+    // A holder of each established connection, to end its repair mode at
+    // the commit.
+    let mut tcp = Vec::new();
+    for (i, t) in img.files.tcp.iter().enumerate() {
+        let holder = img.files.procs.iter().find_map(|(pid, fds)| {
+            fds.iter()
+                .find(|f| f.kind == files::FdKind::Tcp { conn: i as u32 })
+                .map(|f| (*pid, f.fd))
+        });
+        if let Some((pid, fd)) = holder {
+            tcp.push((t.clone(), host_of(pid)?, fd));
+        }
+    }
     crate::fault::check("restore:before-ready")?;
     let c = &img.container;
     let st = ContainerState {
@@ -478,6 +497,7 @@ fn restore_inner<'r>(
         undo,
         report,
         t0,
+        tcp,
         _lock: lock,
     })
 }

@@ -239,6 +239,25 @@ pub fn restore(t: &TcpImage) -> Result<OwnedFd> {
     if t.keepalive {
         set_i32(&fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1).map_err(err("SO_KEEPALIVE"))?;
     }
-    set_i32(&fd, libc::IPPROTO_TCP, TCP_REPAIR, 0).map_err(err("leave repair mode"))?;
+    // Still in repair mode: a restore that is discarded (a migration that
+    // fails before its commit) then closes it without a word, instead of
+    // resetting the peer that the source, running on, still talks to.
+    // [`go_live`] ends repair at the commit.
     Ok(fd)
+}
+
+/// At the commit of a restore: takes connection `t`, held as fd `fd` by
+/// process `pid` (host PID), out of repair mode, with a window probe.
+pub fn go_live(t: &TcpImage, pid: i32, fd: i32) -> Result<()> {
+    let err = |what| {
+        move |source| Error {
+            local: t.local,
+            remote: t.remote,
+            what,
+            source,
+        }
+    };
+    let pidfd = sys::pidfd_open(nix::unistd::Pid::from_raw(pid)).map_err(err("pidfd_open"))?;
+    let sock = sys::pidfd_getfd(pidfd.as_fd(), fd).map_err(err("pidfd_getfd"))?;
+    set_i32(&sock, libc::IPPROTO_TCP, TCP_REPAIR, 0).map_err(err("leave repair mode"))
 }
