@@ -224,19 +224,9 @@ const ANON_CARRIED: [&str; 5] = ["eventpoll", "eventfd", "timerfd", "signalfd", 
 /// (io_uring, perf events, BPF objects, userfaultfd...): found from its
 /// link alone, before anything is stopped. The full dump checks the rest.
 pub fn refuse_uncarried(pid: i32, ns_pid: i32) -> Result<()> {
-    let dir = format!("/proc/{pid}/fd");
-    let entries = std::fs::read_dir(&dir).map_err(|source| Error::Proc {
-        pid,
-        fd: -1,
-        what: "list fds",
-        source,
-    })?;
-    for e in entries.flatten() {
-        let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
+    for fd in list_fds(pid)? {
         // An fd closed meanwhile holds nothing.
-        let Ok(target) = std::fs::read_link(e.path()) else {
+        let Ok(target) = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")) else {
             continue;
         };
         let target = target.to_string_lossy();
@@ -253,6 +243,22 @@ pub fn refuse_uncarried(pid: i32, ns_pid: i32) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The fd numbers of process `pid`, in order.
+fn list_fds(pid: i32) -> Result<Vec<i32>> {
+    let entries = std::fs::read_dir(format!("/proc/{pid}/fd")).map_err(|source| Error::Proc {
+        pid,
+        fd: -1,
+        what: "list fds",
+        source,
+    })?;
+    let mut fds: Vec<i32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .collect();
+    fds.sort_unstable();
+    Ok(fds)
 }
 
 /// A process's fd to read an object's state through.
@@ -282,17 +288,7 @@ pub fn dump_all(
     let mounts = container_mounts(procs)?;
     for &(pid, ns_pid) in procs {
         let dir = format!("/proc/{pid}/fd");
-        let entries = std::fs::read_dir(&dir).map_err(|source| Error::Proc {
-            pid,
-            fd: -1,
-            what: "list fds",
-            source,
-        })?;
-        let mut fds: Vec<i32> = entries
-            .flatten()
-            .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
-            .collect();
-        fds.sort_unstable();
+        let fds = list_fds(pid)?;
         let mut out = Vec::new();
         for fd in fds {
             let proc_err = |what| move |source| Error::Proc { pid, fd, what, source };

@@ -176,15 +176,18 @@ pub fn leave_repair(fd: &OwnedFd) {
 }
 
 /// Makes the connection again (in the container's network namespace).
+/// An error about connection `t` in step `what`.
+fn failed<'t>(t: &'t TcpImage, what: &'static str) -> impl Fn(Errno) -> Error + 't {
+    move |source| Error {
+        local: t.local,
+        remote: t.remote,
+        what,
+        source,
+    }
+}
+
 pub fn restore(t: &TcpImage) -> Result<OwnedFd> {
-    let err = |what| {
-        move |source| Error {
-            local: t.local,
-            remote: t.remote,
-            what,
-            source,
-        }
-    };
+    let err = |what| failed(t, what);
     let family = if t.local.is_ipv6() {
         AddressFamily::Inet6
     } else {
@@ -249,14 +252,7 @@ pub fn restore(t: &TcpImage) -> Result<OwnedFd> {
 /// At the commit of a restore: takes connection `t`, held as fd `fd` by
 /// process `pid` (host PID), out of repair mode, with a window probe.
 pub fn go_live(t: &TcpImage, pid: i32, fd: i32) -> Result<()> {
-    let err = |what| {
-        move |source| Error {
-            local: t.local,
-            remote: t.remote,
-            what,
-            source,
-        }
-    };
+    let err = |what| failed(t, what);
     let pidfd = sys::pidfd_open(nix::unistd::Pid::from_raw(pid)).map_err(err("pidfd_open"))?;
     let sock = sys::pidfd_getfd(pidfd.as_fd(), fd).map_err(err("pidfd_getfd"))?;
     set_i32(&sock, libc::IPPROTO_TCP, TCP_REPAIR, 0).map_err(err("leave repair mode"))
