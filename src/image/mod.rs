@@ -47,6 +47,15 @@ pub enum Error {
     Missing { name: String },
     #[error("image page store: {0}")]
     Pages(String),
+    #[error("pre-copy batch of process {pid}: {pages} pages is over the {cap}-page cap; the peer is broken")]
+    PrecopyTooLarge { pid: i32, pages: u64, cap: u64 },
+    #[error("pre-copy batch of process {pid}: run of {pages} pages at {addr:#x} {reason}")]
+    PrecopyRun {
+        pid: i32,
+        addr: u64,
+        pages: u32,
+        reason: &'static str,
+    },
     #[error("destination: {0}")]
     Peer(String),
 }
