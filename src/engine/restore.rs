@@ -103,6 +103,7 @@ fn load(src: &mut dyn ImageSource) -> Result<Image> {
 /// could not use (its checksums only say it is as it was written).
 fn check(img: &Image) -> Result<()> {
     img.container.clocks.check()?;
+    pstree::check(&img.procs)?;
     for (pid, mm) in &img.mm {
         mm.check(*pid)?;
     }
