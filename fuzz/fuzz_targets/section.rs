@@ -14,7 +14,7 @@ use migrate::image::{decode_section, Manifest, FORMAT_VERSION, SECTION_MAGIC};
 use migrate::kinds::files::FilesImage;
 use migrate::kinds::memory::MemoryImage;
 use migrate::kinds::mounts::TmpfsImage;
-use migrate::kinds::pstree::ProcessImage;
+use migrate::kinds::pstree::{self, ProcessImage};
 use migrate::kinds::signals::SignalsImage;
 use migrate::kinds::timens;
 
@@ -54,7 +54,9 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         2 => {
-            let _ = decode_section::<Vec<ProcessImage>>("pstree", bytes);
+            if let Ok(procs) = decode_section::<Vec<ProcessImage>>("pstree", bytes) {
+                let _ = pstree::check(&procs);
+            }
         }
         3 => {
             let Ok(mm) = decode_section::<Vec<(i32, MemoryImage)>>("mm", bytes) else {
