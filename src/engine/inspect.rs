@@ -72,6 +72,9 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
     let container: ContainerImage = decode_section(section::CONTAINER, &src.get(section::CONTAINER)?)?;
     let procs: Vec<ProcessImage> = decode_section(section::PSTREE, &src.get(section::PSTREE)?)?;
     let mm: Vec<(i32, MemoryImage)> = decode_section(section::MM, &src.get(section::MM)?)?;
+    for (pid, img) in &mm {
+        img.check(*pid)?;
+    }
     let mounts: Vec<crate::kinds::mounts::TmpfsImage> = decode_section(section::MOUNTS, &src.get(section::MOUNTS)?)?;
     let tmpfs = mounts
         .iter()

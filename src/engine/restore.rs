@@ -87,14 +87,31 @@ fn load(src: &mut dyn ImageSource) -> Result<Image> {
     let signals = decode_section(section::SIGNALS, &get(section::SIGNALS)?)?;
     let files = decode_section(section::FILES, &get(section::FILES)?)?;
     let tmpfs = decode_section(section::MOUNTS, &get(section::MOUNTS)?)?;
-    Ok(Image {
+    let img = Image {
         container,
         procs,
         mm,
         signals,
         files,
         tmpfs,
-    })
+    };
+    check(&img)?;
+    Ok(img)
+}
+
+/// Refuses a decoded image whose values restore would compute with and
+/// could not use (its checksums only say it is as it was written).
+fn check(img: &Image) -> Result<()> {
+    img.container.clocks.check()?;
+    pstree::check(&img.procs)?;
+    for (pid, mm) in &img.mm {
+        mm.check(*pid)?;
+    }
+    for (pid, s) in &img.signals {
+        s.check(*pid)?;
+    }
+    img.files.check()?;
+    Ok(())
 }
 
 fn stage(phase: &'static str) -> impl Fn(String) -> Error {

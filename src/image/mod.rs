@@ -62,8 +62,19 @@ pub enum Error {
     Decode { name: String, reason: String },
     #[error("image file {name} is listed in the manifest but missing")]
     Missing { name: String },
+    #[error("image manifest lists {name:?}, which is not a file name inside the image; the image is damaged")]
+    BadName { name: String },
     #[error("image page store: {0}")]
     Pages(String),
+    #[error("pre-copy batch of process {pid}: {pages} pages is over the {cap}-page cap; the peer is broken")]
+    PrecopyTooLarge { pid: i32, pages: u64, cap: u64 },
+    #[error("pre-copy batch of process {pid}: run of {pages} pages at {addr:#x} {reason}")]
+    PrecopyRun {
+        pid: i32,
+        addr: u64,
+        pages: u32,
+        reason: &'static str,
+    },
     #[error("destination: {0}")]
     Peer(String),
 }
@@ -176,6 +187,24 @@ pub struct Manifest {
     pub created: u64,
     pub container: String,
     pub files: Vec<FileEntry>,
+}
+
+impl Manifest {
+    /// Checks that every listed file is a plain name inside the image
+    /// (the directory reader opens and checksums each).
+    pub fn check(&self) -> Result<()> {
+        for f in &self.files {
+            let mut parts = std::path::Path::new(&f.name).components();
+            let plain = matches!(
+                (parts.next(), parts.next()),
+                (Some(std::path::Component::Normal(n)), None) if n == f.name.as_str()
+            );
+            if !plain || f.name == MANIFEST {
+                return Err(Error::BadName { name: f.name.clone() });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The name of the manifest file in an image.

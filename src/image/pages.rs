@@ -229,6 +229,7 @@ pub struct PageReader<R: Read + Send + 'static> {
     pos: usize,
     /// Raw bytes handed out so far.
     pub consumed: u64,
+    worker: Option<std::thread::JoinHandle<()>>,
 }
 
 impl<R: Read + Send + 'static> PageReader<R> {
@@ -258,6 +259,7 @@ impl<R: Read + Send + 'static> PageReader<R> {
             chunk: Vec::new(),
             pos: 0,
             consumed: 0,
+            worker: None,
         })
     }
 
@@ -282,9 +284,10 @@ impl<R: Read + Send + 'static> PageReader<R> {
                     }
                 }
             });
-        if spawned.is_ok() {
+        if let Ok(worker) = spawned {
             self.rx = Some(rx);
             self.back = Some(back);
+            self.worker = Some(worker);
         }
     }
 
@@ -321,6 +324,19 @@ impl<R: Read + Send + 'static> PageReader<R> {
             total += u64::from(raw);
         }
         Ok(total)
+    }
+}
+
+impl<R: Read + Send + 'static> Drop for PageReader<R> {
+    /// Stops the worker: it decodes at most the chunk it is on, finds
+    /// nobody to hand it to, and ends; nothing of the stream outlives the
+    /// reader.
+    fn drop(&mut self) {
+        self.rx = None;
+        self.back = None;
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
     }
 }
 
@@ -393,5 +409,32 @@ mod tests {
             .verify_all()
             .is_err());
         assert!(PageReader::new(std::io::Cursor::new(b"NOTPAGES0000".to_vec())).is_err());
+    }
+
+    #[test]
+    fn dropping_a_reader_stops_its_worker() {
+        /// A stream that counts its live copies.
+        struct Counted {
+            inner: std::io::Cursor<Vec<u8>>,
+            _alive: std::sync::Arc<()>,
+        }
+        impl Read for Counted {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                self.inner.read(buf)
+            }
+        }
+        let mut w = PageWriter::new(Vec::new(), Compression::Zstd(1)).unwrap();
+        w.write(&sample(CHUNK_SIZE * 4)).unwrap();
+        let (bytes, _) = w.finish().unwrap();
+        let alive = std::sync::Arc::new(());
+        let mut r = PageReader::new(Counted {
+            inner: std::io::Cursor::new(bytes),
+            _alive: alive.clone(),
+        })
+        .unwrap();
+        assert_eq!(r.next_slice(10).unwrap().len(), 10);
+        drop(r);
+        // The worker owned the stream: it is gone with the reader.
+        assert_eq!(std::sync::Arc::strong_count(&alive), 1);
     }
 }

@@ -13,6 +13,9 @@ use super::{Error, Result};
 const PAGE: usize = 4096;
 /// A batch claiming more raw bytes than this is damage.
 pub const BATCH_CAP: usize = 64 << 20;
+/// Nor may a batch cover more pages than this (1 GiB), zero and shared
+/// ones included: the sender starts a new batch before.
+pub const BATCH_PAGES_CAP: u64 = 1 << 18;
 
 /// Where the pages of a run are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,8 +53,7 @@ impl PrecopyBatch {
         self.runs
             .iter()
             .filter(|r| r.2 == RunSrc::Data)
-            .map(|r| r.1 as usize * PAGE)
-            .sum()
+            .fold(0usize, |sum, r| sum.saturating_add(r.1 as usize * PAGE))
     }
 
     /// Builds a batch from raw page bytes (`raw` holds the `Data` runs),
@@ -115,15 +117,9 @@ impl PrecopyPages {
                 name: format!("pre-copy batch of process {}", b.pid),
             });
         }
+        self.check_runs(b)?;
         let mut off = 0;
         for &(addr, n, src) in &b.runs {
-            if addr % PAGE as u64 != 0
-                || addr
-                    .checked_add(u64::from(n) * PAGE as u64)
-                    .is_none_or(|e| e > TASK_SIZE)
-            {
-                return Err(bad(&format!("run at {addr:#x} is not a user address range")));
-            }
             if src != RunSrc::Zero {
                 self.populate(b.pid, addr, u64::from(n) * PAGE as u64)?;
             }
@@ -159,6 +155,46 @@ impl PrecopyPages {
                 }
                 if self.index.insert((b.pid, at), zero).is_none() {
                     self.pages += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a batch's runs before anything of it is kept: a bounded
+    /// number of pages, at user addresses, and shared pages that were
+    /// sent before.
+    fn check_runs(&self, b: &PrecopyBatch) -> Result<()> {
+        let pages = b.runs.iter().fold(0u64, |sum, r| sum.saturating_add(u64::from(r.1)));
+        if pages > BATCH_PAGES_CAP {
+            return Err(Error::PrecopyTooLarge {
+                pid: b.pid,
+                pages,
+                cap: BATCH_PAGES_CAP,
+            });
+        }
+        let user_range = |addr: u64, n: u32| {
+            addr % PAGE as u64 == 0
+                && addr
+                    .checked_add(u64::from(n) * PAGE as u64)
+                    .is_some_and(|e| e <= TASK_SIZE)
+        };
+        for &(addr, n, src) in &b.runs {
+            let bad = |reason| Error::PrecopyRun {
+                pid: b.pid,
+                addr,
+                pages: n,
+                reason,
+            };
+            if !user_range(addr, n) {
+                return Err(bad("is not a user address range"));
+            }
+            if let RunSrc::Same { pid, addr: from } = src {
+                if !user_range(from, n) {
+                    return Err(bad("copies from outside user address space"));
+                }
+                if !self.has_all(pid, from, u64::from(n) * PAGE as u64) {
+                    return Err(bad("copies pages of another process never sent"));
                 }
             }
         }
@@ -276,5 +312,46 @@ mod tests {
         huge.runs[0].1 = u32::MAX;
         assert!(store.add(&huge).is_err());
         assert_eq!(store.pages, 0);
+    }
+
+    #[test]
+    fn runs_that_would_wrap_or_exhaust_memory_are_refused() {
+        let mut store = PrecopyPages::default();
+        // Shared pages of a process never sent: refused before anything
+        // is reserved or populated for them.
+        let dangling = vec![(0x1000, u32::MAX >> 14, RunSrc::Same { pid: 3, addr: 0x1000 })];
+        assert!(matches!(
+            store.add(&PrecopyBatch::seal(1, 9, dangling, &[], None)),
+            Err(Error::PrecopyRun { pid: 9, .. })
+        ));
+        assert!(store.all_shadows().is_empty());
+        // A source address whose end wraps.
+        store
+            .add(&PrecopyBatch::seal(1, 3, vec![(0x1000, 1, RunSrc::Zero)], &[], None))
+            .unwrap();
+        let wraps = vec![(
+            0x1000,
+            2,
+            RunSrc::Same {
+                pid: 3,
+                addr: !0xfff_u64,
+            },
+        )];
+        assert!(matches!(
+            store.add(&PrecopyBatch::seal(1, 9, wraps, &[], None)),
+            Err(Error::PrecopyRun { .. })
+        ));
+        // Billions of zero pages in a few bytes.
+        let zeros = vec![(0x1000, u32::MAX, RunSrc::Zero)];
+        assert!(matches!(
+            store.add(&PrecopyBatch::seal(1, 9, zeros, &[], None)),
+            Err(Error::PrecopyTooLarge { pid: 9, .. })
+        ));
+        // Data runs whose sizes sum past usize: refused, not wrapped.
+        let mut many = PrecopyBatch::seal(1, 9, vec![], &[], None);
+        many.runs = vec![(0x1000, u32::MAX, RunSrc::Data); 1 << 21];
+        assert_eq!(many.raw_len(), usize::MAX);
+        assert!(store.add(&many).is_err());
+        assert_eq!(store.pages, 1);
     }
 }

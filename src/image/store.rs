@@ -194,6 +194,7 @@ impl DirSource {
             _ => io_at(&mpath)(e),
         })?;
         let manifest: Manifest = decode_section(MANIFEST, &bytes)?;
+        manifest.check()?;
         for f in &manifest.files {
             let path = dir.join(&f.name);
             let file = File::open(&path).map_err(|_| Error::Missing { name: f.name.clone() })?;
@@ -265,6 +266,7 @@ impl MemSource {
         segments: Vec<Vec<u8>>,
         precopied: super::precopy::PrecopyPages,
     ) -> Result<Self> {
+        manifest.check()?;
         for f in &manifest.files {
             let (len, crc) = if f.name == PAGES {
                 let mut h = crc32fast::Hasher::new();
@@ -426,5 +428,31 @@ mod tests {
             decode_section::<String>("s", &good[..5]),
             Err(Error::Truncated { .. })
         ));
+    }
+
+    #[test]
+    fn manifest_names_stay_inside_the_image() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("img");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(tmp.path().join("outside"), b"secret").unwrap();
+        for name in ["../outside", "/etc/hostname", "", ".", "a/b", "manifest", "./pstree"] {
+            let m = Manifest {
+                machine: facts(),
+                created: 0,
+                container: "web".into(),
+                files: vec![FileEntry {
+                    name: name.into(),
+                    len: 6,
+                    crc32: crc32fast::hash(b"secret"),
+                }],
+            };
+            std::fs::write(dir.join(MANIFEST), encode_section(&m)).unwrap();
+            assert!(matches!(DirSource::open(&dir), Err(Error::BadName { .. })), "{name:?}");
+            assert!(matches!(
+                MemSource::new(m, Default::default(), vec![], Default::default()),
+                Err(Error::BadName { .. })
+            ));
+        }
     }
 }

@@ -65,9 +65,15 @@ pub enum Error {
         #[source]
         source: Errno,
     },
+    #[error("process {pid}: fd {fd} in the image is not a descriptor number (0 to {FD_MAX}); the image is damaged")]
+    BadFd { pid: i32, fd: i32 },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// The highest descriptor number the kernel allows (the largest
+/// fs.nr_open, minus one).
+pub const FD_MAX: i32 = (i32::MAX & !63) - 1;
 
 /// What an fd refers to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +163,16 @@ impl FilesImage {
             .flat_map(|(_, f)| f.iter().map(|f| f.fd))
             .max()
             .unwrap_or(2)
+    }
+
+    /// Checks the descriptor numbers, which restore counts above.
+    pub fn check(&self) -> Result<()> {
+        for (pid, fds) in &self.procs {
+            if let Some(f) = fds.iter().find(|f| !(0..=FD_MAX).contains(&f.fd)) {
+                return Err(Error::BadFd { pid: *pid, fd: f.fd });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -758,5 +774,27 @@ mod tests {
         assert_eq!(describe("socket:[99]"), "socket");
         assert_eq!(describe("anon_inode:[eventfd]"), "eventfd");
         assert_eq!(describe("anon_inode:[io_uring]"), "io_uring");
+    }
+
+    #[test]
+    fn fd_numbers_out_of_range_are_refused() {
+        let with = |fd| FilesImage {
+            procs: vec![(
+                5,
+                vec![FdImage {
+                    fd,
+                    flags: 0,
+                    kind: FdKind::Log,
+                }],
+            )],
+            ..Default::default()
+        };
+        with(0).check().unwrap();
+        with(FD_MAX).check().unwrap();
+        // Restore counts above the highest fd: it must not overflow.
+        assert!(with(FD_MAX).max_fd().checked_add(1).is_some());
+        for fd in [-1, i32::MIN, i32::MAX] {
+            assert!(matches!(with(fd).check(), Err(Error::BadFd { pid: 5, fd: f }) if f == fd));
+        }
     }
 }

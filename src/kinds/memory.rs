@@ -54,6 +54,24 @@ pub enum Error {
     Vdso { pid: i32, reason: String },
     #[error("process {pid}: no free address range for the restorer's scratch area")]
     NoGap { pid: i32 },
+    #[error("process {pid}: image mapping {start:#x}-{end:#x} (offset {offset:#x}) {reason}; the image is damaged")]
+    BadVma {
+        pid: i32,
+        start: u64,
+        end: u64,
+        offset: u64,
+        reason: &'static str,
+    },
+    #[error(
+        "process {pid}: image mapping at {start:#x}: run of {pages} pages at {addr:#x} {reason}; the image is damaged"
+    )]
+    BadRun {
+        pid: i32,
+        start: u64,
+        addr: u64,
+        pages: u32,
+        reason: &'static str,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -159,6 +177,63 @@ pub struct MemoryImage {
 impl MemoryImage {
     pub fn stored_pages(&self) -> u64 {
         self.vmas.iter().map(Vma::stored_pages).sum()
+    }
+
+    /// Checks what restore computes with: every mapping a page-aligned,
+    /// non-empty range of user addresses whose file offset does not wrap,
+    /// every run of pages inside its mapping (for shared memory, inside
+    /// its range of the object), and pages copied from another process at
+    /// user addresses. Refuses a decoded image that would wrap or land
+    /// outside its mapping.
+    pub fn check(&self, pid: i32) -> Result<()> {
+        for v in &self.vmas {
+            let bad = |reason| Error::BadVma {
+                pid,
+                start: v.start,
+                end: v.end,
+                offset: v.offset,
+                reason,
+            };
+            if v.start >= v.end {
+                return Err(bad("is empty or ends before it starts"));
+            }
+            if v.start % PAGE != 0 || v.end % PAGE != 0 {
+                return Err(bad("is not page-aligned"));
+            }
+            if v.end > TASK_SIZE {
+                return Err(bad("is not in user address space"));
+            }
+            // The object's (or file's) range this mapping covers.
+            let Some(offset_end) = v.offset.checked_add(v.len()).filter(|e| *e <= i64::MAX as u64) else {
+                return Err(bad("has a file offset out of range"));
+            };
+            let (lo, hi) = match v.backing {
+                Backing::Shmem { .. } => (v.offset, offset_end),
+                _ => (v.start, v.end),
+            };
+            for r in &v.runs {
+                let bad = |reason| Error::BadRun {
+                    pid,
+                    start: v.start,
+                    addr: r.addr,
+                    pages: r.pages,
+                    reason,
+                };
+                let len = u64::from(r.pages) * PAGE;
+                if r.pages == 0 || r.addr % PAGE != 0 {
+                    return Err(bad("is empty or not page-aligned"));
+                }
+                if r.addr < lo || r.addr.checked_add(len).is_none_or(|e| e > hi) {
+                    return Err(bad("is outside its mapping"));
+                }
+                if let Some((_, at)) = r.from {
+                    if at % PAGE != 0 || at.checked_add(len).is_none_or(|e| e > TASK_SIZE) {
+                        return Err(bad("copies from outside user address space"));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1095,5 +1170,69 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         for (a, b) in taken {
             assert!(g + 0x4000 <= a || g >= b, "gap {g:#x} overlaps");
         }
+    }
+
+    #[test]
+    fn damaged_layouts_are_refused() {
+        let run = |addr, pages| PageRun {
+            addr,
+            pages,
+            zero: false,
+            from: None,
+            precopied: false,
+        };
+        let vma = |start, end, backing, runs| Vma {
+            start,
+            end,
+            prot: 3,
+            shared: false,
+            offset: 0,
+            backing,
+            flags: vec![],
+            runs,
+        };
+        let img = |v: Vma| MemoryImage {
+            vmas: vec![v],
+            mm: MmFields::default(),
+        };
+        let good = vma(0x1000, 0x4000, Backing::Anon, vec![run(0x2000, 2)]);
+        img(good.clone()).check(1).unwrap();
+        let vma_err = |v: Vma| matches!(img(v).check(1), Err(Error::BadVma { pid: 1, .. }));
+        let run_err = |v: Vma| matches!(img(v).check(1), Err(Error::BadRun { pid: 1, .. }));
+        // end - start would wrap.
+        assert!(vma_err(vma(0x4000, 0x1000, Backing::Anon, vec![])));
+        assert!(vma_err(vma(0x1001, 0x4000, Backing::Anon, vec![])));
+        assert!(vma_err(vma(0x1000, !0xfff_u64, Backing::Anon, vec![])));
+        // offset + len would wrap.
+        assert!(vma_err(Vma {
+            offset: u64::MAX - 0x1000,
+            ..good.clone()
+        }));
+        // Runs outside the mapping, or whose end wraps.
+        assert!(run_err(vma(0x1000, 0x4000, Backing::Anon, vec![run(0x3000, 2)])));
+        assert!(run_err(vma(0x1000, 0x4000, Backing::Anon, vec![run(0, 1)])));
+        assert!(run_err(vma(
+            0x1000,
+            0x4000,
+            Backing::Anon,
+            vec![run(!0xfff_u64, u32::MAX)]
+        )));
+        assert!(run_err(vma(0x1000, 0x4000, Backing::Anon, vec![run(0x2000, 0)])));
+        // Copied from a wrapping address.
+        let from = PageRun {
+            from: Some((2, !0xfff_u64)),
+            ..run(0x2000, 2)
+        };
+        assert!(run_err(vma(0x1000, 0x4000, Backing::Anon, vec![from])));
+        // Shared memory runs are offsets in the object's range.
+        let shm = Vma {
+            offset: 0x10000,
+            ..vma(0x1000, 0x3000, Backing::Shmem { id: 1 }, vec![run(0x10000, 2)])
+        };
+        img(shm.clone()).check(1).unwrap();
+        assert!(run_err(Vma {
+            runs: vec![run(0x11000, 2)],
+            ..shm
+        }));
     }
 }

@@ -13,7 +13,7 @@ use std::os::unix::fs::FileExt;
 
 use super::memory::{self, MapLine, PrecopyView, PM_EXCLUSIVE, PM_FILE, PM_PFN, PM_PRESENT};
 use super::remote::{Remote, PAGE};
-use crate::image::precopy::{PrecopyBatch, RunSrc};
+use crate::image::precopy::{PrecopyBatch, RunSrc, BATCH_PAGES_CAP};
 use crate::sys::{self, uffd, Errno};
 
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +187,7 @@ impl Tracked {
     ) -> Result<RoundStats> {
         let mut stats = RoundStats::default();
         let mut runs: Vec<(u64, u32, RunSrc)> = Vec::new();
+        let mut batch_pages = 0u64;
         let mut raw: Vec<u8> = Vec::with_capacity(BATCH_BYTES);
         let mut buf = vec![0u8; 1 << 20];
         let ranges = self.ranges.clone();
@@ -246,8 +247,9 @@ impl Tracked {
                             RunSrc::Data => raw.extend_from_slice(page),
                         }
                         stats.pages += 1;
+                        batch_pages += 1;
                         self.sent.insert(addr);
-                        if raw.len() >= BATCH_BYTES || runs.len() >= 65536 {
+                        if raw.len() >= BATCH_BYTES || runs.len() >= 65536 || batch_pages >= BATCH_PAGES_CAP {
                             stats.raw_bytes += raw.len() as u64;
                             stats.batches += 1;
                             emit(PrecopyBatch::seal(
@@ -258,6 +260,7 @@ impl Tracked {
                                 level,
                             ))?;
                             raw.clear();
+                            batch_pages = 0;
                         }
                     }
                     i = j;

@@ -24,6 +24,8 @@ pub enum Error {
     Field { pid: i32, field: &'static str },
     #[error("process {host_pid} is in the container's cgroup but not in its process tree (was it started with `migrate exec`?); it can not be checkpointed. Wait for it to end, or kill it")]
     Stray { host_pid: i32 },
+    #[error("the image's process tree is damaged: process {pid} {reason}")]
+    BadTree { pid: i32, reason: &'static str },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -58,6 +60,52 @@ pub struct ProcessImage {
     pub creds: Option<super::creds::Creds>,
     /// None for zombies.
     pub timers: Option<super::timers::TimersImage>,
+}
+
+/// Checks a decoded tree before restore forks it: PID 1 first and
+/// alive, every PID once, every live process with a thread, and every
+/// other process the child of a live one (or it would never be forked).
+pub fn check(procs: &[ProcessImage]) -> Result<()> {
+    let bad = |pid, reason| Err(Error::BadTree { pid, reason });
+    let Some(init) = procs.first() else {
+        return bad(1, "is missing (the tree is empty)");
+    };
+    if init.pid != 1 {
+        return bad(init.pid, "comes first, where PID 1 belongs");
+    }
+    let mut seen = std::collections::HashSet::new();
+    for p in procs {
+        if p.pid <= 0 {
+            return bad(p.pid, "is not a PID");
+        }
+        if !seen.insert(p.pid) {
+            return bad(p.pid, "appears twice");
+        }
+        if p.zombie.is_none() && p.threads.is_empty() {
+            return bad(p.pid, "has no threads");
+        }
+    }
+    if init.zombie.is_some() {
+        return bad(1, "is a zombie");
+    }
+    // Forked from PID 1 down, each by its live parent.
+    let mut forked = std::collections::HashSet::from([1]);
+    let mut parents = std::collections::HashSet::from([1]);
+    loop {
+        let before = forked.len();
+        for p in &procs[1..] {
+            if parents.contains(&p.ppid) && forked.insert(p.pid) && p.zombie.is_none() {
+                parents.insert(p.pid);
+            }
+        }
+        if forked.len() == before {
+            break;
+        }
+    }
+    match procs.iter().find(|p| !forked.contains(&p.pid)) {
+        Some(p) => bad(p.pid, "is not the child of a live process forked from PID 1"),
+        None => Ok(()),
+    }
 }
 
 /// The parts of /proc/PID/status the tree needs.
@@ -217,5 +265,65 @@ mod tests {
         let l = rlimits(me);
         assert!(l.iter().any(|r| r.resource == 7 && r.soft > 0));
         assert_eq!(threads(me).unwrap()[0], me);
+    }
+
+    #[test]
+    fn damaged_trees_are_refused() {
+        let thread = ThreadImage {
+            tid: 1,
+            regs: vec![],
+            xstate: vec![],
+            sigmask: 0,
+            rseq: None,
+            robust_head: 0,
+            robust_len: 0,
+            clear_tid: 0,
+            comm: "sh".into(),
+        };
+        let p = |pid, ppid| ProcessImage {
+            pid,
+            ppid,
+            pgid: 1,
+            sid: 1,
+            host_pid: 100 + pid,
+            comm: "sh".into(),
+            zombie: None,
+            threads: vec![thread.clone()],
+            cwd: "/".into(),
+            umask: 0o22,
+            rlimits: vec![],
+            creds: None,
+            timers: None,
+        };
+        let zombie = |pid, ppid| ProcessImage {
+            zombie: Some(0),
+            threads: vec![],
+            ..p(pid, ppid)
+        };
+        check(&[p(1, 0), p(2, 1), zombie(3, 2)]).unwrap();
+        let refused =
+            |procs: &[ProcessImage], at: i32| matches!(check(procs), Err(Error::BadTree { pid, .. }) if pid == at);
+        assert!(refused(&[], 1));
+        assert!(refused(&[p(2, 1), p(1, 0)], 2));
+        assert!(refused(&[p(1, 0), p(2, 1), p(2, 1)], 2));
+        assert!(refused(&[p(1, 0), p(-4, 1)], -4));
+        assert!(refused(
+            &[
+                p(1, 0),
+                ProcessImage {
+                    threads: vec![],
+                    ..p(2, 1)
+                }
+            ],
+            2
+        ));
+        assert!(refused(&[zombie(1, 0)], 1));
+        // Never forked: its parent is not in the tree, or is a zombie.
+        assert!(refused(&[p(1, 0), p(2, 9)], 2));
+        assert!(refused(&[p(1, 0), zombie(2, 1), p(3, 2)], 3));
+        assert!(refused(&[p(1, 0), p(2, 2)], 2));
+        assert!(refused(&[p(1, 0), p(2, 3), p(3, 2)], 2));
+        // Listed before its parent: still forked.
+        check(&[p(1, 0), p(3, 2), p(2, 1)]).unwrap();
     }
 }

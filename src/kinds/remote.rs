@@ -29,7 +29,12 @@ pub enum Error {
     },
     #[error("task {tid}: no `syscall` instruction found in its vDSO")]
     NoSyscallInsn { tid: i32 },
+    #[error("process {pid}: a pending signal's siginfo in the image is {len} bytes, not {SIGINFO_LEN}; the image is damaged")]
+    BadSiginfo { pid: i32, len: usize },
 }
+
+/// The size of a siginfo_t.
+pub const SIGINFO_LEN: usize = 128;
 
 pub type Result<T> = std::result::Result<T, Error>;
 

@@ -34,6 +34,18 @@ pub struct SignalsImage {
     pub altstacks: Vec<(i32, [u64; 3])>,
 }
 
+impl SignalsImage {
+    /// Checks the pending signals, each queued again from a siginfo
+    /// written into the restored task's scratch page.
+    pub fn check(&self, pid: i32) -> Result<()> {
+        let infos = self.shared.iter().chain(self.threads.iter().flat_map(|(_, q)| q));
+        if let Some(info) = infos.into_iter().find(|i| i.len() != remote::SIGINFO_LEN) {
+            return Err(Error::BadSiginfo { pid, len: info.len() });
+        }
+        Ok(())
+    }
+}
+
 /// A thread's alternate signal stack (injected sigaltstack in the thread).
 pub fn dump_altstack(remote: &Remote) -> Result<[u64; 3]> {
     remote.call("sigaltstack (read)", libc::SYS_sigaltstack, &[0, remote.scratch])?;
@@ -139,4 +151,24 @@ pub fn restore(remote: &Remote, acts: &[SigAction]) -> Result<()> {
         remote.call("rt_sigaction (set)", nr::RT_SIGACTION, &[u64::from(signo), at, 0, 8])?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn siginfo_of_the_wrong_size_is_refused() {
+        let img = |info: Vec<u8>| SignalsImage {
+            actions: vec![],
+            shared: vec![],
+            threads: vec![(3, vec![info])],
+            altstacks: vec![],
+        };
+        img(vec![0; remote::SIGINFO_LEN]).check(1).unwrap();
+        // Written into the task's scratch page: longer would run past it.
+        for len in [0, 4, remote::SIGINFO_LEN + 1, 1 << 20] {
+            assert!(matches!(img(vec![0; len]).check(1), Err(Error::BadSiginfo { pid: 1, len: l }) if l == len));
+        }
+    }
 }

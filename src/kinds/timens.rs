@@ -14,6 +14,8 @@ pub enum Error {
     },
     #[error("write /proc/self/timens_offsets: {0}")]
     Write(#[source] std::io::Error),
+    #[error("the image's {clock} clock reads {ns} ns, which no clock can; the image is damaged")]
+    BadClock { clock: &'static str, ns: i128 },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -60,8 +62,23 @@ pub fn dump(pid: i32) -> Result<Clocks> {
     })
 }
 
+impl Clocks {
+    /// Checks that both clocks read what a clock can: from zero up to
+    /// the largest `timespec` (which restore subtracts from).
+    pub fn check(&self) -> Result<()> {
+        const MAX_NS: i128 = i64::MAX as i128 * 1_000_000_000 + 999_999_999;
+        for (clock, ns) in [("monotonic", self.monotonic_ns), ("boottime", self.boottime_ns)] {
+            if !(0..=MAX_NS).contains(&ns) {
+                return Err(Error::BadClock { clock, ns });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The offsets text for a new time namespace that continues `clocks`.
-pub fn offsets_for(clocks: &Clocks) -> String {
+pub fn offsets_for(clocks: &Clocks) -> Result<String> {
+    clocks.check()?;
     let fmt = |clock: i32, off: i128| {
         let s = off.div_euclid(1_000_000_000);
         let ns = off.rem_euclid(1_000_000_000);
@@ -69,13 +86,13 @@ pub fn offsets_for(clocks: &Clocks) -> String {
     };
     let mono = clocks.monotonic_ns - now_ns(nix::time::ClockId::CLOCK_MONOTONIC);
     let boot = clocks.boottime_ns - now_ns(nix::time::ClockId::CLOCK_BOOTTIME);
-    fmt(libc::CLOCK_MONOTONIC, mono) + &fmt(libc::CLOCK_BOOTTIME, boot)
+    Ok(fmt(libc::CLOCK_MONOTONIC, mono) + &fmt(libc::CLOCK_BOOTTIME, boot))
 }
 
 /// Writes the offsets for the calling process's new time namespace (after
 /// unshare(CLONE_NEWTIME), before any task enters it).
 pub fn restore(clocks: &Clocks) -> Result<()> {
-    std::fs::write("/proc/self/timens_offsets", offsets_for(clocks)).map_err(Error::Write)
+    std::fs::write("/proc/self/timens_offsets", offsets_for(clocks)?).map_err(Error::Write)
 }
 
 #[cfg(test)]
@@ -92,12 +109,23 @@ mod tests {
             monotonic_ns: 0,
             boottime_ns: 0,
         };
-        let text = offsets_for(&c);
+        let text = offsets_for(&c).unwrap();
         let (m, b) = parse_offsets(&text);
         // Negative offsets come out as negative seconds and positive ns.
         assert!(m < 0 && b < 0, "{text}");
         assert!(text
             .lines()
             .all(|l| l.split_whitespace().nth(2).unwrap().parse::<i64>().unwrap() >= 0));
+    }
+
+    #[test]
+    fn clocks_out_of_range_are_refused() {
+        for (monotonic_ns, boottime_ns) in [(i128::MIN, 0), (0, -1), (i128::MAX, 0)] {
+            let c = Clocks {
+                monotonic_ns,
+                boottime_ns,
+            };
+            assert!(matches!(offsets_for(&c), Err(Error::BadClock { .. })), "{c:?}");
+        }
     }
 }

@@ -20,6 +20,8 @@ pub const ALPN: &[u8] = b"migrate/1";
 /// No frame may be larger (image sections are capped at 256 MiB).
 pub const FRAME_CAP: usize = (256 << 20) + (1 << 20);
 const HEADER: usize = 8;
+/// Buffer reserved up front for a frame being read; more as it arrives.
+const READ_AHEAD: usize = 8 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -225,8 +227,15 @@ pub fn read_sync(r: &mut impl std::io::Read) -> Result<Option<Msg>> {
         }
     }
     let len = frame_len(&header)?;
-    let mut payload = vec![0u8; len];
-    r.read_exact(&mut payload).map_err(|_| Error::Truncated)?;
+    // Memory grows with what arrives, not with what the header claims.
+    let mut payload = Vec::with_capacity(len.min(READ_AHEAD));
+    use std::io::Read as _;
+    r.take(len as u64)
+        .read_to_end(&mut payload)
+        .map_err(|_| Error::Truncated)?;
+    if payload.len() != len {
+        return Err(Error::Truncated);
+    }
     decode(&header, &payload).map(Some)
 }
 
@@ -251,9 +260,16 @@ pub async fn read_async(r: &mut (impl tokio::io::AsyncRead + Unpin)) -> Result<O
         }
     }
     let len = frame_len(&header)?;
-    let mut frame = vec![0u8; HEADER + len];
-    frame[..HEADER].copy_from_slice(&header);
-    r.read_exact(&mut frame[HEADER..]).await.map_err(|_| Error::Truncated)?;
+    // Memory grows with what arrives, not with what the header claims.
+    let mut frame = Vec::with_capacity(HEADER + len.min(READ_AHEAD));
+    frame.extend_from_slice(&header);
+    r.take(len as u64)
+        .read_to_end(&mut frame)
+        .await
+        .map_err(|_| Error::Truncated)?;
+    if frame.len() != HEADER + len {
+        return Err(Error::Truncated);
+    }
     Ok(Some(frame))
 }
 
@@ -310,5 +326,15 @@ mod tests {
         assert!(here.refuse_from(&src).unwrap().contains("image format"));
         src.image_version = crate::image::FORMAT_VERSION + 1;
         assert!(here.refuse_from(&src).unwrap().contains("upgrade migrate here"));
+    }
+
+    #[test]
+    fn a_claimed_length_is_not_allocated_up_front() {
+        // A header announcing a frame just under the cap, with 5 bytes
+        // behind it: refused as truncated once the stream ends.
+        let mut f = ((FRAME_CAP - 1) as u32).to_le_bytes().to_vec();
+        f.extend_from_slice(&[0; 4]);
+        f.extend_from_slice(b"hello");
+        assert!(matches!(read_sync(&mut std::io::Cursor::new(f)), Err(Error::Truncated)));
     }
 }
