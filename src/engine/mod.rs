@@ -6,7 +6,6 @@ pub mod checkpoint;
 pub mod inspect;
 pub mod live;
 pub mod restore;
-pub mod validate;
 
 use std::path::PathBuf;
 
@@ -58,8 +57,12 @@ pub enum Error {
     Mounts(#[from] mounts::Error),
     #[error(transparent)]
     Fault(#[from] crate::fault::Injected),
-    #[error(transparent)]
-    Invalid(#[from] validate::Error),
+    #[error("image section {section}: process {pid}: {what}; the image is damaged")]
+    Damaged {
+        section: &'static str,
+        pid: i32,
+        what: &'static str,
+    },
     #[error("{phase} (task {tid}): {source}")]
     Ptrace {
         phase: &'static str,

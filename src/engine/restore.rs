@@ -100,7 +100,8 @@ fn load(src: &mut dyn ImageSource) -> Result<Image> {
 }
 
 /// Refuses a decoded image whose values restore would compute with and
-/// could not use (its checksums only say it is as it was written).
+/// could not use (its checksums only say it is as it was written): each
+/// kind checks its own section, then what ties sections together.
 fn check(img: &Image) -> Result<()> {
     img.container.clocks.check()?;
     pstree::check(&img.procs)?;
@@ -111,6 +112,52 @@ fn check(img: &Image) -> Result<()> {
         s.check(*pid)?;
     }
     img.files.check()?;
+    // Every process named by another section is a live one of the tree,
+    // once; threads named are its own.
+    let live: HashMap<i32, Vec<i32>> = img
+        .procs
+        .iter()
+        .filter(|p| p.zombie.is_none())
+        .map(|p| (p.pid, p.threads.iter().map(|t| t.tid).collect()))
+        .collect();
+    let named = |section: &'static str, pids: Vec<i32>| {
+        let mut seen = std::collections::HashSet::new();
+        match pids.into_iter().find(|p| !live.contains_key(p) || !seen.insert(*p)) {
+            Some(pid) => Err(Error::Damaged {
+                section,
+                pid,
+                what: "a process that is not live in the tree, or one named twice",
+            }),
+            None => Ok(()),
+        }
+    };
+    named(section::MM, img.mm.iter().map(|(p, _)| *p).collect())?;
+    named(section::SIGNALS, img.signals.iter().map(|(p, _)| *p).collect())?;
+    named(section::FILES, img.files.procs.iter().map(|(p, _)| *p).collect())?;
+    for (pid, mm) in &img.mm {
+        let copies = mm.vmas.iter().flat_map(|v| v.runs.iter().filter_map(|r| r.from));
+        if copies.into_iter().any(|(from, _)| !live.contains_key(&from)) {
+            return Err(Error::Damaged {
+                section: section::MM,
+                pid: *pid,
+                what: "pages copied from a process that is not live in the tree",
+            });
+        }
+    }
+    for (pid, s) in &img.signals {
+        let threads = s
+            .threads
+            .iter()
+            .map(|(t, _)| t)
+            .chain(s.altstacks.iter().map(|(t, _)| t));
+        if threads.into_iter().any(|t| !live[pid].contains(t)) {
+            return Err(Error::Damaged {
+                section: section::SIGNALS,
+                pid: *pid,
+                what: "signal state of a thread the process does not have",
+            });
+        }
+    }
     Ok(())
 }
 
@@ -214,8 +261,6 @@ fn restore_inner<'r>(
         });
     }
     let img = load(src)?;
-    // What the image says is checked before anything is made from it.
-    super::validate::image(&img.procs, &img.mm, &img.signals, &img.files)?;
     tracing::debug!(ms = ms_since(t0), "restore: image decoded and checked");
     if !img.files.tcp.is_empty() && !opts.tcp_established {
         return Err(Error::TcpNotRequested(img.files.tcp.len()));

@@ -65,8 +65,8 @@ pub enum Error {
         #[source]
         source: Errno,
     },
-    #[error("process {pid}: fd {fd} in the image is not a descriptor number (0 to {FD_MAX}); the image is damaged")]
-    BadFd { pid: i32, fd: i32 },
+    #[error("process {pid}: fd {fd} in the image {reason}; the image is damaged")]
+    BadFd { pid: i32, fd: i32, reason: &'static str },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -168,8 +168,31 @@ impl FilesImage {
     /// Checks the descriptor numbers, which restore counts above.
     pub fn check(&self) -> Result<()> {
         for (pid, fds) in &self.procs {
-            if let Some(f) = fds.iter().find(|f| !(0..=FD_MAX).contains(&f.fd)) {
-                return Err(Error::BadFd { pid: *pid, fd: f.fd });
+            let mut numbers = std::collections::HashSet::new();
+            for f in fds {
+                let bad = |reason| Error::BadFd {
+                    pid: *pid,
+                    fd: f.fd,
+                    reason,
+                };
+                if !(0..=FD_MAX).contains(&f.fd) {
+                    return Err(bad("is not a descriptor number"));
+                }
+                if !numbers.insert(f.fd) {
+                    return Err(bad("is listed twice"));
+                }
+                let (index, count) = match &f.kind {
+                    FdKind::File { file } => (*file, self.files.len()),
+                    FdKind::Pipe { pipe, .. } => (*pipe, self.pipes.len()),
+                    FdKind::Socket { sock } => (*sock, self.sockets.len()),
+                    FdKind::Inet { sock } => (*sock, self.inet.len()),
+                    FdKind::Tcp { conn } => (*conn, self.tcp.len()),
+                    FdKind::Anon { obj } => (*obj, self.anon.len()),
+                    FdKind::Log | FdKind::Epoll { .. } => continue,
+                };
+                if index as usize >= count {
+                    return Err(bad("names an object the image does not hold"));
+                }
             }
         }
         Ok(())
@@ -794,7 +817,24 @@ mod tests {
         // Restore counts above the highest fd: it must not overflow.
         assert!(with(FD_MAX).max_fd().checked_add(1).is_some());
         for fd in [-1, i32::MIN, i32::MAX] {
-            assert!(matches!(with(fd).check(), Err(Error::BadFd { pid: 5, fd: f }) if f == fd));
+            assert!(matches!(with(fd).check(), Err(Error::BadFd { pid: 5, fd: f, .. }) if f == fd));
         }
+    }
+
+    #[test]
+    fn fds_twice_or_naming_missing_objects_are_refused() {
+        let fd = |fd, kind| FdImage { fd, flags: 0, kind };
+        let mut img = FilesImage {
+            procs: vec![(1, vec![fd(3, FdKind::Pipe { pipe: 0, write: false })])],
+            ..Default::default()
+        };
+        assert!(
+            matches!(img.check(), Err(Error::BadFd { fd: 3, .. })),
+            "a pipe the image lacks"
+        );
+        img.procs[0].1 = vec![fd(3, FdKind::Log), fd(3, FdKind::Log)];
+        assert!(matches!(img.check(), Err(Error::BadFd { fd: 3, .. })), "fd 3 twice");
+        img.procs[0].1.pop();
+        img.check().unwrap();
     }
 }

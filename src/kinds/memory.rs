@@ -186,6 +186,7 @@ impl MemoryImage {
     /// user addresses. Refuses a decoded image that would wrap or land
     /// outside its mapping.
     pub fn check(&self, pid: i32) -> Result<()> {
+        let mut prev_end = 0;
         for v in &self.vmas {
             let bad = |reason| Error::BadVma {
                 pid,
@@ -203,6 +204,10 @@ impl MemoryImage {
             if v.end > TASK_SIZE {
                 return Err(bad("is not in user address space"));
             }
+            if v.start < prev_end {
+                return Err(bad("is out of order or overlaps the one before"));
+            }
+            prev_end = v.end;
             // The object's (or file's) range this mapping covers.
             let Some(offset_end) = v.offset.checked_add(v.len()).filter(|e| *e <= i64::MAX as u64) else {
                 return Err(bad("has a file offset out of range"));

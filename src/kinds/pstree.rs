@@ -65,6 +65,12 @@ pub struct ProcessImage {
 /// Checks a decoded tree before restore forks it: PID 1 first and
 /// alive, every PID once, every live process with a thread, and every
 /// other process the child of a live one (or it would never be forked).
+/// The largest PID the kernel hands out (PID_MAX_LIMIT on 64-bit).
+pub const PID_MAX: i32 = 4 << 20;
+/// At most this many processes in one image, and threads in a process.
+const MAX_PROCESSES: usize = 1 << 16;
+const MAX_THREADS: usize = 1 << 16;
+
 pub fn check(procs: &[ProcessImage]) -> Result<()> {
     let bad = |pid, reason| Err(Error::BadTree { pid, reason });
     let Some(init) = procs.first() else {
@@ -73,16 +79,40 @@ pub fn check(procs: &[ProcessImage]) -> Result<()> {
     if init.pid != 1 {
         return bad(init.pid, "comes first, where PID 1 belongs");
     }
+    if procs.len() > MAX_PROCESSES {
+        return bad(init.pid, "heads a tree of more processes than a restore takes");
+    }
     let mut seen = std::collections::HashSet::new();
+    let mut tids = std::collections::HashSet::new();
     for p in procs {
-        if p.pid <= 0 {
+        if !(1..=PID_MAX).contains(&p.pid) {
             return bad(p.pid, "is not a PID");
+        }
+        if !(0..=PID_MAX).contains(&p.pgid) || !(0..=PID_MAX).contains(&p.sid) {
+            return bad(p.pid, "has a process group or session that is not a PID");
         }
         if !seen.insert(p.pid) {
             return bad(p.pid, "appears twice");
         }
-        if p.zombie.is_none() && p.threads.is_empty() {
-            return bad(p.pid, "has no threads");
+        if p.zombie.is_some() {
+            if !p.threads.is_empty() {
+                return bad(p.pid, "is a zombie with threads");
+            }
+            continue;
+        }
+        if p.threads.first().map(|t| t.tid) != Some(p.pid) || p.threads.len() > MAX_THREADS {
+            return bad(p.pid, "has no threads, or does not list its main thread first");
+        }
+        if p.creds.is_none() || p.timers.is_none() {
+            return bad(p.pid, "is alive without credentials or timers");
+        }
+        for t in &p.threads {
+            if !(1..=PID_MAX).contains(&t.tid) || !tids.insert(t.tid) {
+                return bad(p.pid, "has a thread ID that is not a PID, or one listed twice");
+            }
+            if t.regs.len() != super::regs::REGS_WORDS || t.xstate.len() > super::regs::XSTATE_MAX {
+                return bad(p.pid, "has a thread whose registers are not of this architecture");
+            }
         }
     }
     if init.zombie.is_some() {
@@ -269,9 +299,9 @@ mod tests {
 
     #[test]
     fn damaged_trees_are_refused() {
-        let thread = ThreadImage {
-            tid: 1,
-            regs: vec![],
+        let thread = |tid| ThreadImage {
+            tid,
+            regs: vec![0; super::super::regs::REGS_WORDS],
             xstate: vec![],
             sigmask: 0,
             rseq: None,
@@ -288,12 +318,12 @@ mod tests {
             host_pid: 100 + pid,
             comm: "sh".into(),
             zombie: None,
-            threads: vec![thread.clone()],
+            threads: vec![thread(pid)],
             cwd: "/".into(),
             umask: 0o22,
             rlimits: vec![],
-            creds: None,
-            timers: None,
+            creds: Some(crate::kinds::creds::parse_status("").0),
+            timers: Some(Default::default()),
         };
         let zombie = |pid, ppid| ProcessImage {
             zombie: Some(0),
@@ -325,5 +355,28 @@ mod tests {
         assert!(refused(&[p(1, 0), p(2, 3), p(3, 2)], 2));
         // Listed before its parent: still forked.
         check(&[p(1, 0), p(3, 2), p(2, 1)]).unwrap();
+        // Threads: the main one first, TIDs unique, registers of x86_64.
+        let with_threads = |tids: Vec<i32>| ProcessImage {
+            threads: tids.into_iter().map(thread).collect(),
+            ..p(2, 1)
+        };
+        check(&[p(1, 0), with_threads(vec![2, 5])]).unwrap();
+        assert!(refused(&[p(1, 0), with_threads(vec![5, 2])], 2));
+        assert!(refused(&[p(1, 0), with_threads(vec![2, 1])], 2));
+        let mut short = p(2, 1);
+        short.threads[0].regs.pop();
+        assert!(refused(&[p(1, 0), short], 2));
+        assert!(refused(&[p(1, 0), ProcessImage { pgid: -1, ..p(2, 1) }], 2));
+        assert!(refused(&[p(1, 0), ProcessImage { creds: None, ..p(2, 1) }], 2));
+        assert!(refused(
+            &[
+                p(1, 0),
+                ProcessImage {
+                    threads: vec![thread(3)],
+                    ..zombie(3, 1)
+                }
+            ],
+            3
+        ));
     }
 }

@@ -5,6 +5,8 @@
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+pub use crate::sys::ptrace::{REGS_WORDS, XSTATE_MAX};
+
 use super::remote::{self, nr, Remote};
 use crate::sys::ptrace::{self, RseqConfig};
 use crate::sys::Errno;
@@ -46,8 +48,8 @@ pub struct ThreadImage {
 }
 
 impl ThreadImage {
-    pub fn words(&self) -> [u64; 27] {
-        let mut w = [0u64; 27];
+    pub fn words(&self) -> [u64; REGS_WORDS] {
+        let mut w = [0u64; REGS_WORDS];
         for (d, s) in w.iter_mut().zip(&self.regs) {
             *d = *s;
         }

@@ -19,7 +19,7 @@ const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
 const NT_X86_XSTATE: libc::c_int = 0x202;
 /// Room for the largest xsave area a current x86 CPU reports (AMX needs
 /// about 11 KiB).
-const XSTATE_MAX: usize = 16384;
+pub const XSTATE_MAX: usize = 16384;
 
 /// Seizes `tid` (no stop yet) with the given options, and with seccomp
 /// suspended while it is traced (PTRACE_O_SUSPEND_SECCOMP), so that a
@@ -405,15 +405,18 @@ pub fn seize_options(exit_kill: bool, trace_clone: bool) -> Options {
     o
 }
 
+/// `user_regs_struct` in 64-bit words.
+pub const REGS_WORDS: usize = 27;
+
 /// The registers as 27 words in `user_regs_struct` order, for images.
-pub fn regs_to_words(r: &UserRegs) -> [u64; 27] {
+pub fn regs_to_words(r: &UserRegs) -> [u64; REGS_WORDS] {
     [
         r.r15, r.r14, r.r13, r.r12, r.rbp, r.rbx, r.r11, r.r10, r.r9, r.r8, r.rax, r.rcx, r.rdx, r.rsi, r.rdi,
         r.orig_rax, r.rip, r.cs, r.eflags, r.rsp, r.ss, r.fs_base, r.gs_base, r.ds, r.es, r.fs, r.gs,
     ]
 }
 
-pub fn words_to_regs(w: &[u64; 27]) -> UserRegs {
+pub fn words_to_regs(w: &[u64; REGS_WORDS]) -> UserRegs {
     UserRegs {
         r15: w[0],
         r14: w[1],
