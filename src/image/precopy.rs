@@ -13,9 +13,14 @@ use super::{Error, Result};
 const PAGE: usize = 4096;
 /// A batch claiming more raw bytes than this is damage.
 pub const BATCH_CAP: usize = 64 << 20;
-/// Nor may a batch cover more pages than this (1 GiB), zero and shared
-/// ones included: the sender starts a new batch before.
-pub const BATCH_PAGES_CAP: u64 = 1 << 18;
+/// A batch covers at most this many pages (1 GiB), zero and shared ones
+/// included: the sender starts a new batch there.
+pub const BATCH_PAGES: u64 = 1 << 18;
+/// A batch covering more pages than this (16 GiB) is refused: each page
+/// costs an index entry here. Far above [`BATCH_PAGES`], since senders of
+/// the previous release did not split batches by pages (a large run of
+/// zero pages is one run) and must still be received.
+pub const BATCH_PAGES_CAP: u64 = 1 << 22;
 
 /// Where the pages of a run are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ use std::os::unix::fs::FileExt;
 
 use super::memory::{self, MapLine, PrecopyView, PM_EXCLUSIVE, PM_FILE, PM_PFN, PM_PRESENT};
 use super::remote::{Remote, PAGE};
-use crate::image::precopy::{PrecopyBatch, RunSrc, BATCH_PAGES_CAP};
+use crate::image::precopy::{PrecopyBatch, RunSrc, BATCH_PAGES};
 use crate::sys::{self, uffd, Errno};
 
 #[derive(Debug, thiserror::Error)]
@@ -249,7 +249,7 @@ impl Tracked {
                         stats.pages += 1;
                         batch_pages += 1;
                         self.sent.insert(addr);
-                        if raw.len() >= BATCH_BYTES || runs.len() >= 65536 || batch_pages >= BATCH_PAGES_CAP {
+                        if raw.len() >= BATCH_BYTES || runs.len() >= 65536 || batch_pages >= BATCH_PAGES {
                             stats.raw_bytes += raw.len() as u64;
                             stats.batches += 1;
                             emit(PrecopyBatch::seal(
