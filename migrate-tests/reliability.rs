@@ -352,7 +352,32 @@ fn redirected_stdout_outside_the_root_is_restored() -> Result<()> {
 fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
     let root = TestRoot::new("odd");
     let dir = root.dir.join("image");
+    let path = root.dir.join("odd-file");
+    let path = path.to_str().unwrap();
     for (what, expect) in [
+        (
+            "flock",
+            "fd 3 is a file with a lock or lease on it (FLOCK ADVISORY WRITE)",
+        ),
+        (
+            "posix",
+            "fd 3 is a file with a lock or lease on it (POSIX ADVISORY WRITE)",
+        ),
+        (
+            "ofd",
+            "fd 3 is a file with a lock or lease on it (OFDLCK ADVISORY WRITE)",
+        ),
+        ("lease", "fd 3 is a file with a lock or lease on it (LEASE"),
+        ("chroot", "(pid 2 in the container) runs in a chroot"),
+        (
+            "cwd-deleted",
+            "(pid 1 in the container) has a working directory that was deleted",
+        ),
+        ("stopped", "(pid 2 in the container) is stopped (SIGSTOP"),
+        (
+            "orphan-pgid",
+            "(pid 3 in the container) is in a process group whose leader has exited",
+        ),
         (
             "tcp-unbound",
             "fd 3 is a TCP socket (IPv4) not bound, listening or connected",
@@ -365,7 +390,13 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
         ("aio", "an AIO ring (io_setup)"),
         ("uffd", "fd 3 is a userfaultfd"),
     ] {
-        let pid = root.run_d(what, &[], &[workload("odd").to_str().unwrap(), what])?;
+        let _ = std::fs::remove_file(path);
+        let arg = if what == "chroot" {
+            root.dir.to_str().unwrap()
+        } else {
+            path
+        };
+        let pid = root.run_d(what, &[], &[workload("odd").to_str().unwrap(), what, arg])?;
         let last = wait_beats(&root, what, 2)?;
         let before = snapshot(pid)?;
         let out = root.cmd(&["checkpoint", what, "--dir", dir.to_str().unwrap()]);
@@ -373,7 +404,7 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
         ensure!(!out.status.success(), "{what}: the checkpoint succeeded");
         ensure!(err.contains(expect) && err.contains("still running"), "{what}: {err}");
         ensure!(
-            !err.contains("was deleted") && !err.contains("does not support"),
+            !err.contains("the file was deleted") && !err.contains("does not support"),
             "{what}: {err}"
         );
         ensure!(root.status(what)? == "running", "{what}");

@@ -5,7 +5,12 @@
  *   tcp-bound    a TCP socket bound to 127.0.0.1, not listening
  *   sysv         a SysV shared memory segment, attached
  *   aio          an AIO ring (io_setup)
- *   uffd         a userfaultfd */
+ *   uffd         a userfaultfd
+ *   flock, posix, ofd, lease   a lock or lease on file argv[2]
+ *   chroot       a child chrooted into directory argv[2]
+ *   cwd-deleted  a working directory argv[2], removed
+ *   stopped      a child that stopped itself (SIGSTOP)
+ *   orphan-pgid  a grandchild whose process group leader has exited */
 #include "beat.h"
 #include <arpa/inet.h>
 #include <linux/aio_abi.h>
@@ -14,6 +19,16 @@
 #include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+
+static void sleep_forever(void) {
+    for (;;) nap_ms(1000);
+}
 
 int main(int argc, char **argv) {
     const char *what = argc > 1 ? argv[1] : "";
@@ -34,6 +49,35 @@ int main(int argc, char **argv) {
         if (syscall(SYS_io_setup, 8, &ctx)) fail("io_setup", 0, 0);
     } else if (!strcmp(what, "uffd")) {
         if (syscall(SYS_userfaultfd, 0) < 0) fail("userfaultfd", 0, 0);
+    } else if (!strcmp(what, "flock") || !strcmp(what, "posix") || !strcmp(what, "ofd") || !strcmp(what, "lease")) {
+        int lease = !strcmp(what, "lease");
+        int fd = open(argv[2], (lease ? O_RDONLY : O_RDWR) | O_CREAT, 0600);
+        struct flock l = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+        int r = !strcmp(what, "flock")   ? flock(fd, LOCK_EX)
+                : !strcmp(what, "posix") ? fcntl(fd, F_SETLK, &l)
+                : !strcmp(what, "ofd")   ? fcntl(fd, F_OFD_SETLK, &l)
+                                         : fcntl(fd, F_SETLEASE, F_RDLCK);
+        if (fd < 0 || r) fail(what, fd, errno);
+    } else if (!strcmp(what, "chroot")) {
+        if (fork() == 0) {
+            if (chroot(argv[2])) fail("chroot", errno, 0);
+            sleep_forever();
+        }
+    } else if (!strcmp(what, "cwd-deleted")) {
+        if (mkdir(argv[2], 0700) || chdir(argv[2]) || rmdir(argv[2])) fail("cwd", errno, 0);
+    } else if (!strcmp(what, "stopped")) {
+        if (fork() == 0) {
+            raise(SIGSTOP);
+            sleep_forever();
+        }
+    } else if (!strcmp(what, "orphan-pgid")) {
+        pid_t leader = fork();
+        if (leader == 0) {
+            setpgid(0, 0);
+            if (fork() == 0) sleep_forever();
+            _exit(0);
+        }
+        waitpid(leader, NULL, 0);
     }
     for (long n = 1;; n++) {
         beat(n);

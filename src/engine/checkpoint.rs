@@ -328,16 +328,20 @@ pub(crate) fn freeze_and_dump<'r>(
 /// tree ([`refuse_uncarried`]), since a process may change in between.
 pub(crate) fn preflight(st: &crate::runtime::ContainerState) -> Result<()> {
     let tree = pstree::walk(st.pid)?;
+    let mut statuses = Vec::new();
     let mut procs = Vec::new();
     for host in tree {
-        // A process that ended or is a zombie holds nothing to refuse.
+        // A process that ended meanwhile holds nothing to refuse.
         let (Ok(s), Ok(tids)) = (pstree::read_status(host), pstree::threads(host)) else {
             continue;
         };
         if s.state != 'Z' {
             procs.push((host, s.ns_pid, tids));
         }
+        statuses.push((host, s));
     }
+    // Only while it runs: once seized, every task is stopped and traced.
+    pstree::refuse_uncarried(&statuses)?;
     refuse_uncarried(&st.cgroup(), &procs)
 }
 

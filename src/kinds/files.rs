@@ -268,6 +268,15 @@ pub fn refuse_uncarried(pid: i32, ns_pid: i32) -> Result<()> {
         let Ok(target) = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")) else {
             continue;
         };
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
+        if let Some(lock) = info.lines().find_map(|l| l.strip_prefix("lock:")) {
+            return Err(Error::Unsupported {
+                pid,
+                ns_pid,
+                fd,
+                kind: format!("file with a lock or lease on it ({})", describe_lock(lock)),
+            });
+        }
         let target = target.to_string_lossy();
         if let Some(anon) = target.strip_prefix("anon_inode:") {
             let anon = anon.trim_matches(|c| c == '[' || c == ']');
@@ -282,6 +291,12 @@ pub fn refuse_uncarried(pid: i32, ns_pid: i32) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// "POSIX ADVISORY WRITE" from an fdinfo `lock:` line
+/// ("1: POSIX  ADVISORY  WRITE 1234 00:2a:1234 0 EOF").
+fn describe_lock(line: &str) -> String {
+    line.split_whitespace().skip(1).take(3).collect::<Vec<_>>().join(" ")
 }
 
 /// The fd numbers of process `pid`, in order.

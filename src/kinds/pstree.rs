@@ -26,6 +26,8 @@ pub enum Error {
     Stray { host_pid: i32 },
     #[error("the image's process tree is damaged: process {pid} {reason}")]
     BadTree { pid: i32, reason: &'static str },
+    #[error("process {pid} (pid {ns_pid} in the container) {what}, which migrate does not carry yet")]
+    Uncarried { pid: i32, ns_pid: i32, what: &'static str },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -138,6 +140,54 @@ pub fn check(procs: &[ProcessImage]) -> Result<()> {
     }
 }
 
+/// Refuses, while the tree runs untouched, process state migrate does not
+/// carry yet: a stopped or traced process, a process group or session
+/// whose leader has exited, a zombie outside its parent's group, a
+/// chroot, a deleted working directory. `statuses` are the tree's
+/// processes (host PID, status), PID 1 first.
+pub fn refuse_uncarried(statuses: &[(i32, Status)]) -> Result<()> {
+    let pids: std::collections::HashSet<i32> = statuses.iter().map(|(_, s)| s.ns_pid).collect();
+    let link = |host: i32, what: &str| std::fs::read_link(format!("/proc/{host}/{what}")).ok();
+    let init_root = statuses.first().and_then(|(h, _)| link(*h, "root"));
+    for (host, s) in statuses {
+        let refuse = |what| {
+            Err(Error::Uncarried {
+                pid: *host,
+                ns_pid: s.ns_pid,
+                what,
+            })
+        };
+        match s.state {
+            'T' => return refuse("is stopped (SIGSTOP, SIGTSTP...)"),
+            't' => return refuse("is stopped by a tracer"),
+            _ if s.tracer != 0 => return refuse("is traced by another process (a debugger, strace...)"),
+            _ => {}
+        }
+        // 0: a group or session from outside the container's PID
+        // namespace, which the restore does not touch.
+        if s.ns_pgid > 0 && !pids.contains(&s.ns_pgid) {
+            return refuse("is in a process group whose leader has exited");
+        }
+        if s.ns_sid > 0 && !pids.contains(&s.ns_sid) {
+            return refuse("is in a session whose leader has exited");
+        }
+        if s.state == 'Z' {
+            let parent = statuses.iter().find(|(h, _)| *h == s.host_ppid).map(|(_, p)| p);
+            if parent.is_some_and(|p| p.ns_pgid != s.ns_pgid || p.ns_sid != s.ns_sid) {
+                return refuse("is a zombie in another process group or session than its parent's");
+            }
+            continue;
+        }
+        if link(*host, "root") != init_root {
+            return refuse("runs in a chroot");
+        }
+        if link(*host, "cwd").is_some_and(|c| c.to_string_lossy().ends_with(" (deleted)")) {
+            return refuse("has a working directory that was deleted");
+        }
+    }
+    Ok(())
+}
+
 /// The parts of /proc/PID/status the tree needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
@@ -148,6 +198,8 @@ pub struct Status {
     pub umask: u32,
     pub state: char,
     pub name: String,
+    /// TracerPid: who ptraces it (0: nobody).
+    pub tracer: i32,
 }
 
 fn last_id(v: &str) -> Option<i32> {
@@ -170,6 +222,7 @@ pub fn parse_status(pid: i32, text: &str) -> Result<Status> {
             .and_then(|u| u32::from_str_radix(u, 8).ok())
             .unwrap_or(0o022),
         state: need("State")?.chars().next().unwrap_or('?'),
+        tracer: get("TracerPid").and_then(|v| v.parse().ok()).unwrap_or(0),
         name: get("Name").unwrap_or("").to_string(),
     })
 }
