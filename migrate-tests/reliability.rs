@@ -414,3 +414,52 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
     }
     Ok(())
 }
+
+/// What /proc shows of a process's scheduling and prctl attributes.
+fn attributes(pid: i32) -> Result<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat.rsplit_once(") ").context("stat")?.1.split_whitespace().collect();
+    let read = |f: &str| std::fs::read_to_string(format!("/proc/{pid}/{f}")).unwrap_or_default();
+    let thp = read("status")
+        .lines()
+        .find(|l| l.starts_with("THP_enabled"))
+        .unwrap_or_default()
+        .to_string();
+    Ok(format!(
+        "nice {} rt_priority {} policy {} oom_score_adj {} timerslack {} loginuid {} {thp}",
+        fields[16],
+        fields[37],
+        fields[38],
+        read("oom_score_adj").trim(),
+        read("timerslack_ns").trim(),
+        read("loginuid").trim()
+    ))
+}
+
+/// Nice value, policy, oom_score_adj, loginuid, THP disable, subreaper,
+/// dumpable and timer slack come back after checkpoint/restore, suspend/
+/// resume and a migration (the workload checks each every beat; /proc
+/// shows the same before and after).
+#[test]
+fn scheduling_and_prctl_attributes_survive() -> Result<()> {
+    let pair = Pair::new("attrs")?;
+    let pid = pair.a.run_d("a", &[], &[workload("attrs").to_str().unwrap()])?;
+    wait_beats(&pair.a, "a", 2)?;
+    let before = attributes(pid)?;
+    ensure!(before.contains("nice 5") && before.contains("policy 3"), "{before}");
+    crate::checkpoint::survives_all_cycles(&pair.a, "a")?;
+    ensure!(
+        attributes(pair.a.pid("a")?)? == before,
+        "{before} became {}",
+        attributes(pair.a.pid("a")?)?
+    );
+    let last = check_heartbeat(&pair.a.log("a"))?;
+    migrate(&pair.a, &pair.b, "a", &[])?;
+    wait_beats(&pair.b, "a", last + 2)?;
+    ensure!(
+        attributes(pair.b.pid("a")?)? == before,
+        "after migration: {}",
+        attributes(pair.b.pid("a")?)?
+    );
+    Ok(())
+}

@@ -351,6 +351,7 @@ fn refuse_uncarried(cg: &crate::cgroup::Cgroup, procs: &[(i32, i32, Vec<i32>)]) 
     cg.refuse_nested()?;
     for (host, ns, tids) in procs {
         creds::refuse_strict_seccomp(*host, *ns, tids)?;
+        crate::kinds::procattrs::refuse_uncarried(*host, *ns, tids)?;
         files::refuse_uncarried(*host, *ns)?;
         memory::refuse_uncarried(*host)?;
     }
@@ -466,6 +467,7 @@ fn dump(
     let mut processes = Vec::new();
     let mut mm_images: Vec<(i32, MemoryImage)> = Vec::new();
     let mut sig_images = Vec::new();
+    let mut attrs = Vec::new();
     let mut seen_pages = SeenPages::default();
     let mut stats = DumpStats::default();
     let mut xstate = 0u32;
@@ -539,6 +541,7 @@ fn dump(
             },
         ));
         p.creds = Some(creds::dump(&main, s.ns_pid, tids)?);
+        attrs.push((s.ns_pid, crate::kinds::procattrs::dump(&main)?));
         let host_to_ns_tid = |tid: i32| ns_tid(*host, tid);
         p.timers = Some(timers::dump(&main, &host_to_ns_tid)?);
         tracing::debug!(
@@ -589,6 +592,7 @@ fn dump(
     sink.put(section::MM, &encode_section(&mm_images))?;
     sink.put(section::SIGNALS, &encode_section(&sig_images))?;
     sink.put(section::FILES, &encode_section(&fd_images))?;
+    sink.put(section::PROCATTRS, &encode_section(&attrs))?;
     // tmpfs contents only for a container with a root of its own: without
     // one it sees the host's mounts, which are not its to carry.
     let tmpfs = match &st.rootfs {

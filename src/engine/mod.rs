@@ -24,6 +24,7 @@ pub mod section {
     pub const SIGNALS: &str = "signals";
     pub const FILES: &str = "files";
     pub const MOUNTS: &str = "mounts";
+    pub const PROCATTRS: &str = crate::kinds::procattrs::SECTION;
 }
 
 /// Errors of checkpoint and restore, with the phase they happened in.
@@ -55,6 +56,8 @@ pub enum Error {
     Precopy(#[from] precopy::Error),
     #[error(transparent)]
     Mounts(#[from] mounts::Error),
+    #[error(transparent)]
+    ProcAttrs(#[from] crate::kinds::procattrs::Error),
     #[error(transparent)]
     Fault(#[from] crate::fault::Injected),
     #[error("image section {section}: process {pid}: {what}; the image is damaged")]

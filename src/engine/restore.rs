@@ -77,6 +77,7 @@ struct Image {
     signals: Vec<(i32, SignalsImage)>,
     files: FilesImage,
     tmpfs: Vec<crate::kinds::mounts::TmpfsImage>,
+    attrs: Vec<(i32, crate::kinds::procattrs::ProcAttrs)>,
 }
 
 fn load(src: &mut dyn ImageSource) -> Result<Image> {
@@ -87,6 +88,11 @@ fn load(src: &mut dyn ImageSource) -> Result<Image> {
     let signals = decode_section(section::SIGNALS, &get(section::SIGNALS)?)?;
     let files = decode_section(section::FILES, &get(section::FILES)?)?;
     let tmpfs = decode_section(section::MOUNTS, &get(section::MOUNTS)?)?;
+    // Not in format-3 images.
+    let attrs = match src.manifest().files.iter().any(|f| f.name == section::PROCATTRS) {
+        true => decode_section(section::PROCATTRS, &src.get(section::PROCATTRS)?)?,
+        false => Vec::new(),
+    };
     let img = Image {
         container,
         procs,
@@ -94,6 +100,7 @@ fn load(src: &mut dyn ImageSource) -> Result<Image> {
         signals,
         files,
         tmpfs,
+        attrs,
     };
     check(&img)?;
     Ok(img)
@@ -134,6 +141,7 @@ fn check(img: &Image) -> Result<()> {
     named(section::MM, img.mm.iter().map(|(p, _)| *p).collect())?;
     named(section::SIGNALS, img.signals.iter().map(|(p, _)| *p).collect())?;
     named(section::FILES, img.files.procs.iter().map(|(p, _)| *p).collect())?;
+    named(section::PROCATTRS, img.attrs.iter().map(|(p, _)| *p).collect())?;
     for (pid, mm) in &img.mm {
         let copies = mm.vmas.iter().flat_map(|v| v.runs.iter().filter_map(|r| r.from));
         if copies.into_iter().any(|(from, _)| !live.contains_key(&from)) {
@@ -500,6 +508,7 @@ fn restore_inner<'r>(
             ready_fd,
             hosts: &hosts,
             precopied: src.precopied(),
+            attrs: &img.attrs,
         };
         crate::fault::check_pid("restore:process", p.pid)?;
         let tids = rebuild(host, p, mm, sigs, &mut pages, &with)?;
@@ -609,6 +618,8 @@ struct Rebuild<'a> {
     /// Container PID -> host PID.
     hosts: &'a HashMap<i32, i32>,
     precopied: Option<&'a crate::image::precopy::PrecopyPages>,
+    /// Scheduling and prctl attributes (none in older images).
+    attrs: &'a [(i32, crate::kinds::procattrs::ProcAttrs)],
 }
 
 /// Rebuilds one seized process; returns the host TIDs of its threads, the
@@ -695,6 +706,9 @@ fn rebuild<R: std::io::Read + Send + 'static>(
     }
     if let Some(t) = &p.timers {
         timers::restore(&remote, p.pid, t)?;
+    }
+    if let Some(a) = with.attrs.iter().find(|(pid, _)| *pid == p.pid).map(|(_, a)| a) {
+        crate::kinds::procattrs::restore(&remote, &tids, a)?;
     }
     match p.creds.as_ref().filter(|c| !c.seccomp.is_empty()) {
         Some(c) => {

@@ -9,6 +9,7 @@ pub mod memory;
 pub mod mounts;
 pub mod pipes;
 pub mod precopy;
+pub mod procattrs;
 pub mod pstree;
 pub mod regfile;
 pub mod regs;

@@ -715,3 +715,43 @@ pub fn take_inherited_fd(fd: RawFd) -> Result<OwnedFd, Errno> {
     // (stdio is refused above; the caller takes each number once).
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// setpriority(PRIO_PROCESS, tid, nice): the nice value of one task.
+pub fn set_nice(tid: i32, nice: i32) -> Result<(), Errno> {
+    // SAFETY: setpriority takes plain integers and changes only the
+    // scheduling of task `tid`.
+    let ret = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// sched_setscheduler(tid, policy, {priority}): the scheduling policy and
+/// real-time priority of one task (SCHED_RESET_ON_FORK may be or'ed in).
+pub fn set_scheduler(tid: i32, policy: i32, priority: i32) -> Result<(), Errno> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: `param` is a valid sched_param that outlives the call, which
+    // only reads it.
+    let ret = unsafe { libc::sched_setscheduler(tid, policy, &param) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// sched_getscheduler(tid): the policy of one task, SCHED_RESET_ON_FORK
+/// included.
+pub fn get_scheduler(tid: i32) -> Result<i32, Errno> {
+    // SAFETY: sched_getscheduler takes a task ID and reads nothing of ours.
+    let ret = unsafe { libc::sched_getscheduler(tid) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(ret)
+    }
+}

@@ -1,0 +1,45 @@
+/* Scheduling and prctl attributes: SCHED_BATCH with nice 5, oom_score_adj
+ * 500, THP disabled, a child subreaper, not dumpable, a timer slack of
+ * 123456 ns. Every beat each must still be so. */
+#define _GNU_SOURCE
+#include "beat.h"
+#include <errno.h>
+#include <sched.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+
+static long slack = 123456;
+
+static void check(void) {
+    errno = 0;
+    int nice = getpriority(PRIO_PROCESS, 0);
+    if (nice != 5) fail("nice", nice, 5);
+    if (sched_getscheduler(0) != SCHED_BATCH) fail("policy", sched_getscheduler(0), SCHED_BATCH);
+    if (prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) != 1) fail("thp disable", prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0), 1);
+    if (prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 0) fail("dumpable", prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), 0);
+    if (prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) != slack) fail("timerslack", prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0), slack);
+    int sub = 0;
+    prctl(PR_GET_CHILD_SUBREAPER, &sub, 0, 0, 0);
+    if (sub != 1) fail("subreaper", sub, 1);
+    FILE *f = fopen("/proc/self/oom_score_adj", "r");
+    int adj = 0;
+    if (!f || fscanf(f, "%d", &adj) != 1 || adj != 500) fail("oom_score_adj", adj, 500);
+    if (f) fclose(f);
+}
+
+int main(void) {
+    struct sched_param p = {0};
+    FILE *f = fopen("/proc/self/oom_score_adj", "w");
+    if (!f || fprintf(f, "500\n") < 0 || fclose(f)) fail("set oom_score_adj", errno, 0);
+    if (sched_setscheduler(0, SCHED_BATCH, &p) || setpriority(PRIO_PROCESS, 0, 5) ||
+        prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) || prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) ||
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) || prctl(PR_SET_TIMERSLACK, slack, 0, 0, 0)) {
+        fail("set attributes", errno, 0);
+        return 1;
+    }
+    for (long n = 1;; n++) {
+        check();
+        beat(n);
+        nap_ms(100);
+    }
+}
