@@ -463,3 +463,13 @@ fn scheduling_and_prctl_attributes_survive() -> Result<()> {
     );
     Ok(())
 }
+
+/// A seccomp filter installed with CAP_SYS_ADMIN (no no_new_privs) by a
+/// process that then dropped to nobody: it could not install the filter
+/// itself, so the restore puts it back before the credentials.
+#[test]
+fn seccomp_filter_of_an_unprivileged_process_survives() -> Result<()> {
+    let root = TestRoot::new("seccomp-priv");
+    root.run_d("s", &[], &[workload("seccomp_priv").to_str().unwrap()])?;
+    crate::checkpoint::survives_all_cycles(&root, "s")
+}

@@ -669,6 +669,14 @@ fn rebuild<R: std::io::Read + Send + 'static>(
         regs::restore_kernel_state(&remote.thread(tid)?, t)?;
         tids.push(tid);
     }
+    // seccomp filters before the credentials: installing one takes
+    // CAP_SYS_ADMIN or no_new_privs, which the process may not have once
+    // its own credentials are back. The injected syscalls after this pass
+    // the filters by (the tasks are seized with seccomp suspended).
+    let filtered = p.creds.as_ref().is_some_and(|c| !c.seccomp.is_empty());
+    if let Some(c) = p.creds.as_ref().filter(|_| filtered) {
+        creds::restore_seccomp(&remote, c)?;
+    }
     // Credentials last: once dropped, nothing else could be done.
     let now = std::fs::read_to_string(format!("/proc/{host}/status")).unwrap_or_default();
     let (current, _) = creds::parse_status(&now);
@@ -710,13 +718,12 @@ fn rebuild<R: std::io::Read + Send + 'static>(
     if let Some(a) = with.attrs.iter().find(|(pid, _)| *pid == p.pid).map(|(_, a)| a) {
         crate::kinds::procattrs::restore(&remote, &tids, a)?;
     }
-    match p.creds.as_ref().filter(|c| !c.seccomp.is_empty()) {
-        Some(c) => {
-            creds::restore_seccomp(&remote, c)?;
-            // The filters may forbid munmap: then the scratch pages stay.
-            let _ = remote.unmap_scratch();
-        }
-        None => remote.unmap_scratch()?,
+    if filtered {
+        // Where seccomp could not be suspended, the filters may forbid
+        // munmap: then the scratch pages stay.
+        let _ = remote.unmap_scratch();
+    } else {
+        remote.unmap_scratch()?;
     }
     for (tid, t) in tids.iter().zip(&p.threads) {
         regs::restore_cpu(*tid, t)?;
