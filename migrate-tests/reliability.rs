@@ -473,3 +473,44 @@ fn seccomp_filter_of_an_unprivileged_process_survives() -> Result<()> {
     root.run_d("s", &[], &[workload("seccomp_priv").to_str().unwrap()])?;
     crate::checkpoint::survives_all_cycles(&root, "s")
 }
+
+/// A container that renamed its host and set a NIS domain name keeps both
+/// through checkpoint/restore and a migration.
+#[test]
+fn uts_names_set_inside_survive() -> Result<()> {
+    let pair = Pair::new("uts")?;
+    let script = format!("hostname renamed-inside; echo nis.example > /proc/sys/kernel/domainname; {TICKER}");
+    pair.a
+        .run_d("u", &["--hostname", "started-as"], &["sh", "-c", &script])?;
+    let names = |root: &TestRoot| {
+        root.ok(&[
+            "exec",
+            "u",
+            "--",
+            "cat",
+            "/proc/sys/kernel/hostname",
+            "/proc/sys/kernel/domainname",
+        ])
+    };
+    wait_until(Duration::from_secs(10), "ticks", || last_tick(&pair.a.log("u")) >= 2)?;
+    ensure!(
+        names(&pair.a)? == "renamed-inside\nnis.example\n",
+        "{}",
+        names(&pair.a)?
+    );
+    let dir = pair.a.dir.join("image");
+    pair.a.ok(&["checkpoint", "u", "--dir", dir.to_str().unwrap()])?;
+    pair.a.ok(&["restore", "--dir", dir.to_str().unwrap()])?;
+    ensure!(
+        names(&pair.a)? == "renamed-inside\nnis.example\n",
+        "after restore: {}",
+        names(&pair.a)?
+    );
+    migrate(&pair.a, &pair.b, "u", &[])?;
+    ensure!(
+        names(&pair.b)? == "renamed-inside\nnis.example\n",
+        "after migration: {}",
+        names(&pair.b)?
+    );
+    Ok(())
+}

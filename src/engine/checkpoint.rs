@@ -593,6 +593,7 @@ fn dump(
     sink.put(section::SIGNALS, &encode_section(&sig_images))?;
     sink.put(section::FILES, &encode_section(&fd_images))?;
     sink.put(section::PROCATTRS, &encode_section(&attrs))?;
+    sink.put(section::UTS, &encode_section(&crate::kinds::uts::dump(st.pid)?))?;
     // tmpfs contents only for a container with a root of its own: without
     // one it sees the host's mounts, which are not its to carry.
     let tmpfs = match &st.rootfs {

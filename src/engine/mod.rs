@@ -25,6 +25,7 @@ pub mod section {
     pub const FILES: &str = "files";
     pub const MOUNTS: &str = "mounts";
     pub const PROCATTRS: &str = crate::kinds::procattrs::SECTION;
+    pub const UTS: &str = crate::kinds::uts::SECTION;
 }
 
 /// Errors of checkpoint and restore, with the phase they happened in.
@@ -58,6 +59,8 @@ pub enum Error {
     Mounts(#[from] mounts::Error),
     #[error(transparent)]
     ProcAttrs(#[from] crate::kinds::procattrs::Error),
+    #[error(transparent)]
+    Uts(#[from] crate::kinds::uts::Error),
     #[error(transparent)]
     Fault(#[from] crate::fault::Injected),
     #[error("image section {section}: process {pid}: {what}; the image is damaged")]

@@ -78,6 +78,7 @@ struct Image {
     files: FilesImage,
     tmpfs: Vec<crate::kinds::mounts::TmpfsImage>,
     attrs: Vec<(i32, crate::kinds::procattrs::ProcAttrs)>,
+    uts: Option<crate::kinds::uts::UtsImage>,
 }
 
 fn load(src: &mut dyn ImageSource) -> Result<Image> {
@@ -89,9 +90,14 @@ fn load(src: &mut dyn ImageSource) -> Result<Image> {
     let files = decode_section(section::FILES, &get(section::FILES)?)?;
     let tmpfs = decode_section(section::MOUNTS, &get(section::MOUNTS)?)?;
     // Not in format-3 images.
-    let attrs = match src.manifest().files.iter().any(|f| f.name == section::PROCATTRS) {
+    let listed = |src: &dyn ImageSource, name: &str| src.manifest().files.iter().any(|f| f.name == name);
+    let attrs = match listed(src, section::PROCATTRS) {
         true => decode_section(section::PROCATTRS, &src.get(section::PROCATTRS)?)?,
         false => Vec::new(),
+    };
+    let uts = match listed(src, section::UTS) {
+        true => Some(decode_section(section::UTS, &src.get(section::UTS)?)?),
+        false => None,
     };
     let img = Image {
         container,
@@ -101,6 +107,7 @@ fn load(src: &mut dyn ImageSource) -> Result<Image> {
         files,
         tmpfs,
         attrs,
+        uts,
     };
     check(&img)?;
     Ok(img)
@@ -885,6 +892,9 @@ fn prepare_task(ctx: &TreeCtx<'_>, idx: usize) -> std::result::Result<(), String
     let with_objects;
     let ctx = if p.pid == 1 {
         crate::runtime::spawn::setup_namespaces(&c.hostname, c.rootfs.as_deref())?;
+        if let Some(u) = &ctx.img.uts {
+            crate::kinds::uts::restore(u)?;
+        }
         crate::kinds::mounts::restore(&ctx.img.tmpfs)?;
         if !crate::runtime::spawn::wait_go(ctx.go) {
             return Err("the restorer gave up before the network was ready".into());

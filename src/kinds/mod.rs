@@ -20,3 +20,4 @@ pub mod tcp;
 pub mod timens;
 pub mod timers;
 pub mod unix;
+pub mod uts;

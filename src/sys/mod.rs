@@ -755,3 +755,15 @@ pub fn get_scheduler(tid: i32) -> Result<i32, Errno> {
         Ok(ret)
     }
 }
+
+/// setdomainname(2): the NIS domain name of the caller's UTS namespace.
+pub fn set_domainname(name: &str) -> Result<(), Errno> {
+    // SAFETY: the pointer and length describe `name`'s bytes, which the
+    // kernel only reads during the call.
+    let ret = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
