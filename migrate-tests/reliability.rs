@@ -514,3 +514,16 @@ fn uts_names_set_inside_survive() -> Result<()> {
     );
     Ok(())
 }
+
+/// A locked region is locked again after checkpoint/restore, suspend/
+/// resume and a migration.
+#[test]
+fn mlocked_memory_stays_locked() -> Result<()> {
+    let pair = Pair::new("mlock")?;
+    pair.a.run_d("m", &[], &[workload("mlock").to_str().unwrap()])?;
+    crate::checkpoint::survives_all_cycles(&pair.a, "m")?;
+    let last = check_heartbeat(&pair.a.log("m"))?;
+    migrate(&pair.a, &pair.b, "m", &[])?;
+    wait_beats(&pair.b, "m", last + 2)?;
+    Ok(())
+}

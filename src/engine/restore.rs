@@ -664,6 +664,7 @@ fn rebuild<R: std::io::Read + Send + 'static>(
     memory::restore_pages(&remote, mm, pages, shmem, &host_of, precopied, &moved)?;
     tracing::debug!(ms = ms_since(t), pid = p.pid, "rebuild: pages done");
     memory::restore_mm(&remote, &mm.mm)?;
+    memory::restore_locks(&remote, mm)?;
     signals::restore(&remote, sigs.map(|s| s.actions.as_slice()).unwrap_or(&[]))?;
     let (main, others) = p
         .threads

@@ -900,6 +900,16 @@ fn advise(remote: &Remote, v: &Vma, start: u64, len: u64) -> Result<()> {
     Ok(())
 }
 
+/// Locks the mappings that were locked (mlock, MAP_LOCKED: VmFlags `lo`)
+/// again, once their pages are in place and before the process drops its
+/// credentials (and with them, perhaps, CAP_IPC_LOCK).
+pub fn restore_locks(remote: &Remote, img: &MemoryImage) -> Result<()> {
+    for v in img.vmas.iter().filter(|v| v.flags.iter().any(|f| f == "lo")) {
+        remote.call("mlock", libc::SYS_mlock, &[v.start, v.len()])?;
+    }
+    Ok(())
+}
+
 /// Moves pre-copied pages `at..at+len` of a private anonymous mapping into
 /// place from the process's shadows (`moved`, from [`restore_layout`]):
 /// page tables move, no page is copied or allocated. Pages never written
