@@ -155,14 +155,7 @@ pub fn dump(remote: &Remote, ns_pid: i32, tids: &[i32]) -> Result<Creds> {
         c.seccomp = filters;
     }
     const PR_GET_PDEATHSIG: u64 = 2;
-    remote.call(
-        "prctl(PR_GET_PDEATHSIG)",
-        nr::PRCTL,
-        &[PR_GET_PDEATHSIG, remote.scratch],
-    )?;
-    let mut b = [0u8; 4];
-    remote.read(remote.scratch, &mut b)?;
-    c.pdeathsig = i32::from_le_bytes(b);
+    c.pdeathsig = remote.prctl_get_int("prctl(PR_GET_PDEATHSIG)", PR_GET_PDEATHSIG)?;
     Ok(c)
 }
 

@@ -146,13 +146,7 @@ pub fn dump(remote: &Remote) -> Result<ProcAttrs> {
     let dumpable = get("prctl(PR_GET_DUMPABLE)", PR_GET_DUMPABLE)?;
     let thp_disable = get("prctl(PR_GET_THP_DISABLE)", PR_GET_THP_DISABLE)? != 0;
     let timerslack_ns = get("prctl(PR_GET_TIMERSLACK)", PR_GET_TIMERSLACK)?;
-    remote.call(
-        "prctl(PR_GET_CHILD_SUBREAPER)",
-        nr::PRCTL,
-        &[PR_GET_CHILD_SUBREAPER, remote.scratch],
-    )?;
-    let mut b = [0u8; 4];
-    remote.read(remote.scratch, &mut b)?;
+    let subreaper = remote.prctl_get_int("prctl(PR_GET_CHILD_SUBREAPER)", PR_GET_CHILD_SUBREAPER)? != 0;
     Ok(ProcAttrs {
         nice,
         policy,
@@ -160,7 +154,7 @@ pub fn dump(remote: &Remote) -> Result<ProcAttrs> {
         oom_score_adj,
         loginuid,
         dumpable,
-        subreaper: i32::from_le_bytes(b) != 0,
+        subreaper,
         thp_disable,
         timerslack_ns,
     })

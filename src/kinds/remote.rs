@@ -140,6 +140,15 @@ impl Remote {
         })
     }
 
+    /// A prctl that writes an int through its second argument
+    /// (PR_GET_PDEATHSIG, PR_GET_CHILD_SUBREAPER...): that int.
+    pub fn prctl_get_int(&self, what: &str, op: u64) -> Result<i32> {
+        self.call(what, nr::PRCTL, &[op, self.scratch])?;
+        let mut b = [0u8; 4];
+        self.read(self.scratch, &mut b)?;
+        Ok(i32::from_le_bytes(b))
+    }
+
     pub fn read_u64(&self, addr: u64) -> Result<u64> {
         let mut b = [0u8; 8];
         self.read(addr, &mut b)?;
