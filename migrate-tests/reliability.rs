@@ -527,3 +527,15 @@ fn mlocked_memory_stays_locked() -> Result<()> {
     wait_beats(&pair.b, "m", last + 2)?;
     Ok(())
 }
+
+/// memfd seals, whether a memfd may be sealed at all, and O_PATH come back.
+#[test]
+fn memfd_seals_and_o_path_survive() -> Result<()> {
+    let pair = Pair::new("seals")?;
+    pair.a.run_d("s", &[], &[workload("fdkinds").to_str().unwrap()])?;
+    crate::checkpoint::survives_all_cycles(&pair.a, "s")?;
+    let last = check_heartbeat(&pair.a.log("s"))?;
+    migrate(&pair.a, &pair.b, "s", &[])?;
+    wait_beats(&pair.b, "s", last + 2)?;
+    Ok(())
+}

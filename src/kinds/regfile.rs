@@ -29,6 +29,13 @@ pub enum FileKind {
     /// `runc run -d ID > /tmp/out.log`): `path` is the host's path, opened
     /// by the restorer on the host's side and passed in.
     HostPath,
+    /// A memfd made with MFD_ALLOW_SEALING, with its seals (F_SEAL_*); a
+    /// plain [`FileKind::Memfd`] is sealed against sealing.
+    SealedMemfd {
+        name: String,
+        contents: Vec<u8>,
+        seals: i32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,7 +103,17 @@ pub fn dump(pid: i32, fd: i32, target: &str, flags: i32, pos: u64, cap: u64, out
     let (path, kind) = if let Some(name) = target.strip_prefix("/memfd:") {
         let name = name.strip_suffix(" (deleted)").unwrap_or(name).to_string();
         let contents = carried(target)?;
-        (target.to_string(), FileKind::Memfd { name, contents })
+        let seals = std::fs::File::open(&link)
+            .and_then(|f| Ok(nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GET_SEALS)?))
+            .map_err(|source| Error::Read {
+                path: target.to_string(),
+                source,
+            })?;
+        let kind = match seals {
+            libc::F_SEAL_SEAL => FileKind::Memfd { name, contents },
+            seals => FileKind::SealedMemfd { name, contents, seals },
+        };
+        (target.to_string(), kind)
     } else if meta.file_type().is_fifo() {
         // A read end of our own onto the same FIFO, to copy its buffer
         // without consuming it.
@@ -144,7 +161,8 @@ const REOPEN_FLAGS: i32 = libc::O_ACCMODE
     | libc::O_DIRECT
     | libc::O_NOATIME
     | libc::O_LARGEFILE
-    | libc::O_DIRECTORY;
+    | libc::O_DIRECTORY
+    | libc::O_PATH;
 
 /// Opens the file again (close-on-exec), at its offset.
 pub fn restore(f: &FileImage) -> Result<OwnedFd> {
@@ -209,18 +227,33 @@ pub fn restore(f: &FileImage) -> Result<OwnedFd> {
             FIFO_KEEPERS.with(|k| k.borrow_mut().push(keeper));
             fd
         }
-        FileKind::Memfd { name, contents } => {
-            let cname = std::ffi::CString::new(name.as_str()).map_err(|_| err(Errno::EINVAL))?;
-            let m =
-                nix::sys::memfd::memfd_create(cname.as_c_str(), nix::sys::memfd::MFdFlags::MFD_CLOEXEC).map_err(err)?;
-            write_all(&m, contents).map_err(err)?;
-            m
-        }
+        FileKind::Memfd { name, contents } => memfd(name, contents, None).map_err(err)?,
+        FileKind::SealedMemfd { name, contents, seals } => memfd(name, contents, Some(*seals)).map_err(err)?,
     };
     if f.pos > 0 && f.regular {
         nix::unistd::lseek(&fd, f.pos as i64, nix::unistd::Whence::SeekSet).map_err(err)?;
     }
     Ok(fd)
+}
+
+/// A memfd named `name` holding `contents`; with `seals`, made to allow
+/// sealing and then sealed with them.
+fn memfd(name: &str, contents: &[u8], seals: Option<i32>) -> std::result::Result<OwnedFd, Errno> {
+    use nix::sys::memfd::MFdFlags;
+    let cname = std::ffi::CString::new(name).map_err(|_| Errno::EINVAL)?;
+    let flags = match seals {
+        Some(_) => MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+        None => MFdFlags::MFD_CLOEXEC,
+    };
+    let m = nix::sys::memfd::memfd_create(cname.as_c_str(), flags)?;
+    write_all(&m, contents)?;
+    if let Some(s) = seals.filter(|s| *s != 0) {
+        nix::fcntl::fcntl(
+            &m,
+            nix::fcntl::FcntlArg::F_ADD_SEALS(nix::fcntl::SealFlag::from_bits_retain(s)),
+        )?;
+    }
+    Ok(m)
 }
 
 thread_local! {
