@@ -112,7 +112,7 @@ impl Drop for TestRoot {
             if cg.exists() {
                 let _ = std::fs::write(cg.join("cgroup.kill"), "1");
                 std::thread::sleep(Duration::from_millis(50));
-                let _ = std::fs::remove_dir(&cg);
+                remove_cgroup_tree(&cg);
             }
             if let Some(parent) = cg.parent() {
                 let _ = std::fs::remove_dir(parent);
@@ -120,6 +120,17 @@ impl Drop for TestRoot {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Removes a cgroup and the cgroups a container made inside it, deepest
+/// first.
+fn remove_cgroup_tree(cg: &Path) {
+    for e in std::fs::read_dir(cg).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup_tree(&e.path());
+        }
+    }
+    let _ = std::fs::remove_dir(cg);
 }
 
 /// Polls `f` every 20 ms until it returns true or `timeout` passes.
