@@ -515,27 +515,26 @@ fn uts_names_set_inside_survive() -> Result<()> {
     Ok(())
 }
 
-/// A locked region is locked again after checkpoint/restore, suspend/
-/// resume and a migration.
+/// Workload `program` (which checks its own state every beat) through
+/// checkpoint/restore twice, suspend/resume and a migration.
+fn cycles_and_migration(tag: &str, program: &str) -> Result<()> {
+    let pair = Pair::new(tag)?;
+    pair.a.run_d("w", &[], &[workload(program).to_str().unwrap()])?;
+    crate::checkpoint::survives_all_cycles(&pair.a, "w")?;
+    let last = check_heartbeat(&pair.a.log("w"))?;
+    migrate(&pair.a, &pair.b, "w", &[])?;
+    wait_beats(&pair.b, "w", last + 2)?;
+    Ok(())
+}
+
+/// A locked region is locked again.
 #[test]
 fn mlocked_memory_stays_locked() -> Result<()> {
-    let pair = Pair::new("mlock")?;
-    pair.a.run_d("m", &[], &[workload("mlock").to_str().unwrap()])?;
-    crate::checkpoint::survives_all_cycles(&pair.a, "m")?;
-    let last = check_heartbeat(&pair.a.log("m"))?;
-    migrate(&pair.a, &pair.b, "m", &[])?;
-    wait_beats(&pair.b, "m", last + 2)?;
-    Ok(())
+    cycles_and_migration("mlock", "mlock")
 }
 
 /// memfd seals, whether a memfd may be sealed at all, and O_PATH come back.
 #[test]
 fn memfd_seals_and_o_path_survive() -> Result<()> {
-    let pair = Pair::new("seals")?;
-    pair.a.run_d("s", &[], &[workload("fdkinds").to_str().unwrap()])?;
-    crate::checkpoint::survives_all_cycles(&pair.a, "s")?;
-    let last = check_heartbeat(&pair.a.log("s"))?;
-    migrate(&pair.a, &pair.b, "s", &[])?;
-    wait_beats(&pair.b, "s", last + 2)?;
-    Ok(())
+    cycles_and_migration("seals", "fdkinds")
 }
