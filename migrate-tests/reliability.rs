@@ -27,9 +27,13 @@ fn snapshot(pid1: i32) -> Result<String> {
         out += &format!("== {pid} maps\n{}", read("maps"));
         let status = read("status");
         for l in status.lines().filter(|l| {
-            ["State", "Sig", "Shd", "Blk", "Ign", "Cgt", "Seccomp", "Threads"]
-                .iter()
-                .any(|k| l.starts_with(k))
+            // SigQ counts the signals queued for the whole user, not
+            // the process's own.
+            [
+                "State", "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt", "Seccomp", "Threads",
+            ]
+            .iter()
+            .any(|k| l.starts_with(k))
         }) {
             // Sleeping or running is not state a checkpoint may change,
             // but stopped (T/t) is.
