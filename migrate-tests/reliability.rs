@@ -382,6 +382,9 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
             "orphan-pgid",
             "(pid 3 in the container) is in a process group whose leader has exited",
         ),
+        ("deleted-fifo", "fd 3 is a FIFO that was deleted"),
+        ("deleted-dir", "fd 3 is a directory that was deleted"),
+        ("shared-files", "shares its fd table with process 2 (CLONE_FILES)"),
         (
             "tcp-unbound",
             "fd 3 is a TCP socket (IPv4) not bound, listening or connected",

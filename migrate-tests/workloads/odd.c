@@ -10,7 +10,9 @@
  *   chroot       a child chrooted into directory argv[2]
  *   cwd-deleted  a working directory argv[2], removed
  *   stopped      a child that stopped itself (SIGSTOP)
- *   orphan-pgid  a grandchild whose process group leader has exited */
+ *   orphan-pgid  a grandchild whose process group leader has exited
+ *   deleted-fifo, deleted-dir   a FIFO / directory argv[2], open, removed
+ *   shared-files a child made with CLONE_FILES (one fd table for two) */
 #include "beat.h"
 #include <arpa/inet.h>
 #include <linux/aio_abi.h>
@@ -24,11 +26,20 @@
 #include <sys/wait.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 
 static void sleep_forever(void) {
     for (;;) nap_ms(1000);
 }
+
+static int sleeper(void *arg) {
+    (void)arg;
+    sleep_forever();
+    return 0;
+}
+
+static char stack[1 << 16];
 
 int main(int argc, char **argv) {
     const char *what = argc > 1 ? argv[1] : "";
@@ -70,6 +81,12 @@ int main(int argc, char **argv) {
             raise(SIGSTOP);
             sleep_forever();
         }
+    } else if (!strcmp(what, "deleted-fifo")) {
+        if (mkfifo(argv[2], 0600) || open(argv[2], O_RDWR) < 0 || unlink(argv[2])) fail("fifo", errno, 0);
+    } else if (!strcmp(what, "deleted-dir")) {
+        if (mkdir(argv[2], 0700) || open(argv[2], O_RDONLY | O_DIRECTORY) < 0 || rmdir(argv[2])) fail("dir", errno, 0);
+    } else if (!strcmp(what, "shared-files")) {
+        if (clone(sleeper, stack + sizeof stack, CLONE_FILES | SIGCHLD, NULL) < 0) fail("clone", errno, 0);
     } else if (!strcmp(what, "orphan-pgid")) {
         pid_t leader = fork();
         if (leader == 0) {

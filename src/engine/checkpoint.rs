@@ -349,6 +349,20 @@ pub(crate) fn preflight(st: &crate::runtime::ContainerState) -> Result<()> {
 /// container, threads).
 fn refuse_uncarried(cg: &crate::cgroup::Cgroup, procs: &[(i32, i32, Vec<i32>)]) -> Result<()> {
     cg.refuse_nested()?;
+    // Processes sharing one fd table (CLONE_FILES) would come back with
+    // one each.
+    for (i, (a, a_ns, _)) in procs.iter().enumerate() {
+        if let Some((_, b_ns, _)) = procs[i + 1..]
+            .iter()
+            .find(|(b, _, _)| crate::sys::same_fd_table(*a, *b).unwrap_or(false))
+        {
+            return Err(Error::SharedFdTable {
+                pid: *a,
+                ns_pid: *a_ns,
+                other: *b_ns,
+            });
+        }
+    }
     for (host, ns, tids) in procs {
         creds::refuse_strict_seccomp(*host, *ns, tids)?;
         crate::kinds::procattrs::refuse_uncarried(*host, *ns, tids)?;

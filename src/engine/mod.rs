@@ -63,6 +63,8 @@ pub enum Error {
     Uts(#[from] crate::kinds::uts::Error),
     #[error(transparent)]
     Fault(#[from] crate::fault::Injected),
+    #[error("process {pid} (pid {ns_pid} in the container) shares its fd table with process {other} (CLONE_FILES), which migrate does not carry yet")]
+    SharedFdTable { pid: i32, ns_pid: i32, other: i32 },
     #[error("image section {section}: process {pid}: {what}; the image is damaged")]
     Damaged {
         section: &'static str,

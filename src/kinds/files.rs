@@ -268,25 +268,36 @@ pub fn refuse_uncarried(pid: i32, ns_pid: i32) -> Result<()> {
         let Ok(target) = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")) else {
             continue;
         };
+        let target = target.to_string_lossy();
+        let unsupported = |kind: String| Error::Unsupported { pid, ns_pid, fd, kind };
+        if target.starts_with('/') && !target.starts_with("/memfd:") && target.ends_with(" (deleted)") {
+            // Only regular files are carried when deleted.
+            if let Ok(meta) = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")) {
+                use std::os::unix::fs::FileTypeExt;
+                let ft = meta.file_type();
+                let what = match () {
+                    _ if ft.is_file() => None,
+                    _ if ft.is_dir() => Some("directory"),
+                    _ if ft.is_fifo() => Some("FIFO"),
+                    _ if ft.is_char_device() || ft.is_block_device() => Some("device node"),
+                    _ => Some("special file"),
+                };
+                if let Some(what) = what {
+                    return Err(unsupported(format!("{what} that was deleted ({target})")));
+                }
+            }
+        }
         let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
         if let Some(lock) = info.lines().find_map(|l| l.strip_prefix("lock:")) {
-            return Err(Error::Unsupported {
-                pid,
-                ns_pid,
-                fd,
-                kind: format!("file with a lock or lease on it ({})", describe_lock(lock)),
-            });
+            return Err(unsupported(format!(
+                "file with a lock or lease on it ({})",
+                describe_lock(lock)
+            )));
         }
-        let target = target.to_string_lossy();
         if let Some(anon) = target.strip_prefix("anon_inode:") {
             let anon = anon.trim_matches(|c| c == '[' || c == ']');
             if !ANON_CARRIED.contains(&anon) {
-                return Err(Error::Unsupported {
-                    pid,
-                    ns_pid,
-                    fd,
-                    kind: anon.to_string(),
-                });
+                return Err(unsupported(anon.to_string()));
             }
         }
     }

@@ -36,6 +36,14 @@ pub enum FileKind {
         contents: Vec<u8>,
         seals: i32,
     },
+    /// Deleted while open, with its permission bits and owner (images of
+    /// format 3 have [`FileKind::Deleted`], without them).
+    DeletedFile {
+        contents: Vec<u8>,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,10 +140,14 @@ pub fn dump(pid: i32, fd: i32, target: &str, flags: i32, pos: u64, cap: u64, out
         })?;
         (target.to_string(), FileKind::Fifo { data: image.data })
     } else if let Some(orig) = target.strip_suffix(" (deleted)") {
+        use std::os::unix::fs::PermissionsExt;
         (
             orig.to_string(),
-            FileKind::Deleted {
+            FileKind::DeletedFile {
                 contents: carried(orig)?,
+                mode: meta.permissions().mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
             },
         )
     } else if outside {
@@ -188,26 +200,13 @@ pub fn restore(f: &FileImage) -> Result<OwnedFd> {
             }
             fd
         }
-        FileKind::Deleted { contents } => {
-            let dir = std::path::Path::new(&f.path)
-                .parent()
-                .filter(|d| d.is_dir())
-                .unwrap_or(std::path::Path::new("/tmp"));
-            let tmp = open(
-                dir,
-                OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC,
-                Mode::from_bits_truncate(0o600),
-            )
-            .map_err(err)?;
-            write_all(&tmp, contents).map_err(err)?;
-            // The same unnamed file, with the flags it had.
-            open(
-                format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&tmp)).as_str(),
-                flags,
-                Mode::empty(),
-            )
-            .map_err(err)?
-        }
+        FileKind::Deleted { contents } => ghost(&f.path, contents, None, flags).map_err(err)?,
+        FileKind::DeletedFile {
+            contents,
+            mode,
+            uid,
+            gid,
+        } => ghost(&f.path, contents, Some((*mode, *uid, *gid)), flags).map_err(err)?,
         FileKind::Fifo { data } => {
             // Held open read-write meanwhile, so that no open of a single
             // end blocks, and the buffered bytes have somewhere to wait.
@@ -234,6 +233,40 @@ pub fn restore(f: &FileImage) -> Result<OwnedFd> {
         nix::unistd::lseek(&fd, f.pos as i64, nix::unistd::Whence::SeekSet).map_err(err)?;
     }
     Ok(fd)
+}
+
+/// A file deleted while open, made again unnamed (O_TMPFILE) in the
+/// directory of `path` (or /tmp) with `contents`, its permission bits and
+/// owner where the image has them, and opened with `flags`.
+fn ghost(
+    path: &str,
+    contents: &[u8],
+    meta: Option<(u32, u32, u32)>,
+    flags: nix::fcntl::OFlag,
+) -> std::result::Result<OwnedFd, Errno> {
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::Mode;
+    let dir = std::path::Path::new(path)
+        .parent()
+        .filter(|d| d.is_dir())
+        .unwrap_or(std::path::Path::new("/tmp"));
+    let tmp = open(
+        dir,
+        OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )?;
+    write_all(&tmp, contents)?;
+    if let Some((mode, uid, gid)) = meta {
+        // Owner first: a change of owner clears set-id bits.
+        nix::unistd::fchown(&tmp, Some(uid.into()), Some(gid.into()))?;
+        nix::sys::stat::fchmod(&tmp, Mode::from_bits_truncate(mode))?;
+    }
+    // The same unnamed file, with the flags it had.
+    open(
+        format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&tmp)).as_str(),
+        flags,
+        Mode::empty(),
+    )
 }
 
 /// A memfd named `name` holding `contents`; with `seals`, made to allow

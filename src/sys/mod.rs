@@ -530,6 +530,18 @@ pub fn same_file(pid_a: i32, a: RawFd, pid_b: i32, b: RawFd) -> Result<bool, Err
     }
 }
 
+/// Whether processes `pid_a` and `pid_b` share one fd table (CLONE_FILES).
+pub fn same_fd_table(pid_a: i32, pid_b: i32) -> Result<bool, Errno> {
+    const KCMP_FILES: libc::c_int = 2;
+    // SAFETY: kcmp compares kernel objects by integers; it touches no memory.
+    let ret = unsafe { libc::syscall(libc::SYS_kcmp, pid_a, pid_b, KCMP_FILES, 0, 0) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(ret == 0)
+    }
+}
+
 /// tee(2) with SPLICE_F_NONBLOCK: copies up to `len` bytes from pipe `from`
 /// to pipe `to` without consuming them. 0 when `from` is empty.
 pub fn tee(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> Result<usize, Errno> {
