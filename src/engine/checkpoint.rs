@@ -342,11 +342,18 @@ pub(crate) fn preflight(st: &crate::runtime::ContainerState) -> Result<()> {
     }
     // Only while it runs: once seized, every task is stopped and traced.
     pstree::refuse_uncarried(&statuses)?;
-    refuse_uncarried(&st.cgroup(), &procs)
+    refuse_uncarried(&st.cgroup(), &procs)?;
+    // The dump checks these again as it reads each fd and mapping.
+    for (host, ns, _) in &procs {
+        files::refuse_uncarried(*host, *ns)?;
+        memory::refuse_uncarried(*host)?;
+    }
+    Ok(())
 }
 
-/// The refusals of [`preflight`], on processes (host PID, PID in the
-/// container, threads).
+/// The refusals of [`preflight`] that the dump would not make itself as it
+/// reads each fd and mapping, run again on the stopped tree; on processes
+/// (host PID, PID in the container, threads).
 fn refuse_uncarried(cg: &crate::cgroup::Cgroup, procs: &[(i32, i32, Vec<i32>)]) -> Result<()> {
     cg.refuse_nested()?;
     // Processes sharing one fd table (CLONE_FILES) would come back with
@@ -366,8 +373,6 @@ fn refuse_uncarried(cg: &crate::cgroup::Cgroup, procs: &[(i32, i32, Vec<i32>)]) 
     for (host, ns, tids) in procs {
         creds::refuse_strict_seccomp(*host, *ns, tids)?;
         crate::kinds::procattrs::refuse_uncarried(*host, *ns, tids)?;
-        files::refuse_uncarried(*host, *ns)?;
-        memory::refuse_uncarried(*host)?;
     }
     Ok(())
 }

@@ -259,46 +259,54 @@ fn bracket_id(target: &str, prefix: &str) -> Option<u64> {
 /// The anon_inode kinds migrate carries (besides eventpoll).
 const ANON_CARRIED: [&str; 5] = ["eventpoll", "eventfd", "timerfd", "signalfd", "inotify"];
 
-/// Refuses, while the container runs, an fd whose kind is never carried
-/// (io_uring, perf events, BPF objects, userfaultfd...): found from its
-/// link alone, before anything is stopped. The full dump checks the rest.
+/// Refuses, while the container runs, an fd migrate never carries (see
+/// [`refuse_fd`]), before anything is stopped. The dump checks each fd
+/// again as it reads it.
 pub fn refuse_uncarried(pid: i32, ns_pid: i32) -> Result<()> {
     for fd in list_fds(pid)? {
         // An fd closed meanwhile holds nothing.
         let Ok(target) = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")) else {
             continue;
         };
-        let target = target.to_string_lossy();
-        let unsupported = |kind: String| Error::Unsupported { pid, ns_pid, fd, kind };
-        if target.starts_with('/') && !target.starts_with("/memfd:") && target.ends_with(" (deleted)") {
-            // Only regular files are carried when deleted.
-            if let Ok(meta) = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")) {
-                use std::os::unix::fs::FileTypeExt;
-                let ft = meta.file_type();
-                let what = match () {
-                    _ if ft.is_file() => None,
-                    _ if ft.is_dir() => Some("directory"),
-                    _ if ft.is_fifo() => Some("FIFO"),
-                    _ if ft.is_char_device() || ft.is_block_device() => Some("device node"),
-                    _ => Some("special file"),
-                };
-                if let Some(what) = what {
-                    return Err(unsupported(format!("{what} that was deleted ({target})")));
-                }
-            }
-        }
         let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
-        if let Some(lock) = info.lines().find_map(|l| l.strip_prefix("lock:")) {
-            return Err(unsupported(format!(
-                "file with a lock or lease on it ({})",
-                describe_lock(lock)
-            )));
-        }
-        if let Some(anon) = target.strip_prefix("anon_inode:") {
-            let anon = anon.trim_matches(|c| c == '[' || c == ']');
-            if !ANON_CARRIED.contains(&anon) {
-                return Err(unsupported(anon.to_string()));
+        refuse_fd(pid, ns_pid, fd, &target.to_string_lossy(), &info)?;
+    }
+    Ok(())
+}
+
+/// Refuses fd `fd` of process `pid` (link `target`, fdinfo `info`) if it
+/// is of a kind never carried (io_uring, perf events, BPF objects,
+/// userfaultfd...), a deleted directory, FIFO or device node, or a file
+/// with a lock or lease on it.
+fn refuse_fd(pid: i32, ns_pid: i32, fd: i32, target: &str, info: &str) -> Result<()> {
+    let unsupported = |kind: String| Error::Unsupported { pid, ns_pid, fd, kind };
+    if target.starts_with('/') && !target.starts_with("/memfd:") && target.ends_with(" (deleted)") {
+        // Only regular files are carried when deleted.
+        if let Ok(meta) = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")) {
+            use std::os::unix::fs::FileTypeExt;
+            let ft = meta.file_type();
+            let what = match () {
+                _ if ft.is_file() => None,
+                _ if ft.is_dir() => Some("directory"),
+                _ if ft.is_fifo() => Some("FIFO"),
+                _ if ft.is_char_device() || ft.is_block_device() => Some("device node"),
+                _ => Some("special file"),
+            };
+            if let Some(what) = what {
+                return Err(unsupported(format!("{what} that was deleted ({target})")));
             }
+        }
+    }
+    if let Some(lock) = info.lines().find_map(|l| l.strip_prefix("lock:")) {
+        return Err(unsupported(format!(
+            "file with a lock or lease on it ({})",
+            describe_lock(lock)
+        )));
+    }
+    if let Some(anon) = target.strip_prefix("anon_inode:") {
+        let anon = anon.trim_matches(|c| c == '[' || c == ']');
+        if !ANON_CARRIED.contains(&anon) {
+            return Err(unsupported(anon.to_string()));
         }
     }
     Ok(())
@@ -361,6 +369,7 @@ pub fn dump_all(
             let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).map_err(proc_err("fdinfo"))?;
             let (pos, flags) = parse_fdinfo(&info);
             let path = target.to_string_lossy().into_owned();
+            refuse_fd(pid, ns_pid, fd, &path, &info)?;
             let unsupported = |kind: String| Error::Unsupported { pid, ns_pid, fd, kind };
             let kind = if target == log {
                 FdKind::Log
@@ -460,7 +469,6 @@ pub fn dump_all(
                         targets: anonfd::parse_epoll(&info),
                     },
                     "eventfd" | "timerfd" | "signalfd" | "inotify" => {
-                        debug_assert!(ANON_CARRIED.contains(&anon));
                         let known = anon_holders
                             .iter()
                             .find(|(k, (p, f), _)| k == anon && crate::sys::same_file(*p, *f, pid, fd).unwrap_or(false))
