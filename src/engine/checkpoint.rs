@@ -128,7 +128,7 @@ pub fn checkpoint(
     opts: &CheckpointOptions,
 ) -> Result<CheckpointReport> {
     let lock = root.lock_state()?;
-    let frozen = freeze_and_dump(root, lock, name, sink, opts, Vec::new(), false)?;
+    let frozen = freeze_and_dump(root, lock, name, sink, opts, Vec::new(), None)?;
     let t0 = frozen.t0;
     let mut report = if opts.leave_running {
         frozen.resume()?
@@ -233,9 +233,10 @@ impl Drop for Frozen<'_> {
 
 /// Phases 1-4 and the seal, under the root's `lock`. On failure the sink
 /// is abandoned and the container runs again. `precopy` are the processes
-/// whose pages live migration already sent. `carry_log` puts the
-/// container's log into the image, read once every task is stopped, so
-/// that no line written before the freeze stays behind.
+/// whose pages live migration already sent. `log_head` (the container's
+/// log as read before the freeze) puts the log into the image: the rest of
+/// it is read once every task is stopped, so that no line written before
+/// the freeze stays behind and the bulk is not read during the downtime.
 pub(crate) fn freeze_and_dump<'r>(
     root: &'r Root,
     lock: nix::fcntl::Flock<std::fs::File>,
@@ -243,7 +244,7 @@ pub(crate) fn freeze_and_dump<'r>(
     sink: &mut dyn ImageSink,
     opts: &CheckpointOptions,
     precopy: Vec<crate::kinds::precopy::Tracked>,
-    carry_log: bool,
+    log_head: Option<Vec<u8>>,
 ) -> Result<Frozen<'r>> {
     let t0 = Instant::now();
     let (st, status) = super::load_live(root, name)?;
@@ -287,7 +288,7 @@ pub(crate) fn freeze_and_dump<'r>(
         cg: &cg,
         file_cap: opts.file_cap.unwrap_or(DEFAULT_FILE_CAP),
         tcp: opts.tcp,
-        carry_log,
+        log_head: log_head.as_deref(),
     };
     let mut report = frozen.report.clone();
     let mut seized = Seized::default();
@@ -384,7 +385,7 @@ struct Dumping<'a> {
     cg: &'a crate::cgroup::Cgroup,
     file_cap: u64,
     tcp: files::TcpMode,
-    carry_log: bool,
+    log_head: Option<&'a [u8]>,
 }
 
 /// Phases 2-4. Returns the number of processes and the xstate size.
@@ -458,15 +459,12 @@ fn dump(
         .collect();
     refuse_uncarried(cg, &procs)?;
     crate::fault::check("checkpoint:after-seize")?;
-    if what.carry_log {
+    if let Some(head) = what.log_head {
         let path = root.log_path(&st.name);
-        let log = std::fs::read(&path).or_else(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            _ => Err(Error::Io {
-                phase: "read the container's log",
-                path,
-                source,
-            }),
+        let log = log_tail(&path, head).map_err(|source| Error::Io {
+            phase: "read the container's log",
+            path,
+            source,
         })?;
         sink.put(super::live::LOG_SECTION, &log)?;
     }
@@ -623,6 +621,24 @@ fn dump(
     Ok((statuses.len(), xstate))
 }
 
+/// The whole log at `path`, given `head`, what was read of it before: the
+/// rest is read now (the log only grows; if it shrank, all of it is).
+fn log_tail(path: &Path, head: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek};
+    let mut f = match std::fs::File::open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        r => r?,
+    };
+    let len = f.metadata()?.len();
+    let mut log = Vec::with_capacity(len as usize);
+    if len >= head.len() as u64 {
+        log.extend_from_slice(head);
+        f.seek(std::io::SeekFrom::Start(head.len() as u64))?;
+    }
+    f.read_to_end(&mut log)?;
+    Ok(log)
+}
+
 /// The TID of host thread `tid` inside the container.
 fn ns_tid(pid: i32, tid: i32) -> i32 {
     let path = Path::new("/proc")
@@ -635,4 +651,22 @@ fn ns_tid(pid: i32, tid: i32) -> i32 {
         .and_then(|t| pstree::parse_status(tid, &t).ok())
         .map(|s| s.ns_pid)
         .unwrap_or(tid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_tail_appends_what_came_after_the_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        assert_eq!(log_tail(&path, b"gone").unwrap(), b"");
+        std::fs::write(&path, b"line 1\nline 2\nline 3\n").unwrap();
+        // The head is taken as read (the log only grows), the rest read now.
+        assert_eq!(log_tail(&path, b"LINE 1\n").unwrap(), b"LINE 1\nline 2\nline 3\n");
+        // A log shorter than the head was replaced: all of it is read.
+        let long = vec![b'x'; 100];
+        assert_eq!(log_tail(&path, &long).unwrap(), b"line 1\nline 2\nline 3\n");
+    }
 }

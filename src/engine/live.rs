@@ -209,7 +209,9 @@ pub fn send(
 
     // Stop, and send the rest.
     progress(Progress::Phase("freeze and dump"));
-    let frozen = checkpoint::freeze_and_dump(root, lock, name, sink, &opts.checkpoint, tracked, true)?;
+    // The bulk of the log now; the rest once every task is stopped.
+    let log_head = std::fs::read(root.log_path(name)).unwrap_or_default();
+    let frozen = checkpoint::freeze_and_dump(root, lock, name, sink, &opts.checkpoint, tracked, Some(log_head))?;
     let t_sealed = Instant::now();
     let ck = frozen.report.clone();
     report.freeze_ms = ck.freeze_ms;
