@@ -165,7 +165,10 @@ fn check(img: &Image) -> Result<()> {
             .iter()
             .map(|(t, _)| t)
             .chain(s.altstacks.iter().map(|(t, _)| t));
-        if threads.into_iter().any(|t| !live[pid].contains(t)) {
+        if threads
+            .into_iter()
+            .any(|t| !live.get(pid).is_some_and(|own| own.contains(t)))
+        {
             return Err(Error::Damaged {
                 section: section::SIGNALS,
                 pid: *pid,
