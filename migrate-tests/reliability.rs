@@ -359,19 +359,7 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
     let path = root.dir.join("odd-file");
     let path = path.to_str().unwrap();
     for (what, expect) in [
-        (
-            "flock",
-            "fd 3 is a file with a lock or lease on it (FLOCK ADVISORY WRITE)",
-        ),
-        (
-            "posix",
-            "fd 3 is a file with a lock or lease on it (POSIX ADVISORY WRITE)",
-        ),
-        (
-            "ofd",
-            "fd 3 is a file with a lock or lease on it (OFDLCK ADVISORY WRITE)",
-        ),
-        ("lease", "fd 3 is a file with a lock or lease on it (LEASE"),
+        ("lease", "fd 3 is a file with a lease or delegation on it (LEASE"),
         ("chroot", "(pid 2 in the container) runs in a chroot"),
         (
             "cwd-deleted",
@@ -544,4 +532,26 @@ fn mlocked_memory_stays_locked() -> Result<()> {
 #[test]
 fn memfd_seals_and_o_path_survive() -> Result<()> {
     cycles_and_migration("seals", "fdkinds")
+}
+
+/// Process and file state checked together in one container (workload
+/// `kinds`): POSIX, OFD and flock locks; an fd's owner and signal for
+/// SIGIO. A migration on one host hands the locks over: the source lets
+/// go of them once its image is sealed, and takes them back when the
+/// destination fails after taking them.
+#[test]
+fn locks_and_fd_owners_survive() -> Result<()> {
+    let pair = Pair::new("kinds")?;
+    pair.a.run_d("w", &[], &[workload("kinds").to_str().unwrap()])?;
+    crate::checkpoint::survives_all_cycles(&pair.a, "w")?;
+    let step = "recv:before-resume";
+    let mut recv = Receiver::start_env(&pair.b, "127.0.0.1", true, None, &[(FAIL_AT, step)])?;
+    let out = pair.a.cmd(&["send", "w", &recv.addr]);
+    ensure!(!out.status.success(), "a migration failing at {step} succeeded");
+    ensure!(!recv.wait(Duration::from_secs(30))?.success());
+    still_healthy(&pair.a, "w")?;
+    let last = check_heartbeat(&pair.a.log("w"))?;
+    migrate(&pair.a, &pair.b, "w", &[])?;
+    wait_beats(&pair.b, "w", last + 2)?;
+    Ok(())
 }

@@ -6,7 +6,8 @@
  *   sysv         a SysV shared memory segment, attached
  *   aio          an AIO ring (io_setup)
  *   uffd         a userfaultfd
- *   flock, posix, ofd, lease   a lock or lease on file argv[2]
+ *   flock, posix, ofd, lease   a lock or lease on file argv[2] (leases
+ *                              are refused; locks are carried)
  *   chroot       a child chrooted into directory argv[2]
  *   cwd-deleted  a working directory argv[2], removed
  *   stopped      a child that stopped itself (SIGSTOP)

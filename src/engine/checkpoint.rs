@@ -152,6 +152,8 @@ pub(crate) struct Frozen<'r> {
     link_down: bool,
     seized: Seized,
     repaired: files::Repaired,
+    /// Locks let go of for a live migration's destination.
+    released: crate::kinds::fdattrs::Released,
     pub report: CheckpointReport,
     /// When the container was frozen.
     pub t0: Instant,
@@ -173,6 +175,9 @@ impl Frozen<'_> {
     /// Lets the container run again, all tasks together.
     pub(crate) fn resume(mut self) -> Result<CheckpointReport> {
         self.done = true;
+        // Locks back while the tasks can still run injected syscalls (a
+        // frozen cgroup would hold them).
+        self.released.retake()?;
         // Detach while frozen, so that every task starts again together.
         self.cg.set_frozen(true, FREEZE_TIMEOUT)?;
         drop(std::mem::take(&mut self.repaired));
@@ -222,6 +227,9 @@ impl Frozen<'_> {
 impl Drop for Frozen<'_> {
     fn drop(&mut self) {
         if !self.done {
+            if let Err(e) = self.released.retake() {
+                tracing::warn!("the container runs again, but a lock it held could not be taken back: {e}");
+            }
             let _ = self.cg.set_frozen(true, FREEZE_TIMEOUT);
             drop(std::mem::take(&mut self.repaired));
             self.relink();
@@ -271,6 +279,7 @@ pub(crate) fn freeze_and_dump<'r>(
         link_down,
         seized: Seized::default(),
         repaired: files::Repaired::default(),
+        released: Default::default(),
         report: CheckpointReport {
             freeze_ms: ms_since(t0),
             ..Default::default()
@@ -289,19 +298,26 @@ pub(crate) fn freeze_and_dump<'r>(
         file_cap: opts.file_cap.unwrap_or(DEFAULT_FILE_CAP),
         tcp: opts.tcp,
         log_head: log_head.as_deref(),
+        release_locks: log_head.is_some(),
     };
     let mut report = frozen.report.clone();
     let mut seized = Seized::default();
     let mut repaired = files::Repaired::default();
+    let mut released = Default::default();
     let mut precopy = precopy;
-    let dumped =
-        dump(&what, sink, &mut seized, &mut report, &mut repaired, &mut precopy).and_then(|(procs, xstate)| {
-            let (_, image_bytes) = sink.finish(machine_facts(xstate), name)?;
-            crate::fault::check("checkpoint:after-seal")?;
-            Ok((procs, image_bytes))
-        });
+    let mut held = Held {
+        seized: &mut seized,
+        repaired: &mut repaired,
+        released: &mut released,
+    };
+    let dumped = dump(&what, sink, &mut held, &mut report, &mut precopy).and_then(|(procs, xstate)| {
+        let (_, image_bytes) = sink.finish(machine_facts(xstate), name)?;
+        crate::fault::check("checkpoint:after-seal")?;
+        Ok((procs, image_bytes))
+    });
     frozen.seized = seized;
     frozen.repaired = repaired;
+    frozen.released = released;
     frozen.tracking = precopy;
     report.dump_ms = ms_since(t_dump);
     match dumped {
@@ -349,6 +365,8 @@ pub(crate) fn preflight(st: &crate::runtime::ContainerState) -> Result<()> {
         files::refuse_uncarried(*host, *ns)?;
         memory::refuse_uncarried(*host)?;
     }
+    // Owners outside the container.
+    crate::kinds::fdattrs::dump(&procs, &ns_tid)?;
     Ok(())
 }
 
@@ -386,17 +404,28 @@ struct Dumping<'a> {
     file_cap: u64,
     tcp: files::TcpMode,
     log_head: Option<&'a [u8]>,
+    /// A live migration: let go of file locks once the image is complete,
+    /// for the destination to take.
+    release_locks: bool,
+}
+
+/// What a dump takes hold of and [`Frozen`] gives back: the seized tasks,
+/// connections in repair mode, locks let go of.
+struct Held<'a> {
+    seized: &'a mut Seized,
+    repaired: &'a mut files::Repaired,
+    released: &'a mut crate::kinds::fdattrs::Released,
 }
 
 /// Phases 2-4. Returns the number of processes and the xstate size.
 fn dump(
     what: &Dumping<'_>,
     sink: &mut dyn ImageSink,
-    seized: &mut Seized,
+    held: &mut Held<'_>,
     report: &mut CheckpointReport,
-    repaired: &mut files::Repaired,
     precopy: &mut [crate::kinds::precopy::Tracked],
 ) -> Result<(usize, u32)> {
+    let (seized, repaired) = (&mut *held.seized, &mut *held.repaired);
     let (root, st, cg) = (what.root, what.st, what.cg);
     crate::fault::check("checkpoint:after-freeze")?;
     // The tree, and anything in the cgroup outside it.
@@ -478,6 +507,7 @@ fn dump(
     let log = root.log_path(&st.name);
     let pairs: Vec<(i32, i32)> = alive.iter().map(|(h, s)| (*h, s.ns_pid)).collect();
     let fd_images = files::dump_all(&pairs, &log, st.pid, what.file_cap, what.tcp, repaired)?;
+    let fdattrs = crate::kinds::fdattrs::dump(&procs, &ns_tid)?;
     tracing::debug!(ms = ms_since(t_phase), "dump: files done");
     crate::fault::check("checkpoint:after-files")?;
 
@@ -576,6 +606,11 @@ fn dump(
             &mut stats,
             views.get(host),
         )?;
+        if what.release_locks {
+            if let Some((_, a)) = fdattrs.iter().find(|(p, _)| *p == s.ns_pid) {
+                held.released.release(&main, a)?;
+            }
+        }
         main.unmap_scratch()?;
         mm_images.push((s.ns_pid, mm));
         processes.push(p);
@@ -610,6 +645,7 @@ fn dump(
     sink.put(section::SIGNALS, &encode_section(&sig_images))?;
     sink.put(section::FILES, &encode_section(&fd_images))?;
     sink.put(section::PROCATTRS, &encode_section(&attrs))?;
+    sink.put(section::FDATTRS, &encode_section(&fdattrs))?;
     sink.put(section::UTS, &encode_section(&crate::kinds::uts::dump(st.pid)?))?;
     // tmpfs contents only for a container with a root of its own: without
     // one it sees the host's mounts, which are not its to carry.

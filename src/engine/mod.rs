@@ -26,6 +26,7 @@ pub mod section {
     pub const MOUNTS: &str = "mounts";
     pub const PROCATTRS: &str = crate::kinds::procattrs::SECTION;
     pub const UTS: &str = crate::kinds::uts::SECTION;
+    pub const FDATTRS: &str = crate::kinds::fdattrs::SECTION;
 }
 
 /// Errors of checkpoint and restore, with the phase they happened in.
@@ -61,6 +62,8 @@ pub enum Error {
     ProcAttrs(#[from] crate::kinds::procattrs::Error),
     #[error(transparent)]
     Uts(#[from] crate::kinds::uts::Error),
+    #[error(transparent)]
+    FdAttrs(#[from] crate::kinds::fdattrs::Error),
     #[error(transparent)]
     Fault(#[from] crate::fault::Injected),
     #[error("process {pid} (pid {ns_pid} in the container) shares its fd table with process {other} (CLONE_FILES), which migrate does not carry yet")]

@@ -79,6 +79,7 @@ struct Image {
     tmpfs: Vec<crate::kinds::mounts::TmpfsImage>,
     attrs: Vec<(i32, crate::kinds::procattrs::ProcAttrs)>,
     uts: Option<crate::kinds::uts::UtsImage>,
+    fdattrs: crate::kinds::fdattrs::Image,
 }
 
 fn load(src: &mut dyn ImageSource) -> Result<Image> {
@@ -99,6 +100,10 @@ fn load(src: &mut dyn ImageSource) -> Result<Image> {
         true => Some(decode_section(section::UTS, &src.get(section::UTS)?)?),
         false => None,
     };
+    let fdattrs = match listed(src, section::FDATTRS) {
+        true => decode_section(section::FDATTRS, &src.get(section::FDATTRS)?)?,
+        false => Vec::new(),
+    };
     let img = Image {
         container,
         procs,
@@ -108,6 +113,7 @@ fn load(src: &mut dyn ImageSource) -> Result<Image> {
         tmpfs,
         attrs,
         uts,
+        fdattrs,
     };
     check(&img)?;
     Ok(img)
@@ -149,6 +155,11 @@ fn check(img: &Image) -> Result<()> {
     named(section::SIGNALS, img.signals.iter().map(|(p, _)| *p).collect())?;
     named(section::FILES, img.files.procs.iter().map(|(p, _)| *p).collect())?;
     named(section::PROCATTRS, img.attrs.iter().map(|(p, _)| *p).collect())?;
+    named(section::FDATTRS, img.fdattrs.iter().map(|(p, _)| *p).collect())?;
+    crate::kinds::fdattrs::check(&img.fdattrs, &|pid| {
+        let fds = img.files.procs.iter().find(|(p, _)| *p == pid)?;
+        Some(fds.1.iter().map(|f| f.fd).collect())
+    })?;
     for (pid, mm) in &img.mm {
         let copies = mm.vmas.iter().flat_map(|v| v.runs.iter().filter_map(|r| r.from));
         if copies.into_iter().any(|(from, _)| !live.contains_key(&from)) {
@@ -519,6 +530,7 @@ fn restore_inner<'r>(
             hosts: &hosts,
             precopied: src.precopied(),
             attrs: &img.attrs,
+            fdattrs: &img.fdattrs,
         };
         crate::fault::check_pid("restore:process", p.pid)?;
         let tids = rebuild(host, p, mm, sigs, &mut pages, &with)?;
@@ -630,6 +642,8 @@ struct Rebuild<'a> {
     precopied: Option<&'a crate::image::precopy::PrecopyPages>,
     /// Scheduling and prctl attributes (none in older images).
     attrs: &'a [(i32, crate::kinds::procattrs::ProcAttrs)],
+    /// Locks and owners of fds (none in older images).
+    fdattrs: &'a crate::kinds::fdattrs::Image,
 }
 
 /// Rebuilds one seized process; returns the host TIDs of its threads, the
@@ -728,6 +742,11 @@ fn rebuild<R: std::io::Read + Send + 'static>(
     }
     if let Some(a) = with.attrs.iter().find(|(pid, _)| *pid == p.pid).map(|(_, a)| a) {
         crate::kinds::procattrs::restore(&remote, &tids, a)?;
+    }
+    // After the memory (its rebuild closes files, which drops POSIX
+    // locks) and the credentials (F_SETOWN records the setter's).
+    if let Some((_, a)) = with.fdattrs.iter().find(|(pid, _)| *pid == p.pid) {
+        crate::kinds::fdattrs::restore(&remote, a)?;
     }
     if filtered {
         // Where seccomp could not be suspended, the filters may forbid

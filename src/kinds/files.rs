@@ -277,7 +277,7 @@ pub fn refuse_uncarried(pid: i32, ns_pid: i32) -> Result<()> {
 /// Refuses fd `fd` of process `pid` (link `target`, fdinfo `info`) if it
 /// is of a kind never carried (io_uring, perf events, BPF objects,
 /// userfaultfd...), a deleted directory, FIFO or device node, or a file
-/// with a lock or lease on it.
+/// with a lease on it.
 fn refuse_fd(pid: i32, ns_pid: i32, fd: i32, target: &str, info: &str) -> Result<()> {
     let unsupported = |kind: String| Error::Unsupported { pid, ns_pid, fd, kind };
     if target.starts_with('/') && !target.starts_with("/memfd:") && target.ends_with(" (deleted)") {
@@ -297,12 +297,8 @@ fn refuse_fd(pid: i32, ns_pid: i32, fd: i32, target: &str, info: &str) -> Result
             }
         }
     }
-    if let Some(lock) = info.lines().find_map(|l| l.strip_prefix("lock:")) {
-        return Err(unsupported(format!(
-            "file with a lock or lease on it ({})",
-            describe_lock(lock)
-        )));
-    }
+    // Locks are carried (kinds::fdattrs); leases are not.
+    super::fdattrs::locks_of(info).map_err(unsupported)?;
     if let Some(anon) = target.strip_prefix("anon_inode:") {
         let anon = anon.trim_matches(|c| c == '[' || c == ']');
         if !ANON_CARRIED.contains(&anon) {
@@ -312,14 +308,8 @@ fn refuse_fd(pid: i32, ns_pid: i32, fd: i32, target: &str, info: &str) -> Result
     Ok(())
 }
 
-/// "POSIX ADVISORY WRITE" from an fdinfo `lock:` line
-/// ("1: POSIX  ADVISORY  WRITE 1234 00:2a:1234 0 EOF").
-fn describe_lock(line: &str) -> String {
-    line.split_whitespace().skip(1).take(3).collect::<Vec<_>>().join(" ")
-}
-
 /// The fd numbers of process `pid`, in order.
-fn list_fds(pid: i32) -> Result<Vec<i32>> {
+pub(crate) fn list_fds(pid: i32) -> Result<Vec<i32>> {
     let entries = std::fs::read_dir(format!("/proc/{pid}/fd")).map_err(|source| Error::Proc {
         pid,
         fd: -1,

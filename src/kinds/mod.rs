@@ -3,6 +3,7 @@
 
 pub mod anonfd;
 pub mod creds;
+pub mod fdattrs;
 pub mod files;
 pub mod inet;
 pub mod memory;

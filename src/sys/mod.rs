@@ -517,6 +517,35 @@ pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, fd: RawFd) -> Result<OwnedFd, Errno> {
     Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
 }
 
+/// fcntl(F_GETOWN_EX): who receives SIGIO/SIGURG for an open file, as
+/// (F_OWNER_TID, _PID or _PGRP, id in this process's PID namespace); id 0
+/// when nobody does.
+pub fn file_owner(fd: BorrowedFd<'_>) -> Result<(i32, i32), Errno> {
+    // struct f_owner_ex { int type; pid_t pid; } (not in the libc crate).
+    const F_GETOWN_EX: libc::c_int = 16;
+    let mut owner = [0i32; 2];
+    // SAFETY: F_GETOWN_EX writes one struct f_owner_ex (two ints) into
+    // `owner`, alive for the call.
+    let ret = unsafe { libc::fcntl(fd.as_raw_fd(), F_GETOWN_EX, owner.as_mut_ptr()) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok((owner[0], owner[1]))
+    }
+}
+
+/// fcntl(F_GETSIG): the signal an open file sends its owner (0: SIGIO).
+pub fn file_signal(fd: BorrowedFd<'_>) -> Result<i32, Errno> {
+    const F_GETSIG: libc::c_int = 11;
+    // SAFETY: F_GETSIG takes no argument and returns an int.
+    let ret = unsafe { libc::fcntl(fd.as_raw_fd(), F_GETSIG) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(ret)
+    }
+}
+
 /// kcmp(KCMP_FILE): whether fd `a` of `pid_a` and fd `b` of `pid_b` are
 /// the same open file description.
 pub fn same_file(pid_a: i32, a: RawFd, pid_b: i32, b: RawFd) -> Result<bool, Errno> {

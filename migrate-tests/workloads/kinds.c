@@ -1,0 +1,87 @@
+/* Kinds of process and file state that one container checks together,
+ * every beat:
+ * - a POSIX write lock on bytes 10-19 of a file and a read lock from byte
+ *   50 to EOF (an OFD probe through another open file sees both, owned by
+ *   this process); an OFD write lock on a second file; flock LOCK_SH on a
+ *   third (another open of it can not take LOCK_EX);
+ * - a pipe whose read end signals this thread (F_SETOWN_EX F_OWNER_TID,
+ *   O_ASYNC) with SIGRTMIN+1 (F_SETSIG): a byte written must raise it. */
+#define _GNU_SOURCE
+#include "beat.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/syscall.h>
+
+static char path[3][64];
+static int probes[2];
+static volatile sig_atomic_t got_sig;
+
+static void on_sig(int sig) { got_sig = sig; }
+
+/* What an OFD probe through another open file sees at [start,
+ * start+len). (The probes stay open: closing any fd of a file drops the
+ * process's POSIX locks on it.) */
+static int probe(int which, short type, off_t start, off_t len, pid_t *pid) {
+    struct flock fl = {.l_type = type, .l_whence = SEEK_SET, .l_start = start, .l_len = len};
+    if (fcntl(probes[which], F_OFD_GETLK, &fl)) fl.l_type = -1;
+    *pid = fl.l_pid;
+    return fl.l_type;
+}
+
+int main(void) {
+    int fds[3];
+    for (int i = 0; i < 3; i++) {
+        snprintf(path[i], sizeof path[i], "/tmp/kinds-%d-%d", getpid(), i);
+        fds[i] = open(path[i], O_RDWR | O_CREAT, 0600);
+        char buf[100] = {0};
+        if (fds[i] < 0 || write(fds[i], buf, sizeof buf) != sizeof buf) {
+            fail("open", i, 0);
+            return 1;
+        }
+    }
+    probes[0] = open(path[0], O_RDWR);
+    probes[1] = open(path[1], O_RDWR);
+    struct flock w = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 10, .l_len = 10};
+    struct flock r = {.l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 50, .l_len = 0};
+    struct flock ofd = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    if (fcntl(fds[0], F_SETLK, &w) || fcntl(fds[0], F_SETLK, &r) || fcntl(fds[1], F_OFD_SETLK, &ofd) ||
+        flock(fds[2], LOCK_SH | LOCK_NB)) {
+        fail("lock", errno, 0);
+        return 1;
+    }
+    int p[2];
+    struct f_owner_ex own = {.type = F_OWNER_TID, .pid = (pid_t)syscall(SYS_gettid)};
+    signal(SIGRTMIN + 1, on_sig);
+    if (pipe(p) || fcntl(p[0], F_SETOWN_EX, &own) || fcntl(p[0], F_SETSIG, SIGRTMIN + 1) ||
+        fcntl(p[0], F_SETFL, fcntl(p[0], F_GETFL) | O_ASYNC | O_NONBLOCK)) {
+        fail("owner", errno, 0);
+        return 1;
+    }
+    for (long n = 1;; n++) {
+        pid_t pid;
+        int t = probe(0, F_WRLCK, 10, 10, &pid);
+        if (t != F_WRLCK || pid != getpid()) fail("posix write lock", t, pid);
+        t = probe(0, F_WRLCK, 1000, 1, &pid);
+        if (t != F_RDLCK || pid != getpid()) fail("posix read lock to EOF", t, pid);
+        t = probe(0, F_WRLCK, 0, 10, &pid);
+        if (t != F_UNLCK) fail("posix unlocked bytes", t, F_UNLCK);
+        t = probe(1, F_RDLCK, 0, 0, &pid);
+        if (t != F_WRLCK || pid != -1) fail("ofd lock", t, pid);
+        int other = open(path[2], O_RDONLY);
+        errno = 0;
+        if (other < 0 || flock(other, LOCK_EX | LOCK_NB) == 0 || errno != EWOULDBLOCK) fail("flock", errno, EWOULDBLOCK);
+        if (other >= 0) close(other);
+        struct f_owner_ex got = {0};
+        if (fcntl(p[0], F_GETOWN_EX, &got) || got.type != F_OWNER_TID || got.pid != own.pid) fail("owner", got.type, got.pid);
+        if (fcntl(p[0], F_GETSIG) != SIGRTMIN + 1) fail("F_GETSIG", fcntl(p[0], F_GETSIG), SIGRTMIN + 1);
+        got_sig = 0;
+        char c = 'x';
+        if (write(p[1], &c, 1) != 1 || read(p[0], &c, 1) != 1) fail("pipe", errno, 0);
+        for (int i = 0; i < 100 && !got_sig; i++) nap_ms(1);
+        if (got_sig != SIGRTMIN + 1) fail("SIGIO as SIGRTMIN+1", got_sig, SIGRTMIN + 1);
+        beat(n);
+        nap_ms(100);
+    }
+}
