@@ -296,7 +296,7 @@ pub(crate) fn freeze_and_dump<'r>(
     let mut precopy = precopy;
     let dumped =
         dump(&what, sink, &mut seized, &mut report, &mut repaired, &mut precopy).and_then(|(procs, xstate)| {
-            let (_, image_bytes) = sink.finish(machine_facts(xstate), name)?;
+            let (_, image_bytes) = sink.finish(machine_facts(xstate), name, crate::runtime::state::now_secs())?;
             crate::fault::check("checkpoint:after-seal")?;
             Ok((procs, image_bytes))
         });

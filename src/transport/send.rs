@@ -482,10 +482,10 @@ impl ImageSink for QuicSink {
         Ok(stats)
     }
 
-    fn finish(&mut self, machine: MachineFacts, container: &str) -> image::Result<(Manifest, u64)> {
+    fn finish(&mut self, machine: MachineFacts, container: &str, created: u64) -> image::Result<(Manifest, u64)> {
         let manifest = Manifest {
             machine,
-            created: crate::runtime::state::now_secs(),
+            created,
             container: container.to_string(),
             files: self.files.clone(),
         };
