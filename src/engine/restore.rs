@@ -25,6 +25,7 @@ use nix::unistd::Pid;
 use serde::Serialize;
 
 use super::{ms_since, section, ContainerImage, Error, Result};
+use crate::image::precopy::PrecopyPages;
 use crate::image::{decode_section, store::ImageSource};
 use crate::kinds::files::{self, FilesImage, Objects};
 use crate::kinds::memory::{self, Backing, MemoryImage, ShmemFds};
@@ -261,6 +262,13 @@ pub fn prepare<'r>(root: &'r Root, src: &mut dyn ImageSource, opts: &RestoreOpti
         kept_running: false,
         source: Box::new(e),
     })
+}
+
+/// An empty store for pages pre-copied ahead of a restore (live
+/// migration's destination): its shadows are mappings of this process,
+/// which the restored tree inherits.
+pub fn precopy_store() -> PrecopyPages {
+    PrecopyPages::new(memory::reserve_shadow)
 }
 
 fn restore_inner<'r>(
@@ -627,7 +635,7 @@ struct Rebuild<'a> {
     ready_fd: i32,
     /// Container PID -> host PID.
     hosts: &'a HashMap<i32, i32>,
-    precopied: Option<&'a crate::image::precopy::PrecopyPages>,
+    precopied: Option<&'a PrecopyPages>,
     /// Scheduling and prctl attributes (none in older images).
     attrs: &'a [(i32, crate::kinds::procattrs::ProcAttrs)],
 }
