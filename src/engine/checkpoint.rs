@@ -16,7 +16,7 @@ use std::time::Instant;
 use nix::unistd::Pid;
 use serde::Serialize;
 
-use super::{machine_facts, ms_since, section, ContainerImage, Error, Result};
+use super::{machine_facts, ms_since, section, ContainerImage, Error, Result, TcpMode};
 use crate::image::{encode_section, store::ImageSink};
 use crate::kinds::memory::{self, DumpStats, MemoryImage, SeenPages};
 use crate::kinds::pstree::{self, ProcessImage};
@@ -38,7 +38,7 @@ pub struct CheckpointOptions {
     /// None: [`DEFAULT_FILE_CAP`].
     pub file_cap: Option<u64>,
     /// Established TCP connections: refuse, repair or close.
-    pub tcp: files::TcpMode,
+    pub tcp: TcpMode,
 }
 
 /// The default cap for files carried in the image.
@@ -384,7 +384,7 @@ struct Dumping<'a> {
     st: &'a crate::runtime::ContainerState,
     cg: &'a crate::cgroup::Cgroup,
     file_cap: u64,
-    tcp: files::TcpMode,
+    tcp: TcpMode,
     log_head: Option<&'a [u8]>,
 }
 
@@ -477,7 +477,7 @@ fn dump(
     // What can not be dumped is found before any heavy work.
     let log = root.log_path(&st.name);
     let pairs: Vec<(i32, i32)> = alive.iter().map(|(h, s)| (*h, s.ns_pid)).collect();
-    let fd_images = files::dump_all(&pairs, &log, st.pid, what.file_cap, what.tcp, repaired)?;
+    let fd_images = files::dump_all(&pairs, &log, st.pid, what.file_cap, what.tcp.into(), repaired)?;
     tracing::debug!(ms = ms_since(t_phase), "dump: files done");
     crate::fault::check("checkpoint:after-files")?;
 

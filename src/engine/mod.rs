@@ -132,6 +132,28 @@ pub struct ContainerImage {
     pub oci: Option<runtime::oci::OciOrigin>,
 }
 
+/// What a checkpoint does with established TCP connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TcpMode {
+    /// Fail the checkpoint, naming them.
+    #[default]
+    Refuse,
+    /// Save them with TCP_REPAIR (`--tcp-established`).
+    Repair,
+    /// Restore them as closed sockets (`--tcp-close`).
+    Close,
+}
+
+impl From<TcpMode> for files::EstablishedTcp {
+    fn from(mode: TcpMode) -> Self {
+        match mode {
+            TcpMode::Refuse => Self::Refuse,
+            TcpMode::Repair => Self::Repair,
+            TcpMode::Close => Self::Close,
+        }
+    }
+}
+
 /// The facts of this machine that an image records and a restore checks.
 /// `xstate_size` is the xsave area size of this CPU, as read from a traced
 /// thread.

@@ -587,7 +587,7 @@ pub fn migrate(
         version: wire::VERSION,
         facts: Facts::local(),
         container: name.to_string(),
-        tcp_established: opts.checkpoint.tcp == crate::kinds::files::TcpMode::Repair,
+        tcp_established: opts.checkpoint.tcp == crate::engine::TcpMode::Repair,
         lease_owner: st
             .net
             .as_ref()
