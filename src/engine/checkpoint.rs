@@ -16,8 +16,8 @@ use std::time::Instant;
 use nix::unistd::Pid;
 use serde::Serialize;
 
-use super::{machine_facts, ms_since, section, ContainerImage, Error, Result, TcpMode};
-use crate::image::{encode_section, store::ImageSink};
+use super::{ms_since, section, ContainerImage, Error, Result, TcpMode};
+use crate::image::{encode_section, store::ImageSink, MachineFacts};
 use crate::kinds::memory::{self, DumpStats, MemoryImage, SeenPages};
 use crate::kinds::pstree::{self, ProcessImage};
 use crate::kinds::remote::Remote;
@@ -296,7 +296,11 @@ pub(crate) fn freeze_and_dump<'r>(
     let mut precopy = precopy;
     let dumped =
         dump(&what, sink, &mut seized, &mut report, &mut repaired, &mut precopy).and_then(|(procs, xstate)| {
-            let (_, image_bytes) = sink.finish(machine_facts(xstate), name, crate::runtime::state::now_secs())?;
+            let (_, image_bytes) = sink.finish(
+                MachineFacts::of_this_machine(xstate),
+                name,
+                crate::runtime::state::now_secs(),
+            )?;
             crate::fault::check("checkpoint:after-seal")?;
             Ok((procs, image_bytes))
         });

@@ -154,21 +154,6 @@ impl From<TcpMode> for files::EstablishedTcp {
     }
 }
 
-/// The facts of this machine that an image records and a restore checks.
-/// `xstate_size` is the xsave area size of this CPU, as read from a traced
-/// thread.
-pub fn machine_facts(xstate_size: u32) -> image::MachineFacts {
-    let uts = nix::sys::utsname::uname().ok();
-    image::MachineFacts {
-        kernel: uts
-            .as_ref()
-            .map(|u| u.release().to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        arch: std::env::consts::ARCH.to_string(),
-        xstate_size,
-    }
-}
-
 /// Container `name`'s state, if it is running or frozen (what checkpoint
 /// and migration need).
 pub(crate) fn load_live(root: &runtime::Root, name: &str) -> Result<(runtime::ContainerState, runtime::Status)> {
