@@ -22,6 +22,7 @@ use crate::kinds::memory::{self, DumpStats, MemoryImage, SeenPages};
 use crate::kinds::pstree::{self, ProcessImage};
 use crate::kinds::remote::Remote;
 use crate::kinds::{creds, files, regs, signals, timens, timers};
+use crate::proc;
 use crate::runtime::state::ImageRecord;
 use crate::runtime::{Root, Status, FREEZE_TIMEOUT};
 use crate::sys::ptrace;
@@ -79,13 +80,7 @@ impl Seized {
             let _ = ptrace::detach(pid, first.next());
             // Re-sent to the thread (its process for shared ones would be
             // as good: they were pending either way).
-            let tgid = std::fs::read_to_string(format!("/proc/{tid}/status"))
-                .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find_map(|l| l.strip_prefix("Tgid:").and_then(|v| v.trim().parse().ok()))
-                })
-                .unwrap_or(tid);
+            let tgid = proc::read_status(tid).map(|s| s.tgid).unwrap_or(tid);
             for sig in first {
                 let _ = ptrace::tgkill(tgid, tid, sig);
             }
@@ -332,12 +327,12 @@ pub(crate) fn freeze_and_dump<'r>(
 /// stopped: state migrate does not carry. Checked again on the stopped
 /// tree ([`refuse_uncarried`]), since a process may change in between.
 pub(crate) fn preflight(st: &crate::runtime::ContainerState) -> Result<()> {
-    let tree = pstree::walk(st.pid)?;
+    let tree = proc::walk(st.pid)?;
     let mut statuses = Vec::new();
     let mut procs = Vec::new();
     for host in tree {
         // A process that ended meanwhile holds nothing to refuse.
-        let (Ok(s), Ok(tids)) = (pstree::read_status(host), pstree::threads(host)) else {
+        let (Ok(s), Ok(tids)) = (proc::read_status(host), pstree::threads(host)) else {
             continue;
         };
         if s.state != 'Z' {
@@ -404,15 +399,15 @@ fn dump(
     let (root, st, cg) = (what.root, what.st, what.cg);
     crate::fault::check("checkpoint:after-freeze")?;
     // The tree, and anything in the cgroup outside it.
-    let tree = pstree::walk(st.pid)?;
+    let tree = proc::walk(st.pid)?;
     let in_tree: HashSet<i32> = tree.iter().copied().collect();
     if let Some(stray) = cg.procs()?.into_iter().find(|p| !in_tree.contains(p)) {
         return Err(pstree::Error::Stray { host_pid: stray }.into());
     }
     let statuses = tree
         .iter()
-        .map(|p| pstree::read_status(*p).map(|s| (*p, s)))
-        .collect::<pstree::Result<Vec<_>>>()?;
+        .map(|p| proc::read_status(*p).map(|s| (*p, s)))
+        .collect::<proc::Result<Vec<_>>>()?;
     let host_to_ns = |host: i32| {
         statuses
             .iter()
@@ -645,16 +640,7 @@ fn log_tail(path: &Path, head: &[u8]) -> std::io::Result<Vec<u8>> {
 
 /// The TID of host thread `tid` inside the container.
 fn ns_tid(pid: i32, tid: i32) -> i32 {
-    let path = Path::new("/proc")
-        .join(pid.to_string())
-        .join("task")
-        .join(tid.to_string())
-        .join("status");
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| pstree::parse_status(tid, &t).ok())
-        .map(|s| s.ns_pid)
-        .unwrap_or(tid)
+    proc::read_task_status(pid, tid).map(|s| s.ns_pid).unwrap_or(tid)
 }
 
 #[cfg(test)]

@@ -46,6 +46,8 @@ pub enum Error {
     #[error(transparent)]
     Pstree(#[from] pstree::Error),
     #[error(transparent)]
+    Proc(#[from] crate::proc::Error),
+    #[error(transparent)]
     Files(#[from] files::Error),
     #[error(transparent)]
     Timens(#[from] timens::Error),
