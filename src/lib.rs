@@ -18,6 +18,7 @@ pub mod fault;
 pub mod image;
 pub mod kinds;
 pub mod net;
+pub mod proc;
 pub mod runtime;
 #[allow(unsafe_code)]
 pub mod sys;

@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use migrate::image::precopy::{PrecopyBatch, PrecopyPages, BATCH_CAP};
+use migrate::image::precopy::{PrecopyBatch, BATCH_CAP};
 
 /// The harness's own budget per input (not the decoder's limits): a
 /// destination's memory grows with what the source sends, which is not
@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, mut rest)) = data.split_first() else {
         return;
     };
-    let mut store = PrecopyPages::default();
+    let mut store = migrate::engine::restore::precopy_store();
     let (mut runs, mut mapped) = (0usize, 0u64);
     for _ in 0..MAX_BATCHES {
         let Ok((mut b, tail)) = postcard::take_from_bytes::<PrecopyBatch>(rest) else {

@@ -48,11 +48,11 @@ pub fn run(cli: Cli) -> Result<i32> {
             json,
         } => {
             let tcp = if tcp_established {
-                crate::kinds::files::TcpMode::Repair
+                crate::engine::TcpMode::Repair
             } else if tcp_close {
-                crate::kinds::files::TcpMode::Close
+                crate::engine::TcpMode::Close
             } else {
-                crate::kinds::files::TcpMode::Refuse
+                crate::engine::TcpMode::Refuse
             };
             let opts = crate::engine::checkpoint::CheckpointOptions {
                 leave_running,
@@ -118,9 +118,9 @@ pub fn run(cli: Cli) -> Result<i32> {
                 },
                 checkpoint: crate::engine::checkpoint::CheckpointOptions {
                     tcp: if tcp_established {
-                        crate::kinds::files::TcpMode::Repair
+                        crate::engine::TcpMode::Repair
                     } else {
-                        crate::kinds::files::TcpMode::Refuse
+                        crate::engine::TcpMode::Refuse
                     },
                     ..Default::default()
                 },

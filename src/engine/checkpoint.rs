@@ -16,12 +16,13 @@ use std::time::Instant;
 use nix::unistd::Pid;
 use serde::Serialize;
 
-use super::{machine_facts, ms_since, section, ContainerImage, Error, Result};
-use crate::image::{encode_section, store::ImageSink};
+use super::{ms_since, section, ContainerImage, Error, Result, TcpMode};
+use crate::image::{encode_section, store::ImageSink, MachineFacts};
 use crate::kinds::memory::{self, DumpStats, MemoryImage, SeenPages};
 use crate::kinds::pstree::{self, ProcessImage};
 use crate::kinds::remote::Remote;
 use crate::kinds::{creds, files, regs, signals, timens, timers};
+use crate::proc;
 use crate::runtime::state::ImageRecord;
 use crate::runtime::{Root, Status, FREEZE_TIMEOUT};
 use crate::sys::ptrace;
@@ -38,7 +39,7 @@ pub struct CheckpointOptions {
     /// None: [`DEFAULT_FILE_CAP`].
     pub file_cap: Option<u64>,
     /// Established TCP connections: refuse, repair or close.
-    pub tcp: files::TcpMode,
+    pub tcp: TcpMode,
 }
 
 /// The default cap for files carried in the image.
@@ -79,13 +80,7 @@ impl Seized {
             let _ = ptrace::detach(pid, first.next());
             // Re-sent to the thread (its process for shared ones would be
             // as good: they were pending either way).
-            let tgid = std::fs::read_to_string(format!("/proc/{tid}/status"))
-                .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find_map(|l| l.strip_prefix("Tgid:").and_then(|v| v.trim().parse().ok()))
-                })
-                .unwrap_or(tid);
+            let tgid = proc::read_status(tid).map(|s| s.tgid).unwrap_or(tid);
             for sig in first {
                 let _ = ptrace::tgkill(tgid, tid, sig);
             }
@@ -311,7 +306,11 @@ pub(crate) fn freeze_and_dump<'r>(
         released: &mut released,
     };
     let dumped = dump(&what, sink, &mut held, &mut report, &mut precopy).and_then(|(procs, xstate)| {
-        let (_, image_bytes) = sink.finish(machine_facts(xstate), name)?;
+        let (_, image_bytes) = sink.finish(
+            MachineFacts::of_this_machine(xstate),
+            name,
+            crate::runtime::state::now_secs(),
+        )?;
         crate::fault::check("checkpoint:after-seal")?;
         Ok((procs, image_bytes))
     });
@@ -344,12 +343,12 @@ pub(crate) fn freeze_and_dump<'r>(
 /// stopped: state migrate does not carry. Checked again on the stopped
 /// tree ([`refuse_uncarried`]), since a process may change in between.
 pub(crate) fn preflight(st: &crate::runtime::ContainerState) -> Result<()> {
-    let tree = pstree::walk(st.pid)?;
+    let tree = proc::walk(st.pid)?;
     let mut statuses = Vec::new();
     let mut procs = Vec::new();
     for host in tree {
         // A process that ended meanwhile holds nothing to refuse.
-        let (Ok(s), Ok(tids)) = (pstree::read_status(host), pstree::threads(host)) else {
+        let (Ok(s), Ok(tids)) = (proc::read_status(host), pstree::threads(host)) else {
             continue;
         };
         if s.state != 'Z' {
@@ -402,7 +401,7 @@ struct Dumping<'a> {
     st: &'a crate::runtime::ContainerState,
     cg: &'a crate::cgroup::Cgroup,
     file_cap: u64,
-    tcp: files::TcpMode,
+    tcp: TcpMode,
     log_head: Option<&'a [u8]>,
     /// A live migration: let go of file locks once the image is complete,
     /// for the destination to take.
@@ -429,15 +428,15 @@ fn dump(
     let (root, st, cg) = (what.root, what.st, what.cg);
     crate::fault::check("checkpoint:after-freeze")?;
     // The tree, and anything in the cgroup outside it.
-    let tree = pstree::walk(st.pid)?;
+    let tree = proc::walk(st.pid)?;
     let in_tree: HashSet<i32> = tree.iter().copied().collect();
     if let Some(stray) = cg.procs()?.into_iter().find(|p| !in_tree.contains(p)) {
         return Err(pstree::Error::Stray { host_pid: stray }.into());
     }
     let statuses = tree
         .iter()
-        .map(|p| pstree::read_status(*p).map(|s| (*p, s)))
-        .collect::<pstree::Result<Vec<_>>>()?;
+        .map(|p| proc::read_status(*p).map(|s| (*p, s)))
+        .collect::<proc::Result<Vec<_>>>()?;
     let host_to_ns = |host: i32| {
         statuses
             .iter()
@@ -506,7 +505,7 @@ fn dump(
     // What can not be dumped is found before any heavy work.
     let log = root.log_path(&st.name);
     let pairs: Vec<(i32, i32)> = alive.iter().map(|(h, s)| (*h, s.ns_pid)).collect();
-    let fd_images = files::dump_all(&pairs, &log, st.pid, what.file_cap, what.tcp, repaired)?;
+    let fd_images = files::dump_all(&pairs, &log, st.pid, what.file_cap, what.tcp.into(), repaired)?;
     let fdattrs = crate::kinds::fdattrs::dump(&procs, &ns_tid)?;
     tracing::debug!(ms = ms_since(t_phase), "dump: files done");
     crate::fault::check("checkpoint:after-files")?;
@@ -677,16 +676,7 @@ fn log_tail(path: &Path, head: &[u8]) -> std::io::Result<Vec<u8>> {
 
 /// The TID of host thread `tid` inside the container.
 fn ns_tid(pid: i32, tid: i32) -> i32 {
-    let path = Path::new("/proc")
-        .join(pid.to_string())
-        .join("task")
-        .join(tid.to_string())
-        .join("status");
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| pstree::parse_status(tid, &t).ok())
-        .map(|s| s.ns_pid)
-        .unwrap_or(tid)
+    proc::read_task_status(pid, tid).map(|s| s.ns_pid).unwrap_or(tid)
 }
 
 #[cfg(test)]

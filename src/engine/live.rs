@@ -14,7 +14,8 @@ use super::{ms_since, Error, Result};
 use crate::image::precopy::PrecopyBatch;
 use crate::image::store::ImageSink;
 use crate::kinds::precopy::{self, Tracked};
-use crate::kinds::{memory, pstree, remote::Remote};
+use crate::kinds::{memory, remote::Remote};
+use crate::proc;
 use crate::runtime::{Root, FREEZE_TIMEOUT};
 use crate::sys::ptrace;
 
@@ -264,13 +265,13 @@ pub fn send(
 /// dirty tracking. A process that can not be tracked is sent whole at the
 /// end (with a note).
 fn start_tracking(st: &crate::runtime::ContainerState, notes: &mut Vec<String>) -> Result<Vec<Tracked>> {
-    let tree = pstree::walk(st.pid)?;
+    let tree = proc::walk(st.pid)?;
     let cg = st.cgroup();
     cg.set_frozen(true, FREEZE_TIMEOUT)?;
     let mut seized = Seized::default();
     let mut procs = Vec::new();
     for host in tree {
-        let Ok(status) = pstree::read_status(host) else {
+        let Ok(status) = proc::read_status(host) else {
             continue;
         };
         if status.state == 'Z' {

@@ -47,6 +47,8 @@ pub enum Error {
     #[error(transparent)]
     Pstree(#[from] pstree::Error),
     #[error(transparent)]
+    Proc(#[from] crate::proc::Error),
+    #[error(transparent)]
     Files(#[from] files::Error),
     #[error(transparent)]
     Timens(#[from] timens::Error),
@@ -135,18 +137,25 @@ pub struct ContainerImage {
     pub oci: Option<runtime::oci::OciOrigin>,
 }
 
-/// The facts of this machine that an image records and a restore checks.
-/// `xstate_size` is the xsave area size of this CPU, as read from a traced
-/// thread.
-pub fn machine_facts(xstate_size: u32) -> image::MachineFacts {
-    let uts = nix::sys::utsname::uname().ok();
-    image::MachineFacts {
-        kernel: uts
-            .as_ref()
-            .map(|u| u.release().to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        arch: std::env::consts::ARCH.to_string(),
-        xstate_size,
+/// What a checkpoint does with established TCP connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TcpMode {
+    /// Fail the checkpoint, naming them.
+    #[default]
+    Refuse,
+    /// Save them with TCP_REPAIR (`--tcp-established`).
+    Repair,
+    /// Restore them as closed sockets (`--tcp-close`).
+    Close,
+}
+
+impl From<TcpMode> for files::EstablishedTcp {
+    fn from(mode: TcpMode) -> Self {
+        match mode {
+            TcpMode::Refuse => Self::Refuse,
+            TcpMode::Repair => Self::Repair,
+            TcpMode::Close => Self::Close,
+        }
     }
 }
 

@@ -25,6 +25,7 @@ use nix::unistd::Pid;
 use serde::Serialize;
 
 use super::{ms_since, section, ContainerImage, Error, Result};
+use crate::image::precopy::PrecopyPages;
 use crate::image::{decode_section, store::ImageSource};
 use crate::kinds::files::{self, FilesImage, Objects};
 use crate::kinds::memory::{self, Backing, MemoryImage, ShmemFds};
@@ -33,6 +34,7 @@ use crate::kinds::regs::{self, ThreadImage};
 use crate::kinds::remote::Remote;
 use crate::kinds::signals::{self, SignalsImage};
 use crate::kinds::{creds, timens, timers};
+use crate::proc;
 use crate::runtime::state::{self, ContainerState};
 use crate::runtime::{Root, FREEZE_TIMEOUT};
 use crate::sys::{self, ptrace, Forked};
@@ -272,6 +274,13 @@ pub fn prepare<'r>(root: &'r Root, src: &mut dyn ImageSource, opts: &RestoreOpti
         kept_running: false,
         source: Box::new(e),
     })
+}
+
+/// An empty store for pages pre-copied ahead of a restore (live
+/// migration's destination): its shadows are mappings of this process,
+/// which the restored tree inherits.
+pub fn precopy_store() -> PrecopyPages {
+    PrecopyPages::new(memory::reserve_shadow)
 }
 
 fn restore_inner<'r>(
@@ -639,7 +648,7 @@ struct Rebuild<'a> {
     ready_fd: i32,
     /// Container PID -> host PID.
     hosts: &'a HashMap<i32, i32>,
-    precopied: Option<&'a crate::image::precopy::PrecopyPages>,
+    precopied: Option<&'a PrecopyPages>,
     /// Scheduling and prctl attributes (none in older images).
     attrs: &'a [(i32, crate::kinds::procattrs::ProcAttrs)],
     /// Locks and owners of fds (none in older images).
@@ -703,8 +712,9 @@ fn rebuild<R: std::io::Read + Send + 'static>(
         creds::restore_seccomp(&remote, c)?;
     }
     // Credentials last: once dropped, nothing else could be done.
-    let now = std::fs::read_to_string(format!("/proc/{host}/status")).unwrap_or_default();
-    let (current, _) = creds::parse_status(&now);
+    let current = proc::read_status(host)
+        .map(|s| creds::Creds::from_status(&s))
+        .unwrap_or_default();
     for (tid, t) in tids.iter().zip(&p.threads) {
         let thread = remote.thread(*tid)?;
         regs::set_comm(&thread, &t.comm)?;
@@ -797,9 +807,7 @@ fn spawn_thread(remote: &Remote, t: &ThreadImage) -> Result<i32> {
 /// The host TID of namespace TID `ns_tid` in process `pid`.
 fn host_tid(pid: i32, ns_tid: i32) -> Option<i32> {
     pstree::threads(pid).ok()?.into_iter().find(|tid| {
-        std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
-            .ok()
-            .and_then(|t| pstree::parse_status(*tid, &t).ok())
+        proc::read_task_status(pid, *tid)
             .map(|s| s.ns_pid == ns_tid)
             .unwrap_or(false)
     })
@@ -808,8 +816,8 @@ fn host_tid(pid: i32, ns_tid: i32) -> Option<i32> {
 /// Namespace PID -> host PID for the tree under `pid1`.
 fn host_pids(pid1: i32) -> Result<HashMap<i32, i32>> {
     let mut map = HashMap::new();
-    for host in pstree::walk(pid1)? {
-        map.insert(pstree::read_status(host)?.ns_pid, host);
+    for host in proc::walk(pid1)? {
+        map.insert(proc::read_status(host)?.ns_pid, host);
     }
     Ok(map)
 }

@@ -171,6 +171,23 @@ pub struct MachineFacts {
     pub xstate_size: u32,
 }
 
+impl MachineFacts {
+    /// The facts of this machine that an image records and a restore
+    /// checks. `xstate_size` is the xsave area size of this CPU, as read
+    /// from a traced thread.
+    pub fn of_this_machine(xstate_size: u32) -> Self {
+        let uts = nix::sys::utsname::uname().ok();
+        Self {
+            kernel: uts
+                .as_ref()
+                .map(|u| u.release().to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            arch: std::env::consts::ARCH.to_string(),
+            xstate_size,
+        }
+    }
+}
+
 /// One file of the image with its length and checksum.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {

@@ -82,18 +82,42 @@ impl PrecopyBatch {
     }
 }
 
+/// The memory of one shadow: [`SHADOW_SPAN`] bytes at a fixed address of
+/// this process (and of children forked from it) that read as zero until
+/// written. Making it is the system's part (an anonymous mapping reserved
+/// without committing memory, see `kinds::memory::reserve_shadow`); this
+/// module only keeps pages in it.
+pub trait ShadowMem: Send + Sync {
+    /// Its address in this process (and in children forked from it).
+    fn addr(&self) -> u64;
+    /// Its length in bytes.
+    fn span(&self) -> usize;
+    /// The page (4096 bytes) at offset `off`.
+    fn page(&self, off: usize) -> &[u8];
+    fn page_mut(&mut self, off: usize) -> &mut [u8];
+    /// Drops the pages of `off..off+len`: they read as zero again.
+    fn discard(&mut self, off: usize, len: usize);
+    /// Faults in the pages of `off..off+len` for writing in one go (best
+    /// effort): far cheaper than one fault per page as they are written.
+    fn populate(&mut self, off: usize, len: usize);
+}
+
+/// Makes the memory of a shadow of the given length.
+pub type ReserveShadow = fn(usize) -> std::io::Result<Box<dyn ShadowMem>>;
+
 /// The destination's copy of the pre-copied pages. Each process's pages
 /// sit in shadow mappings that mirror its address space, one per GiB of
 /// addresses it uses: the page at address A is at offset A mod 1 GiB of the
 /// shadow for A's GiB. The restored processes are forked from the process
 /// holding this, so they inherit the shadows, and a run of pages is moved
 /// into place with one mremap: no copy, no fresh memory, during downtime.
-#[derive(Default)]
 pub struct PrecopyPages {
     /// Every page received: (pid, address) -> whether it is all zero.
     index: HashMap<(i32, u64), bool>,
     /// (pid, GiB number) -> shadow.
-    shadows: HashMap<(i32, u64), crate::sys::Reserved>,
+    shadows: HashMap<(i32, u64), Box<dyn ShadowMem>>,
+    /// Makes a shadow's memory.
+    reserve: ReserveShadow,
     pub pages: u64,
 }
 
@@ -102,6 +126,16 @@ pub const SHADOW_SPAN: u64 = 1 << 30;
 static ZERO_PAGE: [u8; PAGE] = [0; PAGE];
 
 impl PrecopyPages {
+    /// An empty store whose shadows' memory `reserve` makes.
+    pub fn new(reserve: ReserveShadow) -> Self {
+        Self {
+            index: HashMap::new(),
+            shadows: HashMap::new(),
+            reserve,
+            pages: 0,
+        }
+    }
+
     /// Checks a batch and keeps its pages. Batches must come in send order.
     pub fn add(&mut self, b: &PrecopyBatch) -> Result<()> {
         let bad = |why: &str| Error::Pages(format!("pre-copy batch of process {}: {why}", b.pid));
@@ -214,8 +248,7 @@ impl PrecopyPages {
             let piece = (SHADOW_SPAN - at % SHADOW_SPAN).min(addr + len - at);
             self.shadow_page_mut(pid, at)?;
             let sh = self.shadows.get_mut(&(pid, at / SHADOW_SPAN)).expect("just made");
-            let off = (at % SHADOW_SPAN) as usize;
-            crate::sys::populate(&mut sh.bytes_mut()[off..off + piece as usize]);
+            sh.populate((at % SHADOW_SPAN) as usize, piece as usize);
             at += piece;
         }
         Ok(())
@@ -225,13 +258,12 @@ impl PrecopyPages {
         let sh = match self.shadows.entry((pid, at / SHADOW_SPAN)) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
-                let r = crate::sys::Reserved::new(SHADOW_SPAN as usize)
+                let r = (self.reserve)(SHADOW_SPAN as usize)
                     .map_err(|e| Error::Pages(format!("reserve memory for pre-copied pages: {e}")))?;
                 e.insert(r)
             }
         };
-        let off = (at % SHADOW_SPAN) as usize;
-        Ok(&mut sh.bytes_mut()[off..off + PAGE])
+        Ok(sh.page_mut((at % SHADOW_SPAN) as usize))
     }
 
     /// The page of process `pid` at `addr`, if it was pre-copied.
@@ -240,8 +272,7 @@ impl PrecopyPages {
             return Some(&ZERO_PAGE);
         }
         let sh = self.shadows.get(&(pid, addr / SHADOW_SPAN))?;
-        let off = (addr % SHADOW_SPAN) as usize;
-        Some(&sh.bytes()[off..off + PAGE])
+        Some(sh.page((addr % SHADOW_SPAN) as usize))
     }
 
     /// Whether every page of `addr..addr+len` of `pid` was pre-copied.
@@ -253,7 +284,7 @@ impl PrecopyPages {
     pub fn all_shadows(&self) -> Vec<(i32, u64, u64)> {
         self.shadows
             .iter()
-            .map(|((pid, _), r)| (*pid, r.addr(), r.len() as u64))
+            .map(|((pid, _), r)| (*pid, r.addr(), r.span() as u64))
             .collect()
     }
 
@@ -264,7 +295,7 @@ impl PrecopyPages {
             .shadows
             .iter()
             .filter(|((p, _), _)| *p == pid)
-            .map(|((_, gib), r)| (gib * SHADOW_SPAN, r.addr(), r.len() as u64))
+            .map(|((_, gib), r)| (gib * SHADOW_SPAN, r.addr(), r.span() as u64))
             .collect();
         v.sort();
         v
@@ -276,10 +307,48 @@ const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Pages faulted in ahead by this thread's test.
+        static POPULATED: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// Shadow memory on the heap, a page at a time.
+    #[derive(Default)]
+    struct Heap(HashMap<usize, Box<[u8; PAGE]>>);
+
+    impl ShadowMem for Heap {
+        fn addr(&self) -> u64 {
+            0
+        }
+        fn span(&self) -> usize {
+            SHADOW_SPAN as usize
+        }
+        fn page(&self, off: usize) -> &[u8] {
+            self.0.get(&off).map_or(&ZERO_PAGE[..], |p| &p[..])
+        }
+        fn page_mut(&mut self, off: usize) -> &mut [u8] {
+            &mut self.0.entry(off).or_insert_with(|| Box::new([0; PAGE]))[..]
+        }
+        fn discard(&mut self, off: usize, len: usize) {
+            for at in (off..off + len).step_by(PAGE) {
+                self.0.remove(&at);
+            }
+        }
+        fn populate(&mut self, _off: usize, len: usize) {
+            POPULATED.with(|n| n.set(n.get() + len / PAGE));
+        }
+    }
+
+    fn heap_store() -> PrecopyPages {
+        POPULATED.with(|n| n.set(0));
+        PrecopyPages::new(|_| Ok(Box::new(Heap::default())))
+    }
 
     #[test]
     fn later_batches_replace_earlier_pages() {
-        let mut store = PrecopyPages::default();
+        let mut store = heap_store();
         let a = [1u8; PAGE];
         let b = [2u8; PAGE];
         let mut raw = a.to_vec();
@@ -299,13 +368,15 @@ mod tests {
         assert_eq!(store.page(8, 0x2000).unwrap(), &a[..]);
         assert!(store.page(9, 0x1000).is_none());
         assert_eq!(store.pages, 5);
+        // Every run of pages that are not all zero was faulted in ahead.
+        assert_eq!(POPULATED.with(Cell::get), 5);
         let dangling = vec![(0x1000, 1, RunSrc::Same { pid: 3, addr: 0 })];
         assert!(store.add(&PrecopyBatch::seal(1, 9, dangling, &[], None)).is_err());
     }
 
     #[test]
     fn damaged_batches_are_refused() {
-        let mut store = PrecopyPages::default();
+        let mut store = heap_store();
         let one = || vec![(0x1000, 1, RunSrc::Data)];
         let mut bad = PrecopyBatch::seal(1, 7, one(), &[5u8; PAGE], None);
         bad.data[10] ^= 1;
@@ -321,7 +392,7 @@ mod tests {
 
     #[test]
     fn runs_that_would_wrap_or_exhaust_memory_are_refused() {
-        let mut store = PrecopyPages::default();
+        let mut store = heap_store();
         // Shared pages of a process never sent: refused before anything
         // is reserved or populated for them.
         let dangling = vec![(0x1000, u32::MAX >> 14, RunSrc::Same { pid: 3, addr: 0x1000 })];

@@ -19,9 +19,10 @@ pub trait ImageSink {
     /// The page stream; `finish_pages` must be called when it is complete.
     fn pages(&mut self) -> Result<&mut PageWriter<Box<dyn Write + Send>>>;
     fn finish_pages(&mut self) -> Result<PageStats>;
-    /// Seals the image with its manifest. Returns the manifest and the
-    /// image's total size.
-    fn finish(&mut self, machine: MachineFacts, container: &str) -> Result<(Manifest, u64)>;
+    /// Seals the image with its manifest; `created` is when the checkpoint
+    /// was taken, in seconds since the Unix epoch. Returns the manifest and
+    /// the image's total size.
+    fn finish(&mut self, machine: MachineFacts, container: &str, created: u64) -> Result<(Manifest, u64)>;
     /// Removes what was written (a checkpoint that failed).
     fn abandon(&mut self);
 }
@@ -142,10 +143,10 @@ impl ImageSink for DirSink {
         Ok(stats)
     }
 
-    fn finish(&mut self, machine: MachineFacts, container: &str) -> Result<(Manifest, u64)> {
+    fn finish(&mut self, machine: MachineFacts, container: &str, created: u64) -> Result<(Manifest, u64)> {
         let manifest = Manifest {
             machine,
-            created: crate::runtime::state::now_secs(),
+            created,
             container: container.to_string(),
             files: self.files.clone(),
         };
@@ -371,10 +372,11 @@ mod tests {
         sink.put("pstree", &encode_section(&vec![1u32, 2, 3])).unwrap();
         sink.pages().unwrap().write(&[9u8; 10000]).unwrap();
         sink.finish_pages().unwrap();
-        sink.finish(facts(), "web").unwrap();
+        sink.finish(facts(), "web", 1_700_000_000).unwrap();
 
         let mut src = DirSource::open(&dir).unwrap();
         assert_eq!(src.manifest().container, "web");
+        assert_eq!(src.manifest().created, 1_700_000_000);
         let v: Vec<u32> = decode_section("pstree", &src.get("pstree").unwrap()).unwrap();
         assert_eq!(v, vec![1, 2, 3]);
         let mut pr = src.pages().unwrap();
@@ -449,8 +451,10 @@ mod tests {
             };
             std::fs::write(dir.join(MANIFEST), encode_section(&m)).unwrap();
             assert!(matches!(DirSource::open(&dir), Err(Error::BadName { .. })), "{name:?}");
+            // No page is added, so no shadow is ever made.
+            let precopied = crate::image::precopy::PrecopyPages::new(|_| Err(std::io::ErrorKind::Unsupported.into()));
             assert!(matches!(
-                MemSource::new(m, Default::default(), vec![], Default::default()),
+                MemSource::new(m, Default::default(), vec![], precopied),
                 Err(Error::BadName { .. })
             ));
         }

@@ -14,18 +14,14 @@
 use serde::{Deserialize, Serialize};
 
 use super::remote::{self, nr, Remote};
+use crate::proc::{self, Status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
     Remote(#[from] remote::Error),
-    #[error("process {pid}: read {what}: {source}")]
-    Proc {
-        pid: i32,
-        what: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Status(#[from] proc::Error),
     #[error("process {pid} (pid {ns_pid} in the container): {reason}")]
     Seccomp { pid: i32, ns_pid: i32, reason: String },
     #[error("process {pid} (pid {ns_pid} in the container), thread {tid}: runs in strict seccomp mode (SECCOMP_MODE_STRICT), which migrate does not carry")]
@@ -34,7 +30,8 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The default is all zero: root with no capabilities.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Creds {
     /// real, effective, saved, fs
     pub uids: [u32; 4],
@@ -53,6 +50,24 @@ pub struct Creds {
 }
 
 impl Creds {
+    /// The credentials a status file shows (no death signal or seccomp
+    /// filters: those are read otherwise).
+    pub fn from_status(s: &Status) -> Self {
+        Self {
+            uids: s.uids,
+            gids: s.gids,
+            groups: s.groups.clone(),
+            cap_inh: s.cap_inh,
+            cap_prm: s.cap_prm,
+            cap_eff: s.cap_eff,
+            cap_bnd: s.cap_bnd,
+            cap_amb: s.cap_amb,
+            no_new_privs: s.no_new_privs,
+            pdeathsig: 0,
+            seccomp: Vec::new(),
+        }
+    }
+
     /// The credentials of a freshly started container process (root with
     /// every capability): nothing to change.
     pub fn is_initial(&self, all_caps: u64) -> bool {
@@ -69,44 +84,6 @@ impl Creds {
     }
 }
 
-fn ids<const N: usize>(v: &str) -> [u32; N] {
-    let mut out = [0u32; N];
-    for (o, x) in out.iter_mut().zip(v.split_whitespace()) {
-        *o = x.parse().unwrap_or(0);
-    }
-    out
-}
-
-/// Parses /proc/PID/status. Returns the credentials and the Seccomp mode.
-pub fn parse_status(text: &str) -> (Creds, u32) {
-    let get = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
-            .map(str::trim)
-            .unwrap_or("")
-    };
-    let hex = |key: &str| u64::from_str_radix(get(key), 16).unwrap_or(0);
-    (
-        Creds {
-            uids: ids(get("Uid")),
-            gids: ids(get("Gid")),
-            groups: get("Groups")
-                .split_whitespace()
-                .filter_map(|g| g.parse().ok())
-                .collect(),
-            cap_inh: hex("CapInh"),
-            cap_prm: hex("CapPrm"),
-            cap_eff: hex("CapEff"),
-            cap_bnd: hex("CapBnd"),
-            cap_amb: hex("CapAmb"),
-            no_new_privs: get("NoNewPrivs") == "1",
-            pdeathsig: 0,
-            seccomp: Vec::new(),
-        },
-        get("Seccomp").parse().unwrap_or(0),
-    )
-}
-
 /// Refuses process `pid` if any of its threads `tids` runs in strict
 /// seccomp mode: migrate does not carry that mode (and a syscall injected
 /// without PTRACE_O_SUSPEND_SECCOMP would kill the thread). Checked before
@@ -114,10 +91,10 @@ pub fn parse_status(text: &str) -> (Creds, u32) {
 pub fn refuse_strict_seccomp(pid: i32, ns_pid: i32, tids: &[i32]) -> Result<()> {
     for &tid in tids {
         // A thread that ended meanwhile holds nothing.
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")) else {
+        let Ok(status) = proc::read_task_status(pid, tid) else {
             continue;
         };
-        if parse_status(&text).1 == 1 {
+        if status.seccomp == 1 {
             return Err(Error::StrictSeccomp { pid, ns_pid, tid });
         }
     }
@@ -128,12 +105,8 @@ pub fn refuse_strict_seccomp(pid: i32, ns_pid: i32, tids: &[i32]) -> Result<()> 
 /// are all its threads, which must share its seccomp filters).
 pub fn dump(remote: &Remote, ns_pid: i32, tids: &[i32]) -> Result<Creds> {
     let pid = remote.pid;
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|source| Error::Proc {
-        pid,
-        what: "status",
-        source,
-    })?;
-    let (mut c, seccomp) = parse_status(&text);
+    let status = proc::read_status(pid)?;
+    let (mut c, seccomp) = (Creds::from_status(&status), status.seccomp);
     let seccomp_err = |reason: String| Error::Seccomp { pid, ns_pid, reason };
     if seccomp == 1 {
         return Err(Error::StrictSeccomp { pid, ns_pid, tid: pid });
@@ -252,14 +225,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_credentials() {
-        let text = "Uid:\t65534\t65534\t65534\t65534\nGid:\t65534\t65534\t65534\t65534\nGroups:\t65534 \nCapInh:\t0000000000000000\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nCapBnd:\t000001ffffffffff\nCapAmb:\t0000000000000000\nNoNewPrivs:\t0\nSeccomp:\t0\n";
-        let (c, seccomp) = parse_status(text);
+    fn credentials_come_from_the_status() {
+        let text = "State:\tS (sleeping)\nPPid:\t1\nNSpid:\t7\nNSpgid:\t7\nNSsid:\t7\nUid:\t65534\t65534\t65534\t65534\nGid:\t65534\t65534\t65534\t65534\nGroups:\t65534 \nCapInh:\t0000000000000000\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nCapBnd:\t000001ffffffffff\nCapAmb:\t0000000000000000\nNoNewPrivs:\t0\nSeccomp:\t0\n";
+        let c = Creds::from_status(&proc::parse_status(7, text).unwrap());
         assert_eq!(c.uids, [65534; 4]);
         assert_eq!(c.groups, vec![65534]);
         assert_eq!(c.cap_bnd, 0x1ff_ffff_ffff);
         assert_eq!(c.cap_eff, 0);
-        assert_eq!(seccomp, 0);
         assert!(!c.is_initial(0x1ff_ffff_ffff));
+        assert!(Creds {
+            cap_eff: 0x1ff_ffff_ffff,
+            cap_prm: 0x1ff_ffff_ffff,
+            cap_bnd: 0x1ff_ffff_ffff,
+            ..Creds::default()
+        }
+        .is_initial(0x1ff_ffff_ffff));
     }
 }

@@ -116,15 +116,14 @@ pub struct FilesImage {
     pub tcp: Vec<TcpImage>,
 }
 
-/// What to do with established TCP connections at checkpoint.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum TcpMode {
-    /// Fail the checkpoint, naming them.
-    #[default]
+/// What [`dump_all`] does with an established TCP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EstablishedTcp {
+    /// Fails, naming it.
     Refuse,
-    /// Save them with TCP_REPAIR (`--tcp-established`).
+    /// Saves it with TCP_REPAIR.
     Repair,
-    /// Restore them as closed sockets (`--tcp-close`).
+    /// Saves it as a TCP socket that is not connected.
     Close,
 }
 
@@ -335,7 +334,7 @@ pub fn dump_all(
     log: &std::path::Path,
     netns_pid: i32,
     file_cap: u64,
-    tcp_mode: TcpMode,
+    tcp_mode: EstablishedTcp,
     repaired: &mut Repaired,
 ) -> Result<FilesImage> {
     let mut tcp_idx: HashMap<u64, u32> = HashMap::new();
@@ -377,13 +376,13 @@ pub fn dump_all(
                     .filter(|d| d.tcp && d.state == inet::TCP_ESTABLISHED)
                 {
                     let kind = match tcp_mode {
-                        TcpMode::Refuse => {
+                        EstablishedTcp::Refuse => {
                             return Err(unsupported(format!(
                                 "{}; checkpoint and restore with --tcp-established to keep it, or --tcp-close to restore it closed",
                                 d.describe()
                             )))
                         }
-                        TcpMode::Repair => {
+                        EstablishedTcp::Repair => {
                             let conn = match tcp_idx.get(&ino) {
                                 Some(i) => *i,
                                 None => {
@@ -398,7 +397,7 @@ pub fn dump_all(
                             };
                             FdKind::Tcp { conn }
                         }
-                        TcpMode::Close => {
+                        EstablishedTcp::Close => {
                             // A TCP socket that is not connected.
                             img.inet.push(InetImage {
                                 tcp: true,

@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use super::remote::{self, nr, Remote, PAGE, SCRATCH_LEN};
 use crate::image::pages::{PageReader, PageWriter};
-use crate::image::precopy::PrecopyPages;
+use crate::image::precopy::{PrecopyPages, ShadowMem};
+use crate::sys;
 
 /// Errors of the memory kind.
 #[derive(Debug, thiserror::Error)]
@@ -910,6 +911,41 @@ pub fn restore_locks(remote: &Remote, img: &MemoryImage) -> Result<()> {
     Ok(())
 }
 
+/// A shadow of pre-copied pages (see `PrecopyPages`): a private anonymous
+/// mapping of this process, reserved without committing memory, which the
+/// restored processes inherit and move their pages out of.
+impl ShadowMem for sys::Reserved {
+    fn addr(&self) -> u64 {
+        sys::Reserved::addr(self)
+    }
+
+    fn span(&self) -> usize {
+        self.len()
+    }
+
+    fn page(&self, off: usize) -> &[u8] {
+        &self.bytes()[off..off + PAGE as usize]
+    }
+
+    fn page_mut(&mut self, off: usize) -> &mut [u8] {
+        &mut self.bytes_mut()[off..off + PAGE as usize]
+    }
+
+    fn discard(&mut self, off: usize, len: usize) {
+        sys::Reserved::discard(self, off, len);
+    }
+
+    fn populate(&mut self, off: usize, len: usize) {
+        sys::populate(&mut self.bytes_mut()[off..off + len]);
+    }
+}
+
+/// Reserves the memory of a shadow of pre-copied pages: `len` bytes of
+/// this process's address space (see [`PrecopyPages::new`]).
+pub fn reserve_shadow(len: usize) -> std::io::Result<Box<dyn ShadowMem>> {
+    Ok(Box::new(sys::Reserved::new(len)?))
+}
+
 /// Moves pre-copied pages `at..at+len` of a private anonymous mapping into
 /// place from the process's shadows (`moved`, from [`restore_layout`]):
 /// page tables move, no page is copied or allocated. Pages never written
@@ -1249,5 +1285,28 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
             runs: vec![run(0x11000, 2)],
             ..shm
         }));
+    }
+
+    #[test]
+    fn precopied_pages_are_kept_in_reserved_shadows() {
+        use crate::image::precopy::{PrecopyBatch, RunSrc, SHADOW_SPAN};
+        let mut store = PrecopyPages::new(reserve_shadow);
+        let data = [7u8; PAGE as usize];
+        let runs = vec![(0x1000, 1, RunSrc::Data), (SHADOW_SPAN + 0x2000, 1, RunSrc::Data)];
+        let mut raw = data.to_vec();
+        raw.extend_from_slice(&data);
+        store.add(&PrecopyBatch::seal(1, 5, runs, &raw, None)).unwrap();
+        assert_eq!(store.page(5, 0x1000).unwrap(), &data[..]);
+        assert_eq!(store.page(5, SHADOW_SPAN + 0x2000).unwrap(), &data[..]);
+        let shadows = store.shadows_of(5);
+        assert_eq!(shadows.len(), 2);
+        assert_eq!((shadows[0].0, shadows[0].2), (0, SHADOW_SPAN));
+        assert_eq!((shadows[1].0, shadows[1].2), (SHADOW_SPAN, SHADOW_SPAN));
+        assert_ne!(shadows[0].1, shadows[1].1);
+        store
+            .add(&PrecopyBatch::seal(2, 5, vec![(0x1000, 1, RunSrc::Zero)], &[], None))
+            .unwrap();
+        assert_eq!(store.page(5, 0x1000).unwrap(), &[0u8; PAGE as usize][..]);
+        assert_eq!(store.pages, 2);
     }
 }

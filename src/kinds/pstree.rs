@@ -4,12 +4,13 @@
 //! rlimits).
 //!
 //! Dump walks /proc from the container's PID 1 through the children lists
-//! (zombies included; they have left the cgroup). Restore forks the same
+//! (zombies included; they have left the cgroup; see `crate::proc::walk`). Restore forks the same
 //! tree with clone3(set_tid), see the engine.
 
 use serde::{Deserialize, Serialize};
 
 use super::regs::ThreadImage;
+use crate::proc::Status;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -20,8 +21,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("process {pid}: no {field} in /proc/{pid}/status")]
-    Field { pid: i32, field: &'static str },
     #[error("process {host_pid} is in the container's cgroup but not in its process tree (was it started with `migrate exec`?); it can not be checkpointed. Wait for it to end, or kill it")]
     Stray { host_pid: i32 },
     #[error("the image's process tree is damaged: process {pid} {reason}")]
@@ -188,77 +187,6 @@ pub fn refuse_uncarried(statuses: &[(i32, Status)]) -> Result<()> {
     Ok(())
 }
 
-/// The parts of /proc/PID/status the tree needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Status {
-    pub ns_pid: i32,
-    pub ns_pgid: i32,
-    pub ns_sid: i32,
-    pub host_ppid: i32,
-    pub umask: u32,
-    pub state: char,
-    pub name: String,
-    /// TracerPid: who ptraces it (0: nobody).
-    pub tracer: i32,
-}
-
-fn last_id(v: &str) -> Option<i32> {
-    v.split_whitespace().last()?.parse().ok()
-}
-
-pub fn parse_status(pid: i32, text: &str) -> Result<Status> {
-    let get = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
-            .map(str::trim)
-    };
-    let need = |field: &'static str| get(field).ok_or(Error::Field { pid, field });
-    Ok(Status {
-        ns_pid: last_id(need("NSpid")?).ok_or(Error::Field { pid, field: "NSpid" })?,
-        ns_pgid: last_id(need("NSpgid")?).ok_or(Error::Field { pid, field: "NSpgid" })?,
-        ns_sid: last_id(need("NSsid")?).ok_or(Error::Field { pid, field: "NSsid" })?,
-        host_ppid: need("PPid")?.parse().unwrap_or(0),
-        umask: get("Umask")
-            .and_then(|u| u32::from_str_radix(u, 8).ok())
-            .unwrap_or(0o022),
-        state: need("State")?.chars().next().unwrap_or('?'),
-        tracer: get("TracerPid").and_then(|v| v.parse().ok()).unwrap_or(0),
-        name: get("Name").unwrap_or("").to_string(),
-    })
-}
-
-pub fn read_status(pid: i32) -> Result<Status> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|source| Error::Proc {
-        pid,
-        what: "status".into(),
-        source,
-    })?;
-    parse_status(pid, &text)
-}
-
-/// The host PIDs of the tree under `init`, parents before children.
-pub fn walk(init: i32) -> Result<Vec<i32>> {
-    let mut out = vec![init];
-    let mut i = 0;
-    while i < out.len() {
-        let pid = out[i];
-        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|source| Error::Proc {
-            pid,
-            what: "task list".into(),
-            source,
-        })?;
-        let mut kids = Vec::new();
-        for t in tasks.flatten() {
-            let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-            kids.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
-        }
-        kids.sort_unstable();
-        out.extend(kids);
-        i += 1;
-    }
-    Ok(out)
-}
-
 /// Host thread IDs of a process, the main thread first.
 pub fn threads(pid: i32) -> Result<Vec<i32>> {
     let mut tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -332,17 +260,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_status() {
-        let text = "Name:\tbash\nUmask:\t0027\nState:\tS (sleeping)\nTgid:\t900\nPid:\t900\nPPid:\t899\nNStgid:\t900\t5\nNSpid:\t900\t5\nNSpgid:\t898\t1\nNSsid:\t898\t1\n";
-        let s = parse_status(900, text).unwrap();
-        assert_eq!((s.ns_pid, s.ns_pgid, s.ns_sid, s.host_ppid), (5, 1, 1, 899));
-        assert_eq!(s.umask, 0o027);
-        assert_eq!(s.state, 'S');
-        assert_eq!(s.name, "bash");
-        assert!(parse_status(1, "Name:\tx\n").is_err());
-    }
-
-    #[test]
     fn reads_own_limits_and_threads() {
         let me = std::process::id() as i32;
         let l = rlimits(me);
@@ -375,7 +292,7 @@ mod tests {
             cwd: "/".into(),
             umask: 0o22,
             rlimits: vec![],
-            creds: Some(crate::kinds::creds::parse_status("").0),
+            creds: Some(crate::kinds::creds::Creds::default()),
             timers: Some(Default::default()),
         };
         let zombie = |pid, ppid| ProcessImage {

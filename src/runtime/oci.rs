@@ -463,9 +463,7 @@ fn run_hand_back(st: &ContainerState, origin: &OciOrigin, work: &Path) -> std::r
     };
     let peer = nix::sys::socket::getsockopt(lines.get_ref(), nix::sys::socket::sockopt::PeerCredentials)
         .map_err(|e| format!("hand-over socket: {e}"))?;
-    let parent = crate::kinds::pstree::read_status(shim)
-        .map(|s| s.host_ppid)
-        .unwrap_or(0);
+    let parent = crate::proc::read_status(shim).map(|s| s.host_ppid).unwrap_or(0);
     if peer.pid() != shim || parent != child.0.id() as i32 {
         let _ = writeln!(writer, "fail not the runtime's CRIU");
         return Err(format!(
@@ -474,7 +472,7 @@ fn run_hand_back(st: &ContainerState, origin: &OciOrigin, work: &Path) -> std::r
             origin.runtime
         ));
     }
-    let tree = crate::kinds::pstree::walk(st.pid).map_err(|e| e.to_string())?;
+    let tree = crate::proc::walk(st.pid).map_err(|e| e.to_string())?;
     if let Err(e) = join_cgroups_of(shim, &cg_root, &tree) {
         let _ = writeln!(writer, "fail {e}");
         let _ = child.0.wait();
@@ -568,10 +566,7 @@ fn join_cgroups_of(of: i32, cg_root: &[CgRoot], tree: &[i32]) -> std::result::Re
         for pid in tree {
             if let Err(e) = std::fs::write(&procs, pid.to_string()) {
                 // A zombie can not move and need not.
-                if crate::kinds::pstree::read_status(*pid)
-                    .map(|s| s.state != 'Z')
-                    .unwrap_or(false)
-                {
+                if crate::proc::read_status(*pid).map(|s| s.state != 'Z').unwrap_or(false) {
                     return Err(format!("{}: pid {pid}: {e}", procs.display()));
                 }
             }

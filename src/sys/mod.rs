@@ -58,9 +58,8 @@ pub fn thread_count() -> usize {
         use std::io::Read;
         let _ = std::fs::File::from(fd).read_to_string(&mut text);
     }
-    text.lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse().ok())
+    crate::proc::field(&text, "Threads")
+        .and_then(|v| v.parse().ok())
         .unwrap_or(usize::MAX)
 }
 

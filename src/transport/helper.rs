@@ -20,7 +20,6 @@ use super::wire::{self, Msg};
 use super::Error;
 use crate::engine::live::LOG_SECTION;
 use crate::engine::restore::{self, RestoreOptions};
-use crate::image::precopy::PrecopyPages;
 use crate::image::store::MemSource;
 use crate::image::{decode_section, Manifest, MANIFEST};
 use crate::runtime::Root;
@@ -107,7 +106,7 @@ fn restore_and_wait(
 fn receive(input: &mut impl Read, output: &mut impl Write) -> Result<(MemSource, Option<Vec<u8>>), Error> {
     let mut sections: HashMap<String, Vec<u8>> = HashMap::new();
     let mut segments: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-    let mut precopied = PrecopyPages::default();
+    let mut precopied = restore::precopy_store();
     // Pre-copy batches are applied in send order; those that overtook an
     // earlier one wait here.
     let mut waiting: BTreeMap<u64, crate::image::precopy::PrecopyBatch> = BTreeMap::new();

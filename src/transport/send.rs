@@ -482,10 +482,10 @@ impl ImageSink for QuicSink {
         Ok(stats)
     }
 
-    fn finish(&mut self, machine: MachineFacts, container: &str) -> image::Result<(Manifest, u64)> {
+    fn finish(&mut self, machine: MachineFacts, container: &str, created: u64) -> image::Result<(Manifest, u64)> {
         let manifest = Manifest {
             machine,
-            created: crate::runtime::state::now_secs(),
+            created,
             container: container.to_string(),
             files: self.files.clone(),
         };
@@ -587,7 +587,7 @@ pub fn migrate(
         version: wire::VERSION,
         facts: Facts::local(),
         container: name.to_string(),
-        tcp_established: opts.checkpoint.tcp == crate::kinds::files::TcpMode::Repair,
+        tcp_established: opts.checkpoint.tcp == crate::engine::TcpMode::Repair,
         lease_owner: st
             .net
             .as_ref()

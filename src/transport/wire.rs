@@ -65,7 +65,7 @@ impl Facts {
                     .map(|(_, v)| v.split_whitespace().map(String::from).collect())
             })
             .unwrap_or_default();
-        let m = crate::engine::machine_facts(0);
+        let m = crate::image::MachineFacts::of_this_machine(0);
         Self {
             kernel: m.kernel,
             arch: m.arch,
