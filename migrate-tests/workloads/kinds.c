@@ -5,14 +5,34 @@
  *   this process); an OFD write lock on a second file; flock LOCK_SH on a
  *   third (another open of it can not take LOCK_EX);
  * - a pipe whose read end signals this thread (F_SETOWN_EX F_OWNER_TID,
- *   O_ASYNC) with SIGRTMIN+1 (F_SETSIG): a byte written must raise it. */
+ *   O_ASYNC) with SIGRTMIN+1 (F_SETSIG): a byte written must raise it;
+ * - membarrier registered for private expedited barriers (which fail
+ *   with EPERM otherwise);
+ * - mlockall(MCL_FUTURE | MCL_ONFAULT): a new mapping is locked (VmLck
+ *   grows) and not populated. */
 #define _GNU_SOURCE
 #include "beat.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <linux/membarrier.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
+
+#ifndef MEMBARRIER_CMD_GET_REGISTRATIONS
+#define MEMBARRIER_CMD_GET_REGISTRATIONS (1 << 9)
+#endif
+
+static long locked_kb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmLck: %ld kB", &kb) == 1) break;
+    if (f) fclose(f);
+    return kb;
+}
 
 static char path[3][64];
 static int probes[2];
@@ -59,8 +79,22 @@ int main(void) {
         fail("owner", errno, 0);
         return 1;
     }
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) ||
+        mlockall(MCL_FUTURE | MCL_ONFAULT)) {
+        fail("membarrier or mlockall", errno, 0);
+        return 1;
+    }
     for (long n = 1;; n++) {
         pid_t pid;
+        long regs = syscall(SYS_membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0);
+        if (regs != MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) fail("membarrier registrations", regs, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED);
+        if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0)) fail("private expedited barrier", errno, 0);
+        long before = locked_kb();
+        unsigned char *q = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        unsigned char resident = 1;
+        if (q == MAP_FAILED || locked_kb() < before + 4) fail("mlockall(MCL_FUTURE)", locked_kb(), before + 4);
+        if (q != MAP_FAILED && (mincore(q, 4096, &resident) || resident)) fail("MCL_ONFAULT", resident, 0);
+        if (q != MAP_FAILED) munmap(q, 4096);
         int t = probe(0, F_WRLCK, 10, 10, &pid);
         if (t != F_WRLCK || pid != getpid()) fail("posix write lock", t, pid);
         t = probe(0, F_WRLCK, 1000, 1, &pid);

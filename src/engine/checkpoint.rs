@@ -643,7 +643,7 @@ fn dump(
     sink.put(section::MM, &encode_section(&mm_images))?;
     sink.put(section::SIGNALS, &encode_section(&sig_images))?;
     sink.put(section::FILES, &encode_section(&fd_images))?;
-    sink.put(section::PROCATTRS, &encode_section(&attrs))?;
+    sink.put(section::PROCATTRS, &crate::kinds::procattrs::encode(&attrs))?;
     sink.put(section::FDATTRS, &encode_section(&fdattrs))?;
     sink.put(section::UTS, &encode_section(&crate::kinds::uts::dump(st.pid)?))?;
     // tmpfs contents only for a container with a root of its own: without

@@ -95,7 +95,7 @@ fn load(src: &mut dyn ImageSource) -> Result<Image> {
     // Not in format-3 images.
     let listed = |src: &dyn ImageSource, name: &str| src.manifest().files.iter().any(|f| f.name == name);
     let attrs = match listed(src, section::PROCATTRS) {
-        true => decode_section(section::PROCATTRS, &src.get(section::PROCATTRS)?)?,
+        true => crate::kinds::procattrs::decode(&src.get(section::PROCATTRS)?)?,
         false => Vec::new(),
     };
     let uts = match listed(src, section::UTS) {
@@ -157,6 +157,9 @@ fn check(img: &Image) -> Result<()> {
     named(section::SIGNALS, img.signals.iter().map(|(p, _)| *p).collect())?;
     named(section::FILES, img.files.procs.iter().map(|(p, _)| *p).collect())?;
     named(section::PROCATTRS, img.attrs.iter().map(|(p, _)| *p).collect())?;
+    for (pid, a) in &img.attrs {
+        a.check(*pid)?;
+    }
     named(section::FDATTRS, img.fdattrs.iter().map(|(p, _)| *p).collect())?;
     crate::kinds::fdattrs::check(&img.fdattrs, &|pid| {
         let fds = img.files.procs.iter().find(|(p, _)| *p == pid)?;

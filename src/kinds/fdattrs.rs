@@ -178,8 +178,15 @@ pub fn dump(procs: &[(i32, i32, Vec<i32>)], ns_tid: &dyn Fn(i32, i32) -> i32) ->
                 Err(Errno::EBADF) => continue,
                 Err(e) => return Err(err(fd, "pidfd_getfd")(e)),
             };
-            let (kind, host_id) = crate::sys::file_owner(dup.as_fd()).map_err(err(fd, "F_GETOWN_EX"))?;
-            let signal = crate::sys::file_signal(dup.as_fd()).map_err(err(fd, "F_GETSIG"))?;
+            // An O_PATH fd has neither (fcntl says EBADF).
+            let (kind, host_id) = match crate::sys::file_owner(dup.as_fd()) {
+                Err(Errno::EBADF) => (0, 0),
+                other => other.map_err(err(fd, "F_GETOWN_EX"))?,
+            };
+            let signal = match crate::sys::file_signal(dup.as_fd()) {
+                Err(Errno::EBADF) => 0,
+                other => other.map_err(err(fd, "F_GETSIG"))?,
+            };
             let owner = match host_id {
                 0 => None,
                 _ => {

@@ -3,20 +3,29 @@
 //! oom_score_adj and loginuid, read and set from outside (/proc,
 //! sched_setscheduler, setpriority); and the prctl flags dumpable, child
 //! subreaper, THP disable and the timer slack, read and set by injected
-//! prctl.
+//! prctl; the membarrier registrations of the address space
+//! (MEMBARRIER_CMD_GET_REGISTRATIONS) and `mlockall(MCL_FUTURE)`, which
+//! /proc does not show: an injected one-page mmap is locked (VmLck grows)
+//! when mappings made from now on are, and populated unless MCL_ONFAULT.
 //!
-//! Section `procattrs`, one entry per live process. An image without it
-//! (format 3) restores with the attributes a restored task gets anyway.
+//! Section `procattrs`, one entry per live process, at version 5 (version
+//! 4 had no membarrier or mlockall fields, and reads as none). An image
+//! without it (format 3) restores with the attributes a restored task
+//! gets anyway.
 //! Threads of one process whose nice value or policy differ are refused
 //! before anything stops: only the process's are carried.
 
 use serde::{Deserialize, Serialize};
+
+use crate::image;
 
 use super::remote::{self, nr, Remote};
 use crate::sys::{self, Errno};
 
 /// The section's name.
 pub const SECTION: &str = "procattrs";
+/// The section's layout version.
+pub const VERSION: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -51,6 +60,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("process {pid}: section {SECTION} has membarrier or mlockall flags this build does not know; the image is damaged")]
+    Damaged { pid: i32 },
     #[error("process {pid} (pid {ns_pid} in the container): thread {tid} has another {what} than the process, which migrate does not carry yet")]
     ThreadsDiffer {
         pid: i32,
@@ -76,7 +87,89 @@ pub struct ProcAttrs {
     pub subreaper: bool,
     pub thp_disable: bool,
     pub timerslack_ns: u64,
+    /// MEMBARRIER_CMD_REGISTER_* commands the process has made.
+    pub membarrier: u32,
+    /// mlockall flags for mappings made from now on: 0, MCL_FUTURE, or
+    /// MCL_FUTURE | MCL_ONFAULT.
+    pub mlock_future: u32,
 }
+
+/// Version 4 of the section's entries.
+#[derive(Deserialize)]
+struct ProcAttrsV4 {
+    nice: i32,
+    policy: i32,
+    rt_priority: i32,
+    oom_score_adj: i32,
+    loginuid: Option<u32>,
+    dumpable: u64,
+    subreaper: bool,
+    thp_disable: bool,
+    timerslack_ns: u64,
+}
+
+/// The section, framed at [`VERSION`].
+pub fn encode(attrs: &[(i32, ProcAttrs)]) -> Vec<u8> {
+    image::encode_section_at(VERSION, &attrs)
+}
+
+/// Reads the section at this version or an older one.
+pub fn decode(bytes: &[u8]) -> image::Result<Vec<(i32, ProcAttrs)>> {
+    let (version, payload) = image::open_section(SECTION, bytes)?;
+    match version {
+        VERSION => image::decode_payload(SECTION, payload),
+        v if (image::OLDEST_FORMAT_VERSION..VERSION).contains(&v) => {
+            let old: Vec<(i32, ProcAttrsV4)> = image::decode_payload(SECTION, payload)?;
+            Ok(old
+                .into_iter()
+                .map(|(pid, a)| {
+                    let a = ProcAttrs {
+                        nice: a.nice,
+                        policy: a.policy,
+                        rt_priority: a.rt_priority,
+                        oom_score_adj: a.oom_score_adj,
+                        loginuid: a.loginuid,
+                        dumpable: a.dumpable,
+                        subreaper: a.subreaper,
+                        thp_disable: a.thp_disable,
+                        timerslack_ns: a.timerslack_ns,
+                        membarrier: 0,
+                        mlock_future: 0,
+                    };
+                    (pid, a)
+                })
+                .collect())
+        }
+        found => Err(image::Error::Version {
+            name: SECTION.to_string(),
+            found,
+            oldest: image::OLDEST_FORMAT_VERSION,
+            newest: VERSION,
+        }),
+    }
+}
+
+impl ProcAttrs {
+    /// Refuses values restore could not set.
+    pub fn check(&self, pid: i32) -> Result<()> {
+        let known = MEMBARRIER_REGISTER.iter().fold(0, |m, c| m | c);
+        let futures = [
+            0,
+            libc::MCL_FUTURE as u32,
+            (libc::MCL_FUTURE | libc::MCL_ONFAULT) as u32,
+        ];
+        if self.membarrier & !known != 0 || !futures.contains(&self.mlock_future) {
+            return Err(Error::Damaged { pid });
+        }
+        Ok(())
+    }
+}
+
+/// MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, _PRIVATE_EXPEDITED,
+/// _PRIVATE_EXPEDITED_SYNC_CORE, _PRIVATE_EXPEDITED_RSEQ, in the order
+/// they are made again.
+const MEMBARRIER_REGISTER: [u32; 4] = [1 << 2, 1 << 4, 1 << 6, 1 << 8];
+const MEMBARRIER_CMD_GET_REGISTRATIONS: u64 = 1 << 9;
 
 const PR_SET_DUMPABLE: u64 = 4;
 const PR_GET_DUMPABLE: u64 = 3;
@@ -147,6 +240,12 @@ pub fn dump(remote: &Remote) -> Result<ProcAttrs> {
     let thp_disable = get("prctl(PR_GET_THP_DISABLE)", PR_GET_THP_DISABLE)? != 0;
     let timerslack_ns = get("prctl(PR_GET_TIMERSLACK)", PR_GET_TIMERSLACK)?;
     let subreaper = remote.prctl_get_int("prctl(PR_GET_CHILD_SUBREAPER)", PR_GET_CHILD_SUBREAPER)? != 0;
+    let membarrier = remote.call(
+        "membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS)",
+        libc::SYS_membarrier,
+        &[MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0],
+    )? as u32;
+    let mlock_future = mlock_future(remote)?;
     Ok(ProcAttrs {
         nice,
         policy,
@@ -157,7 +256,55 @@ pub fn dump(remote: &Remote) -> Result<ProcAttrs> {
         subreaper,
         thp_disable,
         timerslack_ns,
+        membarrier,
+        mlock_future,
     })
+}
+
+/// The process's VmLck, in kB.
+fn locked_kb(pid: i32) -> Result<u64> {
+    let status = read_proc(pid, "status")?.unwrap_or_default();
+    Ok(crate::proc::field(&status, "VmLck")
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0))
+}
+
+/// mlockall's flags for future mappings, by a probe: a one-page mapping
+/// made in the process is locked if they include MCL_FUTURE, and then
+/// populated unless they include MCL_ONFAULT.
+fn mlock_future(remote: &Remote) -> Result<u32> {
+    let pid = remote.pid;
+    let before = locked_kb(pid)?;
+    let probe = remote.call(
+        "mmap a probe page",
+        nr::MMAP,
+        &[
+            0,
+            remote::PAGE,
+            (libc::PROT_READ | libc::PROT_WRITE) as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+            u64::MAX,
+            0,
+        ],
+    )?;
+    let probed = (|| {
+        if locked_kb(pid)? <= before {
+            return Ok(0);
+        }
+        remote.call(
+            "mincore the probe page",
+            libc::SYS_mincore,
+            &[probe, remote::PAGE, remote.scratch],
+        )?;
+        let mut resident = [0u8; 1];
+        remote.read(remote.scratch, &mut resident)?;
+        Ok(match resident[0] & 1 {
+            1 => libc::MCL_FUTURE as u32,
+            _ => (libc::MCL_FUTURE | libc::MCL_ONFAULT) as u32,
+        })
+    })();
+    remote.call("munmap the probe page", nr::MUNMAP, &[probe, remote::PAGE])?;
+    probed
 }
 
 /// Sets the attributes again on the restored process behind `remote`
@@ -195,6 +342,18 @@ pub fn restore(remote: &Remote, tids: &[i32], a: &ProcAttrs) -> Result<()> {
         PR_SET_CHILD_SUBREAPER,
         u64::from(a.subreaper),
     )?;
+    for cmd in MEMBARRIER_REGISTER.iter().filter(|c| a.membarrier & **c != 0) {
+        remote.call(
+            &format!("membarrier(register {cmd:#x})"),
+            libc::SYS_membarrier,
+            &[u64::from(*cmd), 0, 0],
+        )?;
+    }
+    // Last: mappings made from now on are locked (the restore makes none
+    // after this).
+    if a.mlock_future != 0 {
+        remote.call("mlockall", libc::SYS_mlockall, &[u64::from(a.mlock_future)])?;
+    }
     Ok(())
 }
 
@@ -209,5 +368,23 @@ mod tests {
         assert!((-20..=19).contains(&nice));
         assert_eq!(prio, 0);
         refuse_uncarried(me, 1, &[me]).unwrap();
+    }
+
+    #[test]
+    fn version_4_entries_read_as_no_membarrier_or_mlockall() {
+        #[derive(Serialize)]
+        struct V4(i32, i32, i32, i32, Option<u32>, u64, bool, bool, u64);
+        let old = vec![(1, V4(5, 3, 0, 500, Some(7), 1, true, false, 50_000))];
+        let got = decode(&image::encode_section_at(4, &old)).unwrap();
+        assert_eq!(got[0].1.nice, 5);
+        assert_eq!(got[0].1.timerslack_ns, 50_000);
+        assert_eq!((got[0].1.membarrier, got[0].1.mlock_future), (0, 0));
+        got[0].1.check(1).unwrap();
+        let now = decode(&encode(&got)).unwrap();
+        assert_eq!(now, got);
+        assert!(decode(&image::encode_section_at(VERSION + 1, &got)).is_err());
+        let mut bad = got[0].1.clone();
+        bad.mlock_future = 1 << 7;
+        assert!(bad.check(1).is_err());
     }
 }
