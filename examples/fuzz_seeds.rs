@@ -173,7 +173,14 @@ fn mm() -> Vec<(i32, MemoryImage)> {
         exe: "/bin/sh".into(),
         ..Default::default()
     };
-    vec![(1, MemoryImage { vmas, mm })]
+    vec![(
+        1,
+        MemoryImage {
+            vmas,
+            mm,
+            guards: vec![(0x1000, 1)],
+        },
+    )]
 }
 
 fn signals() -> Vec<(i32, SignalsImage)> {
@@ -257,7 +264,7 @@ fn sections(dir: &Path) -> Result<()> {
         encode_section(&manifest()),
         encode_section(&container()),
         encode_section(&pstree()),
-        encode_section(&mm()),
+        migrate::kinds::memory::encode_section(&mm()),
         encode_section(&signals()),
         encode_section(&files()),
         encode_section(&mounts()),

@@ -59,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         3 => {
-            let Ok(mm) = decode_section::<Vec<(i32, MemoryImage)>>("mm", bytes) else {
+            let Ok(mm) = migrate::kinds::memory::decode_section(bytes) else {
                 return;
             };
             for (pid, m) in &mm {

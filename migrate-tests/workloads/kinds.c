@@ -9,7 +9,13 @@
  * - membarrier registered for private expedited barriers (which fail
  *   with EPERM otherwise);
  * - mlockall(MCL_FUTURE | MCL_ONFAULT): a new mapping is locked (VmLck
- *   grows) and not populated. */
+ *   grows) and not populated;
+ * - a guard region (MADV_GUARD_INSTALL) between two pages of data;
+ * - a MAP_DROPPABLE mapping (VmFlags dp) and a MADV_WIPEONFORK one (wf)
+ *   with their data;
+ * - a read-only shared mapping of the POSIX-locked file, opened for
+ *   writing: it may be made writable (mprotect), and the restore's reopen
+ *   of the mapped file must not drop the lock. */
 #define _GNU_SOURCE
 #include "beat.h"
 #include <errno.h>
@@ -23,6 +29,33 @@
 #ifndef MEMBARRIER_CMD_GET_REGISTRATIONS
 #define MEMBARRIER_CMD_GET_REGISTRATIONS (1 << 9)
 #endif
+
+/* The VmFlags line of the mapping at `addr`. */
+static int has_vmflag(void *addr, const char *flag) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    char line[512], want[32];
+    int in = 0, found = 0;
+    snprintf(want, sizeof want, "%lx-", (unsigned long)addr);
+    while (f && fgets(line, sizeof line, f)) {
+        if (!strncmp(line, want, strlen(want))) in = 1;
+        else if (in && !strncmp(line, "VmFlags:", 8)) {
+            char pat[8];
+            snprintf(pat, sizeof pat, " %s", flag);
+            found = strstr(line, pat) != NULL;
+            break;
+        }
+    }
+    if (f) fclose(f);
+    return found;
+}
+
+static int is_guard(void *addr) {
+    int fd = open("/proc/self/pagemap", O_RDONLY);
+    unsigned long long e = 0;
+    if (fd < 0 || pread(fd, &e, 8, (off_t)((unsigned long)addr / 4096) * 8) != 8) e = 0;
+    if (fd >= 0) close(fd);
+    return (e >> 58) & 1;
+}
 
 static long locked_kb(void) {
     FILE *f = fopen("/proc/self/status", "r");
@@ -79,6 +112,21 @@ int main(void) {
         fail("owner", errno, 0);
         return 1;
     }
+    unsigned char *g = mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    unsigned char *drop = mmap(NULL, 4096, PROT_READ | PROT_WRITE, 0x08 /* MAP_DROPPABLE */ | MAP_ANONYMOUS, -1, 0);
+    unsigned char *wipe = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    unsigned char *shared = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fds[0], 0);
+    if (g == MAP_FAILED || drop == MAP_FAILED || wipe == MAP_FAILED || shared == MAP_FAILED) {
+        fail("mmap", errno, 0);
+        return 1;
+    }
+    memset(g, 0x5a, 3 * 4096);
+    memset(wipe, 0x77, 4096);
+    drop[0] = 1;
+    if (madvise(g + 4096, 4096, 102 /* MADV_GUARD_INSTALL */) || madvise(wipe, 4096, MADV_WIPEONFORK)) {
+        fail("madvise", errno, 0);
+        return 1;
+    }
     if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) ||
         mlockall(MCL_FUTURE | MCL_ONFAULT)) {
         fail("membarrier or mlockall", errno, 0);
@@ -95,6 +143,14 @@ int main(void) {
         if (q == MAP_FAILED || locked_kb() < before + 4) fail("mlockall(MCL_FUTURE)", locked_kb(), before + 4);
         if (q != MAP_FAILED && (mincore(q, 4096, &resident) || resident)) fail("MCL_ONFAULT", resident, 0);
         if (q != MAP_FAILED) munmap(q, 4096);
+        if (!is_guard(g + 4096) || is_guard(g) || g[0] != 0x5a || g[2 * 4096 + 4095] != 0x5a) fail("guard region", is_guard(g + 4096), g[0]);
+        if (!has_vmflag(drop, "dp")) fail("MAP_DROPPABLE", 0, 1);
+        if (!has_vmflag(wipe, "wf") || wipe[0] != 0x77 || wipe[4095] != 0x77) fail("MADV_WIPEONFORK", wipe[0], 0x77);
+        if (mprotect(shared, 4096, PROT_READ | PROT_WRITE)) fail("mprotect shared file mapping writable", errno, 0);
+        else {
+            shared[4000] = (unsigned char)n;
+            if (mprotect(shared, 4096, PROT_READ)) fail("mprotect back", errno, 0);
+        }
         int t = probe(0, F_WRLCK, 10, 10, &pid);
         if (t != F_WRLCK || pid != getpid()) fail("posix write lock", t, pid);
         t = probe(0, F_WRLCK, 1000, 1, &pid);

@@ -640,7 +640,7 @@ fn dump(
     };
     sink.put(section::CONTAINER, &encode_section(&container))?;
     sink.put(section::PSTREE, &encode_section(&processes))?;
-    sink.put(section::MM, &encode_section(&mm_images))?;
+    sink.put(section::MM, &memory::encode_section(&mm_images))?;
     sink.put(section::SIGNALS, &encode_section(&sig_images))?;
     sink.put(section::FILES, &encode_section(&fd_images))?;
     sink.put(section::PROCATTRS, &crate::kinds::procattrs::encode(&attrs))?;

@@ -71,7 +71,7 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
     let mut src = DirSource::open(dir)?;
     let container: ContainerImage = decode_section(section::CONTAINER, &src.get(section::CONTAINER)?)?;
     let procs: Vec<ProcessImage> = decode_section(section::PSTREE, &src.get(section::PSTREE)?)?;
-    let mm: Vec<(i32, MemoryImage)> = decode_section(section::MM, &src.get(section::MM)?)?;
+    let mm: Vec<(i32, MemoryImage)> = crate::kinds::memory::decode_section(&src.get(section::MM)?)?;
     for (pid, img) in &mm {
         img.check(*pid)?;
     }

@@ -20,7 +20,7 @@ use crate::{cgroup, image, runtime};
 pub mod section {
     pub const CONTAINER: &str = "container";
     pub const PSTREE: &str = "pstree";
-    pub const MM: &str = "mm";
+    pub const MM: &str = crate::kinds::memory::SECTION;
     pub const SIGNALS: &str = "signals";
     pub const FILES: &str = "files";
     pub const MOUNTS: &str = "mounts";

@@ -88,7 +88,7 @@ fn load(src: &mut dyn ImageSource) -> Result<Image> {
     let mut get = |name: &str| src.get(name);
     let container = decode_section(section::CONTAINER, &get(section::CONTAINER)?)?;
     let procs = decode_section(section::PSTREE, &get(section::PSTREE)?)?;
-    let mm = decode_section(section::MM, &get(section::MM)?)?;
+    let mm = memory::decode_section(&get(section::MM)?)?;
     let signals = decode_section(section::SIGNALS, &get(section::SIGNALS)?)?;
     let files = decode_section(section::FILES, &get(section::FILES)?)?;
     let tmpfs = decode_section(section::MOUNTS, &get(section::MOUNTS)?)?;
@@ -693,6 +693,9 @@ fn rebuild<R: std::io::Read + Send + 'static>(
     memory::restore_pages(&remote, mm, pages, shmem, &host_of, precopied, &moved)?;
     tracing::debug!(ms = ms_since(t), pid = p.pid, "rebuild: pages done");
     memory::restore_mm(&remote, &mm.mm)?;
+    // Guards before locks: a guard region can not be installed in a
+    // locked mapping.
+    memory::restore_guards(&remote, mm)?;
     memory::restore_locks(&remote, mm)?;
     signals::restore(&remote, sigs.map(|s| s.actions.as_slice()).unwrap_or(&[]))?;
     let (main, others) = p

@@ -11,6 +11,11 @@
 //! everything but the vDSO, move the vDSO and vvar to their old addresses,
 //! map each mapping again, write the pages through /proc/PID/mem, and set
 //! the mm fields with PR_SET_MM_MAP.
+//!
+//! Guard regions (MADV_GUARD_INSTALL; pagemap bit 58) are not pages: their
+//! ranges are recorded, and installed again once the pages are in place.
+//! Droppable mappings (MAP_DROPPABLE, VmFlags `dp`) are made droppable
+//! again. Section `mm` is at version 5 (version 4 had no guard regions).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -126,7 +131,7 @@ pub struct Vma {
     /// File offset in bytes.
     pub offset: u64,
     pub backing: Backing,
-    /// smaps VmFlags worth restoring: gd, dc, wf, hg, nh, dd, lo.
+    /// smaps VmFlags worth restoring: gd, dc, wf, hg, nh, dd, lo, dp, mw.
     pub flags: Vec<String>,
     pub runs: Vec<PageRun>,
 }
@@ -173,6 +178,53 @@ pub struct MmFields {
 pub struct MemoryImage {
     pub vmas: Vec<Vma>,
     pub mm: MmFields,
+    /// Guard regions: (address, pages), each inside a mapping.
+    pub guards: Vec<(u64, u64)>,
+}
+
+/// The `mm` section's name and layout version.
+pub const SECTION: &str = "mm";
+pub const VERSION: u32 = 5;
+
+/// Version 4 of [`MemoryImage`]: no guard regions.
+#[derive(Deserialize)]
+struct MemoryImageV4 {
+    vmas: Vec<Vma>,
+    mm: MmFields,
+}
+
+/// The `mm` section, framed at [`VERSION`].
+pub fn encode_section(images: &[(i32, MemoryImage)]) -> Vec<u8> {
+    crate::image::encode_section_at(VERSION, &images)
+}
+
+/// Reads the `mm` section at this version or an older one.
+pub fn decode_section(bytes: &[u8]) -> crate::image::Result<Vec<(i32, MemoryImage)>> {
+    use crate::image;
+    let (version, payload) = image::open_section(SECTION, bytes)?;
+    match version {
+        VERSION => image::decode_payload(SECTION, payload),
+        v if (image::OLDEST_FORMAT_VERSION..VERSION).contains(&v) => {
+            let old: Vec<(i32, MemoryImageV4)> = image::decode_payload(SECTION, payload)?;
+            Ok(old
+                .into_iter()
+                .map(|(pid, m)| {
+                    let m = MemoryImage {
+                        vmas: m.vmas,
+                        mm: m.mm,
+                        guards: Vec::new(),
+                    };
+                    (pid, m)
+                })
+                .collect())
+        }
+        found => Err(image::Error::Version {
+            name: SECTION.to_string(),
+            found,
+            oldest: image::OLDEST_FORMAT_VERSION,
+            newest: VERSION,
+        }),
+    }
 }
 
 impl MemoryImage {
@@ -237,6 +289,23 @@ impl MemoryImage {
                         return Err(bad("copies from outside user address space"));
                     }
                 }
+            }
+        }
+        for &(addr, pages) in &self.guards {
+            let end = pages.checked_mul(PAGE).and_then(|l| addr.checked_add(l));
+            let inside = end.is_some_and(|e| {
+                self.vmas
+                    .iter()
+                    .any(|v| v.start <= addr && e <= v.end && !matches!(v.backing, Backing::Special { .. }))
+            });
+            if addr % PAGE != 0 || pages == 0 || !inside {
+                return Err(Error::BadRun {
+                    pid,
+                    start: addr,
+                    addr,
+                    pages: pages.min(u64::from(u32::MAX)) as u32,
+                    reason: "is a guard region outside the mappings",
+                });
             }
         }
         Ok(())
@@ -340,7 +409,7 @@ fn prot_of(perms: &str) -> u32 {
     p as u32
 }
 
-const KEPT_FLAGS: [&str; 7] = ["gd", "dc", "wf", "hg", "nh", "dd", "lo"];
+const KEPT_FLAGS: [&str; 9] = ["gd", "dc", "wf", "hg", "nh", "dd", "lo", "dp", "mw"];
 
 fn backing_of(pid: i32, m: &MapLine) -> Result<Option<Backing>> {
     let shared = m.perms.as_bytes().get(3) == Some(&b's');
@@ -393,6 +462,8 @@ pub(crate) const PM_PRESENT: u64 = 1 << 63;
 pub(crate) const PM_SWAPPED: u64 = 1 << 62;
 pub(crate) const PM_FILE: u64 = 1 << 61;
 pub(crate) const PM_EXCLUSIVE: u64 = 1 << 56;
+/// A guard region's page (MADV_GUARD_INSTALL), shown as a swap marker.
+pub(crate) const PM_GUARD: u64 = 1 << 58;
 pub(crate) const PM_PFN: u64 = (1 << 55) - 1;
 /// Bytes read from /proc/PID/mem at a time.
 const READ_BATCH: usize = 1 << 20;
@@ -464,6 +535,7 @@ pub fn dump<W: std::io::Write + Send + 'static>(
         source,
     })?;
     let mut vmas = Vec::new();
+    let mut guards: Vec<(u64, u64)> = Vec::new();
     let mut buf = vec![0u8; READ_BATCH];
     for m in maps {
         if m.start >= exclude.0 && m.end <= exclude.1 {
@@ -497,10 +569,23 @@ pub fn dump<W: std::io::Write + Send + 'static>(
                 vmas.push(vma);
                 continue;
             }
-            Backing::File { .. } => Box::new(|e| (e & PM_PRESENT != 0 && e & PM_FILE == 0) || e & PM_SWAPPED != 0),
-            Backing::Anon | Backing::Shmem { .. } => Box::new(|e| e & (PM_PRESENT | PM_SWAPPED) != 0),
+            Backing::File { .. } => {
+                Box::new(|e| e & PM_GUARD == 0 && ((e & PM_PRESENT != 0 && e & PM_FILE == 0) || e & PM_SWAPPED != 0))
+            }
+            Backing::Anon | Backing::Shmem { .. } => {
+                Box::new(|e| e & PM_GUARD == 0 && e & (PM_PRESENT | PM_SWAPPED) != 0)
+            }
         };
         let entries = read_pagemap(&pagemap, pid, m.start, npages)?;
+        for (k, e) in entries.iter().enumerate() {
+            if e & PM_GUARD != 0 {
+                let at = m.start + k as u64 * PAGE;
+                match guards.last_mut() {
+                    Some((a, n)) if *a + *n * PAGE == at => *n += 1,
+                    _ => guards.push((at, 1)),
+                }
+            }
+        }
         let shmem_base = m.offset;
         let mut seen = match &backing {
             Backing::Shmem { id } => Some(seen_pages.shmem.entry(*id).or_default()),
@@ -582,7 +667,7 @@ pub fn dump<W: std::io::Write + Send + 'static>(
         vmas.push(vma);
     }
     let mm = mm_fields(remote)?;
-    Ok(MemoryImage { vmas, mm })
+    Ok(MemoryImage { vmas, mm, guards })
 }
 
 /// Where a page of a run comes from at restore.
@@ -841,8 +926,15 @@ fn find_gap(taken: &[(u64, u64)], len: u64) -> Option<u64> {
 }
 
 fn map_vma(remote: &Remote, v: &Vma, shmem: &ShmemFds) -> Result<()> {
+    /// MAP_DROPPABLE (not in the libc crate): private, and the kernel may
+    /// free its pages under memory pressure.
+    const MAP_DROPPABLE: u64 = 0x08;
     let mut flags = libc::MAP_FIXED as u64;
-    flags |= if v.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE } as u64;
+    flags |= match () {
+        _ if v.shared => libc::MAP_SHARED as u64,
+        _ if v.flags.iter().any(|f| f == "dp") => MAP_DROPPABLE,
+        _ => libc::MAP_PRIVATE as u64,
+    };
     if v.flags.iter().any(|f| f == "gd") {
         flags |= libc::MAP_GROWSDOWN as u64;
     }
@@ -858,7 +950,10 @@ fn map_vma(remote: &Remote, v: &Vma, shmem: &ShmemFds) -> Result<()> {
             )?;
         }
         Backing::File { path } => {
-            let mode = if v.shared && v.prot & libc::PROT_WRITE as u32 != 0 {
+            // A shared mapping may be made writable (mprotect) when its
+            // file was open for writing: VM_MAYWRITE (`mw`).
+            let may_write = v.prot & libc::PROT_WRITE as u32 != 0 || v.flags.iter().any(|f| f == "mw");
+            let mode = if v.shared && may_write {
                 libc::O_RDWR
             } else {
                 libc::O_RDONLY
@@ -907,6 +1002,19 @@ fn advise(remote: &Remote, v: &Vma, start: u64, len: u64) -> Result<()> {
 pub fn restore_locks(remote: &Remote, img: &MemoryImage) -> Result<()> {
     for v in img.vmas.iter().filter(|v| v.flags.iter().any(|f| f == "lo")) {
         remote.call("mlock", libc::SYS_mlock, &[v.start, v.len()])?;
+    }
+    Ok(())
+}
+
+/// Installs the guard regions again, once the pages are in place.
+pub fn restore_guards(remote: &Remote, img: &MemoryImage) -> Result<()> {
+    const MADV_GUARD_INSTALL: u64 = 102;
+    for &(addr, pages) in &img.guards {
+        remote.call(
+            &format!("madvise({addr:#x}, {pages} pages, MADV_GUARD_INSTALL)"),
+            nr::MADVISE,
+            &[addr, pages * PAGE, MADV_GUARD_INSTALL],
+        )?;
     }
     Ok(())
 }
@@ -1245,9 +1353,32 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         let img = |v: Vma| MemoryImage {
             vmas: vec![v],
             mm: MmFields::default(),
+            guards: vec![],
         };
         let good = vma(0x1000, 0x4000, Backing::Anon, vec![run(0x2000, 2)]);
         img(good.clone()).check(1).unwrap();
+        // Guard regions lie inside a mapping.
+        let mut guarded = img(good.clone());
+        guarded.guards = vec![(0x3000, 1)];
+        guarded.check(1).unwrap();
+        guarded.guards = vec![(0x3000, 2)];
+        assert!(guarded.check(1).is_err());
+        // The previous layout reads with none.
+        #[derive(Serialize)]
+        struct V4 {
+            vmas: Vec<Vma>,
+            mm: MmFields,
+        }
+        let old = vec![(
+            1,
+            V4 {
+                vmas: vec![good.clone()],
+                mm: MmFields::default(),
+            },
+        )];
+        let read = decode_section(&crate::image::encode_section_at(4, &old)).unwrap();
+        assert_eq!(read, vec![(1, img(good.clone()))]);
+        assert_eq!(decode_section(&encode_section(&read)).unwrap(), read);
         let vma_err = |v: Vma| matches!(img(v).check(1), Err(Error::BadVma { pid: 1, .. }));
         let run_err = |v: Vma| matches!(img(v).check(1), Err(Error::BadRun { pid: 1, .. }));
         // end - start would wrap.
