@@ -365,7 +365,6 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
             "cwd-deleted",
             "(pid 1 in the container) has a working directory that was deleted",
         ),
-        ("stopped", "(pid 2 in the container) is stopped (SIGSTOP"),
         (
             "orphan-pgid",
             "(pid 3 in the container) is in a process group whose leader has exited",

@@ -15,7 +15,8 @@
  *   with their data;
  * - a read-only shared mapping of the POSIX-locked file, opened for
  *   writing: it may be made writable (mprotect), and the restore's reopen
- *   of the mapped file must not drop the lock. */
+ *   of the mapped file must not drop the lock;
+ * - a child stopped by SIGSTOP stays stopped. */
 #define _GNU_SOURCE
 #include "beat.h"
 #include <errno.h>
@@ -25,6 +26,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 
 #ifndef MEMBARRIER_CMD_GET_REGISTRATIONS
 #define MEMBARRIER_CMD_GET_REGISTRATIONS (1 << 9)
@@ -55,6 +57,18 @@ static int is_guard(void *addr) {
     if (fd < 0 || pread(fd, &e, 8, (off_t)((unsigned long)addr / 4096) * 8) != 8) e = 0;
     if (fd >= 0) close(fd);
     return (e >> 58) & 1;
+}
+
+static char state_of(pid_t pid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    int fd = open(path, O_RDONLY);
+    ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+    if (fd >= 0) close(fd);
+    if (n <= 0) return '?';
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    return p && p[1] ? p[2] : '?';
 }
 
 static long locked_kb(void) {
@@ -112,6 +126,16 @@ int main(void) {
         fail("owner", errno, 0);
         return 1;
     }
+    pid_t stopped = fork();
+    if (stopped == 0) {
+        raise(SIGSTOP);
+        for (;;) pause();
+    }
+    int ws;
+    if (stopped < 0 || waitpid(stopped, &ws, WUNTRACED) != stopped || !WIFSTOPPED(ws)) {
+        fail("stopped child", errno, 0);
+        return 1;
+    }
     unsigned char *g = mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     unsigned char *drop = mmap(NULL, 4096, PROT_READ | PROT_WRITE, 0x08 /* MAP_DROPPABLE */ | MAP_ANONYMOUS, -1, 0);
     unsigned char *wipe = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -143,6 +167,7 @@ int main(void) {
         if (q == MAP_FAILED || locked_kb() < before + 4) fail("mlockall(MCL_FUTURE)", locked_kb(), before + 4);
         if (q != MAP_FAILED && (mincore(q, 4096, &resident) || resident)) fail("MCL_ONFAULT", resident, 0);
         if (q != MAP_FAILED) munmap(q, 4096);
+        if (state_of(stopped) != 'T') fail("stopped child's state", state_of(stopped), 'T');
         if (!is_guard(g + 4096) || is_guard(g) || g[0] != 0x5a || g[2 * 4096 + 4095] != 0x5a) fail("guard region", is_guard(g + 4096), g[0]);
         if (!has_vmflag(drop, "dp")) fail("MAP_DROPPABLE", 0, 1);
         if (!has_vmflag(wipe, "wf") || wipe[0] != 0x77 || wipe[4095] != 0x77) fail("MADV_WIPEONFORK", wipe[0], 0x77);

@@ -587,7 +587,10 @@ fn dump(
             },
         ));
         p.creds = Some(creds::dump(&main, s.ns_pid, tids)?);
-        attrs.push((s.ns_pid, crate::kinds::procattrs::dump(&main)?));
+        let mut a = crate::kinds::procattrs::dump(&main)?;
+        // Seen before the seize, which stops every task for the tracer.
+        a.stopped = s.state == 'T';
+        attrs.push((s.ns_pid, a));
         let host_to_ns_tid = |tid: i32| ns_tid(*host, tid);
         p.timers = Some(timers::dump(&main, &host_to_ns_tid)?);
         tracing::debug!(

@@ -565,6 +565,17 @@ fn restore_inner<'r>(
             source,
         })?;
     }
+    // Processes stopped by job control stop again as they are thawed.
+    for (pid, _) in img.attrs.iter().filter(|(_, a)| a.stopped) {
+        let host = host_of(*pid)?;
+        nix::sys::signal::kill(Pid::from_raw(host), nix::sys::signal::Signal::SIGSTOP).map_err(|source| {
+            Error::Ptrace {
+                phase: "stop a process stopped at checkpoint",
+                tid: host,
+                source,
+            }
+        })?;
+    }
     // A holder of each established connection, to end its repair mode at
     // the commit.
     let mut tcp = Vec::new();

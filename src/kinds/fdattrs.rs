@@ -11,7 +11,8 @@
 //!   flock locks of the open file itself); owner and signal by
 //!   F_GETOWN_EX / F_GETSIG on a duplicate (both belong to the open file
 //!   description). Owners are translated to container PIDs; an owner
-//!   outside the container, or a thread of another process, is refused.
+//!   outside the container, or a thread other than the main one of
+//!   another process, is refused.
 //!   Leases and delegations are refused.
 //! - Restore: injected into the restored process, after its memory is
 //!   rebuilt (closing any fd of a file drops the process's POSIX locks on
@@ -191,12 +192,12 @@ pub fn dump(procs: &[(i32, i32, Vec<i32>)], ns_tid: &dyn Fn(i32, i32) -> i32) ->
                 0 => None,
                 _ => {
                     let id = match kind {
-                        // A thread of this process (F_SETOWN_EX with a TID
-                        // of another process's thread is not carried: that
-                        // thread may not exist yet when this one is
-                        // restored).
+                        // A thread of this process, or the main thread of
+                        // any (the owner belongs to the open file, which
+                        // a child inherits). Another process's other
+                        // threads are not carried: they may not exist yet
+                        // when this process is restored.
                         F_OWNER_TID if tids.contains(&host_id) => Some(ns_tid(pid, host_id)),
-                        F_OWNER_TID => None,
                         _ => ns_of.get(&host_id).copied(),
                     };
                     let Some(id) = id else {
@@ -206,7 +207,7 @@ pub fn dump(procs: &[(i32, i32, Vec<i32>)], ns_tid: &dyn Fn(i32, i32) -> i32) ->
                             _ => "process",
                         };
                         return Err(unsupported(format!(
-                            "file that signals {what} {host_id} (F_SETOWN), which is not one of its own threads or not in the container"
+                            "file that signals {what} {host_id} (F_SETOWN), which is outside the container or a thread of another process"
                         )));
                     };
                     Some(Owner { kind, id })

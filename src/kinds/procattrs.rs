@@ -92,6 +92,9 @@ pub struct ProcAttrs {
     /// mlockall flags for mappings made from now on: 0, MCL_FUTURE, or
     /// MCL_FUTURE | MCL_ONFAULT.
     pub mlock_future: u32,
+    /// Stopped by a signal (job control) when the checkpoint began: it is
+    /// sent SIGSTOP once restored, before the container is thawed.
+    pub stopped: bool,
 }
 
 /// Version 4 of the section's entries.
@@ -135,6 +138,7 @@ pub fn decode(bytes: &[u8]) -> image::Result<Vec<(i32, ProcAttrs)>> {
                         timerslack_ns: a.timerslack_ns,
                         membarrier: 0,
                         mlock_future: 0,
+                        stopped: false,
                     };
                     (pid, a)
                 })
@@ -258,6 +262,8 @@ pub fn dump(remote: &Remote) -> Result<ProcAttrs> {
         timerslack_ns,
         membarrier,
         mlock_future,
+        // Known to the caller, which saw the process before seizing it.
+        stopped: false,
     })
 }
 

@@ -140,7 +140,7 @@ pub fn check(procs: &[ProcessImage]) -> Result<()> {
 }
 
 /// Refuses, while the tree runs untouched, process state migrate does not
-/// carry yet: a stopped or traced process, a process group or session
+/// carry yet: a traced process, a process group or session
 /// whose leader has exited, a zombie outside its parent's group, a
 /// chroot, a deleted working directory. `statuses` are the tree's
 /// processes (host PID, status), PID 1 first.
@@ -157,7 +157,6 @@ pub fn refuse_uncarried(statuses: &[(i32, Status)]) -> Result<()> {
             })
         };
         match s.state {
-            'T' => return refuse("is stopped (SIGSTOP, SIGTSTP...)"),
             't' => return refuse("is stopped by a tracer"),
             _ if s.tracer != 0 => return refuse("is traced by another process (a debugger, strace...)"),
             _ => {}
