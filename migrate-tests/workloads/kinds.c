@@ -1,5 +1,5 @@
 /* Kinds of process and file state that one container checks together,
- * every beat:
+ * every beat (files in directory argv[1], /tmp by default):
  * - a POSIX write lock on bytes 10-19 of a file and a read lock from byte
  *   50 to EOF (an OFD probe through another open file sees both, owned by
  *   this process); an OFD write lock on a second file; flock LOCK_SH on a
@@ -16,7 +16,9 @@
  * - a read-only shared mapping of the POSIX-locked file, opened for
  *   writing: it may be made writable (mprotect), and the restore's reopen
  *   of the mapped file must not drop the lock;
- * - a child stopped by SIGSTOP stays stopped. */
+ * - a child stopped by SIGSTOP stays stopped;
+ * - a child in a chroot (a directory with a marker file) stays in it;
+ * - this process's working directory was deleted, and stays so. */
 #define _GNU_SOURCE
 #include "beat.h"
 #include <errno.h>
@@ -25,6 +27,7 @@
 #include <linux/membarrier.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
@@ -81,7 +84,7 @@ static long locked_kb(void) {
     return kb;
 }
 
-static char path[3][64];
+static char path[3][256];
 static int probes[2];
 static volatile sig_atomic_t got_sig;
 
@@ -97,10 +100,11 @@ static int probe(int which, short type, off_t start, off_t len, pid_t *pid) {
     return fl.l_type;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    const char *dir = argc > 1 ? argv[1] : "/tmp";
     int fds[3];
     for (int i = 0; i < 3; i++) {
-        snprintf(path[i], sizeof path[i], "/tmp/kinds-%d-%d", getpid(), i);
+        snprintf(path[i], sizeof path[i], "%s/kinds-%d", dir, i);
         fds[i] = open(path[i], O_RDWR | O_CREAT, 0600);
         char buf[100] = {0};
         if (fds[i] < 0 || write(fds[i], buf, sizeof buf) != sizeof buf) {
@@ -136,6 +140,34 @@ int main(void) {
         fail("stopped child", errno, 0);
         return 1;
     }
+    char jail[256], marker[300], gone[256], want_cwd[300];
+    snprintf(jail, sizeof jail, "%s/kinds-jail", dir);
+    snprintf(marker, sizeof marker, "%s/marker", jail);
+    if (mkdir(jail, 0755) || close(open(marker, O_CREAT | O_WRONLY, 0600))) {
+        fail("jail", errno, 0);
+        return 1;
+    }
+    int ready[2];
+    if (pipe(ready)) return 1;
+    pid_t jailed = fork();
+    if (jailed == 0) {
+        if (chroot(jail) || chdir("/")) fail("chroot", errno, 0);
+        close(ready[1]);
+        for (;;) {
+            if (access("/marker", F_OK)) fail("not in the chroot any more", errno, 0);
+            nap_ms(100);
+        }
+    }
+    char c;
+    close(ready[1]);
+    if (read(ready[0], &c, 1) != 0) return 1;
+    close(ready[0]);
+    snprintf(gone, sizeof gone, "%s/kinds-cwd", dir);
+    snprintf(want_cwd, sizeof want_cwd, "%s (deleted)", gone);
+    if (mkdir(gone, 0700) || chdir(gone) || rmdir(gone)) {
+        fail("deleted cwd", errno, 0);
+        return 1;
+    }
     unsigned char *g = mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     unsigned char *drop = mmap(NULL, 4096, PROT_READ | PROT_WRITE, 0x08 /* MAP_DROPPABLE */ | MAP_ANONYMOUS, -1, 0);
     unsigned char *wipe = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -168,6 +200,11 @@ int main(void) {
         if (q != MAP_FAILED && (mincore(q, 4096, &resident) || resident)) fail("MCL_ONFAULT", resident, 0);
         if (q != MAP_FAILED) munmap(q, 4096);
         if (state_of(stopped) != 'T') fail("stopped child's state", state_of(stopped), 'T');
+        char link[300] = {0}, proc[64];
+        snprintf(proc, sizeof proc, "/proc/%d/root", jailed);
+        if (readlink(proc, link, sizeof link - 1) < 0 || strcmp(link, jail)) fail("chroot of the child", 0, 0);
+        memset(link, 0, sizeof link);
+        if (readlink("/proc/self/cwd", link, sizeof link - 1) < 0 || strcmp(link, want_cwd)) fail("deleted cwd", 0, 0);
         if (!is_guard(g + 4096) || is_guard(g) || g[0] != 0x5a || g[2 * 4096 + 4095] != 0x5a) fail("guard region", is_guard(g + 4096), g[0]);
         if (!has_vmflag(drop, "dp")) fail("MAP_DROPPABLE", 0, 1);
         if (!has_vmflag(wipe, "wf") || wipe[0] != 0x77 || wipe[4095] != 0x77) fail("MADV_WIPEONFORK", wipe[0], 0x77);

@@ -6,11 +6,7 @@
  *   sysv         a SysV shared memory segment, attached
  *   aio          an AIO ring (io_setup)
  *   uffd         a userfaultfd
- *   flock, posix, ofd, lease   a lock or lease on file argv[2] (leases
- *                              are refused; locks are carried)
- *   chroot       a child chrooted into directory argv[2]
- *   cwd-deleted  a working directory argv[2], removed
- *   stopped      a child that stopped itself (SIGSTOP)
+ *   lease        a read lease on file argv[2]
  *   orphan-pgid  a grandchild whose process group leader has exited
  *   deleted-fifo, deleted-dir   a FIFO / directory argv[2], open, removed
  *   shared-files a child made with CLONE_FILES (one fd table for two) */
@@ -61,27 +57,9 @@ int main(int argc, char **argv) {
         if (syscall(SYS_io_setup, 8, &ctx)) fail("io_setup", 0, 0);
     } else if (!strcmp(what, "uffd")) {
         if (syscall(SYS_userfaultfd, 0) < 0) fail("userfaultfd", 0, 0);
-    } else if (!strcmp(what, "flock") || !strcmp(what, "posix") || !strcmp(what, "ofd") || !strcmp(what, "lease")) {
-        int lease = !strcmp(what, "lease");
-        int fd = open(argv[2], (lease ? O_RDONLY : O_RDWR) | O_CREAT, 0600);
-        struct flock l = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
-        int r = !strcmp(what, "flock")   ? flock(fd, LOCK_EX)
-                : !strcmp(what, "posix") ? fcntl(fd, F_SETLK, &l)
-                : !strcmp(what, "ofd")   ? fcntl(fd, F_OFD_SETLK, &l)
-                                         : fcntl(fd, F_SETLEASE, F_RDLCK);
-        if (fd < 0 || r) fail(what, fd, errno);
-    } else if (!strcmp(what, "chroot")) {
-        if (fork() == 0) {
-            if (chroot(argv[2])) fail("chroot", errno, 0);
-            sleep_forever();
-        }
-    } else if (!strcmp(what, "cwd-deleted")) {
-        if (mkdir(argv[2], 0700) || chdir(argv[2]) || rmdir(argv[2])) fail("cwd", errno, 0);
-    } else if (!strcmp(what, "stopped")) {
-        if (fork() == 0) {
-            raise(SIGSTOP);
-            sleep_forever();
-        }
+    } else if (!strcmp(what, "lease")) {
+        int fd = open(argv[2], O_RDONLY | O_CREAT, 0600);
+        if (fd < 0 || fcntl(fd, F_SETLEASE, F_RDLCK)) fail(what, fd, errno);
     } else if (!strcmp(what, "deleted-fifo")) {
         if (mkfifo(argv[2], 0600) || open(argv[2], O_RDWR) < 0 || unlink(argv[2])) fail("fifo", errno, 0);
     } else if (!strcmp(what, "deleted-dir")) {

@@ -590,6 +590,7 @@ fn dump(
         let mut a = crate::kinds::procattrs::dump(&main)?;
         // Seen before the seize, which stops every task for the tracer.
         a.stopped = s.state == 'T';
+        a.chroot = crate::kinds::procattrs::chroot_of(*host, st.pid);
         attrs.push((s.ns_pid, a));
         let host_to_ns_tid = |tid: i32| ns_tid(*host, tid);
         p.timers = Some(timers::dump(&main, &host_to_ns_tid)?);

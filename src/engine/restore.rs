@@ -724,6 +724,10 @@ fn rebuild<R: std::io::Read + Send + 'static>(
     // CAP_SYS_ADMIN or no_new_privs, which the process may not have once
     // its own credentials are back. The injected syscalls after this pass
     // the filters by (the tasks are seized with seccomp suspended).
+    let attrs = with.attrs.iter().find(|(pid, _)| *pid == p.pid).map(|(_, a)| a);
+    if let Some(a) = attrs {
+        crate::kinds::procattrs::restore_chroot(&remote, a)?;
+    }
     let filtered = p.creds.as_ref().is_some_and(|c| !c.seccomp.is_empty());
     if let Some(c) = p.creds.as_ref().filter(|_| filtered) {
         creds::restore_seccomp(&remote, c)?;
@@ -767,7 +771,7 @@ fn rebuild<R: std::io::Read + Send + 'static>(
     if let Some(t) = &p.timers {
         timers::restore(&remote, p.pid, t)?;
     }
-    if let Some(a) = with.attrs.iter().find(|(pid, _)| *pid == p.pid).map(|(_, a)| a) {
+    if let Some(a) = attrs {
         crate::kinds::procattrs::restore(&remote, &tids, a)?;
     }
     // After the memory (its rebuild closes files, which drops POSIX
@@ -1007,7 +1011,7 @@ fn prepare_task(ctx: &TreeCtx<'_>, idx: usize) -> std::result::Result<(), String
             Forked::Parent(_) => {}
         }
     }
-    nix::unistd::chdir(p.cwd.as_str()).map_err(|e| format!("chdir {}: {e}", p.cwd))?;
+    enter_cwd(&p.cwd)?;
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(p.umask));
     for l in &p.rlimits {
         sys::set_rlimit(l.resource, l.soft, l.hard).map_err(|e| format!("setrlimit {}: {e}", l.resource))?;
@@ -1021,6 +1025,30 @@ fn prepare_task(ctx: &TreeCtx<'_>, idx: usize) -> std::result::Result<(), String
     #[allow(unsafe_code)]
     let placed = unsafe { files::restore(fds, Some(ctx.log), ctx.objects, &keep) };
     placed.map_err(|e| e.to_string())
+}
+
+/// Makes `cwd` (as /proc showed it) the working directory. One that had
+/// been deleted ("PATH (deleted)") is made again, empty, entered and
+/// removed, so that the process holds a deleted directory as it did:
+/// under its old name if that is free (/proc shows the same), or else
+/// beside it.
+fn enter_cwd(cwd: &str) -> std::result::Result<(), String> {
+    let chdir = |dir: &str| nix::unistd::chdir(dir).map_err(|e| format!("chdir {dir}: {e}"));
+    let path = match cwd.strip_suffix(" (deleted)") {
+        Some(path) if !std::path::Path::new(cwd).is_dir() => path,
+        _ => return chdir(cwd),
+    };
+    let beside;
+    let dir = if std::path::Path::new(path).exists() {
+        beside = format!("{path}.migrate-{}", std::process::id());
+        beside.as_str()
+    } else {
+        path
+    };
+    let mode = nix::sys::stat::Mode::from_bits_truncate(0o700);
+    nix::unistd::mkdir(dir, mode).map_err(|e| format!("make the deleted working directory {dir} again: {e}"))?;
+    chdir(dir)?;
+    std::fs::remove_dir(dir).map_err(|e| format!("remove the working directory {dir} again: {e}"))
 }
 
 /// Whether `pid` is `top` or one of its descendants in the image's tree.

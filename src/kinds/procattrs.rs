@@ -60,7 +60,7 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("process {pid}: section {SECTION} has membarrier or mlockall flags this build does not know; the image is damaged")]
+    #[error("process {pid}: section {SECTION} has membarrier or mlockall flags this build does not know, or a bad chroot path; the image is damaged")]
     Damaged { pid: i32 },
     #[error("process {pid} (pid {ns_pid} in the container): thread {tid} has another {what} than the process, which migrate does not carry yet")]
     ThreadsDiffer {
@@ -95,6 +95,9 @@ pub struct ProcAttrs {
     /// Stopped by a signal (job control) when the checkpoint began: it is
     /// sent SIGSTOP once restored, before the container is thawed.
     pub stopped: bool,
+    /// The root directory of a process in a chroot, inside the
+    /// container's root; None: the container's root.
+    pub chroot: Option<String>,
 }
 
 /// Version 4 of the section's entries.
@@ -139,6 +142,7 @@ pub fn decode(bytes: &[u8]) -> image::Result<Vec<(i32, ProcAttrs)>> {
                         membarrier: 0,
                         mlock_future: 0,
                         stopped: false,
+                        chroot: None,
                     };
                     (pid, a)
                 })
@@ -163,6 +167,13 @@ impl ProcAttrs {
             (libc::MCL_FUTURE | libc::MCL_ONFAULT) as u32,
         ];
         if self.membarrier & !known != 0 || !futures.contains(&self.mlock_future) {
+            return Err(Error::Damaged { pid });
+        }
+        if self
+            .chroot
+            .as_ref()
+            .is_some_and(|r| !r.starts_with('/') || r.contains('\0') || r.len() > 4095)
+        {
             return Err(Error::Damaged { pid });
         }
         Ok(())
@@ -264,6 +275,7 @@ pub fn dump(remote: &Remote) -> Result<ProcAttrs> {
         mlock_future,
         // Known to the caller, which saw the process before seizing it.
         stopped: false,
+        chroot: None,
     })
 }
 
@@ -311,6 +323,30 @@ fn mlock_future(remote: &Remote) -> Result<u32> {
     })();
     remote.call("munmap the probe page", nr::MUNMAP, &[probe, remote::PAGE])?;
     probed
+}
+
+/// The root directory of process `host`, inside the container's (that of
+/// its PID 1, `init`), if it differs: a chroot.
+pub fn chroot_of(host: i32, init: i32) -> Option<String> {
+    let link = |pid: i32| std::fs::read_link(format!("/proc/{pid}/root")).ok();
+    let (mine, base) = (link(host)?, link(init)?);
+    if mine == base {
+        return None;
+    }
+    let rel = mine.strip_prefix(&base).ok()?;
+    Some(format!("/{}", rel.display()))
+}
+
+/// Puts the restored process behind `remote` in its chroot, if it had
+/// one: after its memory (mapped files are opened by their paths in the
+/// container's root) and before its credentials (chroot takes
+/// CAP_SYS_CHROOT, which the process may have dropped).
+pub fn restore_chroot(remote: &Remote, a: &ProcAttrs) -> Result<()> {
+    if let Some(root) = &a.chroot {
+        let at = remote.put_cstr(remote::PAGE, root)?;
+        remote.call(&format!("chroot {root}"), libc::SYS_chroot, &[at])?;
+    }
+    Ok(())
 }
 
 /// Sets the attributes again on the restored process behind `remote`

@@ -176,11 +176,12 @@ pub fn refuse_uncarried(statuses: &[(i32, Status)]) -> Result<()> {
             }
             continue;
         }
-        if link(*host, "root") != init_root {
-            return refuse("runs in a chroot");
-        }
-        if link(*host, "cwd").is_some_and(|c| c.to_string_lossy().ends_with(" (deleted)")) {
-            return refuse("has a working directory that was deleted");
+        // A chroot is carried inside the container's root only.
+        if link(*host, "root")
+            .zip(init_root.as_ref())
+            .is_some_and(|(r, i)| !r.starts_with(i))
+        {
+            return refuse("runs in a chroot outside the container's root");
         }
     }
     Ok(())
