@@ -517,10 +517,32 @@ fn mlocked_memory_stays_locked() -> Result<()> {
     cycles_and_migration("mlock", "mlock")
 }
 
-/// memfd seals, whether a memfd may be sealed at all, and O_PATH come back.
+/// memfd seals, whether a memfd may be sealed at all, O_PATH, and deleted
+/// files with their mode, owner and holes come back. What the image would
+/// carry over `--file-cap` is refused before anything stops.
 #[test]
 fn memfd_seals_and_o_path_survive() -> Result<()> {
-    cycles_and_migration("seals", "fdkinds")
+    let pair = Pair::new("seals")?;
+    let pid = pair.a.run_d("w", &[], &[workload("fdkinds").to_str().unwrap()])?;
+    let last = wait_beats(&pair.a, "w", 2)?;
+    let before = snapshot(pid)?;
+    let dir = pair.a.dir.join("image-capped");
+    let out = pair
+        .a
+        .cmd(&["checkpoint", "w", "--dir", dir.to_str().unwrap(), "--file-cap", "6"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "a checkpoint over the file cap succeeded");
+    ensure!(
+        err.contains("over the 6-byte cap") && err.contains("still running"),
+        "{err}"
+    );
+    wait_beats(&pair.a, "w", last + 2)?;
+    same(&before, &snapshot(pid)?)?;
+    crate::checkpoint::survives_all_cycles(&pair.a, "w")?;
+    let last = check_heartbeat(&pair.a.log("w"))?;
+    migrate(&pair.a, &pair.b, "w", &[])?;
+    wait_beats(&pair.b, "w", last + 2)?;
+    Ok(())
 }
 
 /// Process and file state checked together in one container (workload

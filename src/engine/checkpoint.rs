@@ -253,7 +253,7 @@ pub(crate) fn freeze_and_dump<'r>(
     let (st, status) = super::load_live(root, name)?;
     let was_frozen = status == Status::Frozen;
     let cg = st.cgroup();
-    preflight(&st).map_err(|e| Error::Failed {
+    preflight(&st, opts.file_cap.unwrap_or(DEFAULT_FILE_CAP)).map_err(|e| Error::Failed {
         op: "checkpoint",
         name: name.to_string(),
         kept_running: true,
@@ -342,7 +342,7 @@ pub(crate) fn freeze_and_dump<'r>(
 /// What can be refused while the container runs, before anything is
 /// stopped: state migrate does not carry. Checked again on the stopped
 /// tree ([`refuse_uncarried`]), since a process may change in between.
-pub(crate) fn preflight(st: &crate::runtime::ContainerState) -> Result<()> {
+pub(crate) fn preflight(st: &crate::runtime::ContainerState, file_cap: u64) -> Result<()> {
     let tree = proc::walk(st.pid)?;
     let mut statuses = Vec::new();
     let mut procs = Vec::new();
@@ -361,7 +361,7 @@ pub(crate) fn preflight(st: &crate::runtime::ContainerState) -> Result<()> {
     refuse_uncarried(&st.cgroup(), &procs)?;
     // The dump checks these again as it reads each fd and mapping.
     for (host, ns, _) in &procs {
-        files::refuse_uncarried(*host, *ns)?;
+        files::refuse_uncarried(*host, *ns, file_cap)?;
         memory::refuse_uncarried(*host)?;
     }
     // Owners outside the container.

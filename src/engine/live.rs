@@ -129,7 +129,7 @@ pub fn send(
     };
 
     // Refused before anything is stopped or injected.
-    checkpoint::preflight(&st).map_err(failed)?;
+    checkpoint::preflight(&st, opts.checkpoint.file_cap.unwrap_or(checkpoint::DEFAULT_FILE_CAP)).map_err(failed)?;
 
     // Pre-copy.
     crate::fault::check("send:before-precopy").map_err(|e| failed(e.into()))?;

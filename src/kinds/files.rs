@@ -192,6 +192,11 @@ impl FilesImage {
                 if index as usize >= count {
                     return Err(bad("names an object the image does not hold"));
                 }
+                if let FdKind::File { file } = f.kind {
+                    if !self.files[file as usize].extents_fit() {
+                        return Err(bad("is a file whose data lies outside its size"));
+                    }
+                }
             }
         }
         Ok(())
@@ -259,16 +264,20 @@ fn bracket_id(target: &str, prefix: &str) -> Option<u64> {
 const ANON_CARRIED: [&str; 5] = ["eventpoll", "eventfd", "timerfd", "signalfd", "inotify"];
 
 /// Refuses, while the container runs, an fd migrate never carries (see
-/// [`refuse_fd`]), before anything is stopped. The dump checks each fd
+/// [`refuse_fd`]), or one whose contents would be over `file_cap`, before
+/// anything is stopped. The dump checks each fd
 /// again as it reads it.
-pub fn refuse_uncarried(pid: i32, ns_pid: i32) -> Result<()> {
+pub fn refuse_uncarried(pid: i32, ns_pid: i32, file_cap: u64) -> Result<()> {
     for fd in list_fds(pid)? {
         // An fd closed meanwhile holds nothing.
         let Ok(target) = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")) else {
             continue;
         };
         let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
-        refuse_fd(pid, ns_pid, fd, &target.to_string_lossy(), &info)?;
+        let target = target.to_string_lossy();
+        refuse_fd(pid, ns_pid, fd, &target, &info)?;
+        // Contents the image would carry, over the cap.
+        regfile::refuse_too_large(pid, fd, &target, file_cap)?;
     }
     Ok(())
 }

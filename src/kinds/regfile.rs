@@ -3,7 +3,8 @@
 //! and inherited fds share one offset again). Files deleted while open, and
 //! memfds, travel in the image with their contents, within a size cap.
 //! A file opened read-only whose size changed since the checkpoint is
-//! refused at restore.
+//! refused at restore. A deleted file keeps its holes: only its data
+//! extents (SEEK_DATA/SEEK_HOLE) travel, and the cap counts those.
 
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
@@ -44,6 +45,93 @@ pub enum FileKind {
         uid: u32,
         gid: u32,
     },
+    /// Deleted while open, with its holes: its size and its data extents
+    /// (offset, bytes), with its permission bits and owner.
+    SparseFile {
+        size: u64,
+        extents: Vec<(u64, Vec<u8>)>,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+}
+
+impl FileImage {
+    /// Whether a sparse file's extents are in order, apart, and inside its
+    /// size (restore writes them at their offsets).
+    pub fn extents_fit(&self) -> bool {
+        let FileKind::SparseFile { size, extents, .. } = &self.kind else {
+            return true;
+        };
+        let mut end = 0u64;
+        *size <= i64::MAX as u64
+            && extents.iter().all(|(off, bytes)| {
+                let ok = *off >= end && off.checked_add(bytes.len() as u64).is_some_and(|e| e <= *size);
+                end = off + bytes.len() as u64;
+                ok
+            })
+    }
+}
+
+/// The data extents of the file behind `file` (offset, length), found
+/// with SEEK_DATA/SEEK_HOLE; a file system without them reports one
+/// extent, the whole file.
+fn extents_of(file: &std::fs::File, size: u64) -> std::io::Result<Vec<(u64, u64)>> {
+    use nix::unistd::{lseek, Whence};
+    let mut out = Vec::new();
+    let mut at = 0u64;
+    while at < size {
+        let data = match lseek(file, at as i64, Whence::SeekData) {
+            Ok(d) => d as u64,
+            Err(Errno::ENXIO) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let hole = (lseek(file, data as i64, Whence::SeekHole)? as u64).min(size);
+        if hole > data {
+            out.push((data, hole - data));
+        }
+        at = hole.max(data + 1);
+    }
+    Ok(out)
+}
+
+/// The bytes of fd `fd` of process `pid` (link `target`) that a
+/// checkpoint would carry in the image, if it carries its contents (a
+/// deleted file: its data extents; a memfd: its size); over `cap` is
+/// refused before anything stops.
+pub fn refuse_too_large(pid: i32, fd: i32, target: &str, cap: u64) -> Result<()> {
+    let deleted = target.starts_with('/') && target.ends_with(" (deleted)");
+    if !(deleted || target.starts_with("/memfd:")) {
+        return Ok(());
+    }
+    let link = format!("/proc/{pid}/fd/{fd}");
+    // An fd closed meanwhile carries nothing.
+    let Ok(file) = std::fs::File::open(&link) else {
+        return Ok(());
+    };
+    let Ok(meta) = file.metadata() else { return Ok(()) };
+    if !meta.is_file() {
+        return Ok(());
+    }
+    let size = match target.starts_with("/memfd:") {
+        true => meta.len(),
+        false => extents_of(&file, meta.len())
+            .map_err(|source| Error::Read {
+                path: target.to_string(),
+                source,
+            })?
+            .iter()
+            .map(|e| e.1)
+            .sum(),
+    };
+    if size > cap {
+        return Err(Error::TooLarge {
+            path: target.to_string(),
+            size,
+            cap,
+        });
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,10 +229,31 @@ pub fn dump(pid: i32, fd: i32, target: &str, flags: i32, pos: u64, cap: u64, out
         (target.to_string(), FileKind::Fifo { data: image.data })
     } else if let Some(orig) = target.strip_suffix(" (deleted)") {
         use std::os::unix::fs::PermissionsExt;
+        let read = |source| Error::Read {
+            path: orig.to_string(),
+            source,
+        };
+        let file = std::fs::File::open(&link).map_err(read)?;
+        let spans = extents_of(&file, meta.len()).map_err(read)?;
+        let data: u64 = spans.iter().map(|e| e.1).sum();
+        if data > cap {
+            return Err(Error::TooLarge {
+                path: orig.to_string(),
+                size: data,
+                cap,
+            });
+        }
+        let mut extents = Vec::with_capacity(spans.len());
+        for (off, len) in spans {
+            let mut bytes = vec![0u8; len as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, off).map_err(read)?;
+            extents.push((off, bytes));
+        }
         (
             orig.to_string(),
-            FileKind::DeletedFile {
-                contents: carried(orig)?,
+            FileKind::SparseFile {
+                size: meta.len(),
+                extents,
                 mode: meta.permissions().mode() & 0o7777,
                 uid: meta.uid(),
                 gid: meta.gid(),
@@ -207,6 +316,13 @@ pub fn restore(f: &FileImage) -> Result<OwnedFd> {
             uid,
             gid,
         } => ghost(&f.path, contents, Some((*mode, *uid, *gid)), flags).map_err(err)?,
+        FileKind::SparseFile {
+            size,
+            extents,
+            mode,
+            uid,
+            gid,
+        } => ghost_sparse(&f.path, *size, extents, (*mode, *uid, *gid), flags).map_err(err)?,
         FileKind::Fifo { data } => {
             // Held open read-write meanwhile, so that no open of a single
             // end blocks, and the buffered bytes have somewhere to wait.
@@ -266,6 +382,34 @@ fn ghost(
         format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&tmp)).as_str(),
         flags,
         Mode::empty(),
+    )
+}
+
+/// A deleted file made again unnamed with its size, holes and data
+/// `extents` (see [`ghost`]).
+fn ghost_sparse(
+    path: &str,
+    size: u64,
+    extents: &[(u64, Vec<u8>)],
+    meta: (u32, u32, u32),
+    flags: nix::fcntl::OFlag,
+) -> std::result::Result<OwnedFd, Errno> {
+    let (mode, uid, gid) = meta;
+    let tmp = ghost(path, &[], None, nix::fcntl::OFlag::O_RDWR)?;
+    nix::unistd::ftruncate(&tmp, size as i64)?;
+    for (off, bytes) in extents {
+        let mut done = 0;
+        while done < bytes.len() {
+            done += nix::sys::uio::pwrite(&tmp, &bytes[done..], (*off + done as u64) as i64)?;
+        }
+    }
+    // Owner first: a change of owner clears set-id bits.
+    nix::unistd::fchown(&tmp, Some(uid.into()), Some(gid.into()))?;
+    nix::sys::stat::fchmod(&tmp, nix::sys::stat::Mode::from_bits_truncate(mode))?;
+    nix::fcntl::open(
+        format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&tmp)).as_str(),
+        flags,
+        nix::sys::stat::Mode::empty(),
     )
 }
 
