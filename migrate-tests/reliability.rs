@@ -378,6 +378,10 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
         ("sysv", "a SysV shared memory segment"),
         ("aio", "an AIO ring (io_setup)"),
         ("uffd", "fd 3 is a userfaultfd"),
+        (
+            "pidfd-reaped",
+            "fd 3 is a pidfd of a process that has exited and been reaped",
+        ),
     ] {
         let _ = std::fs::remove_file(path);
         let pid = root.run_d(what, &[], &[workload("odd").to_str().unwrap(), what, path])?;

@@ -18,13 +18,17 @@
  *   of the mapped file must not drop the lock;
  * - a child stopped by SIGSTOP stays stopped;
  * - a child in a chroot (a directory with a marker file) stays in it;
- * - this process's working directory was deleted, and stays so. */
+ * - this process's working directory was deleted, and stays so;
+ * - pidfds of the stopped child (alive: signal 0 reaches it, and fdinfo
+ *   names it) and of a zombie child, both in one epoll: only the zombie's
+ *   is readable, with its data. */
 #define _GNU_SOURCE
 #include "beat.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <linux/membarrier.h>
+#include <sys/epoll.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -60,6 +64,20 @@ static int is_guard(void *addr) {
     if (fd < 0 || pread(fd, &e, 8, (off_t)((unsigned long)addr / 4096) * 8) != 8) e = 0;
     if (fd >= 0) close(fd);
     return (e >> 58) & 1;
+}
+
+#define PIDFD_NONBLOCK_FLAG O_NONBLOCK
+
+/* The PID fdinfo names for pidfd `fd`. */
+static long pidfd_pid(int fd) {
+    char path[64], line[128];
+    long pid = -2;
+    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd);
+    FILE *f = fopen(path, "r");
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "Pid: %ld", &pid) == 1) break;
+    if (f) fclose(f);
+    return pid;
 }
 
 static char state_of(pid_t pid) {
@@ -140,6 +158,19 @@ int main(int argc, char **argv) {
         fail("stopped child", errno, 0);
         return 1;
     }
+    int pfd_alive = (int)syscall(SYS_pidfd_open, stopped, 0);
+    pid_t zombie = fork();
+    if (zombie == 0) _exit(7);
+    siginfo_t si;
+    if (zombie < 0 || waitid(P_PID, zombie, &si, WEXITED | WNOWAIT)) return 1;
+    int pfd_zombie = (int)syscall(SYS_pidfd_open, zombie, PIDFD_NONBLOCK_FLAG);
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev1 = {.events = EPOLLIN, .data.u64 = 42}, ev2 = {.events = EPOLLIN, .data.u64 = 43};
+    if (pfd_alive < 0 || pfd_zombie < 0 || ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, pfd_alive, &ev1) ||
+        epoll_ctl(ep, EPOLL_CTL_ADD, pfd_zombie, &ev2)) {
+        fail("pidfd", errno, 0);
+        return 1;
+    }
     char jail[256], marker[300], gone[256], want_cwd[300];
     snprintf(jail, sizeof jail, "%s/kinds-jail", dir);
     snprintf(marker, sizeof marker, "%s/marker", jail);
@@ -200,6 +231,13 @@ int main(int argc, char **argv) {
         if (q != MAP_FAILED && (mincore(q, 4096, &resident) || resident)) fail("MCL_ONFAULT", resident, 0);
         if (q != MAP_FAILED) munmap(q, 4096);
         if (state_of(stopped) != 'T') fail("stopped child's state", state_of(stopped), 'T');
+        if (syscall(SYS_pidfd_send_signal, pfd_alive, 0, NULL, 0)) fail("pidfd of the stopped child", errno, 0);
+        if (pidfd_pid(pfd_alive) != stopped) fail("pidfd names", pidfd_pid(pfd_alive), stopped);
+        if (pidfd_pid(pfd_zombie) != zombie) fail("zombie's pidfd names", pidfd_pid(pfd_zombie), zombie);
+        if (!(fcntl(pfd_zombie, F_GETFL) & O_NONBLOCK)) fail("PIDFD_NONBLOCK", fcntl(pfd_zombie, F_GETFL), O_NONBLOCK);
+        struct epoll_event evs[4];
+        int ready = epoll_wait(ep, evs, 4, 0);
+        if (ready != 1 || evs[0].data.u64 != 43) fail("epoll of pidfds", ready, ready > 0 ? (long)evs[0].data.u64 : -1);
         char link[300] = {0}, proc[64];
         snprintf(proc, sizeof proc, "/proc/%d/root", jailed);
         if (readlink(proc, link, sizeof link - 1) < 0 || strcmp(link, jail)) fail("chroot of the child", 0, 0);

@@ -6,6 +6,7 @@
  *   sysv         a SysV shared memory segment, attached
  *   aio          an AIO ring (io_setup)
  *   uffd         a userfaultfd
+ *   pidfd-reaped a pidfd of a child that exited and was reaped
  *   lease        a read lease on file argv[2]
  *   orphan-pgid  a grandchild whose process group leader has exited
  *   deleted-fifo, deleted-dir   a FIFO / directory argv[2], open, removed
@@ -55,6 +56,11 @@ int main(int argc, char **argv) {
     } else if (!strcmp(what, "aio")) {
         aio_context_t ctx = 0;
         if (syscall(SYS_io_setup, 8, &ctx)) fail("io_setup", 0, 0);
+    } else if (!strcmp(what, "pidfd-reaped")) {
+        pid_t c = fork();
+        if (c == 0) _exit(0);
+        int pfd = (int)syscall(SYS_pidfd_open, c, 0);
+        if (pfd < 0 || waitpid(c, NULL, 0) != c) fail("pidfd", errno, 0);
     } else if (!strcmp(what, "uffd")) {
         if (syscall(SYS_userfaultfd, 0) < 0) fail("userfaultfd", 0, 0);
     } else if (!strcmp(what, "lease")) {

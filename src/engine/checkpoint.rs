@@ -505,7 +505,16 @@ fn dump(
     // What can not be dumped is found before any heavy work.
     let log = root.log_path(&st.name);
     let pairs: Vec<(i32, i32)> = alive.iter().map(|(h, s)| (*h, s.ns_pid)).collect();
-    let fd_images = files::dump_all(&pairs, &log, st.pid, what.file_cap, what.tcp.into(), repaired)?;
+    let ns_pid_of = |host: i32| statuses.iter().find(|(h, _)| *h == host).map(|(_, s)| s.ns_pid);
+    let fd_images = files::dump_all(
+        &pairs,
+        &log,
+        st.pid,
+        what.file_cap,
+        what.tcp.into(),
+        repaired,
+        &ns_pid_of,
+    )?;
     let fdattrs = crate::kinds::fdattrs::dump(&procs, &ns_tid)?;
     tracing::debug!(ms = ms_since(t_phase), "dump: files done");
     crate::fault::check("checkpoint:after-files")?;

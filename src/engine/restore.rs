@@ -543,6 +543,7 @@ fn restore_inner<'r>(
             precopied: src.precopied(),
             attrs: &img.attrs,
             fdattrs: &img.fdattrs,
+            files: &img.files,
         };
         crate::fault::check_pid("restore:process", p.pid)?;
         let tids = rebuild(host, p, mm, sigs, &mut pages, &with)?;
@@ -667,6 +668,7 @@ struct Rebuild<'a> {
     attrs: &'a [(i32, crate::kinds::procattrs::ProcAttrs)],
     /// Locks and owners of fds (none in older images).
     fdattrs: &'a crate::kinds::fdattrs::Image,
+    files: &'a FilesImage,
 }
 
 /// Rebuilds one seized process; returns the host TIDs of its threads, the
@@ -778,6 +780,20 @@ fn rebuild<R: std::io::Read + Send + 'static>(
     // locks) and the credentials (F_SETOWN records the setter's).
     if let Some((_, a)) = with.fdattrs.iter().find(|(pid, _)| *pid == p.pid) {
         crate::kinds::fdattrs::restore(&remote, a)?;
+    }
+    // pidfds once every process exists (their numbers hold placeholders).
+    let fds = with.files.of(p.pid);
+    let epolls: Vec<(i32, &[crate::kinds::anonfd::EpollTarget])> = fds
+        .iter()
+        .filter_map(|f| match &f.kind {
+            files::FdKind::Epoll { targets } => Some((f.fd, targets.as_slice())),
+            _ => None,
+        })
+        .collect();
+    for f in fds {
+        if let files::FdKind::Pidfd { pid } = f.kind {
+            crate::kinds::pidfd::restore(&remote, f.fd, pid, f.flags, &epolls)?;
+        }
     }
     if filtered {
         // Where seccomp could not be suspended, the filters may forbid

@@ -94,6 +94,8 @@ pub enum FdKind {
     Anon { obj: u32 },
     /// An epoll instance with its interest list.
     Epoll { targets: Vec<EpollTarget> },
+    /// A pidfd of process `pid` of the container (kinds::pidfd).
+    Pidfd { pid: i32 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,7 +189,8 @@ impl FilesImage {
                     FdKind::Inet { sock } => (*sock, self.inet.len()),
                     FdKind::Tcp { conn } => (*conn, self.tcp.len()),
                     FdKind::Anon { obj } => (*obj, self.anon.len()),
-                    FdKind::Log | FdKind::Epoll { .. } => continue,
+                    FdKind::Pidfd { pid } if *pid <= 0 => return Err(bad("is a pidfd of no process")),
+                    FdKind::Log | FdKind::Epoll { .. } | FdKind::Pidfd { .. } => continue,
                 };
                 if index as usize >= count {
                     return Err(bad("names an object the image does not hold"));
@@ -261,7 +264,7 @@ fn bracket_id(target: &str, prefix: &str) -> Option<u64> {
 }
 
 /// The anon_inode kinds migrate carries (besides eventpoll).
-const ANON_CARRIED: [&str; 5] = ["eventpoll", "eventfd", "timerfd", "signalfd", "inotify"];
+const ANON_CARRIED: [&str; 6] = ["eventpoll", "eventfd", "timerfd", "signalfd", "inotify", "pidfd"];
 
 /// Refuses, while the container runs, an fd migrate never carries (see
 /// [`refuse_fd`]), or one whose contents would be over `file_cap`, before
@@ -312,6 +315,11 @@ fn refuse_fd(pid: i32, ns_pid: i32, fd: i32, target: &str, info: &str) -> Result
         if !ANON_CARRIED.contains(&anon) {
             return Err(unsupported(anon.to_string()));
         }
+        if anon == "pidfd" {
+            if let Some(why) = super::pidfd::uncarried(pid, info) {
+                return Err(unsupported(why));
+            }
+        }
     }
     Ok(())
 }
@@ -345,6 +353,7 @@ pub fn dump_all(
     file_cap: u64,
     tcp_mode: EstablishedTcp,
     repaired: &mut Repaired,
+    ns_pid_of: &dyn Fn(i32) -> Option<i32>,
 ) -> Result<FilesImage> {
     let mut tcp_idx: HashMap<u64, u32> = HashMap::new();
     let diag = unix::diag(netns_pid)?;
@@ -466,6 +475,13 @@ pub fn dump_all(
                     "eventpoll" => FdKind::Epoll {
                         targets: anonfd::parse_epoll(&info),
                     },
+                    "pidfd" => {
+                        let target = super::pidfd::target(&info).and_then(ns_pid_of);
+                        FdKind::Pidfd {
+                            pid: target
+                                .ok_or_else(|| unsupported("pidfd of a process outside the container".into()))?,
+                        }
+                    }
                     "eventfd" | "timerfd" | "signalfd" | "inotify" => {
                         let known = anon_holders
                             .iter()
@@ -734,8 +750,15 @@ pub unsafe fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&O
                 .map(|fd| fd.as_fd())
                 .ok_or_else(|| missing(f))
         };
+        // Held until every process exists, when the pidfd replaces it.
+        let placeholder;
         let (source, what): (std::os::fd::BorrowedFd<'_>, String) = match &f.kind {
             FdKind::Epoll { .. } => continue,
+            FdKind::Pidfd { .. } => {
+                placeholder = nix::sys::memfd::memfd_create(c"pidfd", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+                    .map_err(err("pidfd placeholder"))?;
+                (placeholder.as_fd(), "pidfd placeholder".into())
+            }
             FdKind::Log => (log.ok_or_else(|| missing(f))?.as_fd(), "log".into()),
             FdKind::Pipe { pipe, write } => {
                 let p = objects

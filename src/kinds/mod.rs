@@ -8,6 +8,7 @@ pub mod files;
 pub mod inet;
 pub mod memory;
 pub mod mounts;
+pub mod pidfd;
 pub mod pipes;
 pub mod precopy;
 pub mod procattrs;
