@@ -360,10 +360,6 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
     let path = path.to_str().unwrap();
     for (what, expect) in [
         ("lease", "fd 3 is a file with a lease or delegation on it (LEASE"),
-        (
-            "orphan-pgid",
-            "(pid 3 in the container) is in a process group whose leader has exited",
-        ),
         ("deleted-fifo", "fd 3 is a FIFO that was deleted"),
         ("deleted-dir", "fd 3 is a directory that was deleted"),
         ("shared-files", "shares its fd table with process 2 (CLONE_FILES)"),

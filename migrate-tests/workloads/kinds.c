@@ -21,7 +21,10 @@
  * - this process's working directory was deleted, and stays so;
  * - pidfds of the stopped child (alive: signal 0 reaches it, and fdinfo
  *   names it) and of a zombie child, both in one epoll: only the zombie's
- *   is readable, with its data. */
+ *   is readable, with its data;
+ * - an orphan in a process group whose leader exited, and a daemon (a
+ *   double fork) in a session whose leader exited, each checking its own
+ *   group, session and parent (PID 1, this process). */
 #define _GNU_SOURCE
 #include "beat.h"
 #include <errno.h>
@@ -170,6 +173,24 @@ int main(int argc, char **argv) {
         epoll_ctl(ep, EPOLL_CTL_ADD, pfd_zombie, &ev2)) {
         fail("pidfd", errno, 0);
         return 1;
+    }
+    /* A group whose leader exits, and a session whose leader exits. */
+    for (int kind = 0; kind < 2; kind++) {
+        pid_t leader = fork();
+        if (leader == 0) {
+            if (kind == 0 ? setpgid(0, 0) : setsid() < 0) fail("leader", errno, 0);
+            if (fork() == 0) {
+                pid_t pg = getpgrp(), sid = getsid(0);
+                while (getppid() != 1) nap_ms(1);
+                for (;;) {
+                    if (getpgrp() != pg || getsid(0) != sid) fail(kind == 0 ? "orphan's group" : "daemon's session", getpgrp(), pg);
+                    if (getppid() != 1) fail("orphan's parent", getppid(), 1);
+                    nap_ms(100);
+                }
+            }
+            _exit(0);
+        }
+        if (leader < 0 || waitpid(leader, NULL, 0) != leader) fail("leader", errno, 0);
     }
     char jail[256], marker[300], gone[256], want_cwd[300];
     snprintf(jail, sizeof jail, "%s/kinds-jail", dir);

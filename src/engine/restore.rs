@@ -993,38 +993,76 @@ fn prepare_task(ctx: &TreeCtx<'_>, idx: usize) -> std::result::Result<(), String
     } else if nix::unistd::getpgrp().as_raw() != p.pgid {
         nix::unistd::setpgid(me, Pid::from_raw(p.pgid)).map_err(|e| format!("setpgid {}: {e}", p.pgid))?;
     }
-    for (ci, child) in ctx.img.procs.iter().enumerate() {
-        if child.ppid != p.pid || ci == idx {
-            continue;
-        }
-        let set_tid = [child.pid];
-        let opts = sys::CloneOpts {
-            flags: 0,
-            cgroup: None,
-            set_tid: &set_tid,
-        };
-        // Copying page tables of shadows the child does not need costs
-        // time during the downtime: they are left out of the fork.
-        let hidden: Vec<&(i32, u64, u64)> = ctx
-            .shadows
-            .iter()
-            .filter(|s| !in_subtree(&ctx.img.procs, child.pid, s.0))
-            .collect();
-        for s in &hidden {
-            let _ = sys::set_dontfork(s.1, s.2, true);
-        }
-        let forked = sys::clone3(&opts);
-        if let Ok(Forked::Parent(_)) | Err(_) = forked {
-            for s in &hidden {
-                let _ = sys::set_dontfork(s.1, s.2, false);
+    let procs = &ctx.img.procs;
+    let mine: Vec<usize> = (0..procs.len())
+        .filter(|&ci| ci != idx && procs[ci].ppid == p.pid)
+        .collect();
+    let exists = |pid: i32| procs.iter().any(|q| q.pid == pid);
+    // Children in a session whose leader has exited (a daemon's double
+    // fork): a helper takes the leader's PID, makes the session and forks
+    // them, then exits; they are orphans again, as they were (checkpoint
+    // refuses the case unless this task is PID 1, their reaper).
+    let mut sessions: Vec<i32> = mine
+        .iter()
+        .map(|&ci| procs[ci].sid)
+        .filter(|s| *s > 0 && !exists(*s))
+        .collect();
+    sessions.dedup();
+    for sid in sessions {
+        let members: Vec<usize> = mine.iter().copied().filter(|&ci| procs[ci].sid == sid).collect();
+        match clone_with_pid(sid).map_err(|e| format!("clone3 helper for session {sid}: {e}"))? {
+            Forked::Child => {
+                let made = nix::unistd::setsid()
+                    .map_err(|e| format!("setsid in the helper for session {sid}: {e}"))
+                    .and_then(|_| members.iter().try_for_each(|&ci| fork_child(ctx, ci).map(|_| ())));
+                if let Err(e) = made {
+                    let _ = nix::unistd::write(ctx.ready, format!("err {sid} {e}\n").as_bytes());
+                }
+                sys::exit_now(0);
             }
+            Forked::Parent(helper) => reap(helper, sid)?,
         }
-        match forked.map_err(|e| format!("clone3 pid {}: {e}", child.pid))? {
-            Forked::Child => match child.zombie {
-                Some(status) => become_zombie(status),
-                None => pre_image(ctx, ci),
-            },
-            Forked::Parent(_) => {}
+    }
+    // Children in a process group whose leader has exited: a helper holds
+    // the group (with the leader's PID) until they are in it.
+    let mut groups: Vec<i32> = mine
+        .iter()
+        .filter(|&&ci| exists(procs[ci].sid) || procs[ci].sid == 0)
+        .map(|&ci| procs[ci].pgid)
+        .filter(|g| *g > 0 && !exists(*g))
+        .collect();
+    groups.dedup();
+    for pgid in &groups {
+        let helper = match clone_with_pid(*pgid).map_err(|e| format!("clone3 helper for group {pgid}: {e}"))? {
+            Forked::Child => {
+                let _ = nix::unistd::setpgid(me, me);
+                loop {
+                    nix::unistd::pause();
+                }
+            }
+            Forked::Parent(helper) => helper,
+        };
+        // Set here too, so that the group exists before any member asks
+        // to join it.
+        if let Err(e) = nix::unistd::setpgid(helper, helper) {
+            let _ = nix::sys::signal::kill(helper, nix::sys::signal::Signal::SIGKILL);
+            reap(helper, *pgid)?;
+            return Err(format!("setpgid of the helper for group {pgid}: {e}"));
+        }
+        let joined = mine.iter().filter(|&&ci| procs[ci].pgid == *pgid).try_for_each(|&ci| {
+            let child = fork_child(ctx, ci)?;
+            // Done by the parent, so that it is done before the helper goes.
+            nix::unistd::setpgid(child, Pid::from_raw(*pgid)).map_err(|e| format!("setpgid {pgid}: {e}"))
+        });
+        let _ = nix::sys::signal::kill(helper, nix::sys::signal::Signal::SIGKILL);
+        reap(helper, *pgid)?;
+        joined?;
+    }
+    for &ci in &mine {
+        let c = &procs[ci];
+        let by_helper = (c.sid > 0 && !exists(c.sid)) || groups.contains(&c.pgid);
+        if !by_helper {
+            fork_child(ctx, ci)?;
         }
     }
     enter_cwd(&p.cwd)?;
@@ -1041,6 +1079,52 @@ fn prepare_task(ctx: &TreeCtx<'_>, idx: usize) -> std::result::Result<(), String
     #[allow(unsafe_code)]
     let placed = unsafe { files::restore(fds, Some(ctx.log), ctx.objects, &keep) };
     placed.map_err(|e| e.to_string())
+}
+
+/// Forks child `ci` of the image with its PID; the child becomes it (a
+/// zombie, or a task that prepares itself). Returns the child's PID.
+fn fork_child(ctx: &TreeCtx<'_>, ci: usize) -> std::result::Result<Pid, String> {
+    let child = &ctx.img.procs[ci];
+    // Copying page tables of shadows the child does not need costs
+    // time during the downtime: they are left out of the fork.
+    let hidden: Vec<&(i32, u64, u64)> = ctx
+        .shadows
+        .iter()
+        .filter(|s| !in_subtree(&ctx.img.procs, child.pid, s.0))
+        .collect();
+    for s in &hidden {
+        let _ = sys::set_dontfork(s.1, s.2, true);
+    }
+    let forked = clone_with_pid(child.pid);
+    if let Ok(Forked::Parent(_)) | Err(_) = forked {
+        for s in &hidden {
+            let _ = sys::set_dontfork(s.1, s.2, false);
+        }
+    }
+    match forked.map_err(|e| format!("clone3 pid {}: {e}", child.pid))? {
+        Forked::Child => match child.zombie {
+            Some(status) => become_zombie(status),
+            None => pre_image(ctx, ci),
+        },
+        Forked::Parent(pid) => Ok(pid),
+    }
+}
+
+/// clone3 with the PID `pid` in the container.
+fn clone_with_pid(pid: i32) -> std::result::Result<Forked, sys::Errno> {
+    let set_tid = [pid];
+    sys::clone3(&sys::CloneOpts {
+        flags: 0,
+        cgroup: None,
+        set_tid: &set_tid,
+    })
+}
+
+/// Waits for helper `helper` (PID `pid` in the container) to end.
+fn reap(helper: Pid, pid: i32) -> std::result::Result<(), String> {
+    nix::sys::wait::waitpid(helper, None)
+        .map(|_| ())
+        .map_err(|e| format!("wait for the helper with PID {pid}: {e}"))
 }
 
 /// Makes `cwd` (as /proc showed it) the working directory. One that had

@@ -163,11 +163,34 @@ pub fn refuse_uncarried(statuses: &[(i32, Status)]) -> Result<()> {
         }
         // 0: a group or session from outside the container's PID
         // namespace, which the restore does not touch.
-        if s.ns_pgid > 0 && !pids.contains(&s.ns_pgid) {
-            return refuse("is in a process group whose leader has exited");
+        let dead_pgid = s.ns_pgid > 0 && !pids.contains(&s.ns_pgid);
+        let dead_sid = s.ns_sid > 0 && !pids.contains(&s.ns_sid);
+        let parent = statuses.iter().find(|(h, _)| *h == s.host_ppid).map(|(_, p)| p);
+        if dead_sid {
+            // A helper with the leader's PID makes the session again and
+            // forks its members, which it leaves to PID 1 as orphans.
+            if parent.map(|p| p.ns_pid) != Some(1) {
+                return refuse("is in a session whose leader has exited, and its parent is not PID 1");
+            }
+            if dead_pgid && s.ns_pgid != s.ns_sid {
+                return refuse("is in a process group and a session whose leaders have both exited");
+            }
+        } else if dead_pgid {
+            // A helper with the leader's PID holds the group while the
+            // parent forks the members into it.
+            let others = statuses
+                .iter()
+                .any(|(_, t)| t.ns_pgid == s.ns_pgid && t.host_ppid != s.host_ppid);
+            if parent.map(|p| p.ns_sid) != Some(s.ns_sid) || others {
+                return refuse(
+                    "is in a process group whose leader has exited, with members of other parents or sessions",
+                );
+            }
         }
-        if s.ns_sid > 0 && !pids.contains(&s.ns_sid) {
-            return refuse("is in a session whose leader has exited");
+        // A leader that is a zombie can not lead again at restore.
+        let zombie = |pid: i32| statuses.iter().any(|(_, t)| t.ns_pid == pid && t.state == 'Z');
+        if (s.ns_pgid != s.ns_pid && zombie(s.ns_pgid)) || (s.ns_sid != s.ns_pid && zombie(s.ns_sid)) {
+            return refuse("is in a process group or session whose leader is a zombie");
         }
         if s.state == 'Z' {
             let parent = statuses.iter().find(|(h, _)| *h == s.host_ppid).map(|(_, p)| p);
