@@ -8,7 +8,6 @@
  *   uffd         a userfaultfd
  *   pidfd-reaped a pidfd of a child that exited and was reaped
  *   lease        a read lease on file argv[2]
- *   orphan-pgid  a grandchild whose process group leader has exited
  *   deleted-fifo, deleted-dir   a FIFO / directory argv[2], open, removed
  *   shared-files a child made with CLONE_FILES (one fd table for two) */
 #include "beat.h"
@@ -72,14 +71,6 @@ int main(int argc, char **argv) {
         if (mkdir(argv[2], 0700) || open(argv[2], O_RDONLY | O_DIRECTORY) < 0 || rmdir(argv[2])) fail("dir", errno, 0);
     } else if (!strcmp(what, "shared-files")) {
         if (clone(sleeper, stack + sizeof stack, CLONE_FILES | SIGCHLD, NULL) < 0) fail("clone", errno, 0);
-    } else if (!strcmp(what, "orphan-pgid")) {
-        pid_t leader = fork();
-        if (leader == 0) {
-            setpgid(0, 0);
-            if (fork() == 0) sleep_forever();
-            _exit(0);
-        }
-        waitpid(leader, NULL, 0);
     }
     for (long n = 1;; n++) {
         beat(n);
