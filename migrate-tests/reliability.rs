@@ -375,6 +375,10 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
         ("aio", "an AIO ring (io_setup)"),
         ("uffd", "fd 3 is a userfaultfd"),
         (
+            "inotify-deleted",
+            "fd 3 is a inotify instance watching a file that was deleted",
+        ),
+        (
             "pidfd-reaped",
             "fd 3 is a pidfd of a process that has exited and been reaped",
         ),

@@ -21,7 +21,8 @@
  * - this process's working directory was deleted, and stays so;
  * - pidfds of the stopped child (alive: signal 0 reaches it, and fdinfo
  *   names it) and of a zombie child, both in one epoll: only the zombie's
- *   is readable, with its data;
+ *   is readable, with its data; and an epoll with a lower fd number
+ *   watching that epoll;
  * - an orphan in a process group whose leader exited, and a daemon (a
  *   double fork) in a session whose leader exited, each checking its own
  *   group, session and parent (PID 1, this process). */
@@ -161,6 +162,7 @@ int main(int argc, char **argv) {
         fail("stopped child", errno, 0);
         return 1;
     }
+    int ep_outer = epoll_create1(0);
     int pfd_alive = (int)syscall(SYS_pidfd_open, stopped, 0);
     pid_t zombie = fork();
     if (zombie == 0) _exit(7);
@@ -170,7 +172,8 @@ int main(int argc, char **argv) {
     int ep = epoll_create1(EPOLL_CLOEXEC);
     struct epoll_event ev1 = {.events = EPOLLIN, .data.u64 = 42}, ev2 = {.events = EPOLLIN, .data.u64 = 43};
     if (pfd_alive < 0 || pfd_zombie < 0 || ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, pfd_alive, &ev1) ||
-        epoll_ctl(ep, EPOLL_CTL_ADD, pfd_zombie, &ev2)) {
+        epoll_ctl(ep, EPOLL_CTL_ADD, pfd_zombie, &ev2) || ep_outer < 0 || ep_outer > ep ||
+        epoll_ctl(ep_outer, EPOLL_CTL_ADD, ep, &(struct epoll_event){.events = EPOLLIN, .data.u64 = 99})) {
         fail("pidfd", errno, 0);
         return 1;
     }
@@ -259,6 +262,8 @@ int main(int argc, char **argv) {
         struct epoll_event evs[4];
         int ready = epoll_wait(ep, evs, 4, 0);
         if (ready != 1 || evs[0].data.u64 != 43) fail("epoll of pidfds", ready, ready > 0 ? (long)evs[0].data.u64 : -1);
+        ready = epoll_wait(ep_outer, evs, 4, 0);
+        if (ready != 1 || evs[0].data.u64 != 99) fail("epoll of an epoll", ready, ready > 0 ? (long)evs[0].data.u64 : -1);
         char link[300] = {0}, proc[64];
         snprintf(proc, sizeof proc, "/proc/%d/root", jailed);
         if (readlink(proc, link, sizeof link - 1) < 0 || strcmp(link, jail)) fail("chroot of the child", 0, 0);

@@ -6,6 +6,7 @@
  *   sysv         a SysV shared memory segment, attached
  *   aio          an AIO ring (io_setup)
  *   uffd         a userfaultfd
+ *   inotify-deleted  an inotify watch on file argv[2], open, then removed
  *   pidfd-reaped a pidfd of a child that exited and was reaped
  *   lease        a read lease on file argv[2]
  *   deleted-fifo, deleted-dir   a FIFO / directory argv[2], open, removed
@@ -21,6 +22,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/inotify.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -60,6 +62,10 @@ int main(int argc, char **argv) {
         if (c == 0) _exit(0);
         int pfd = (int)syscall(SYS_pidfd_open, c, 0);
         if (pfd < 0 || waitpid(c, NULL, 0) != c) fail("pidfd", errno, 0);
+    } else if (!strcmp(what, "inotify-deleted")) {
+        int in = inotify_init1(0);
+        int keep = open(argv[2], O_RDWR | O_CREAT, 0600);
+        if (in < 0 || keep < 0 || inotify_add_watch(in, argv[2], IN_MODIFY) < 0 || unlink(argv[2])) fail("inotify", errno, 0);
     } else if (!strcmp(what, "uffd")) {
         if (syscall(SYS_userfaultfd, 0) < 0) fail("userfaultfd", 0, 0);
     } else if (!strcmp(what, "lease")) {

@@ -97,6 +97,13 @@ pub fn dump_inotify(pid: i32, info: &str) -> std::result::Result<AnonImage, Stri
             .map_err(|e| format!("inotify watch {}: open by handle: {e}", w.wd))?;
         let host = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)))
             .map_err(|e| e.to_string())?;
+        if host.to_string_lossy().ends_with(" (deleted)") {
+            return Err(format!(
+                "inotify instance watching a file that was deleted ({}, watch {})",
+                host.display(),
+                w.wd
+            ));
+        }
         // The path as the container sees it.
         let path = match host.strip_prefix(&root) {
             Ok(rel) if root != std::path::Path::new("/") => std::path::Path::new("/").join(rel),

@@ -320,6 +320,10 @@ fn refuse_fd(pid: i32, ns_pid: i32, fd: i32, target: &str, info: &str) -> Result
                 return Err(unsupported(why));
             }
         }
+        // Watches whose files can not be found again (deleted).
+        if anon == "inotify" {
+            anonfd::dump_inotify(pid, info).map_err(unsupported)?;
+        }
     }
     Ok(())
 }
@@ -811,8 +815,21 @@ pub unsafe fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&O
         path: "close the restorer's descriptors".into(),
         source,
     })?;
-    // Epolls last: their interest lists name the fds just placed.
-    for f in fds {
+    // Epolls last: their interest lists name the fds just placed. An epoll
+    // that watches another is built after it (the kernel allows no loops).
+    let mut epolls: Vec<&FdImage> = fds.iter().filter(|f| matches!(f.kind, FdKind::Epoll { .. })).collect();
+    let mut order: Vec<&FdImage> = Vec::with_capacity(epolls.len());
+    while !epolls.is_empty() {
+        let waiting = |f: &FdImage| match &f.kind {
+            FdKind::Epoll { targets } => targets
+                .iter()
+                .any(|t| epolls.iter().any(|e| e.fd == t.fd && e.fd != f.fd)),
+            _ => false,
+        };
+        let next = epolls.iter().position(|f| !waiting(f)).unwrap_or(0);
+        order.push(epolls.remove(next));
+    }
+    for f in order {
         let FdKind::Epoll { targets } = &f.kind else { continue };
         let err = |source| Error::Reopen {
             fd: f.fd,
