@@ -379,6 +379,10 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
             "fd 3 is a inotify instance watching a file that was deleted",
         ),
         (
+            "proc-gone",
+            "fd 3 is a file of /proc/2 (/proc/2/status), a process that has exited",
+        ),
+        (
             "pidfd-reaped",
             "fd 3 is a pidfd of a process that has exited and been reaped",
         ),

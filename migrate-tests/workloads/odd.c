@@ -6,6 +6,7 @@
  *   sysv         a SysV shared memory segment, attached
  *   aio          an AIO ring (io_setup)
  *   uffd         a userfaultfd
+ *   proc-gone    a file of /proc/N of a child that exited and was reaped
  *   inotify-deleted  an inotify watch on file argv[2], open, then removed
  *   pidfd-reaped a pidfd of a child that exited and was reaped
  *   lease        a read lease on file argv[2]
@@ -66,6 +67,12 @@ int main(int argc, char **argv) {
         int in = inotify_init1(0);
         int keep = open(argv[2], O_RDWR | O_CREAT, 0600);
         if (in < 0 || keep < 0 || inotify_add_watch(in, argv[2], IN_MODIFY) < 0 || unlink(argv[2])) fail("inotify", errno, 0);
+    } else if (!strcmp(what, "proc-gone")) {
+        pid_t c = fork();
+        if (c == 0) _exit(0);
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/status", c);
+        if (open(path, O_RDONLY) < 0 || waitpid(c, NULL, 0) != c) fail("proc", errno, 0);
     } else if (!strcmp(what, "uffd")) {
         if (syscall(SYS_userfaultfd, 0) < 0) fail("userfaultfd", 0, 0);
     } else if (!strcmp(what, "lease")) {
