@@ -6,6 +6,7 @@
  *   sysv         a SysV shared memory segment, attached
  *   aio          an AIO ring (io_setup)
  *   uffd         a userfaultfd
+ *   epoll-closed an epoll registration made through an fd since closed
  *   proc-gone    a file of /proc/N of a child that exited and was reaped
  *   inotify-deleted  an inotify watch on file argv[2], open, then removed
  *   pidfd-reaped a pidfd of a child that exited and was reaped
@@ -24,6 +25,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <sys/inotify.h>
+#include <sys/epoll.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -73,6 +75,11 @@ int main(int argc, char **argv) {
         char path[64];
         snprintf(path, sizeof path, "/proc/%d/status", c);
         if (open(path, O_RDONLY) < 0 || waitpid(c, NULL, 0) != c) fail("proc", errno, 0);
+    } else if (!strcmp(what, "epoll-closed")) {
+        int ep = epoll_create1(0), p[2];
+        struct epoll_event ev = {.events = EPOLLIN};
+        if (ep < 0 || pipe(p) || dup(p[0]) < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, p[0], &ev) || close(p[0]))
+            fail("epoll", errno, 0);
     } else if (!strcmp(what, "uffd")) {
         if (syscall(SYS_userfaultfd, 0) < 0) fail("userfaultfd", 0, 0);
     } else if (!strcmp(what, "lease")) {

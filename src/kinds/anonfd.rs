@@ -160,6 +160,7 @@ pub fn parse(kind: &str, info: &str) -> Option<AnonImage> {
 
 /// The interest list of an epoll fd, from its fdinfo.
 pub fn parse_epoll(info: &str) -> Vec<EpollTarget> {
+    // (The tfd lines: "tfd: 5 events: 19 data: 5  pos:0 ino:61d sdev:7".)
     info.lines()
         .filter_map(|l| {
             let mut it = l.split_whitespace();
@@ -172,6 +173,21 @@ pub fn parse_epoll(info: &str) -> Vec<EpollTarget> {
             it.next(); // data:
             let data = u64::from_str_radix(it.next()?, 16).ok()?;
             Some(EpollTarget { fd, events, data })
+        })
+        .collect()
+}
+
+/// The inode number of each target of an epoll's fdinfo (fd, ino).
+pub fn epoll_target_inodes(info: &str) -> Vec<(i32, u64)> {
+    info.lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            if it.next()? != "tfd:" {
+                return None;
+            }
+            let fd = it.next()?.parse().ok()?;
+            let ino = it.find_map(|w| w.strip_prefix("ino:"))?;
+            Some((fd, u64::from_str_radix(ino, 16).ok()?))
         })
         .collect()
 }

@@ -489,9 +489,32 @@ pub fn dump_all(
                     // An epoll a child inherited by fork is rebuilt in each
                     // holder from the same interest list: separate
                     // instances, with the same registrations.
-                    "eventpoll" => FdKind::Epoll {
-                        targets: anonfd::parse_epoll(&info),
-                    },
+                    "eventpoll" => {
+                        // A registration made through an fd number since
+                        // closed (or reused) is rebuilt only if some holder
+                        // of the epoll still has that file at that number.
+                        let has = |p: i32, n: i32, ino: u64| {
+                            use std::os::unix::fs::MetadataExt;
+                            std::fs::metadata(format!("/proc/{p}/fd/{n}")).is_ok_and(|m| m.ino() == ino)
+                        };
+                        for (n, ino) in anonfd::epoll_target_inodes(&info) {
+                            let held = has(pid, n, ino)
+                                || procs.iter().any(|&(q, _)| {
+                                    q != pid
+                                        && list_fds(q).unwrap_or_default().into_iter().any(|e| {
+                                            crate::sys::same_file(pid, fd, q, e).unwrap_or(false) && has(q, n, ino)
+                                        })
+                                });
+                            if !held {
+                                return Err(unsupported(format!(
+                                    "epoll with a registration made through fd {n}, which is closed now or another file"
+                                )));
+                            }
+                        }
+                        FdKind::Epoll {
+                            targets: anonfd::parse_epoll(&info),
+                        }
+                    }
                     "pidfd" => {
                         let target = super::pidfd::target(&info).and_then(ns_pid_of);
                         FdKind::Pidfd {
