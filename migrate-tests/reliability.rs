@@ -379,6 +379,10 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
             "fd 3 is a inotify instance watching a file that was deleted",
         ),
         (
+            "deleted-linked",
+            "fd 3 is a file deleted under this name and still linked under another",
+        ),
+        (
             "epoll-closed",
             "fd 3 is a epoll with a registration made through fd 4, which is closed now or another file",
         ),

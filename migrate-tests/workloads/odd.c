@@ -6,6 +6,7 @@
  *   sysv         a SysV shared memory segment, attached
  *   aio          an AIO ring (io_setup)
  *   uffd         a userfaultfd
+ *   deleted-linked  file argv[2], open, linked as argv[2].link, then removed
  *   epoll-closed an epoll registration made through an fd since closed
  *   proc-gone    a file of /proc/N of a child that exited and was reaped
  *   inotify-deleted  an inotify watch on file argv[2], open, then removed
@@ -80,6 +81,11 @@ int main(int argc, char **argv) {
         struct epoll_event ev = {.events = EPOLLIN};
         if (ep < 0 || pipe(p) || dup(p[0]) < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, p[0], &ev) || close(p[0]))
             fail("epoll", errno, 0);
+    } else if (!strcmp(what, "deleted-linked")) {
+        char other[300];
+        snprintf(other, sizeof other, "%s.link", argv[2]);
+        int fd = open(argv[2], O_RDWR | O_CREAT, 0600);
+        if (fd < 0 || link(argv[2], other) || unlink(argv[2])) fail("link", errno, 0);
     } else if (!strcmp(what, "uffd")) {
         if (syscall(SYS_userfaultfd, 0) < 0) fail("userfaultfd", 0, 0);
     } else if (!strcmp(what, "lease")) {

@@ -296,6 +296,14 @@ fn refuse_fd(pid: i32, ns_pid: i32, fd: i32, target: &str, info: &str) -> Result
         if let Ok(meta) = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")) {
             use std::os::unix::fs::FileTypeExt;
             let ft = meta.file_type();
+            use std::os::unix::fs::MetadataExt;
+            // Deleted under this name, but still linked under another: a
+            // copy would no longer be that file.
+            if ft.is_file() && meta.nlink() > 0 {
+                return Err(unsupported(format!(
+                    "file deleted under this name and still linked under another ({target})"
+                )));
+            }
             let what = match () {
                 _ if ft.is_file() => None,
                 _ if ft.is_dir() => Some("directory"),
