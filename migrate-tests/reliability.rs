@@ -425,14 +425,20 @@ fn attributes(pid: i32) -> Result<String> {
         .find(|l| l.starts_with("THP_enabled"))
         .unwrap_or_default()
         .to_string();
+    let cpus = read("status")
+        .lines()
+        .find(|l| l.starts_with("Cpus_allowed_list"))
+        .unwrap_or_default()
+        .to_string();
     Ok(format!(
-        "nice {} rt_priority {} policy {} oom_score_adj {} timerslack {} loginuid {} {thp}",
+        "nice {} rt_priority {} policy {} oom_score_adj {} timerslack {} loginuid {} personality {} {thp} {cpus}",
         fields[16],
         fields[37],
         fields[38],
         read("oom_score_adj").trim(),
         read("timerslack_ns").trim(),
-        read("loginuid").trim()
+        read("loginuid").trim(),
+        read("personality").trim()
     ))
 }
 

@@ -1,14 +1,19 @@
 /* Scheduling and prctl attributes: SCHED_BATCH with nice 5, oom_score_adj
  * 500, THP disabled, a child subreaper, not dumpable, a timer slack of
- * 123456 ns. Every beat each must still be so. */
+ * 123456 ns, personality ADDR_NO_RANDOMIZE, I/O priority best-effort 6,
+ * affinity to CPU 0. Every beat each must still be so. */
 #define _GNU_SOURCE
 #include "beat.h"
 #include <errno.h>
 #include <sched.h>
 #include <sys/prctl.h>
+#include <sys/personality.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 
 static long slack = 123456;
+/* IOPRIO_CLASS_BE, level 6. */
+#define IOPRIO ((2 << 13) | 6)
 
 static void check(void) {
     errno = 0;
@@ -25,6 +30,11 @@ static void check(void) {
     int adj = 0;
     if (!f || fscanf(f, "%d", &adj) != 1 || adj != 500) fail("oom_score_adj", adj, 500);
     if (f) fclose(f);
+    if (personality(0xffffffff) != ADDR_NO_RANDOMIZE) fail("personality", personality(0xffffffff), ADDR_NO_RANDOMIZE);
+    long io = syscall(SYS_ioprio_get, 1, 0);
+    if (io != IOPRIO) fail("ioprio", io, IOPRIO);
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) || CPU_COUNT(&set) != 1 || !CPU_ISSET(0, &set)) fail("CPU affinity", CPU_COUNT(&set), 1);
 }
 
 int main(void) {
@@ -33,7 +43,15 @@ int main(void) {
     if (!f || fprintf(f, "500\n") < 0 || fclose(f)) fail("set oom_score_adj", errno, 0);
     if (sched_setscheduler(0, SCHED_BATCH, &p) || setpriority(PRIO_PROCESS, 0, 5) ||
         prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) || prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) ||
-        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) || prctl(PR_SET_TIMERSLACK, slack, 0, 0, 0)) {
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) || prctl(PR_SET_TIMERSLACK, slack, 0, 0, 0) ||
+        personality(ADDR_NO_RANDOMIZE) < 0 || syscall(SYS_ioprio_set, 1, 0, IOPRIO)) {
+        fail("set attributes", errno, 0);
+        return 1;
+    }
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(0, &one);
+    if (sched_setaffinity(0, sizeof one, &one)) {
         fail("set attributes", errno, 0);
         return 1;
     }

@@ -98,6 +98,13 @@ pub struct ProcAttrs {
     /// The root directory of a process in a chroot, inside the
     /// container's root; None: the container's root.
     pub chroot: Option<String>,
+    /// personality(2) flags (`setarch -R`: ADDR_NO_RANDOMIZE...).
+    pub personality: u32,
+    /// I/O priority (ioprio_get: class << 13 | level).
+    pub ioprio: i32,
+    /// The CPUs the process may run on, if not every CPU of the machine
+    /// (sched_setaffinity, `taskset`).
+    pub affinity: Option<Vec<u32>>,
 }
 
 /// Version 4 of the section's entries.
@@ -143,6 +150,9 @@ pub fn decode(bytes: &[u8]) -> image::Result<Vec<(i32, ProcAttrs)>> {
                         mlock_future: 0,
                         stopped: false,
                         chroot: None,
+                        personality: 0,
+                        ioprio: 0,
+                        affinity: None,
                     };
                     (pid, a)
                 })
@@ -233,6 +243,10 @@ pub fn refuse_uncarried(pid: i32, ns_pid: i32, tids: &[i32]) -> Result<()> {
             "nice value or real-time priority"
         } else if sys::get_scheduler(tid).ok() != main.1 {
             "scheduling policy"
+        } else if sys::get_ioprio(tid).ok() != sys::get_ioprio(pid).ok() {
+            "I/O priority"
+        } else if affinity_of(tid).ok() != affinity_of(pid).ok() {
+            "CPU affinity"
         } else {
             continue;
         };
@@ -276,7 +290,39 @@ pub fn dump(remote: &Remote) -> Result<ProcAttrs> {
         // Known to the caller, which saw the process before seizing it.
         stopped: false,
         chroot: None,
+        personality: read_proc(pid, "personality")?
+            .and_then(|v| u32::from_str_radix(&v, 16).ok())
+            .unwrap_or(0),
+        ioprio: sys::get_ioprio(pid).map_err(|source| Error::Sched { pid, source })?,
+        affinity: affinity_of(pid)?,
     })
+}
+
+/// The CPUs task `tid` may run on, unless it may run on all of them.
+fn affinity_of(tid: i32) -> Result<Option<Vec<u32>>> {
+    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(tid))
+        .map_err(|source| Error::Sched { pid: tid, source })?;
+    let cpus: Vec<u32> = (0..nix::sched::CpuSet::count())
+        .filter(|c| set.is_set(*c).unwrap_or(false))
+        .map(|c| c as u32)
+        .collect();
+    let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let all = std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .map(|s| cpu_list_len(s.trim()))
+        .unwrap_or(online);
+    Ok((cpus.len() < all).then_some(cpus))
+}
+
+/// How many CPUs a list like "0-3,8" names.
+fn cpu_list_len(list: &str) -> usize {
+    list.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('-') {
+            Some((a, b)) => b.parse::<usize>().unwrap_or(0) + 1 - a.parse::<usize>().unwrap_or(0),
+            None => 1,
+        })
+        .sum()
 }
 
 /// The process's VmLck, in kB.
@@ -358,6 +404,17 @@ pub fn restore(remote: &Remote, tids: &[i32], a: &ProcAttrs) -> Result<()> {
     for &tid in tids {
         sys::set_scheduler(tid, a.policy, a.rt_priority).map_err(set("scheduling policy"))?;
         sys::set_nice(tid, a.nice).map_err(set("nice value"))?;
+        sys::set_ioprio(tid, a.ioprio).map_err(set("I/O priority"))?;
+        if let Some(cpus) = &a.affinity {
+            let mut set_of = nix::sched::CpuSet::new();
+            for c in cpus {
+                set_of.set(*c as usize).map_err(set("CPU affinity"))?;
+            }
+            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(tid), &set_of).map_err(set("CPU affinity"))?;
+        }
+    }
+    if a.personality != 0 {
+        remote.call("personality", libc::SYS_personality, &[u64::from(a.personality)])?;
     }
     let write = |what: &'static str, value: String| {
         std::fs::write(format!("/proc/{pid}/{what}"), value).map_err(|source| Error::Write { pid, what, source })

@@ -768,6 +768,31 @@ pub fn set_nice(tid: i32, nice: i32) -> Result<(), Errno> {
     }
 }
 
+/// ioprio_get(IOPRIO_WHO_PROCESS, tid): the I/O priority of one task
+/// (class << 13 | level).
+pub fn get_ioprio(tid: i32) -> Result<i32, Errno> {
+    const IOPRIO_WHO_PROCESS: libc::c_int = 1;
+    // SAFETY: ioprio_get takes plain integers and reads nothing of ours.
+    let ret = unsafe { libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, tid) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(ret as i32)
+    }
+}
+
+/// ioprio_set(IOPRIO_WHO_PROCESS, tid, prio).
+pub fn set_ioprio(tid: i32, prio: i32) -> Result<(), Errno> {
+    const IOPRIO_WHO_PROCESS: libc::c_int = 1;
+    // SAFETY: ioprio_set takes plain integers and changes only task `tid`.
+    let ret = unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, tid, prio) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
 /// sched_setscheduler(tid, policy, {priority}): the scheduling policy and
 /// real-time priority of one task (SCHED_RESET_ON_FORK may be or'ed in).
 pub fn set_scheduler(tid: i32, policy: i32, priority: i32) -> Result<(), Errno> {
