@@ -25,7 +25,10 @@
  *   watching that epoll;
  * - an orphan in a process group whose leader exited, and a daemon (a
  *   double fork) in a session whose leader exited, each checking its own
- *   group, session and parent (PID 1, this process). */
+ *   group, session and parent (PID 1, this process);
+ * - private mappings of a deleted file and of a closed memfd, with their
+ *   data, and a child running an executable deleted since (its exe link
+ *   says so, and it runs on). */
 #define _GNU_SOURCE
 #include "beat.h"
 #include <errno.h>
@@ -195,6 +198,29 @@ int main(int argc, char **argv) {
         }
         if (leader < 0 || waitpid(leader, NULL, 0) != leader) fail("leader", errno, 0);
     }
+    char lib[300], exe[300];
+    snprintf(lib, sizeof lib, "%s/kinds-lib", dir);
+    snprintf(exe, sizeof exe, "%s/kinds-sleep", dir);
+    int lf = open(lib, O_RDWR | O_CREAT | O_TRUNC, 0700);
+    int mf = memfd_create("kinds-jit", 0);
+    unsigned char pattern[8192];
+    for (int i = 0; i < 8192; i++) pattern[i] = (unsigned char)(i * 13);
+    if (lf < 0 || mf < 0 || write(lf, pattern, 8192) != 8192 || write(mf, pattern, 8192) != 8192) return 1;
+    unsigned char *dl = mmap(NULL, 8192, PROT_READ | PROT_EXEC, MAP_PRIVATE, lf, 0);
+    unsigned char *dm = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE, mf, 0);
+    if (dl == MAP_FAILED || dm == MAP_FAILED || close(lf) || close(mf) || unlink(lib)) return 1;
+    dm[1] = 0xee; /* a private page of its own */
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "cp /bin/sleep %s", exe);
+    if (system(cmd)) return 1;
+    pid_t sleeper = fork();
+    if (sleeper == 0) {
+        execl(exe, "kinds-sleep", "100000", (char *)NULL);
+        _exit(1);
+    }
+    for (int i = 0; i < 1000 && state_of(sleeper) != 'S'; i++) nap_ms(1);
+    nap_ms(20);
+    if (unlink(exe)) return 1;
     char jail[256], marker[300], gone[256], want_cwd[300];
     snprintf(jail, sizeof jail, "%s/kinds-jail", dir);
     snprintf(marker, sizeof marker, "%s/marker", jail);
@@ -255,6 +281,14 @@ int main(int argc, char **argv) {
         if (q != MAP_FAILED && (mincore(q, 4096, &resident) || resident)) fail("MCL_ONFAULT", resident, 0);
         if (q != MAP_FAILED) munmap(q, 4096);
         if (state_of(stopped) != 'T') fail("stopped child's state", state_of(stopped), 'T');
+        if (memcmp(dl, pattern, 8192)) fail("deleted file's private mapping", dl[0], pattern[0]);
+        if (dm[1] != 0xee || memcmp(dm + 2, pattern + 2, 8190) || dm[0] != pattern[0]) fail("memfd's private mapping", dm[1], 0xee);
+        char exe_link[400] = {0}, exe_proc[64];
+        snprintf(exe_proc, sizeof exe_proc, "/proc/%d/exe", sleeper);
+        size_t el = strlen("kinds-sleep (deleted)");
+        if (readlink(exe_proc, exe_link, sizeof exe_link - 1) < (ssize_t)el ||
+            strcmp(exe_link + strlen(exe_link) - el, "kinds-sleep (deleted)") || state_of(sleeper) != 'S')
+            fail("deleted executable", state_of(sleeper), 'S');
         if (syscall(SYS_pidfd_send_signal, pfd_alive, 0, NULL, 0)) fail("pidfd of the stopped child", errno, 0);
         if (pidfd_pid(pfd_alive) != stopped) fail("pidfd names", pidfd_pid(pfd_alive), stopped);
         if (pidfd_pid(pfd_zombie) != zombie) fail("zombie's pidfd names", pidfd_pid(pfd_zombie), zombie);

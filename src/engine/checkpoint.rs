@@ -524,6 +524,7 @@ fn dump(
     let mut sig_images = Vec::new();
     let mut attrs = Vec::new();
     let mut seen_pages = SeenPages::default();
+    seen_pages.ghost_cap = what.file_cap;
     let mut stats = DumpStats::default();
     let mut xstate = 0u32;
     let mut alive_idx = 0;
@@ -658,6 +659,7 @@ fn dump(
     sink.put(section::FILES, &encode_section(&fd_images))?;
     sink.put(section::PROCATTRS, &crate::kinds::procattrs::encode(&attrs))?;
     sink.put(section::FDATTRS, &encode_section(&fdattrs))?;
+    sink.put(memory::GHOSTS, &encode_section(&seen_pages.ghosts))?;
     sink.put(section::UTS, &encode_section(&crate::kinds::uts::dump(st.pid)?))?;
     // tmpfs contents only for a container with a root of its own: without
     // one it sees the host's mounts, which are not its to carry.

@@ -120,6 +120,7 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
                                 Backing::File { path } => path.clone(),
                                 Backing::Shmem { id } => format!("shmem:{id:x}"),
                                 Backing::Special { name } => name.clone(),
+                                Backing::Ghost { id } => format!("deleted file:{id:x}"),
                             },
                             stored_pages: v.stored_pages(),
                         })

@@ -82,6 +82,7 @@ struct Image {
     attrs: Vec<(i32, crate::kinds::procattrs::ProcAttrs)>,
     uts: Option<crate::kinds::uts::UtsImage>,
     fdattrs: crate::kinds::fdattrs::Image,
+    ghosts: Vec<memory::GhostFile>,
 }
 
 fn load(src: &mut dyn ImageSource) -> Result<Image> {
@@ -106,6 +107,10 @@ fn load(src: &mut dyn ImageSource) -> Result<Image> {
         true => decode_section(section::FDATTRS, &src.get(section::FDATTRS)?)?,
         false => Vec::new(),
     };
+    let ghosts = match listed(src, memory::GHOSTS) {
+        true => decode_section(memory::GHOSTS, &src.get(memory::GHOSTS)?)?,
+        false => Vec::new(),
+    };
     let img = Image {
         container,
         procs,
@@ -116,6 +121,7 @@ fn load(src: &mut dyn ImageSource) -> Result<Image> {
         attrs,
         uts,
         fdattrs,
+        ghosts,
     };
     check(&img)?;
     Ok(img)
@@ -166,6 +172,18 @@ fn check(img: &Image) -> Result<()> {
         Some(fds.1.iter().map(|f| f.fd).collect())
     })?;
     for (pid, mm) in &img.mm {
+        let ghost = |id: u64| img.ghosts.iter().any(|g| g.id == id && g.fits());
+        if mm
+            .vmas
+            .iter()
+            .any(|v| matches!(v.backing, Backing::Ghost { id } if !ghost(id)))
+        {
+            return Err(Error::Damaged {
+                section: memory::GHOSTS,
+                pid: *pid,
+                what: "a mapping of a deleted file the image does not hold, or holds damaged",
+            });
+        }
         let copies = mm.vmas.iter().flat_map(|v| v.runs.iter().filter_map(|r| r.from));
         if copies.into_iter().any(|(from, _)| !live.contains_key(&from)) {
             return Err(Error::Damaged {
@@ -326,6 +344,21 @@ fn restore_inner<'r>(
     let max_fd = img.files.max_fd();
     // Shared memory objects, one memfd each, sized to what is mapped.
     let mut shmem: ShmemFds = HashMap::new();
+    for g in &img.ghosts {
+        let fail = |e: std::io::Error| stage("make a deleted mapped file again")(format!("{}: {e}", g.path));
+        // Named after the file: a memfd's own name comes back as it was.
+        let name = g.path.strip_prefix("/memfd:").unwrap_or(&g.path);
+        let name = std::ffi::CString::new(name).unwrap_or_else(|_| c"ghost".into());
+        let fd = nix::sys::memfd::memfd_create(name.as_c_str(), nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .map_err(|e| fail(e.into()))?;
+        let high = sys::dup_above(fd.as_fd(), max_fd.max(100) + 1).map_err(|e| fail(e.into()))?;
+        let f = File::from(high);
+        f.set_len(g.size).map_err(fail)?;
+        for (off, bytes) in &g.extents {
+            std::os::unix::fs::FileExt::write_all_at(&f, bytes, *off).map_err(fail)?;
+        }
+        shmem.insert(g.id, f);
+    }
     for (_, mm) in &img.mm {
         for v in &mm.vmas {
             if let Backing::Shmem { id } = v.backing {
@@ -705,7 +738,7 @@ fn rebuild<R: std::io::Read + Send + 'static>(
     let precopied = with.precopied.map(|s| (s, p.pid));
     memory::restore_pages(&remote, mm, pages, shmem, &host_of, precopied, &moved)?;
     tracing::debug!(ms = ms_since(t), pid = p.pid, "rebuild: pages done");
-    memory::restore_mm(&remote, &mm.mm)?;
+    memory::restore_mm(&remote, mm)?;
     // Guards before locks: a guard region can not be installed in a
     // locked mapping.
     memory::restore_guards(&remote, mm)?;

@@ -98,6 +98,38 @@ pub enum Backing {
     Shmem { id: u64 },
     /// [vdso], [vvar], [vvar_vclock]: moved to their old address.
     Special { name: String },
+    /// A private mapping of a file that was deleted (a library an upgrade
+    /// replaced, a memfd): the file's contents travel in section `ghosts`
+    /// (one per id) and are mapped again from a memfd named after it.
+    Ghost { id: u64 },
+}
+
+/// The section with the contents of deleted mapped files.
+pub const GHOSTS: &str = "ghosts";
+
+/// A deleted file some process maps privately, with its contents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GhostFile {
+    pub id: u64,
+    /// Its path, without " (deleted)".
+    pub path: String,
+    pub size: u64,
+    /// Data extents (offset, bytes); the rest is holes.
+    pub extents: Vec<(u64, Vec<u8>)>,
+}
+
+impl GhostFile {
+    /// Whether its extents are in order and inside its size (restore
+    /// writes them at their offsets).
+    pub fn fits(&self) -> bool {
+        let mut end = 0u64;
+        self.size <= i64::MAX as u64
+            && self.extents.iter().all(|(off, bytes)| {
+                let ok = *off >= end && off.checked_add(bytes.len() as u64).is_some_and(|e| e <= self.size);
+                end = off + bytes.len() as u64;
+                ok
+            })
+    }
 }
 
 /// A run of consecutive pages in the page stream (or all-zero pages, which
@@ -447,6 +479,13 @@ fn backing_of(pid: i32, m: &MapLine) -> Result<Option<Backing>> {
         "" | "[heap]" | "[stack]" if !shared => Backing::Anon,
         p if p.starts_with("[anon:") && !shared => Backing::Anon,
         p if p.starts_with('[') => return Err(unsupported("special mapping not supported")),
+        p if p.ends_with(" (deleted)") && !shared && m.inode != 0 => {
+            let dev = m.dev.replace(':', "");
+            let dev = u64::from_str_radix(&dev, 16).unwrap_or(0);
+            Backing::Ghost {
+                id: (dev << 40) ^ m.inode,
+            }
+        }
         p if p.ends_with(" (deleted)") => {
             return Err(unsupported(
                 "the file was deleted (deleted files are not supported yet)",
@@ -512,6 +551,9 @@ impl PrecopyView {
 pub struct SeenPages {
     shmem: HashMap<u64, HashSet<u64>>,
     pfns: HashMap<u64, (i32, u64)>,
+    /// Deleted mapped files read so far, and the cap on their data.
+    pub ghosts: Vec<GhostFile>,
+    pub ghost_cap: u64,
 }
 
 /// Dumps the memory of a stopped process. `exclude` is the dumper's own
@@ -569,13 +611,19 @@ pub fn dump<W: std::io::Write + Send + 'static>(
                 vmas.push(vma);
                 continue;
             }
-            Backing::File { .. } => {
+            Backing::File { .. } | Backing::Ghost { .. } => {
                 Box::new(|e| e & PM_GUARD == 0 && ((e & PM_PRESENT != 0 && e & PM_FILE == 0) || e & PM_SWAPPED != 0))
             }
             Backing::Anon | Backing::Shmem { .. } => {
                 Box::new(|e| e & PM_GUARD == 0 && e & (PM_PRESENT | PM_SWAPPED) != 0)
             }
         };
+        if let Backing::Ghost { id } = backing {
+            if !seen_pages.ghosts.iter().any(|g| g.id == id) {
+                let g = read_ghost(pid, m, id, seen_pages.ghost_cap)?;
+                seen_pages.ghosts.push(g);
+            }
+        }
         let entries = read_pagemap(&pagemap, pid, m.start, npages)?;
         for (k, e) in entries.iter().enumerate() {
             if e & PM_GUARD != 0 {
@@ -651,7 +699,7 @@ pub fn dump<W: std::io::Write + Send + 'static>(
                         stats.pages_zero += 1;
                         // Fresh anonymous memory and shmem read as zero
                         // already; a file page copy must be zeroed.
-                        if matches!(backing, Backing::File { .. }) {
+                        if matches!(backing, Backing::File { .. } | Backing::Ghost { .. }) {
                             push_run(&mut vma.runs, key, RunKind::Zero);
                         }
                         continue;
@@ -668,6 +716,54 @@ pub fn dump<W: std::io::Write + Send + 'static>(
     }
     let mm = mm_fields(remote)?;
     Ok(MemoryImage { vmas, mm, guards })
+}
+
+/// The contents of the deleted file mapped at `m` (through
+/// /proc/PID/map_files), its data extents only, up to `cap` bytes.
+fn read_ghost(pid: i32, m: &MapLine, id: u64, cap: u64) -> Result<GhostFile> {
+    let link = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+    let path = m.path.strip_suffix(" (deleted)").unwrap_or(&m.path).to_string();
+    let err = |source| Error::Proc {
+        pid,
+        what: format!("read the deleted file {path} it maps"),
+        source,
+    };
+    let file = File::open(&link).map_err(err)?;
+    let size = file.metadata().map_err(err)?.len();
+    let mut extents = Vec::new();
+    let mut data = 0u64;
+    let mut at = 0u64;
+    use nix::unistd::{lseek, Whence};
+    while at < size {
+        let start = match lseek(&file, at as i64, Whence::SeekData) {
+            Ok(d) => d as u64,
+            Err(sys::Errno::ENXIO) => break,
+            Err(e) => return Err(err(e.into())),
+        };
+        let end = (lseek(&file, start as i64, Whence::SeekHole).map_err(|e| err(e.into()))? as u64).min(size);
+        data += end.saturating_sub(start);
+        if data > cap {
+            return Err(Error::Unsupported {
+                pid,
+                start: m.start,
+                end: m.end,
+                path: m.path.clone(),
+                reason: format!(
+                    "a deleted file of more than {cap} bytes of data, over the cap for files carried in the image; raise it with --file-cap"
+                ),
+            });
+        }
+        let mut bytes = vec![0u8; end.saturating_sub(start) as usize];
+        file.read_exact_at(&mut bytes, start).map_err(err)?;
+        extents.push((start, bytes));
+        at = end.max(start + 1);
+    }
+    Ok(GhostFile {
+        id,
+        path,
+        size,
+        extents,
+    })
 }
 
 /// Where a page of a run comes from at restore.
@@ -967,8 +1063,8 @@ fn map_vma(remote: &Remote, v: &Vma, shmem: &ShmemFds) -> Result<()> {
             remote.close(fd)?;
             r?;
         }
-        Backing::Shmem { id } => {
-            let memfd = shmem.get(id).expect("restorer made every shmem object");
+        Backing::Shmem { id } | Backing::Ghost { id } => {
+            let memfd = shmem.get(id).expect("restorer made every shmem and ghost object");
             let fd = memfd.as_raw_fd() as u64;
             remote.call(
                 &what,
@@ -1185,14 +1281,25 @@ fn not_precopied(pid: i32, at: u64) -> Error {
     )))
 }
 
-/// Sets the mm descriptor fields and the exe link (PR_SET_MM_MAP).
-pub fn restore_mm(remote: &Remote, mm: &MmFields) -> Result<()> {
+/// Sets the mm descriptor fields and the exe link (PR_SET_MM_MAP). An
+/// executable deleted since it started is the deleted file mapped at the
+/// code's start (a ghost, see [`Backing::Ghost`]), opened through
+/// /proc/self/map_files.
+pub fn restore_mm(remote: &Remote, img: &MemoryImage) -> Result<()> {
     const PR_SET_MM: u64 = 35;
     const PR_SET_MM_MAP: u64 = 14;
-    let exe_fd = if mm.exe.is_empty() {
-        None
-    } else {
-        remote.open(&mm.exe, libc::O_RDONLY | libc::O_CLOEXEC).ok()
+    let mm = &img.mm;
+    let ghost = img
+        .vmas
+        .iter()
+        .find(|v| v.start <= mm.start_code && mm.start_code < v.end && matches!(v.backing, Backing::Ghost { .. }));
+    let exe_fd = match ghost {
+        _ if mm.exe.is_empty() => None,
+        Some(v) if mm.exe.ends_with(" (deleted)") => Some(remote.open(
+            &format!("/proc/self/map_files/{:x}-{:x}", v.start, v.end),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )?),
+        _ => remote.open(&mm.exe, libc::O_RDONLY | libc::O_CLOEXEC).ok(),
     };
     let auxv_at = remote.scratch + 2 * PAGE;
     let auxv: Vec<u8> = mm.auxv.iter().flat_map(|w| w.to_le_bytes()).collect();
@@ -1267,8 +1374,10 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
     }
 
     #[test]
-    fn deleted_files_are_refused() {
+    fn deleted_files_mapped_privately_are_ghosts_and_shared_are_refused() {
         let m = parse_maps(7, "7f00-7f01 r--p 00000000 fe:01 9 /tmp/x (deleted)\n").unwrap();
+        assert!(matches!(backing_of(7, &m[0]), Ok(Some(Backing::Ghost { .. }))));
+        let m = parse_maps(7, "7f00-7f01 rw-s 00000000 fe:01 9 /tmp/x (deleted)\n").unwrap();
         assert!(matches!(backing_of(7, &m[0]), Err(Error::Unsupported { .. })));
     }
 
