@@ -1390,7 +1390,7 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         assert!(reason("7f00-7f01 rw-s 00000000 00:01 32768 /SYSV00000000 (deleted)\n").contains("SysV shared memory"));
         assert!(reason("7f00-7f01 rw-s 00000000 00:14 3 /[aio] (deleted)\n").contains("AIO ring"));
         assert!(reason("7f00-7f01 rw-p 00000000 00:10 5 /anon_hugepage (deleted)\n").contains("MAP_HUGETLB"));
-        assert!(reason("7f00-7f01 r--p 00000000 fe:01 9 /tmp/x (deleted)\n").contains("deleted"));
+        assert!(reason("7f00-7f01 rw-s 00000000 fe:01 9 /tmp/x (deleted)\n").contains("deleted"));
     }
 
     #[test]
