@@ -287,7 +287,8 @@ int main(int argc, char **argv) {
         snprintf(exe_proc, sizeof exe_proc, "/proc/%d/exe", sleeper);
         size_t el = strlen("kinds-sleep (deleted)");
         if (readlink(exe_proc, exe_link, sizeof exe_link - 1) < (ssize_t)el ||
-            strcmp(exe_link + strlen(exe_link) - el, "kinds-sleep (deleted)") || state_of(sleeper) != 'S')
+            strcmp(exe_link + strlen(exe_link) - el, "kinds-sleep (deleted)") ||
+            (state_of(sleeper) != 'S' && state_of(sleeper) != 'R'))
             fail("deleted executable", state_of(sleeper), 'S');
         if (syscall(SYS_pidfd_send_signal, pfd_alive, 0, NULL, 0)) fail("pidfd of the stopped child", errno, 0);
         if (pidfd_pid(pfd_alive) != stopped) fail("pidfd names", pidfd_pid(pfd_alive), stopped);

@@ -163,7 +163,8 @@ pub struct Vma {
     /// File offset in bytes.
     pub offset: u64,
     pub backing: Backing,
-    /// smaps VmFlags worth restoring: gd, dc, wf, hg, nh, dd, lo, dp, mw.
+    /// smaps VmFlags worth restoring: gd, dc, wf, hg, nh, dd, lo, dp, mw,
+    /// nr, lf.
     pub flags: Vec<String>,
     pub runs: Vec<PageRun>,
 }
@@ -441,7 +442,7 @@ fn prot_of(perms: &str) -> u32 {
     p as u32
 }
 
-const KEPT_FLAGS: [&str; 9] = ["gd", "dc", "wf", "hg", "nh", "dd", "lo", "dp", "mw"];
+const KEPT_FLAGS: [&str; 11] = ["gd", "dc", "wf", "hg", "nh", "dd", "lo", "dp", "mw", "nr", "lf"];
 
 fn backing_of(pid: i32, m: &MapLine) -> Result<Option<Backing>> {
     let shared = m.perms.as_bytes().get(3) == Some(&b's');
@@ -1034,6 +1035,9 @@ fn map_vma(remote: &Remote, v: &Vma, shmem: &ShmemFds) -> Result<()> {
     if v.flags.iter().any(|f| f == "gd") {
         flags |= libc::MAP_GROWSDOWN as u64;
     }
+    if v.flags.iter().any(|f| f == "nr") {
+        flags |= libc::MAP_NORESERVE as u64;
+    }
     let what = format!("mmap {:#x}-{:#x}", v.start, v.end);
     match &v.backing {
         Backing::Special { .. } => return Ok(()),
@@ -1097,7 +1101,11 @@ fn advise(remote: &Remote, v: &Vma, start: u64, len: u64) -> Result<()> {
 /// credentials (and with them, perhaps, CAP_IPC_LOCK).
 pub fn restore_locks(remote: &Remote, img: &MemoryImage) -> Result<()> {
     for v in img.vmas.iter().filter(|v| v.flags.iter().any(|f| f == "lo")) {
-        remote.call("mlock", libc::SYS_mlock, &[v.start, v.len()])?;
+        // Locked on fault (mlock2 MLOCK_ONFAULT): not populated.
+        match v.flags.iter().any(|f| f == "lf") {
+            true => remote.call("mlock2(MLOCK_ONFAULT)", libc::SYS_mlock2, &[v.start, v.len(), 1])?,
+            false => remote.call("mlock", libc::SYS_mlock, &[v.start, v.len()])?,
+        };
     }
     Ok(())
 }

@@ -107,9 +107,11 @@ pub fn restore_pending(remote: &Remote, tgid: i32, tid: Option<i32>, infos: &[Ve
     Ok(())
 }
 
-/// Every signal but SIGKILL and SIGSTOP.
+/// Every signal but SIGKILL and SIGSTOP (32 and 33 included: glibc's
+/// SIGCANCEL and SIGSETXID, whose handlers setuid() in a multithreaded
+/// process needs).
 fn signals() -> impl Iterator<Item = u32> {
-    (1..=64u32).filter(|s| *s != libc::SIGKILL as u32 && *s != libc::SIGSTOP as u32 && !(32..=33).contains(s))
+    (1..=64u32).filter(|s| *s != libc::SIGKILL as u32 && *s != libc::SIGSTOP as u32)
 }
 
 pub fn dump(remote: &Remote) -> Result<Vec<SigAction>> {
@@ -136,6 +138,10 @@ pub fn dump(remote: &Remote) -> Result<Vec<SigAction>> {
 pub fn restore(remote: &Remote, acts: &[SigAction]) -> Result<()> {
     let at = remote.scratch;
     for signo in signals() {
+        // Images before 32 and 33 were carried leave them as they are.
+        if (32..=33).contains(&signo) && !acts.iter().any(|a| a.signo == signo) {
+            continue;
+        }
         let a = acts.iter().find(|a| a.signo == signo).copied().unwrap_or(SigAction {
             signo,
             handler: 0,
