@@ -351,8 +351,9 @@ pub fn restore(f: &FileImage) -> Result<OwnedFd> {
     Ok(fd)
 }
 
-/// A file deleted while open, made again unnamed (O_TMPFILE) in the
-/// directory of `path` (or /tmp) with `contents`, its permission bits and
+/// A file deleted while open, made again (under its old name, then
+/// unlinked; or unnamed, O_TMPFILE, in the directory of `path` or /tmp)
+/// with `contents`, its permission bits and
 /// owner where the image has them, and opened with `flags`.
 fn ghost(
     path: &str,
@@ -366,11 +367,24 @@ fn ghost(
         .parent()
         .filter(|d| d.is_dir())
         .unwrap_or(std::path::Path::new("/tmp"));
-    let tmp = open(
-        dir,
-        OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+    // Under its old name, then unlinked, so that its links read the same
+    // ("PATH (deleted)"); unnamed (O_TMPFILE) if the name is taken.
+    let named = open(
+        path,
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
         Mode::from_bits_truncate(0o600),
-    )?;
+    );
+    let tmp = match named {
+        Ok(fd) => {
+            nix::unistd::unlink(path)?;
+            fd
+        }
+        Err(_) => open(
+            dir,
+            OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )?,
+    };
     write_all(&tmp, contents)?;
     if let Some((mode, uid, gid)) = meta {
         // Owner first: a change of owner clears set-id bits.
