@@ -1136,7 +1136,7 @@ fn fork_child(ctx: &TreeCtx<'_>, ci: usize) -> std::result::Result<Pid, String> 
     }
     match forked.map_err(|e| format!("clone3 pid {}: {e}", child.pid))? {
         Forked::Child => match child.zombie {
-            Some(status) => become_zombie(status),
+            Some(status) => become_zombie(status, &child.comm),
             None => pre_image(ctx, ci),
         },
         Forked::Parent(pid) => Ok(pid),
@@ -1200,7 +1200,11 @@ fn in_subtree(procs: &[ProcessImage], top: i32, pid: i32) -> bool {
 }
 
 /// Ends the calling task the way the zombie it stands for ended.
-fn become_zombie(status: i32) -> ! {
+fn become_zombie(status: i32, comm: &str) -> ! {
+    // Its name, as ps shows it (else the restorer's).
+    if let Ok(name) = std::ffi::CString::new(comm) {
+        let _ = nix::sys::prctl::set_name(&name);
+    }
     let sig = status & 0x7f;
     if sig != 0 {
         let _ = sys::reset_signals();
