@@ -431,7 +431,7 @@ fn scheduling_and_prctl_attributes_survive() -> Result<()> {
     wait_beats(&pair.a, "a", 2)?;
     let before = attributes(pid)?;
     ensure!(before.contains("nice 5") && before.contains("policy 3"), "{before}");
-    crate::checkpoint::survives_all_cycles(&pair.a, "a")?;
+    let state = crate::checkpoint::cycles_keeping_state(&pair.a, "a")?;
     ensure!(
         attributes(pair.a.pid("a")?)? == before,
         "{before} became {}",
@@ -445,6 +445,7 @@ fn scheduling_and_prctl_attributes_survive() -> Result<()> {
         "after migration: {}",
         attributes(pair.b.pid("a")?)?
     );
+    differ::diff_migrated(&state, &differ::capture_quiet(&pair.b, "a")?).context("after migration")?;
     Ok(())
 }
 
@@ -504,10 +505,11 @@ fn uts_names_set_inside_survive() -> Result<()> {
 fn cycles_and_migration(tag: &str, program: &str) -> Result<()> {
     let pair = Pair::new(tag)?;
     pair.a.run_d("w", &[], &[workload(program).to_str().unwrap()])?;
-    crate::checkpoint::survives_all_cycles(&pair.a, "w")?;
+    let before = crate::checkpoint::cycles_keeping_state(&pair.a, "w")?;
     let last = check_heartbeat(&pair.a.log("w"))?;
     migrate(&pair.a, &pair.b, "w", &[])?;
     wait_beats(&pair.b, "w", last + 2)?;
+    differ::diff_migrated(&before, &differ::capture_quiet(&pair.b, "w")?).context("after migration")?;
     Ok(())
 }
 
@@ -538,10 +540,11 @@ fn memfd_seals_and_o_path_survive() -> Result<()> {
     );
     wait_beats(&pair.a, "w", last + 2)?;
     same(&before, &snapshot(pid)?)?;
-    crate::checkpoint::survives_all_cycles(&pair.a, "w")?;
+    let before = crate::checkpoint::cycles_keeping_state(&pair.a, "w")?;
     let last = check_heartbeat(&pair.a.log("w"))?;
     migrate(&pair.a, &pair.b, "w", &[])?;
     wait_beats(&pair.b, "w", last + 2)?;
+    differ::diff_migrated(&before, &differ::capture_quiet(&pair.b, "w")?).context("after migration")?;
     Ok(())
 }
 
@@ -557,15 +560,18 @@ fn locks_and_fd_owners_survive() -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     pair.a
         .run_d("w", &[], &[workload("kinds").to_str().unwrap(), dir.to_str().unwrap()])?;
-    crate::checkpoint::survives_all_cycles(&pair.a, "w")?;
+    let before = crate::checkpoint::cycles_keeping_state(&pair.a, "w")?;
     let step = "recv:before-resume";
     let mut recv = Receiver::start_env(&pair.b, "127.0.0.1", true, None, &[(FAIL_AT, step)])?;
     let out = pair.a.cmd(&["send", "w", &recv.addr]);
     ensure!(!out.status.success(), "a migration failing at {step} succeeded");
     ensure!(!recv.wait(Duration::from_secs(30))?.success());
     still_healthy(&pair.a, "w")?;
+    differ::diff(&before, &differ::capture_quiet(&pair.a, "w")?).context("after a failed migration")?;
     let last = check_heartbeat(&pair.a.log("w"))?;
     migrate(&pair.a, &pair.b, "w", &[])?;
     wait_beats(&pair.b, "w", last + 2)?;
+    differ::diff_migrated(&before, &differ::capture_quiet(&pair.b, "w")?).context("after migration")?;
+    check_heartbeat(&pair.b.log("w"))?;
     Ok(())
 }
