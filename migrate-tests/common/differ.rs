@@ -24,86 +24,111 @@ use anyhow::{bail, Context, Result};
 
 use super::{beats, TestRoot};
 
-/// Restore defects the differ finds that are not fixed yet: each a glob
-/// (`*` matches anything) over `PHASE: COMM: ITEM [CONTEXT]: BEFORE ->
-/// AFTER (DELTA)`, and what it is. PHASE is "restore" (or resume),
-/// "migration" or "same host"; COMM the process's name and state, as
-/// "tree (Z)"; DELTA, for sets of words (VmFlags, signals), what was lost
-/// and gained, as "(-nr +sd)". A difference matching one is printed, not
-/// failed on.
-pub const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
+/// Restore defects the differ finds that are not fixed yet, each as: the
+/// comparisons it is allowed in ("restore", which includes a resume, or
+/// "migration"), a glob (`*` matches anything) over `COMM (STATE): ITEM
+/// [CONTEXT]: BEFORE -> AFTER (DELTA)`, and what it is. COMM (STATE) is
+/// the process's name and state letter, as "tree (Z)"; DELTA, for sets of
+/// words (VmFlags, signals), what was lost and gained, as "(-nr +sd)". A
+/// difference matching one is printed, not failed on. None apply to
+/// [`diff_same_host`]: a failed checkpoint must change nothing.
+pub const KNOWN_DIFFERENCES: &[(&[&str], &str, &str)] = &[
     (
-        "*: map * [/dev/zero (deleted)]: * /dev/zero (deleted) * -> * /memfd:migrate-shmem (deleted) *",
+        RESTORED,
+        "*: map * [/dev/zero (deleted)]: * /dev/zero (deleted) -> * /memfd:migrate-shmem (deleted)",
         "a shared anonymous mapping comes back as a mapping of a memfd named migrate-shmem (its path in maps changes)",
     ),
     (
-        "* (*): signal 33 []: caught -> ignored",
+        RESTORED,
+        "*: signal 33 []: caught -> ignored",
         "signals 32 and 33 (glibc's SIGCANCEL, SIGSETXID) are not carried: the restored process keeps the restorer's \
          disposition (ignored), so glibc's setxid broadcast (setuid() in a multithreaded process) finds its handler gone",
     ),
-    // A live migration maps the pages it brought with it in pieces, some
-    // of them with MAP_NORESERVE (VmFlags nr): a private anonymous mapping
-    // becomes several, with nr on some (mremap over the whole of it now
-    // fails with EFAULT). Its symptoms:
     (
-        "migration: *: map * [*]: *-* rw-p 00000000 - * -> *-* rw-p 00000000 - *",
-        "migration: an anonymous mapping is split (it ends earlier)",
-    ),
-    (
-        "migration: *: map * [*]: <absent> -> *-* rw-p 00000000 - *",
-        "migration: an anonymous mapping is split (the rest is a mapping of its own)",
-    ),
-    ("migration: *: map * flags [*]: <absent> -> *", "migration: an anonymous mapping is split (its pieces' flags)"),
-    ("migration: *: map * flags [*]: * -> * (+nr)", "migration: pieces of anonymous mappings are MAP_NORESERVE"),
-    (
-        "migration: *: map * flags [*]: * -> * (-lf +nr)",
-        "migration: pieces of anonymous mappings are MAP_NORESERVE (and see -lf)",
-    ),
-    (
-        "migration: *: map * flags [*]: * -> * (-gu +nr)",
-        "migration: pieces of anonymous mappings are MAP_NORESERVE (and only the piece with the guard pages is marked gu)",
-    ),
-    (
-        "*: fd * [* (deleted)]: * (deleted) -> */#* (deleted)",
-        "a file deleted while open comes back unnamed (O_TMPFILE): its fd's link shows /DIR/#INODE instead of its old name",
-    ),
-    (
+        RESTORED,
         "*: map * flags [*]: * -> * (-nr)",
         "MAP_NORESERVE (VmFlags nr) is not carried: the mapping is charged to the commit limit after restore \
          (glibc's per-thread malloc arenas)",
     ),
     (
+        RESTORED,
         "*: map * flags [*]: * -> * (-lf)",
         "a mapping locked on fault (VmFlags lf: mlock2(MLOCK_ONFAULT), or made under mlockall(MCL_FUTURE | MCL_ONFAULT)) \
          comes back locked and populated (lo without lf)",
     ),
     (
+        RESTORED,
+        "*: fd * [* (deleted)]: * (deleted) -> */#* (deleted)",
+        "a file deleted while open comes back unnamed (O_TMPFILE): its fd's link shows DIR/#INODE instead of its old name",
+    ),
+    (
+        RESTORED,
         "* (T): stat exit_code []: 0 -> 19",
         "a stopped process is stopped again by a new SIGSTOP: its parent, which had waited for the stop, can wait for it \
          again (documented)",
     ),
     (
-        "*: fds (*): fd 14 open file [anon_inode:[eventpoll]]: * -> *",
+        RESTORED,
+        "fds (*): fd 14 open file [anon_inode:[eventpoll]]: * -> *",
         "an epoll a child inherited becomes a separate instance (documented in checkpoint-restore.md)",
     ),
     (
-        "*: fds (*): fd 14 epoll tfd 9 [anon_inode:[eventpoll]]: * -> <absent>",
-        "... and the child's instance lacks the target whose fd the child had closed (so it is not \
-         \"the same registrations\" as documented)",
+        RESTORED,
+        "fds (*): fd 14 epoll tfd 9 [anon_inode:[eventpoll]]: * -> <absent>",
+        "... and the child's instance lacks the target whose fd the child had closed (not \"the same registrations\" \
+         as documented)",
     ),
+    // A zombie comes back as a copy of the restorer that exited.
     (
+        RESTORED,
         "* (Z): comm []: * -> migrate",
-        "a zombie comes back as a copy of the restorer that exited: named migrate (ps shows [migrate] <defunct>)",
+        "a zombie comes back named migrate (ps shows [migrate] <defunct>)",
     ),
+    (RESTORED, "* (Z): status Name []: * -> migrate", "a zombie comes back named migrate"),
     (
-        "* (Z): status Name []: * -> migrate",
-        "a zombie comes back as a copy of the restorer that exited: named migrate",
-    ),
-    (
+        RESTORED,
         "* (Z): signal * []: * -> *",
-        "a zombie comes back as a copy of the restorer that exited: with the restorer's signal dispositions",
+        "a zombie comes back with the restorer's signal dispositions",
+    ),
+    // A live migration maps the pages it brought with it in pieces, some
+    // of them with MAP_NORESERVE (VmFlags nr): a private anonymous mapping
+    // becomes several, with nr on some (an mremap() that resizes the whole
+    // of it now fails with EFAULT: the range must be one mapping). Its
+    // symptoms:
+    (
+        MIGRATED,
+        "*: map * [*]: *-* rw-p 00000000 - * -> *-* rw-p 00000000 - *",
+        "migration splits an anonymous mapping (it ends earlier)",
+    ),
+    (
+        MIGRATED,
+        "*: map * [*]: <absent> -> *-* rw-p 00000000 - *",
+        "migration splits an anonymous mapping (the rest is a mapping of its own)",
+    ),
+    (
+        MIGRATED,
+        "*: map * flags [*]: <absent> -> *",
+        "migration splits an anonymous mapping (the pieces' flags)",
+    ),
+    (
+        MIGRATED,
+        "*: map * flags [*]: * -> * (+nr)",
+        "migration makes pieces of anonymous mappings MAP_NORESERVE",
+    ),
+    (
+        MIGRATED,
+        "*: map * flags [*]: * -> * (-lf +nr)",
+        "migration makes pieces of anonymous mappings MAP_NORESERVE (and -lf: see above)",
+    ),
+    (
+        MIGRATED,
+        "*: map * flags [*]: * -> * (-gu +nr)",
+        "migration makes pieces of anonymous mappings MAP_NORESERVE (and only the piece with the guard pages is marked gu)",
     ),
 ];
+
+const RESTORED: &[&str] = &["restore", "migration"];
+const MIGRATED: &[&str] = &["migration"];
 
 /// What workloads change by themselves while they run, so that no two
 /// captures agree on it (found by [`capture_quiet`]'s second capture):
@@ -167,7 +192,10 @@ pub fn capture_quiet(root: &TestRoot, name: &str) -> Result<State> {
     let pid1 = root.pid(name)?;
     let mut last_err = None;
     for _ in 0..3 {
-        let mut a = capture_raw(after_beat(root, name, pid1)?)?;
+        let pid = after_beat(root, name, pid1)?;
+        let start = Instant::now();
+        let mut a = capture_raw(pid)?;
+        let took = start.elapsed();
         let mut b = capture_raw(after_beat(root, name, pid1)?)?;
         let same = |x: &Proc, y: Option<&Proc>| y.is_some_and(|y| y.host_pid == x.host_pid && y.comm == x.comm);
         let keep: Vec<i32> = a
@@ -185,7 +213,10 @@ pub fn capture_quiet(root: &TestRoot, name: &str) -> Result<State> {
             if let Ok(dir) = std::env::var("MIGRATE_DIFFER_DUMP") {
                 // For a look at what is compared: one file per capture.
                 let n = DUMPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let _ = std::fs::write(format!("{dir}/{name}-{}-{n}.txt", std::process::id()), a.to_string());
+                let _ = std::fs::write(
+                    format!("{dir}/{name}-{}-{n}.txt", std::process::id()),
+                    format!("# captured in {took:?}\n{a}"),
+                );
             }
             return Ok(a);
         }
@@ -318,11 +349,11 @@ fn delta(a: &str, b: &str) -> String {
 
 /// Why a difference is allowed, if it is.
 fn known(phase: &str, d: &Difference) -> Option<&'static str> {
-    let subject = format!("{phase}: {}", d.subject());
+    let subject = d.subject();
     KNOWN_DIFFERENCES
         .iter()
-        .find(|(g, _)| glob(g, &subject))
-        .map(|(_, why)| *why)
+        .find(|(when, g, _)| when.contains(&phase) && glob(g, &subject))
+        .map(|(_, _, why)| *why)
 }
 
 fn volatile(comm: &str, item: &Item) -> bool {
@@ -366,12 +397,21 @@ fn differences(before: &State, after: &State, host: bool) -> Vec<Difference> {
             }
         }
     };
+    // Mounts the host has too, in either capture, are the host's business.
+    let hosts: Vec<&str> = (before.container.iter().chain(&after.container))
+        .filter(|i| i.ctx == HOST_MOUNT)
+        .map(|i| i.key.as_str())
+        .collect();
+    let own = |c: &[Item]| -> Vec<Item> {
+        let host = |i: &&Item| hosts.contains(&i.key.strip_prefix("host ").unwrap_or(&i.key));
+        c.iter().filter(|i| !host(i)).cloned().collect()
+    };
     items(
         "container",
         "container",
         "container",
-        &before.container,
-        &after.container,
+        &own(&before.container),
+        &own(&after.container),
     );
     for (pid, p) in &before.procs {
         let whose = format!("process {pid} ({})", p.comm);
@@ -1239,11 +1279,26 @@ fn map_items(base: &str, out: &mut Vec<Item>) {
     flush(&mut cur, "?");
 }
 
+/// The context of a mount of the container that the host has too.
+const HOST_MOUNT: &str = "the host's";
+
+/// What a mountinfo line says of a mount but its IDs, device and
+/// propagation: mount point, root, options, type, source, super options.
+fn mount_identity(line: &str) -> Option<String> {
+    let (head, tail) = line.split_once(" - ")?;
+    let h: Vec<&str> = head.split(' ').collect();
+    (h.len() >= 6).then(|| format!("{} {} {} - {tail}", h[4], h[3], h[5]))
+}
+
 /// The container as a whole: mounts (as PID 1 sees them), host and domain
 /// name (read in its UTS namespace, by a thread that enters it).
 fn capture_container(pid1: i32) -> Result<Vec<Item>> {
     let mut out = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
+    let host: std::collections::HashSet<String> = read("/proc/self/mountinfo")
+        .lines()
+        .filter_map(mount_identity)
+        .collect();
     for line in read(&format!("/proc/{pid1}/mountinfo")).lines() {
         // ID PARENT MAJ:MIN ROOT POINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER
         let (head, tail) = line.split_once(" - ").unwrap_or((line, ""));
@@ -1269,10 +1324,20 @@ fn capture_container(pid1: i32) -> Result<Vec<Item>> {
         } else {
             format!("mount {point} ({n})")
         };
+        // A container without a root of its own starts with a copy of the
+        // host's mounts, and a restore copies them again: what the host
+        // mounted or unmounted meanwhile (other tests' tmpfs and netns
+        // mounts) differs. A mount the host has too is marked so, and left
+        // out when either capture marks it.
+        let ctx = if mount_identity(line).is_some_and(|m| host.contains(&m)) {
+            HOST_MOUNT
+        } else {
+            point
+        };
         out.push(item(
             &key,
             &format!("root {} {} {} - {tail}", h[3], h[5], optional.join(" ")),
-            point,
+            ctx,
         ));
         out.push(host_item(&key, &format!("{} {} {}", h[0], h[1], h[2])));
     }
