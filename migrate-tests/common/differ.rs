@@ -192,11 +192,12 @@ pub fn capture_quiet(root: &TestRoot, name: &str) -> Result<State> {
     let pid1 = root.pid(name)?;
     let mut last_err = None;
     for _ in 0..3 {
-        let pid = after_beat(root, name, pid1)?;
+        after_beat(root, name)?;
         let start = Instant::now();
-        let mut a = capture_raw(pid)?;
+        let mut a = capture_raw(pid1)?;
         let took = start.elapsed();
-        let mut b = capture_raw(after_beat(root, name, pid1)?)?;
+        after_beat(root, name)?;
+        let mut b = capture_raw(pid1)?;
         let same = |x: &Proc, y: Option<&Proc>| y.is_some_and(|y| y.host_pid == x.host_pid && y.comm == x.comm);
         let keep: Vec<i32> = a
             .procs
@@ -249,8 +250,8 @@ impl std::fmt::Display for State {
 }
 
 /// Waits for the next beat in `name`'s log, then a little longer (a
-/// shell forks its sleep after the echo); returns `pid1`.
-fn after_beat(root: &TestRoot, name: &str, pid1: i32) -> Result<i32> {
+/// shell forks its sleep after the echo).
+fn after_beat(root: &TestRoot, name: &str) -> Result<()> {
     let last = |r: &TestRoot| beats(&r.log(name)).last().copied().unwrap_or(0);
     let n = last(root);
     let start = Instant::now();
@@ -261,7 +262,7 @@ fn after_beat(root: &TestRoot, name: &str, pid1: i32) -> Result<i32> {
         std::thread::sleep(Duration::from_millis(2));
     }
     std::thread::sleep(Duration::from_millis(10));
-    Ok(pid1)
+    Ok(())
 }
 
 /// Compares a capture before a checkpoint with one after the restore (or
