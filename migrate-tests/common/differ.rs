@@ -722,8 +722,8 @@ const STATUS_SKIP: &[(&str, &str)] = &[
     ("Mems_allowed_list", "the host's memory nodes"),
     ("Kthread", "never a kernel thread"),
     // The size the fd table was allocated to: it grows when higher fds
-    // are used (as the restorer's own, for a while) and never shrinks.
-    // The fds themselves are compared one by one.
+    // are used (as the restorer's own, for a while) and never shrinks
+    // (seen: 64 became 256). The fds themselves are compared one by one.
     ("FDSize", "allocation size of the fd table"),
 ];
 
@@ -776,16 +776,18 @@ fn status_items(prefix: &str, status: &str, pids: &Pids, out: &mut Vec<Item>) {
     }
 }
 
-// PF_* bits of /proc/PID/stat's flags that are not compared.
+// PF_* bits of /proc/PID/stat's flags that are not compared (found by
+// running the workloads; the others are compared, PF_EXITING of a zombie,
+// PF_RANDOMIZE...).
 const PF_SKIP: &[(u64, &str)] = &[
-    (0x4, "PF_EXITING"),
     // Restored tasks are forked copies that never exec, whether or not the
-    // originals did.
+    // originals did (seen: PID 1 of every workload gains it).
     (0x40, "PF_FORKNOEXEC"),
-    (
-        0x100,
-        "PF_SUPERPRIV: \"used super-user privileges\", set by the restorer's work in the task",
-    ),
+    // "Used super-user privileges" (for process accounting): set by what
+    // the restorer does as root in the task (seen: forked children, which
+    // had not used any, gain it).
+    (0x100, "PF_SUPERPRIV"),
+    // Set for the time of an allocation or I/O only.
     (0x800, "PF_MEMALLOC: transient"),
     (0x40000, "PF_MEMALLOC_NOFS: transient"),
     (0x80000, "PF_MEMALLOC_NOIO: transient"),
