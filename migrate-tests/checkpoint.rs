@@ -4,14 +4,23 @@
 
 use std::time::Duration;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 
 use crate::common::*;
 
 /// Checkpoint + restore, twice, then suspend + resume; the heartbeat must
-/// go on after each.
+/// go on after each, and what /proc shows of the container (the state
+/// differ) be as before.
 pub fn survives_all_cycles(root: &TestRoot, name: &str) -> Result<()> {
-    let mut last = wait_beats(root, name, 3)?;
+    cycles_keeping_state(root, name).map(|_| ())
+}
+
+/// [`survives_all_cycles`], returning the state captured before the first
+/// checkpoint (to compare with after a migration).
+pub fn cycles_keeping_state(root: &TestRoot, name: &str) -> Result<differ::State> {
+    wait_beats(root, name, 3)?;
+    let before = differ::capture_quiet(root, name)?;
+    let mut last = check_heartbeat(&root.log(name))?;
     for round in 0..2 {
         let dir = root.dir.join(format!("image-{round}"));
         root.ok(&["checkpoint", name, "--dir", dir.to_str().unwrap()])?;
@@ -25,7 +34,10 @@ pub fn survives_all_cycles(root: &TestRoot, name: &str) -> Result<()> {
         );
         root.ok(&["restore", "--dir", dir.to_str().unwrap()])?;
         ensure!(root.status(name)? == "running", "status after restore");
-        last = wait_beats(root, name, last.max(frozen_at) + 3)?;
+        wait_beats(root, name, last.max(frozen_at) + 3)?;
+        differ::diff(&before, &differ::capture_quiet(root, name)?)
+            .with_context(|| format!("after restore {}", round + 1))?;
+        last = check_heartbeat(&root.log(name))?;
     }
     root.ok(&["suspend", name])?;
     ensure!(root.status(name)? == "suspended");
@@ -33,7 +45,9 @@ pub fn survives_all_cycles(root: &TestRoot, name: &str) -> Result<()> {
     root.ok(&["resume", name])?;
     ensure!(root.status(name)? == "running");
     wait_beats(root, name, last + 3)?;
-    Ok(())
+    differ::diff(&before, &differ::capture_quiet(root, name)?).context("after resume")?;
+    check_heartbeat(&root.log(name))?;
+    Ok(before)
 }
 
 fn workload_cycles(tag: &str, program: &str, args: &[&str]) -> Result<()> {

@@ -11,74 +11,12 @@ use anyhow::{ensure, Context, Result};
 use crate::common::*;
 use crate::migration::{migrate, nothing_left, still_healthy, Pair, Receiver};
 
-/// What a failed checkpoint must leave exactly as it was, per process of
-/// the container: its mappings, its fds (with their positions and flags)
-/// and its signal masks. A state differ over /proc, in small.
-fn snapshot(pid1: i32) -> Result<String> {
-    let mut pids = vec![pid1];
-    let mut i = 0;
-    while i < pids.len() {
-        pids.extend(children(pids[i]));
-        i += 1;
-    }
-    let mut out = String::new();
-    for pid in pids {
-        let read = |what: &str| std::fs::read_to_string(format!("/proc/{pid}/{what}")).unwrap_or_default();
-        out += &format!("== {pid} maps\n{}", read("maps"));
-        let status = read("status");
-        for l in status.lines().filter(|l| {
-            // SigQ counts the signals queued for the whole user, not
-            // the process's own.
-            [
-                "State", "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt", "Seccomp", "Threads",
-            ]
-            .iter()
-            .any(|k| l.starts_with(k))
-        }) {
-            // Sleeping or running is not state a checkpoint may change,
-            // but stopped (T/t) is.
-            let l = l.replace("R (running)", "S (sleeping)");
-            out += &format!("{l}\n");
-        }
-        let mut fds: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/fd"))?
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        fds.sort();
-        for fd in fds {
-            let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap_or_default();
-            let info = read(&format!("fdinfo/{fd}"));
-            // The log's position moves as the container writes.
-            let info: String = info
-                .lines()
-                .filter(|l| !(l.starts_with("pos:") && link.to_string_lossy().ends_with("/log")))
-                .map(|l| format!("  {l}\n"))
-                .collect();
-            out += &format!("fd {fd} -> {}\n{info}", link.display());
-        }
-    }
-    Ok(out)
-}
-
-/// The first difference between two snapshots.
-fn same(before: &str, after: &str) -> Result<()> {
-    if let Some((a, b)) = before.lines().zip(after.lines()).find(|(a, b)| a != b) {
-        anyhow::bail!("state changed: {a:?} became {b:?}");
-    }
-    ensure!(
-        before.lines().count() == after.lines().count(),
-        "state changed:\n{before}\nbecame\n{after}"
-    );
-    Ok(())
-}
-
 const FAIL_AT: &str = "MIGRATE_FAIL_AT";
 
 /// A checkpoint failed at `step`: the container runs on, untouched.
 fn checkpoint_fails_harmlessly(root: &TestRoot, name: &str, step: &str) -> Result<()> {
-    let pid = root.pid(name)?;
     let last = wait_beats(root, name, 2)?;
-    let before = snapshot(pid)?;
+    let before = differ::capture_quiet(root, name)?;
     let dir = root.dir.join("image-fail");
     let out = root.cmd_env(
         &[(FAIL_AT, step)],
@@ -92,7 +30,8 @@ fn checkpoint_fails_harmlessly(root: &TestRoot, name: &str, step: &str) -> Resul
     ensure!(root.status(name)? == "running", "at {step}: not running");
     ensure!(!dir.join("manifest").exists(), "at {step}: an image was left");
     wait_beats(root, name, last + 2).with_context(|| format!("after a failure at {step}"))?;
-    same(&before, &snapshot(pid)?).with_context(|| format!("after a failure at {step}"))?;
+    differ::diff_same_host(&before, &differ::capture_quiet(root, name)?)
+        .with_context(|| format!("after a failure at {step}"))?;
     Ok(())
 }
 
@@ -226,7 +165,7 @@ fn strict_seccomp_is_refused_before_anything_stops() -> Result<()> {
     let child = *children(pid).first().context("the strict child")?;
     let status = std::fs::read_to_string(format!("/proc/{child}/status"))?;
     ensure!(status.contains("Seccomp:\t1"), "the child is not in strict mode");
-    let before = snapshot(pid)?;
+    let before = differ::capture_quiet(&root, "s")?;
     let dir = root.dir.join("image");
     for args in [
         vec!["checkpoint", "s", "--dir", dir.to_str().unwrap()],
@@ -243,7 +182,7 @@ fn strict_seccomp_is_refused_before_anything_stops() -> Result<()> {
     ensure!(alive(child), "the strict-mode process was killed");
     ensure!(root.status("s")? == "running");
     wait_beats(&root, "s", last + 3)?;
-    same(&before, &snapshot(pid)?)?;
+    differ::diff_same_host(&before, &differ::capture_quiet(&root, "s")?)?;
     Ok(())
 }
 
@@ -396,9 +335,9 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
         ),
     ] {
         let _ = std::fs::remove_file(path);
-        let pid = root.run_d(what, &[], &[workload("odd").to_str().unwrap(), what, path])?;
+        root.run_d(what, &[], &[workload("odd").to_str().unwrap(), what, path])?;
         let last = wait_beats(&root, what, 2)?;
-        let before = snapshot(pid)?;
+        let before = differ::capture_quiet(&root, what)?;
         let out = root.cmd(&["checkpoint", what, "--dir", dir.to_str().unwrap()]);
         let err = String::from_utf8_lossy(&out.stderr);
         ensure!(!out.status.success(), "{what}: the checkpoint succeeded");
@@ -409,7 +348,7 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
         );
         ensure!(root.status(what)? == "running", "{what}");
         wait_beats(&root, what, last + 2)?;
-        same(&before, &snapshot(pid)?).with_context(|| what.to_string())?;
+        differ::diff_same_host(&before, &differ::capture_quiet(&root, what)?).with_context(|| what.to_string())?;
         root.ok(&["rm", "-f", what])?;
     }
     Ok(())
@@ -453,7 +392,7 @@ fn scheduling_and_prctl_attributes_survive() -> Result<()> {
     wait_beats(&pair.a, "a", 2)?;
     let before = attributes(pid)?;
     ensure!(before.contains("nice 5") && before.contains("policy 3"), "{before}");
-    crate::checkpoint::survives_all_cycles(&pair.a, "a")?;
+    let state = crate::checkpoint::cycles_keeping_state(&pair.a, "a")?;
     ensure!(
         attributes(pair.a.pid("a")?)? == before,
         "{before} became {}",
@@ -467,6 +406,7 @@ fn scheduling_and_prctl_attributes_survive() -> Result<()> {
         "after migration: {}",
         attributes(pair.b.pid("a")?)?
     );
+    differ::diff_migrated(&state, &differ::capture_quiet(&pair.b, "a")?).context("after migration")?;
     Ok(())
 }
 
@@ -526,10 +466,11 @@ fn uts_names_set_inside_survive() -> Result<()> {
 fn cycles_and_migration(tag: &str, program: &str) -> Result<()> {
     let pair = Pair::new(tag)?;
     pair.a.run_d("w", &[], &[workload(program).to_str().unwrap()])?;
-    crate::checkpoint::survives_all_cycles(&pair.a, "w")?;
+    let before = crate::checkpoint::cycles_keeping_state(&pair.a, "w")?;
     let last = check_heartbeat(&pair.a.log("w"))?;
     migrate(&pair.a, &pair.b, "w", &[])?;
     wait_beats(&pair.b, "w", last + 2)?;
+    differ::diff_migrated(&before, &differ::capture_quiet(&pair.b, "w")?).context("after migration")?;
     Ok(())
 }
 
@@ -545,9 +486,9 @@ fn mlocked_memory_stays_locked() -> Result<()> {
 #[test]
 fn memfd_seals_and_o_path_survive() -> Result<()> {
     let pair = Pair::new("seals")?;
-    let pid = pair.a.run_d("w", &[], &[workload("fdkinds").to_str().unwrap()])?;
+    pair.a.run_d("w", &[], &[workload("fdkinds").to_str().unwrap()])?;
     let last = wait_beats(&pair.a, "w", 2)?;
-    let before = snapshot(pid)?;
+    let before = differ::capture_quiet(&pair.a, "w")?;
     let dir = pair.a.dir.join("image-capped");
     let out = pair
         .a
@@ -559,11 +500,12 @@ fn memfd_seals_and_o_path_survive() -> Result<()> {
         "{err}"
     );
     wait_beats(&pair.a, "w", last + 2)?;
-    same(&before, &snapshot(pid)?)?;
-    crate::checkpoint::survives_all_cycles(&pair.a, "w")?;
+    differ::diff_same_host(&before, &differ::capture_quiet(&pair.a, "w")?)?;
+    let before = crate::checkpoint::cycles_keeping_state(&pair.a, "w")?;
     let last = check_heartbeat(&pair.a.log("w"))?;
     migrate(&pair.a, &pair.b, "w", &[])?;
     wait_beats(&pair.b, "w", last + 2)?;
+    differ::diff_migrated(&before, &differ::capture_quiet(&pair.b, "w")?).context("after migration")?;
     Ok(())
 }
 
@@ -579,15 +521,18 @@ fn locks_and_fd_owners_survive() -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     pair.a
         .run_d("w", &[], &[workload("kinds").to_str().unwrap(), dir.to_str().unwrap()])?;
-    crate::checkpoint::survives_all_cycles(&pair.a, "w")?;
+    let before = crate::checkpoint::cycles_keeping_state(&pair.a, "w")?;
     let step = "recv:before-resume";
     let mut recv = Receiver::start_env(&pair.b, "127.0.0.1", true, None, &[(FAIL_AT, step)])?;
     let out = pair.a.cmd(&["send", "w", &recv.addr]);
     ensure!(!out.status.success(), "a migration failing at {step} succeeded");
     ensure!(!recv.wait(Duration::from_secs(30))?.success());
     still_healthy(&pair.a, "w")?;
+    differ::diff(&before, &differ::capture_quiet(&pair.a, "w")?).context("after a failed migration")?;
     let last = check_heartbeat(&pair.a.log("w"))?;
     migrate(&pair.a, &pair.b, "w", &[])?;
     wait_beats(&pair.b, "w", last + 2)?;
+    differ::diff_migrated(&before, &differ::capture_quiet(&pair.b, "w")?).context("after migration")?;
+    check_heartbeat(&pair.b.log("w"))?;
     Ok(())
 }
