@@ -471,7 +471,7 @@ fn dump(
     tracing::debug!("dump: seized, thawed");
     for entry in seized.tids.iter_mut() {
         entry.1 = ptrace::wait_stop(Pid::from_raw(entry.0)).map_err(|source| Error::Ptrace {
-            phase: "wait for stop",
+            phase: "wait for stop (a process in vfork or in an uninterruptible wait did not stop; try again)",
             tid: entry.0,
             source,
         })?;

@@ -55,12 +55,28 @@ pub enum Stop {
 
 /// Waits for the next state change of a traced task (any thread).
 pub fn wait(tid: Pid) -> Result<Stop, Errno> {
+    wait_until(tid, None)
+}
+
+/// [`wait`], giving up with ETIMEDOUT at `deadline`.
+pub fn wait_until(tid: Pid, deadline: Option<std::time::Instant>) -> Result<Stop, Errno> {
     let mut status: libc::c_int = 0;
+    let flags = match deadline {
+        Some(_) => libc::__WALL | libc::WNOHANG,
+        None => libc::__WALL,
+    };
     loop {
         // SAFETY: waitpid writes the status into `status`, alive for the call.
-        let ret = unsafe { libc::waitpid(tid.as_raw(), &mut status, libc::__WALL) };
-        if ret >= 0 {
+        let ret = unsafe { libc::waitpid(tid.as_raw(), &mut status, flags) };
+        if ret > 0 || (ret == 0 && deadline.is_none()) {
             break;
+        }
+        if ret == 0 {
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Err(Errno::ETIMEDOUT);
+            }
+            std::thread::sleep(std::time::Duration::from_micros(50));
+            continue;
         }
         match Errno::last() {
             Errno::EINTR => continue,
@@ -81,13 +97,21 @@ pub fn wait(tid: Pid) -> Result<Stop, Errno> {
     })
 }
 
+/// How long a seized task may take to stop.
+pub const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Waits until `tid` reports a ptrace event-stop (PTRACE_EVENT_STOP),
 /// passing over signal-delivery stops. Signals seen meanwhile are returned
 /// so that the caller can deliver them again when it lets the task go.
+///
+/// Gives up with ETIMEDOUT after [`STOP_TIMEOUT`]: a task may not stop at
+/// all (a parent in vfork waits, uninterruptibly, for a child that is
+/// stopped itself).
 pub fn wait_stop(tid: Pid) -> Result<Vec<i32>, Errno> {
+    let deadline = std::time::Instant::now() + STOP_TIMEOUT;
     let mut held = Vec::new();
     loop {
-        match wait(tid)? {
+        match wait_until(tid, Some(deadline))? {
             Stop::Event(EVENT_STOP) => return Ok(held),
             Stop::Signal(sig) => {
                 // A signal arrived before our stop: keep it, and suppress it
