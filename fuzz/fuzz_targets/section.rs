@@ -12,7 +12,6 @@ use libfuzzer_sys::fuzz_target;
 use migrate::engine::ContainerImage;
 use migrate::image::{decode_section, Manifest, FORMAT_VERSION, SECTION_MAGIC};
 use migrate::kinds::files::FilesImage;
-use migrate::kinds::memory::MemoryImage;
 use migrate::kinds::mounts::TmpfsImage;
 use migrate::kinds::pstree::{self, ProcessImage};
 use migrate::kinds::signals::SignalsImage;
