@@ -269,11 +269,18 @@ pub fn dump(remote: &Remote) -> Result<ProcAttrs> {
     let thp_disable = get("prctl(PR_GET_THP_DISABLE)", PR_GET_THP_DISABLE)? != 0;
     let timerslack_ns = get("prctl(PR_GET_TIMERSLACK)", PR_GET_TIMERSLACK)?;
     let subreaper = remote.prctl_get_int("prctl(PR_GET_CHILD_SUBREAPER)", PR_GET_CHILD_SUBREAPER)? != 0;
-    let membarrier = remote.call(
+    // Kernels before 6.3 can not say (EINVAL): none are carried there.
+    let membarrier = match remote.call(
         "membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS)",
         libc::SYS_membarrier,
         &[MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0],
-    )? as u32;
+    ) {
+        Ok(mask) => mask as u32,
+        Err(remote::Error::Sys {
+            source: Errno::EINVAL, ..
+        }) => 0,
+        Err(e) => return Err(e.into()),
+    };
     let mlock_future = mlock_future(remote)?;
     Ok(ProcAttrs {
         nice,
