@@ -114,6 +114,28 @@ pub fn decode_section<T: DeserializeOwned>(name: &str, bytes: &[u8]) -> Result<T
     decode_payload(name, payload)
 }
 
+/// Decodes a section whose kind writes it at `version`: at that version as
+/// `T`, at an older one (down to [`OLDEST_FORMAT_VERSION`]) as `Old`,
+/// converted by `upgrade`; a newer one is refused.
+pub fn decode_versioned<T: DeserializeOwned, Old: DeserializeOwned>(
+    name: &str,
+    bytes: &[u8],
+    version: u32,
+    upgrade: impl FnOnce(Old) -> T,
+) -> Result<T> {
+    let (found, payload) = open_section(name, bytes)?;
+    match found {
+        v if v == version => decode_payload(name, payload),
+        v if (OLDEST_FORMAT_VERSION..version).contains(&v) => decode_payload(name, payload).map(upgrade),
+        found => Err(Error::Version {
+            name: name.to_string(),
+            found,
+            oldest: OLDEST_FORMAT_VERSION,
+            newest: version,
+        }),
+    }
+}
+
 /// Decodes a section's payload (from [`open_section`]).
 pub fn decode_payload<T: DeserializeOwned>(name: &str, payload: &[u8]) -> Result<T> {
     postcard::from_bytes(payload).map_err(|e| Error::Decode {

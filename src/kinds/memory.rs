@@ -233,31 +233,18 @@ pub fn encode_section(images: &[(i32, MemoryImage)]) -> Vec<u8> {
 
 /// Reads the `mm` section at this version or an older one.
 pub fn decode_section(bytes: &[u8]) -> crate::image::Result<Vec<(i32, MemoryImage)>> {
-    use crate::image;
-    let (version, payload) = image::open_section(SECTION, bytes)?;
-    match version {
-        VERSION => image::decode_payload(SECTION, payload),
-        v if (image::OLDEST_FORMAT_VERSION..VERSION).contains(&v) => {
-            let old: Vec<(i32, MemoryImageV4)> = image::decode_payload(SECTION, payload)?;
-            Ok(old
-                .into_iter()
-                .map(|(pid, m)| {
-                    let m = MemoryImage {
-                        vmas: m.vmas,
-                        mm: m.mm,
-                        guards: Vec::new(),
-                    };
-                    (pid, m)
-                })
-                .collect())
-        }
-        found => Err(image::Error::Version {
-            name: SECTION.to_string(),
-            found,
-            oldest: image::OLDEST_FORMAT_VERSION,
-            newest: VERSION,
-        }),
-    }
+    crate::image::decode_versioned(SECTION, bytes, VERSION, |old: Vec<(i32, MemoryImageV4)>| {
+        old.into_iter()
+            .map(|(pid, m)| {
+                let m = MemoryImage {
+                    vmas: m.vmas,
+                    mm: m.mm,
+                    guards: Vec::new(),
+                };
+                (pid, m)
+            })
+            .collect()
+    })
 }
 
 impl MemoryImage {

@@ -128,43 +128,31 @@ pub fn encode(attrs: &[(i32, ProcAttrs)]) -> Vec<u8> {
 
 /// Reads the section at this version or an older one.
 pub fn decode(bytes: &[u8]) -> image::Result<Vec<(i32, ProcAttrs)>> {
-    let (version, payload) = image::open_section(SECTION, bytes)?;
-    match version {
-        VERSION => image::decode_payload(SECTION, payload),
-        v if (image::OLDEST_FORMAT_VERSION..VERSION).contains(&v) => {
-            let old: Vec<(i32, ProcAttrsV4)> = image::decode_payload(SECTION, payload)?;
-            Ok(old
-                .into_iter()
-                .map(|(pid, a)| {
-                    let a = ProcAttrs {
-                        nice: a.nice,
-                        policy: a.policy,
-                        rt_priority: a.rt_priority,
-                        oom_score_adj: a.oom_score_adj,
-                        loginuid: a.loginuid,
-                        dumpable: a.dumpable,
-                        subreaper: a.subreaper,
-                        thp_disable: a.thp_disable,
-                        timerslack_ns: a.timerslack_ns,
-                        membarrier: 0,
-                        mlock_future: 0,
-                        stopped: false,
-                        chroot: None,
-                        personality: 0,
-                        ioprio: 0,
-                        affinity: None,
-                    };
-                    (pid, a)
-                })
-                .collect())
-        }
-        found => Err(image::Error::Version {
-            name: SECTION.to_string(),
-            found,
-            oldest: image::OLDEST_FORMAT_VERSION,
-            newest: VERSION,
-        }),
-    }
+    image::decode_versioned(SECTION, bytes, VERSION, |old: Vec<(i32, ProcAttrsV4)>| {
+        old.into_iter()
+            .map(|(pid, a)| {
+                let a = ProcAttrs {
+                    nice: a.nice,
+                    policy: a.policy,
+                    rt_priority: a.rt_priority,
+                    oom_score_adj: a.oom_score_adj,
+                    loginuid: a.loginuid,
+                    dumpable: a.dumpable,
+                    subreaper: a.subreaper,
+                    thp_disable: a.thp_disable,
+                    timerslack_ns: a.timerslack_ns,
+                    membarrier: 0,
+                    mlock_future: 0,
+                    stopped: false,
+                    chroot: None,
+                    personality: 0,
+                    ioprio: 0,
+                    affinity: None,
+                };
+                (pid, a)
+            })
+            .collect()
+    })
 }
 
 impl ProcAttrs {
