@@ -122,13 +122,7 @@ impl GhostFile {
     /// Whether its extents are in order and inside its size (restore
     /// writes them at their offsets).
     pub fn fits(&self) -> bool {
-        let mut end = 0u64;
-        self.size <= i64::MAX as u64
-            && self.extents.iter().all(|(off, bytes)| {
-                let ok = *off >= end && off.checked_add(bytes.len() as u64).is_some_and(|e| e <= self.size);
-                end = off + bytes.len() as u64;
-                ok
-            })
+        super::regfile::extents_fit(self.size, &self.extents)
     }
 }
 
@@ -718,20 +712,10 @@ fn read_ghost(pid: i32, m: &MapLine, id: u64, cap: u64) -> Result<GhostFile> {
     };
     let file = File::open(&link).map_err(err)?;
     let size = file.metadata().map_err(err)?.len();
-    let mut extents = Vec::new();
-    let mut data = 0u64;
-    let mut at = 0u64;
-    use nix::unistd::{lseek, Whence};
-    while at < size {
-        let start = match lseek(&file, at as i64, Whence::SeekData) {
-            Ok(d) => d as u64,
-            Err(sys::Errno::ENXIO) => break,
-            Err(e) => return Err(err(e.into())),
-        };
-        let end = (lseek(&file, start as i64, Whence::SeekHole).map_err(|e| err(e.into()))? as u64).min(size);
-        data += end.saturating_sub(start);
-        if data > cap {
-            return Err(Error::Unsupported {
+    let spans = super::regfile::extents_of(&file, size).map_err(err)?;
+    let data: u64 = spans.iter().map(|e| e.1).sum();
+    if data > cap {
+        return Err(Error::Unsupported {
                 pid,
                 start: m.start,
                 end: m.end,
@@ -740,11 +724,12 @@ fn read_ghost(pid: i32, m: &MapLine, id: u64, cap: u64) -> Result<GhostFile> {
                     "a deleted file of more than {cap} bytes of data, over the cap for files carried in the image; raise it with --file-cap"
                 ),
             });
-        }
-        let mut bytes = vec![0u8; end.saturating_sub(start) as usize];
+    }
+    let mut extents = Vec::with_capacity(spans.len());
+    for (start, len) in spans {
+        let mut bytes = vec![0u8; len as usize];
         file.read_exact_at(&mut bytes, start).map_err(err)?;
         extents.push((start, bytes));
-        at = end.max(start + 1);
     }
     Ok(GhostFile {
         id,

@@ -60,23 +60,29 @@ impl FileImage {
     /// Whether a sparse file's extents are in order, apart, and inside its
     /// size (restore writes them at their offsets).
     pub fn extents_fit(&self) -> bool {
-        let FileKind::SparseFile { size, extents, .. } = &self.kind else {
-            return true;
-        };
-        let mut end = 0u64;
-        *size <= i64::MAX as u64
-            && extents.iter().all(|(off, bytes)| {
-                let ok = *off >= end && off.checked_add(bytes.len() as u64).is_some_and(|e| e <= *size);
-                end = off + bytes.len() as u64;
-                ok
-            })
+        match &self.kind {
+            FileKind::SparseFile { size, extents, .. } => extents_fit(*size, extents),
+            _ => true,
+        }
     }
+}
+
+/// Whether data `extents` (offset, bytes) are in order, apart, and inside
+/// `size` (a restore writes them at their offsets).
+pub(crate) fn extents_fit(size: u64, extents: &[(u64, Vec<u8>)]) -> bool {
+    let mut end = 0u64;
+    size <= i64::MAX as u64
+        && extents.iter().all(|(off, bytes)| {
+            let ok = *off >= end && off.checked_add(bytes.len() as u64).is_some_and(|e| e <= size);
+            end = off + bytes.len() as u64;
+            ok
+        })
 }
 
 /// The data extents of the file behind `file` (offset, length), found
 /// with SEEK_DATA/SEEK_HOLE; a file system without them reports one
 /// extent, the whole file.
-fn extents_of(file: &std::fs::File, size: u64) -> std::io::Result<Vec<(u64, u64)>> {
+pub(crate) fn extents_of(file: &std::fs::File, size: u64) -> std::io::Result<Vec<(u64, u64)>> {
     use nix::unistd::{lseek, Whence};
     let mut out = Vec::new();
     let mut at = 0u64;
