@@ -536,3 +536,26 @@ fn locks_and_fd_owners_survive() -> Result<()> {
     check_heartbeat(&pair.b.log("w"))?;
     Ok(())
 }
+
+/// A shell that forks short-lived children all the time (a loop of
+/// /bin/true next to its heartbeat): the refusals made while it runs meet
+/// processes that end as they are read, which must not fail the
+/// checkpoint. Checkpointed and restored ten times in a row.
+#[test]
+fn a_tree_forking_fast_is_checkpointed_every_time() -> Result<()> {
+    let root = TestRoot::new("forky");
+    let script = "while :; do /bin/true; /bin/true & wait; done & \
+                  i=0; while :; do i=$((i+1)); echo \"beat $i\"; sleep 0.05; done";
+    root.run_d("forky", &[], &["bash", "-c", script])?;
+    let mut last = wait_beats(&root, "forky", 3)?;
+    for round in 0..10 {
+        let dir = root.dir.join(format!("image-{round}"));
+        root.ok(&["checkpoint", "forky", "--dir", dir.to_str().unwrap()])
+            .with_context(|| format!("checkpoint {}", round + 1))?;
+        root.ok(&["restore", "--dir", dir.to_str().unwrap()])
+            .with_context(|| format!("restore {}", round + 1))?;
+        last = wait_beats(&root, "forky", last + 2)?;
+        check_heartbeat(&root.log("forky"))?;
+    }
+    Ok(())
+}

@@ -122,17 +122,33 @@ pub fn read_task_status(pid: i32, tid: i32) -> Result<Status> {
     parse_status(tid, &text)
 }
 
+/// Whether process `pid` still runs: it exists and is not a zombie.
+pub fn running(pid: i32) -> bool {
+    read_status(pid).is_ok_and(|s| !matches!(s.state, 'Z' | 'X'))
+}
+
 /// The host PIDs of the tree under `init`, parents before children.
 pub fn walk(init: i32) -> Result<Vec<i32>> {
     let mut out = vec![init];
     let mut i = 0;
     while i < out.len() {
         let pid = out[i];
-        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|source| Error::Read {
-            pid,
-            what: "task list",
-            source,
-        })?;
+        let tasks = match std::fs::read_dir(format!("/proc/{pid}/task")) {
+            Ok(t) => t,
+            // A child that ended since its parent's list was read has
+            // no children left to walk.
+            Err(e) if pid != init && e.kind() == std::io::ErrorKind::NotFound => {
+                i += 1;
+                continue;
+            }
+            Err(source) => {
+                return Err(Error::Read {
+                    pid,
+                    what: "task list",
+                    source,
+                })
+            }
+        };
         let mut kids = Vec::new();
         for t in tasks.flatten() {
             let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();

@@ -358,14 +358,23 @@ pub(crate) fn preflight(st: &crate::runtime::ContainerState, file_cap: u64) -> R
     }
     // Only while it runs: once seized, every task is stopped and traced.
     pstree::refuse_uncarried(&statuses)?;
-    refuse_uncarried(&st.cgroup(), &procs)?;
-    // The dump checks these again as it reads each fd and mapping.
-    for (host, ns, _) in &procs {
-        files::refuse_uncarried(*host, *ns, file_cap)?;
-        memory::refuse_uncarried(*host)?;
+    st.cgroup().refuse_nested()?;
+    refuse_shared_fd_tables(&procs)?;
+    for (host, ns, tids) in &procs {
+        // A process that ended meanwhile (a shell's short-lived child)
+        // holds nothing to refuse.
+        let checked = refuse_uncarried_by(*host, *ns, tids).and_then(|()| {
+            // The dump checks these again as it reads each fd and mapping.
+            files::refuse_uncarried(*host, *ns, file_cap)?;
+            Ok(memory::refuse_uncarried(*host)?)
+        });
+        match checked {
+            Err(_) if !proc::running(*host) => {}
+            other => other?,
+        }
     }
     // Owners outside the container.
-    crate::kinds::fdattrs::dump(&procs, &ns_tid)?;
+    crate::kinds::fdattrs::dump(&procs, &ns_tid, true)?;
     Ok(())
 }
 
@@ -374,8 +383,22 @@ pub(crate) fn preflight(st: &crate::runtime::ContainerState, file_cap: u64) -> R
 /// (host PID, PID in the container, threads).
 fn refuse_uncarried(cg: &crate::cgroup::Cgroup, procs: &[(i32, i32, Vec<i32>)]) -> Result<()> {
     cg.refuse_nested()?;
-    // Processes sharing one fd table (CLONE_FILES) would come back with
-    // one each.
+    refuse_shared_fd_tables(procs)?;
+    for (host, ns, tids) in procs {
+        refuse_uncarried_by(*host, *ns, tids)?;
+    }
+    Ok(())
+}
+
+/// The refusals of one process's own threads' state.
+fn refuse_uncarried_by(host: i32, ns: i32, tids: &[i32]) -> Result<()> {
+    creds::refuse_strict_seccomp(host, ns, tids)?;
+    Ok(crate::kinds::procattrs::refuse_uncarried(host, ns, tids)?)
+}
+
+/// Processes sharing one fd table (CLONE_FILES) would come back with one
+/// each.
+fn refuse_shared_fd_tables(procs: &[(i32, i32, Vec<i32>)]) -> Result<()> {
     for (i, (a, a_ns, _)) in procs.iter().enumerate() {
         if let Some((_, b_ns, _)) = procs[i + 1..]
             .iter()
@@ -387,10 +410,6 @@ fn refuse_uncarried(cg: &crate::cgroup::Cgroup, procs: &[(i32, i32, Vec<i32>)]) 
                 other: *b_ns,
             });
         }
-    }
-    for (host, ns, tids) in procs {
-        creds::refuse_strict_seccomp(*host, *ns, tids)?;
-        crate::kinds::procattrs::refuse_uncarried(*host, *ns, tids)?;
     }
     Ok(())
 }
@@ -515,7 +534,7 @@ fn dump(
         repaired,
         &ns_pid_of,
     )?;
-    let fdattrs = crate::kinds::fdattrs::dump(&procs, &ns_tid)?;
+    let fdattrs = crate::kinds::fdattrs::dump(&procs, &ns_tid, false)?;
     tracing::debug!(ms = ms_since(t_phase), "dump: files done");
     crate::fault::check("checkpoint:after-files")?;
 

@@ -158,75 +158,89 @@ pub fn locks_of(info: &str) -> std::result::Result<Vec<Lock>, String> {
 
 /// Reads the locks and owners of the fds of `procs` (host PID, container
 /// PID, host TIDs). `ns_tid(host_pid, host_tid)` is a thread's TID in the
-/// container. Works on a running tree too (the refusals before a freeze).
-pub fn dump(procs: &[(i32, i32, Vec<i32>)], ns_tid: &dyn Fn(i32, i32) -> i32) -> Result<Image> {
+/// container. Works on a running tree too (the refusals before a freeze,
+/// `running_tree`), where a process that ended meanwhile is passed over.
+pub fn dump(procs: &[(i32, i32, Vec<i32>)], ns_tid: &dyn Fn(i32, i32) -> i32, running_tree: bool) -> Result<Image> {
     let ns_of: HashMap<i32, i32> = procs.iter().map(|(h, n, _)| (*h, *n)).collect();
     let mut image = Vec::new();
     for (pid, ns_pid, tids) in procs {
-        let (pid, ns_pid) = (*pid, *ns_pid);
-        let err = |fd, what| move |source| Error::Dump { pid, fd, what, source };
-        let pidfd = crate::sys::pidfd_open(nix::unistd::Pid::from_raw(pid)).map_err(err(-1, "pidfd_open"))?;
-        let mut attrs = Vec::new();
-        for fd in crate::kinds::files::list_fds(pid)? {
-            let unsupported = |kind: String| Error::Unsupported { pid, ns_pid, fd, kind };
-            // An fd closed meanwhile (a running tree) holds nothing.
-            let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")) else {
-                continue;
-            };
-            let locks = locks_of(&info).map_err(unsupported)?;
-            let dup = match crate::sys::pidfd_getfd(pidfd.as_fd(), fd) {
-                Ok(d) => d,
-                Err(Errno::EBADF) => continue,
-                Err(e) => return Err(err(fd, "pidfd_getfd")(e)),
-            };
-            // An O_PATH fd has neither (fcntl says EBADF).
-            let (kind, host_id) = match crate::sys::file_owner(dup.as_fd()) {
-                Err(Errno::EBADF) => (0, 0),
-                other => other.map_err(err(fd, "F_GETOWN_EX"))?,
-            };
-            let signal = match crate::sys::file_signal(dup.as_fd()) {
-                Err(Errno::EBADF) => 0,
-                other => other.map_err(err(fd, "F_GETSIG"))?,
-            };
-            let owner = match host_id {
-                0 => None,
-                _ => {
-                    let id = match kind {
-                        // A thread of this process, or the main thread of
-                        // any (the owner belongs to the open file, which
-                        // a child inherits). Another process's other
-                        // threads are not carried: they may not exist yet
-                        // when this process is restored.
-                        F_OWNER_TID if tids.contains(&host_id) => Some(ns_tid(pid, host_id)),
-                        _ => ns_of.get(&host_id).copied(),
-                    };
-                    let Some(id) = id else {
-                        let what = match kind {
-                            F_OWNER_TID => "thread",
-                            F_OWNER_PGRP => "process group",
-                            _ => "process",
-                        };
-                        return Err(unsupported(format!(
-                            "file that signals {what} {host_id} (F_SETOWN), which is outside the container or a thread of another process"
-                        )));
-                    };
-                    Some(Owner { kind, id })
-                }
-            };
-            if !locks.is_empty() || owner.is_some() || signal != 0 {
-                attrs.push(FdAttrs {
-                    fd,
-                    locks,
-                    owner,
-                    signal,
-                });
-            }
-        }
-        if !attrs.is_empty() {
-            image.push((ns_pid, attrs));
+        match dump_process(*pid, *ns_pid, tids, &ns_of, ns_tid) {
+            Ok(attrs) if attrs.is_empty() => {}
+            Ok(attrs) => image.push((*ns_pid, attrs)),
+            Err(_) if running_tree && !crate::proc::running(*pid) => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(image)
+}
+
+/// The locks and owners of the fds of one process.
+fn dump_process(
+    pid: i32,
+    ns_pid: i32,
+    tids: &[i32],
+    ns_of: &HashMap<i32, i32>,
+    ns_tid: &dyn Fn(i32, i32) -> i32,
+) -> Result<Vec<FdAttrs>> {
+    let err = |fd, what| move |source| Error::Dump { pid, fd, what, source };
+    let pidfd = crate::sys::pidfd_open(nix::unistd::Pid::from_raw(pid)).map_err(err(-1, "pidfd_open"))?;
+    let mut attrs = Vec::new();
+    for fd in crate::kinds::files::list_fds(pid)? {
+        let unsupported = |kind: String| Error::Unsupported { pid, ns_pid, fd, kind };
+        // An fd closed meanwhile (a running tree) holds nothing.
+        let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")) else {
+            continue;
+        };
+        let locks = locks_of(&info).map_err(unsupported)?;
+        let dup = match crate::sys::pidfd_getfd(pidfd.as_fd(), fd) {
+            Ok(d) => d,
+            Err(Errno::EBADF) => continue,
+            Err(e) => return Err(err(fd, "pidfd_getfd")(e)),
+        };
+        // An O_PATH fd has neither (fcntl says EBADF).
+        let (kind, host_id) = match crate::sys::file_owner(dup.as_fd()) {
+            Err(Errno::EBADF) => (0, 0),
+            other => other.map_err(err(fd, "F_GETOWN_EX"))?,
+        };
+        let signal = match crate::sys::file_signal(dup.as_fd()) {
+            Err(Errno::EBADF) => 0,
+            other => other.map_err(err(fd, "F_GETSIG"))?,
+        };
+        let owner = match host_id {
+            0 => None,
+            _ => {
+                let id = match kind {
+                    // A thread of this process, or the main thread of
+                    // any (the owner belongs to the open file, which
+                    // a child inherits). Another process's other
+                    // threads are not carried: they may not exist yet
+                    // when this process is restored.
+                    F_OWNER_TID if tids.contains(&host_id) => Some(ns_tid(pid, host_id)),
+                    _ => ns_of.get(&host_id).copied(),
+                };
+                let Some(id) = id else {
+                    let what = match kind {
+                        F_OWNER_TID => "thread",
+                        F_OWNER_PGRP => "process group",
+                        _ => "process",
+                    };
+                    return Err(unsupported(format!(
+                        "file that signals {what} {host_id} (F_SETOWN), which is outside the container or a thread of another process"
+                    )));
+                };
+                Some(Owner { kind, id })
+            }
+        };
+        if !locks.is_empty() || owner.is_some() || signal != 0 {
+            attrs.push(FdAttrs {
+                fd,
+                locks,
+                owner,
+                signal,
+            });
+        }
+    }
+    Ok(attrs)
 }
 
 /// Checks the section before anything is made: every fd is one the
