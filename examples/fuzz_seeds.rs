@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use migrate::engine::ContainerImage;
+use migrate::engine::{Container, ContainerImage};
 use migrate::image::pages::{Compression, PageWriter};
 use migrate::image::precopy::{PrecopyBatch, RunSrc};
 use migrate::image::{encode_section, FileEntry, MachineFacts, Manifest};
@@ -20,6 +20,7 @@ use migrate::kinds::pstree::{ProcessImage, Rlimit};
 use migrate::kinds::regs::ThreadImage;
 use migrate::kinds::signals::{SigAction, SignalsImage};
 use migrate::kinds::timens::Clocks;
+use migrate::kinds::Kind;
 use migrate::runtime::swrk::{CgroupRoot, CriuOpts, CriuReq, CriuResp, RestoreResp, Version};
 use migrate::transport::wire::{self, Facts, Msg};
 use prost::Message;
@@ -262,12 +263,12 @@ fn sections(dir: &Path) -> Result<()> {
     ];
     let framed = [
         encode_section(&manifest()),
-        encode_section(&container()),
-        encode_section(&pstree()),
-        migrate::kinds::memory::encode_section(&mm()),
-        encode_section(&signals()),
-        encode_section(&files()),
-        encode_section(&mounts()),
+        Container::encode(&container()),
+        migrate::kinds::pstree::Section::encode(&pstree()),
+        migrate::kinds::memory::Section::encode(&mm()),
+        migrate::kinds::signals::Section::encode(&signals()),
+        migrate::kinds::files::Section::encode(&files()),
+        migrate::kinds::mounts::Section::encode(&mounts()),
     ];
     for (i, ((name, payload), framed)) in payloads.iter().zip(&framed).enumerate() {
         write(dir, "section", &format!("{name}-framed"), i as u8, framed)?;

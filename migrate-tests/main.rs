@@ -4,6 +4,7 @@
 mod bench_smoke;
 mod checkpoint;
 mod common;
+mod fuzz_corpus;
 mod migration;
 mod network;
 mod oci;

@@ -16,8 +16,8 @@ use std::time::Instant;
 use nix::unistd::Pid;
 use serde::Serialize;
 
-use super::{ms_since, section, ContainerImage, Error, Result, TcpMode};
-use crate::image::{encode_section, store::ImageSink, MachineFacts};
+use super::{ms_since, put, Container, ContainerImage, Error, Result, TcpMode};
+use crate::image::{store::ImageSink, MachineFacts};
 use crate::kinds::memory::{self, DumpStats, MemoryImage, SeenPages};
 use crate::kinds::pstree::{self, ProcessImage};
 use crate::kinds::remote::Remote;
@@ -671,22 +671,22 @@ fn dump(
             message: e.to_string(),
         })?,
     };
-    sink.put(section::CONTAINER, &encode_section(&container))?;
-    sink.put(section::PSTREE, &encode_section(&processes))?;
-    sink.put(section::MM, &memory::encode_section(&mm_images))?;
-    sink.put(section::SIGNALS, &encode_section(&sig_images))?;
-    sink.put(section::FILES, &encode_section(&fd_images))?;
-    sink.put(section::PROCATTRS, &crate::kinds::procattrs::encode(&attrs))?;
-    sink.put(section::FDATTRS, &encode_section(&fdattrs))?;
-    sink.put(memory::GHOSTS, &encode_section(&seen_pages.ghosts))?;
-    sink.put(section::UTS, &encode_section(&crate::kinds::uts::dump(st.pid)?))?;
+    put::<Container>(sink, &container)?;
+    put::<pstree::Section>(sink, &processes)?;
+    put::<memory::Section>(sink, &mm_images)?;
+    put::<signals::Section>(sink, &sig_images)?;
+    put::<files::Section>(sink, &fd_images)?;
+    put::<crate::kinds::procattrs::Section>(sink, &attrs)?;
+    put::<crate::kinds::fdattrs::Section>(sink, &fdattrs)?;
+    put::<memory::Ghosts>(sink, &seen_pages.ghosts)?;
+    put::<crate::kinds::uts::Section>(sink, &crate::kinds::uts::dump(st.pid)?)?;
     // tmpfs contents only for a container with a root of its own: without
     // one it sees the host's mounts, which are not its to carry.
     let tmpfs = match &st.rootfs {
         Some(_) => crate::kinds::mounts::dump(st.pid)?,
         None => Vec::new(),
     };
-    sink.put(section::MOUNTS, &encode_section(&tmpfs))?;
+    put::<crate::kinds::mounts::Section>(sink, &tmpfs)?;
     Ok((statuses.len(), xstate))
 }
 

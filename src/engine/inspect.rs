@@ -4,11 +4,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{section, ContainerImage, Result};
+use super::{get, Container, Result};
 use crate::image::store::{DirSource, ImageSource};
-use crate::image::{decode_section, FileEntry, MachineFacts};
-use crate::kinds::memory::{Backing, MemoryImage};
-use crate::kinds::pstree::ProcessImage;
+use crate::image::{FileEntry, MachineFacts};
+use crate::kinds::memory::Backing;
 
 #[derive(Debug, Serialize)]
 pub struct Inspection {
@@ -69,13 +68,10 @@ fn prot_str(p: u32) -> String {
 /// Opens (and checks) the image in `dir` and summarises it.
 pub fn inspect(dir: &Path) -> Result<Inspection> {
     let mut src = DirSource::open(dir)?;
-    let container: ContainerImage = decode_section(section::CONTAINER, &src.get(section::CONTAINER)?)?;
-    let procs: Vec<ProcessImage> = decode_section(section::PSTREE, &src.get(section::PSTREE)?)?;
-    let mm: Vec<(i32, MemoryImage)> = crate::kinds::memory::decode_section(&src.get(section::MM)?)?;
-    for (pid, img) in &mm {
-        img.check(*pid)?;
-    }
-    let mounts: Vec<crate::kinds::mounts::TmpfsImage> = decode_section(section::MOUNTS, &src.get(section::MOUNTS)?)?;
+    let container = get::<Container>(&mut src)?;
+    let procs = get::<crate::kinds::pstree::Section>(&mut src)?;
+    let mm = get::<crate::kinds::memory::Section>(&mut src)?;
+    let mounts = get::<crate::kinds::mounts::Section>(&mut src)?;
     let tmpfs = mounts
         .iter()
         .map(|t| TmpfsSummary {

@@ -12,21 +12,117 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::Limits;
-use crate::kinds::{creds, files, memory, mounts, precopy, pstree, regs, remote, timens, timers};
+use crate::kinds::{creds, files, memory, mounts, precopy, pstree, regs, remote, timens, timers, Kind};
 use crate::sys::Errno;
 use crate::{cgroup, image, runtime};
 
-/// Section names in an image.
-pub mod section {
-    pub const CONTAINER: &str = "container";
-    pub const PSTREE: &str = "pstree";
-    pub const MM: &str = crate::kinds::memory::SECTION;
-    pub const SIGNALS: &str = "signals";
-    pub const FILES: &str = "files";
-    pub const MOUNTS: &str = "mounts";
-    pub const PROCATTRS: &str = crate::kinds::procattrs::SECTION;
-    pub const UTS: &str = crate::kinds::uts::SECTION;
-    pub const FDATTRS: &str = crate::kinds::fdattrs::SECTION;
+/// One section of an image, as [`SECTIONS`] lists it.
+#[derive(Debug, Clone, Copy)]
+pub struct SectionInfo {
+    pub name: &'static str,
+    /// The layout this build writes.
+    pub version: u32,
+    /// The oldest image format that holds it.
+    pub since_format: u32,
+    /// Decodes the section's bytes and validates what they hold, as a
+    /// restore does before it creates anything.
+    pub check: fn(&[u8]) -> Result<()>,
+}
+
+const fn info<K: Kind>() -> SectionInfo
+where
+    Error: From<K::Error>,
+{
+    SectionInfo {
+        name: K::SECTION,
+        version: K::VERSION,
+        since_format: K::SINCE_FORMAT,
+        check: check_section::<K>,
+    }
+}
+
+/// Every kind of state with a section of its own, once: a checkpoint
+/// writes each, a restore reads each and refuses an image holding any
+/// other (state it would drop). Adding a kind adds its line here.
+pub const SECTIONS: &[SectionInfo] = &[
+    info::<Container>(),
+    info::<pstree::Section>(),
+    info::<memory::Section>(),
+    info::<crate::kinds::signals::Section>(),
+    info::<files::Section>(),
+    info::<mounts::Section>(),
+    info::<crate::kinds::procattrs::Section>(),
+    info::<crate::kinds::uts::Section>(),
+    info::<crate::kinds::fdattrs::Section>(),
+    info::<memory::Ghosts>(),
+];
+
+/// The other files an image holds: its manifest, its page stream, and a
+/// live migration's log.
+pub const OTHER_FILES: &[&str] = &[image::MANIFEST, image::store::PAGES, live::LOG_SECTION];
+
+fn check_section<K: Kind>(bytes: &[u8]) -> Result<()>
+where
+    Error: From<K::Error>,
+{
+    K::validate(&K::decode(bytes)?)?;
+    Ok(())
+}
+
+/// Writes the section of kind `K`.
+pub(crate) fn put<K: Kind>(sink: &mut dyn image::store::ImageSink, state: &K::State) -> Result<()> {
+    Ok(sink.put(K::SECTION, &K::encode(state))?)
+}
+
+/// Reads the section of kind `K`, decoded and validated.
+pub(crate) fn get<K: Kind>(src: &mut dyn image::store::ImageSource) -> Result<K::State>
+where
+    Error: From<K::Error>,
+{
+    let state = K::decode(&src.get(K::SECTION)?)?;
+    K::validate(&state)?;
+    Ok(state)
+}
+
+/// [`get`], or `None` for an image of a format from before the section.
+pub(crate) fn get_since<K: Kind>(src: &mut dyn image::store::ImageSource) -> Result<Option<K::State>>
+where
+    Error: From<K::Error>,
+{
+    let listed = src.manifest().files.iter().any(|f| f.name == K::SECTION);
+    if !listed && K::SINCE_FORMAT > image::OLDEST_FORMAT_VERSION {
+        return Ok(None);
+    }
+    get::<K>(src).map(Some)
+}
+
+/// Refuses an image holding a file that is none of [`SECTIONS`] and
+/// [`OTHER_FILES`]: state of a kind this build does not know, which a
+/// restore would drop.
+pub fn refuse_unknown_sections(manifest: &image::Manifest) -> Result<()> {
+    match manifest
+        .files
+        .iter()
+        .find(|f| !SECTIONS.iter().any(|s| s.name == f.name) && !OTHER_FILES.contains(&f.name.as_str()))
+    {
+        Some(f) => Err(Error::UnknownSection { name: f.name.clone() }),
+        None => Ok(()),
+    }
+}
+
+/// The section `container`: what the image records about the container
+/// itself.
+pub struct Container;
+
+impl Kind for Container {
+    const SECTION: &'static str = "container";
+    const VERSION: u32 = 4;
+    type State = ContainerImage;
+    type Error = timens::Error;
+
+    fn validate(c: &ContainerImage) -> timens::Result<()> {
+        c.clocks.check()
+    }
 }
 
 /// Errors of checkpoint and restore, with the phase they happened in.
@@ -76,6 +172,8 @@ pub enum Error {
         pid: i32,
         what: &'static str,
     },
+    #[error("the image holds section {name}, which this build of migrate does not know (a newer one wrote it?); restoring without it would lose state")]
+    UnknownSection { name: String },
     #[error("{phase} (task {tid}): {source}")]
     Ptrace {
         phase: &'static str,
@@ -216,4 +314,75 @@ pub fn resume(root: &runtime::Root, name: &str) -> Result<restore::RestoreReport
     )?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(names: &[&str]) -> image::Manifest {
+        image::Manifest {
+            machine: image::MachineFacts::of_this_machine(0),
+            created: 0,
+            container: "c".into(),
+            files: names
+                .iter()
+                .map(|n| image::FileEntry {
+                    name: n.to_string(),
+                    len: 0,
+                    crc32: 0,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn each_section_is_listed_once() {
+        let mut names: Vec<&str> = SECTIONS
+            .iter()
+            .map(|s| s.name)
+            .chain(OTHER_FILES.iter().copied())
+            .collect();
+        let n = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), n, "a name is listed twice: {names:?}");
+        for s in SECTIONS {
+            assert!(s.since_format >= image::OLDEST_FORMAT_VERSION && s.since_format <= image::FORMAT_VERSION);
+            assert!(s.version >= s.since_format, "{}", s.name);
+            // Bytes that are no section are refused by each.
+            assert!((s.check)(b"").is_err(), "{}", s.name);
+            assert!(
+                (s.check)(&image::encode_section_at(s.version + 1, &0u8)).is_err(),
+                "{}",
+                s.name
+            );
+        }
+    }
+
+    #[test]
+    fn an_image_with_a_section_this_build_does_not_know_is_refused() {
+        let known: Vec<&str> = SECTIONS
+            .iter()
+            .map(|s| s.name)
+            .chain(OTHER_FILES.iter().copied())
+            .collect();
+        refuse_unknown_sections(&manifest(&known)).unwrap();
+        let mut more = known.clone();
+        more.push("sockets");
+        assert!(matches!(
+            refuse_unknown_sections(&manifest(&more)),
+            Err(Error::UnknownSection { name }) if name == "sockets"
+        ));
+    }
+
+    #[test]
+    fn a_section_reads_back_what_was_written_and_is_validated() {
+        let tree: Vec<pstree::ProcessImage> = Vec::new();
+        let bytes = <pstree::Section as Kind>::encode(&tree);
+        assert_eq!(<pstree::Section as Kind>::decode(&bytes).unwrap(), tree);
+        // An empty tree decodes, and is refused by the kind's check.
+        let check = SECTIONS.iter().find(|s| s.name == "pstree").unwrap().check;
+        assert!(matches!(check(&bytes), Err(Error::Pstree(_))));
+    }
 }

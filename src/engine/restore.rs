@@ -24,16 +24,16 @@ use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 use serde::Serialize;
 
-use super::{ms_since, section, ContainerImage, Error, Result};
+use super::{get, get_since, ms_since, Container, ContainerImage, Error, Result};
 use crate::image::precopy::PrecopyPages;
-use crate::image::{decode_section, store::ImageSource};
+use crate::image::store::ImageSource;
 use crate::kinds::files::{self, FilesImage, Objects};
 use crate::kinds::memory::{self, Backing, MemoryImage, ShmemFds};
 use crate::kinds::pstree::{self, ProcessImage};
 use crate::kinds::regs::{self, ThreadImage};
 use crate::kinds::remote::Remote;
 use crate::kinds::signals::{self, SignalsImage};
-use crate::kinds::{creds, timens, timers};
+use crate::kinds::{creds, fdattrs, procattrs, timens, timers, Kind};
 use crate::proc;
 use crate::runtime::state::{self, ContainerState};
 use crate::runtime::{Root, FREEZE_TIMEOUT};
@@ -79,67 +79,35 @@ struct Image {
     signals: Vec<(i32, SignalsImage)>,
     files: FilesImage,
     tmpfs: Vec<crate::kinds::mounts::TmpfsImage>,
-    attrs: Vec<(i32, crate::kinds::procattrs::ProcAttrs)>,
+    attrs: Vec<(i32, procattrs::ProcAttrs)>,
     uts: Option<crate::kinds::uts::UtsImage>,
-    fdattrs: crate::kinds::fdattrs::Image,
+    fdattrs: fdattrs::Image,
     ghosts: Vec<memory::GhostFile>,
 }
 
 fn load(src: &mut dyn ImageSource) -> Result<Image> {
-    let mut get = |name: &str| src.get(name);
-    let container = decode_section(section::CONTAINER, &get(section::CONTAINER)?)?;
-    let procs = decode_section(section::PSTREE, &get(section::PSTREE)?)?;
-    let mm = memory::decode_section(&get(section::MM)?)?;
-    let signals = decode_section(section::SIGNALS, &get(section::SIGNALS)?)?;
-    let files = decode_section(section::FILES, &get(section::FILES)?)?;
-    let tmpfs = decode_section(section::MOUNTS, &get(section::MOUNTS)?)?;
-    // Not in format-3 images.
-    let listed = |src: &dyn ImageSource, name: &str| src.manifest().files.iter().any(|f| f.name == name);
-    let attrs = match listed(src, section::PROCATTRS) {
-        true => crate::kinds::procattrs::decode(&src.get(section::PROCATTRS)?)?,
-        false => Vec::new(),
-    };
-    let uts = match listed(src, section::UTS) {
-        true => Some(decode_section(section::UTS, &src.get(section::UTS)?)?),
-        false => None,
-    };
-    let fdattrs = match listed(src, section::FDATTRS) {
-        true => decode_section(section::FDATTRS, &src.get(section::FDATTRS)?)?,
-        false => Vec::new(),
-    };
-    let ghosts = match listed(src, memory::GHOSTS) {
-        true => decode_section(memory::GHOSTS, &src.get(memory::GHOSTS)?)?,
-        false => Vec::new(),
-    };
+    super::refuse_unknown_sections(src.manifest())?;
     let img = Image {
-        container,
-        procs,
-        mm,
-        signals,
-        files,
-        tmpfs,
-        attrs,
-        uts,
-        fdattrs,
-        ghosts,
+        container: get::<Container>(src)?,
+        procs: get::<pstree::Section>(src)?,
+        mm: get::<memory::Section>(src)?,
+        signals: get::<signals::Section>(src)?,
+        files: get::<files::Section>(src)?,
+        tmpfs: get::<crate::kinds::mounts::Section>(src)?,
+        // Not in format-3 images.
+        attrs: get_since::<procattrs::Section>(src)?.unwrap_or_default(),
+        uts: get_since::<crate::kinds::uts::Section>(src)?,
+        fdattrs: get_since::<fdattrs::Section>(src)?.unwrap_or_default(),
+        ghosts: get_since::<memory::Ghosts>(src)?.unwrap_or_default(),
     };
     check(&img)?;
     Ok(img)
 }
 
-/// Refuses a decoded image whose values restore would compute with and
-/// could not use (its checksums only say it is as it was written): each
-/// kind checks its own section, then what ties sections together.
+/// Refuses a decoded image whose sections, each valid on its own
+/// ([`Kind::validate`], in [`get`]), do not fit together: restore would
+/// compute with them and could not use them.
 fn check(img: &Image) -> Result<()> {
-    img.container.clocks.check()?;
-    pstree::check(&img.procs)?;
-    for (pid, mm) in &img.mm {
-        mm.check(*pid)?;
-    }
-    for (pid, s) in &img.signals {
-        s.check(*pid)?;
-    }
-    img.files.check()?;
     // Every process named by another section is a live one of the tree,
     // once; threads named are its own.
     let live: HashMap<i32, Vec<i32>> = img
@@ -159,15 +127,15 @@ fn check(img: &Image) -> Result<()> {
             None => Ok(()),
         }
     };
-    named(section::MM, img.mm.iter().map(|(p, _)| *p).collect())?;
-    named(section::SIGNALS, img.signals.iter().map(|(p, _)| *p).collect())?;
-    named(section::FILES, img.files.procs.iter().map(|(p, _)| *p).collect())?;
-    named(section::PROCATTRS, img.attrs.iter().map(|(p, _)| *p).collect())?;
-    for (pid, a) in &img.attrs {
-        a.check(*pid)?;
-    }
-    named(section::FDATTRS, img.fdattrs.iter().map(|(p, _)| *p).collect())?;
-    crate::kinds::fdattrs::check(&img.fdattrs, &|pid| {
+    named(memory::Section::SECTION, img.mm.iter().map(|(p, _)| *p).collect())?;
+    named(signals::Section::SECTION, img.signals.iter().map(|(p, _)| *p).collect())?;
+    named(
+        files::Section::SECTION,
+        img.files.procs.iter().map(|(p, _)| *p).collect(),
+    )?;
+    named(procattrs::Section::SECTION, img.attrs.iter().map(|(p, _)| *p).collect())?;
+    named(fdattrs::Section::SECTION, img.fdattrs.iter().map(|(p, _)| *p).collect())?;
+    fdattrs::check(&img.fdattrs, &|pid| {
         let fds = img.files.procs.iter().find(|(p, _)| *p == pid)?;
         Some(fds.1.iter().map(|f| f.fd).collect())
     })?;
@@ -179,7 +147,7 @@ fn check(img: &Image) -> Result<()> {
             .any(|v| matches!(v.backing, Backing::Ghost { id } if !ghost(id)))
         {
             return Err(Error::Damaged {
-                section: memory::GHOSTS,
+                section: memory::Ghosts::SECTION,
                 pid: *pid,
                 what: "a mapping of a deleted file the image does not hold, or holds damaged",
             });
@@ -187,7 +155,7 @@ fn check(img: &Image) -> Result<()> {
         let copies = mm.vmas.iter().flat_map(|v| v.runs.iter().filter_map(|r| r.from));
         if copies.into_iter().any(|(from, _)| !live.contains_key(&from)) {
             return Err(Error::Damaged {
-                section: section::MM,
+                section: memory::Section::SECTION,
                 pid: *pid,
                 what: "pages copied from a process that is not live in the tree",
             });
@@ -204,7 +172,7 @@ fn check(img: &Image) -> Result<()> {
             .any(|t| !live.get(pid).is_some_and(|own| own.contains(t)))
         {
             return Err(Error::Damaged {
-                section: section::SIGNALS,
+                section: signals::Section::SECTION,
                 pid: *pid,
                 what: "signal state of a thread the process does not have",
             });
@@ -698,9 +666,9 @@ struct Rebuild<'a> {
     hosts: &'a HashMap<i32, i32>,
     precopied: Option<&'a PrecopyPages>,
     /// Scheduling and prctl attributes (none in older images).
-    attrs: &'a [(i32, crate::kinds::procattrs::ProcAttrs)],
+    attrs: &'a [(i32, procattrs::ProcAttrs)],
     /// Locks and owners of fds (none in older images).
-    fdattrs: &'a crate::kinds::fdattrs::Image,
+    fdattrs: &'a fdattrs::Image,
     files: &'a FilesImage,
 }
 
@@ -761,7 +729,7 @@ fn rebuild<R: std::io::Read + Send + 'static>(
     // the filters by (the tasks are seized with seccomp suspended).
     let attrs = with.attrs.iter().find(|(pid, _)| *pid == p.pid).map(|(_, a)| a);
     if let Some(a) = attrs {
-        crate::kinds::procattrs::restore_chroot(&remote, a)?;
+        procattrs::restore_chroot(&remote, a)?;
     }
     let filtered = p.creds.as_ref().is_some_and(|c| !c.seccomp.is_empty());
     if let Some(c) = p.creds.as_ref().filter(|_| filtered) {
@@ -807,12 +775,12 @@ fn rebuild<R: std::io::Read + Send + 'static>(
         timers::restore(&remote, p.pid, t)?;
     }
     if let Some(a) = attrs {
-        crate::kinds::procattrs::restore(&remote, &tids, a)?;
+        procattrs::restore(&remote, &tids, a)?;
     }
     // After the memory (its rebuild closes files, which drops POSIX
     // locks) and the credentials (F_SETOWN records the setter's).
     if let Some((_, a)) = with.fdattrs.iter().find(|(pid, _)| *pid == p.pid) {
-        crate::kinds::fdattrs::restore(&remote, a)?;
+        fdattrs::restore(&remote, a)?;
     }
     // pidfds once every process exists (their numbers hold placeholders).
     let fds = with.files.of(p.pid);

@@ -29,9 +29,6 @@ use serde::{Deserialize, Serialize};
 use super::remote::{self, Remote};
 use crate::sys::Errno;
 
-/// The section's name.
-pub const SECTION: &str = "fdattrs";
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -55,7 +52,7 @@ pub enum Error {
         #[source]
         source: Errno,
     },
-    #[error("process {pid}: fd {fd} in section {SECTION} {reason}; the image is damaged")]
+    #[error("process {pid}: fd {fd} in section fdattrs {reason}; the image is damaged")]
     Damaged { pid: i32, fd: i32, reason: &'static str },
 }
 
@@ -103,6 +100,18 @@ pub struct FdAttrs {
 
 /// The section: per process (container PID), its fds that hold something.
 pub type Image = Vec<(i32, Vec<FdAttrs>)>;
+
+/// The section `fdattrs` (from image format 4). Checked against the
+/// `files` section ([`check`]), since it names their fds.
+pub struct Section;
+
+impl super::Kind for Section {
+    const SECTION: &'static str = "fdattrs";
+    const VERSION: u32 = 4;
+    const SINCE_FORMAT: u32 = 4;
+    type State = Image;
+    type Error = Error;
+}
 
 const F_OWNER_TID: i32 = 0;
 const F_OWNER_PGRP: i32 = 2;

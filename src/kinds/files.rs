@@ -106,6 +106,20 @@ pub struct FdImage {
     pub kind: FdKind,
 }
 
+/// The section `files`: every process's fds and the objects behind them.
+pub struct Section;
+
+impl super::Kind for Section {
+    const SECTION: &'static str = "files";
+    const VERSION: u32 = 4;
+    type State = FilesImage;
+    type Error = Error;
+
+    fn validate(state: &FilesImage) -> Result<()> {
+        state.check()
+    }
+}
+
 /// The fds of every process, and the objects they share.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FilesImage {

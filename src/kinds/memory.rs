@@ -104,8 +104,17 @@ pub enum Backing {
     Ghost { id: u64 },
 }
 
-/// The section with the contents of deleted mapped files.
-pub const GHOSTS: &str = "ghosts";
+/// The section `ghosts`: the contents of deleted mapped files (from
+/// image format 4). Each is checked where a mapping names it.
+pub struct Ghosts;
+
+impl super::Kind for Ghosts {
+    const SECTION: &'static str = "ghosts";
+    const VERSION: u32 = 4;
+    const SINCE_FORMAT: u32 = 4;
+    type State = Vec<GhostFile>;
+    type Error = Error;
+}
 
 /// A deleted file some process maps privately, with its contents.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,36 +218,41 @@ pub struct MemoryImage {
     pub guards: Vec<(u64, u64)>,
 }
 
-/// The `mm` section's name and layout version.
-pub const SECTION: &str = "mm";
-pub const VERSION: u32 = 5;
+/// The section `mm`: each process's mappings and memory layout, by PID in
+/// the container. Layout 5 added guard regions.
+pub struct Section;
+
+impl super::Kind for Section {
+    const SECTION: &'static str = "mm";
+    const VERSION: u32 = 5;
+    type State = Vec<(i32, MemoryImage)>;
+    type Error = Error;
+
+    fn decode(bytes: &[u8]) -> crate::image::Result<Self::State> {
+        crate::image::decode_versioned(Self::SECTION, bytes, Self::VERSION, |old: Vec<(i32, MemoryImageV4)>| {
+            old.into_iter()
+                .map(|(pid, m)| {
+                    let m = MemoryImage {
+                        vmas: m.vmas,
+                        mm: m.mm,
+                        guards: Vec::new(),
+                    };
+                    (pid, m)
+                })
+                .collect()
+        })
+    }
+
+    fn validate(state: &Self::State) -> Result<()> {
+        state.iter().try_for_each(|(pid, m)| m.check(*pid))
+    }
+}
 
 /// Version 4 of [`MemoryImage`]: no guard regions.
 #[derive(Deserialize)]
 struct MemoryImageV4 {
     vmas: Vec<Vma>,
     mm: MmFields,
-}
-
-/// The `mm` section, framed at [`VERSION`].
-pub fn encode_section(images: &[(i32, MemoryImage)]) -> Vec<u8> {
-    crate::image::encode_section_at(VERSION, &images)
-}
-
-/// Reads the `mm` section at this version or an older one.
-pub fn decode_section(bytes: &[u8]) -> crate::image::Result<Vec<(i32, MemoryImage)>> {
-    crate::image::decode_versioned(SECTION, bytes, VERSION, |old: Vec<(i32, MemoryImageV4)>| {
-        old.into_iter()
-            .map(|(pid, m)| {
-                let m = MemoryImage {
-                    vmas: m.vmas,
-                    mm: m.mm,
-                    guards: Vec::new(),
-                };
-                (pid, m)
-            })
-            .collect()
-    })
 }
 
 impl MemoryImage {
@@ -1465,9 +1479,10 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
                 mm: MmFields::default(),
             },
         )];
-        let read = decode_section(&crate::image::encode_section_at(4, &old)).unwrap();
+        use crate::kinds::Kind;
+        let read = Section::decode(&crate::image::encode_section_at(4, &old)).unwrap();
         assert_eq!(read, vec![(1, img(good.clone()))]);
-        assert_eq!(decode_section(&encode_section(&read)).unwrap(), read);
+        assert_eq!(Section::decode(&Section::encode(&read)).unwrap(), read);
         let vma_err = |v: Vma| matches!(img(v).check(1), Err(Error::BadVma { pid: 1, .. }));
         let run_err = |v: Vma| matches!(img(v).check(1), Err(Error::BadRun { pid: 1, .. }));
         // end - start would wrap.

@@ -37,6 +37,16 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// The section `mounts`: the container's tmpfs mounts with their files.
+pub struct Section;
+
+impl super::Kind for Section {
+    const SECTION: &'static str = "mounts";
+    const VERSION: u32 = 4;
+    type State = Vec<TmpfsImage>;
+    type Error = Error;
+}
+
 /// One tmpfs mount and what it holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TmpfsImage {

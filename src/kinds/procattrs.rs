@@ -22,11 +22,6 @@ use crate::image;
 use super::remote::{self, nr, Remote};
 use crate::sys::{self, Errno};
 
-/// The section's name.
-pub const SECTION: &str = "procattrs";
-/// The section's layout version.
-pub const VERSION: u32 = 5;
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -60,7 +55,7 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("process {pid}: section {SECTION} has membarrier or mlockall flags this build does not know, or a bad chroot path; the image is damaged")]
+    #[error("process {pid}: section procattrs has membarrier or mlockall flags this build does not know, or a bad chroot path; the image is damaged")]
     Damaged { pid: i32 },
     #[error("process {pid} (pid {ns_pid} in the container): thread {tid} has another {what} than the process, which migrate does not carry yet")]
     ThreadsDiffer {
@@ -121,38 +116,53 @@ struct ProcAttrsV4 {
     timerslack_ns: u64,
 }
 
-/// The section, framed at [`VERSION`].
-pub fn encode(attrs: &[(i32, ProcAttrs)]) -> Vec<u8> {
-    image::encode_section_at(VERSION, &attrs)
+/// The section `procattrs` (from image format 4): each process's
+/// scheduling, prctl and other attributes, by PID in the container.
+/// Layout 5 added membarrier, mlockall, stop, chroot, personality, I/O
+/// priority and affinity.
+pub struct Section;
+
+impl super::Kind for Section {
+    const SECTION: &'static str = "procattrs";
+    const VERSION: u32 = 5;
+    const SINCE_FORMAT: u32 = 4;
+    type State = Vec<(i32, ProcAttrs)>;
+    type Error = Error;
+
+    fn decode(bytes: &[u8]) -> image::Result<Self::State> {
+        image::decode_versioned(Self::SECTION, bytes, Self::VERSION, upgrade_v4)
+    }
+
+    fn validate(state: &Self::State) -> Result<()> {
+        state.iter().try_for_each(|(pid, a)| a.check(*pid))
+    }
 }
 
-/// Reads the section at this version or an older one.
-pub fn decode(bytes: &[u8]) -> image::Result<Vec<(i32, ProcAttrs)>> {
-    image::decode_versioned(SECTION, bytes, VERSION, |old: Vec<(i32, ProcAttrsV4)>| {
-        old.into_iter()
-            .map(|(pid, a)| {
-                let a = ProcAttrs {
-                    nice: a.nice,
-                    policy: a.policy,
-                    rt_priority: a.rt_priority,
-                    oom_score_adj: a.oom_score_adj,
-                    loginuid: a.loginuid,
-                    dumpable: a.dumpable,
-                    subreaper: a.subreaper,
-                    thp_disable: a.thp_disable,
-                    timerslack_ns: a.timerslack_ns,
-                    membarrier: 0,
-                    mlock_future: 0,
-                    stopped: false,
-                    chroot: None,
-                    personality: 0,
-                    ioprio: 0,
-                    affinity: None,
-                };
-                (pid, a)
-            })
-            .collect()
-    })
+/// Layout 4 read as 5: none of what 5 added.
+fn upgrade_v4(old: Vec<(i32, ProcAttrsV4)>) -> Vec<(i32, ProcAttrs)> {
+    old.into_iter()
+        .map(|(pid, a)| {
+            let a = ProcAttrs {
+                nice: a.nice,
+                policy: a.policy,
+                rt_priority: a.rt_priority,
+                oom_score_adj: a.oom_score_adj,
+                loginuid: a.loginuid,
+                dumpable: a.dumpable,
+                subreaper: a.subreaper,
+                thp_disable: a.thp_disable,
+                timerslack_ns: a.timerslack_ns,
+                membarrier: 0,
+                mlock_future: 0,
+                stopped: false,
+                chroot: None,
+                personality: 0,
+                ioprio: 0,
+                affinity: None,
+            };
+            (pid, a)
+        })
+        .collect()
 }
 
 impl ProcAttrs {
@@ -469,14 +479,15 @@ mod tests {
         #[derive(Serialize)]
         struct V4(i32, i32, i32, i32, Option<u32>, u64, bool, bool, u64);
         let old = vec![(1, V4(5, 3, 0, 500, Some(7), 1, true, false, 50_000))];
-        let got = decode(&image::encode_section_at(4, &old)).unwrap();
+        use crate::kinds::Kind;
+        let got = Section::decode(&image::encode_section_at(4, &old)).unwrap();
         assert_eq!(got[0].1.nice, 5);
         assert_eq!(got[0].1.timerslack_ns, 50_000);
         assert_eq!((got[0].1.membarrier, got[0].1.mlock_future), (0, 0));
         got[0].1.check(1).unwrap();
-        let now = decode(&encode(&got)).unwrap();
+        let now = Section::decode(&Section::encode(&got)).unwrap();
         assert_eq!(now, got);
-        assert!(decode(&image::encode_section_at(VERSION + 1, &got)).is_err());
+        assert!(Section::decode(&image::encode_section_at(Section::VERSION + 1, &got)).is_err());
         let mut bad = got[0].1.clone();
         bad.mlock_future = 1 << 7;
         assert!(bad.check(1).is_err());

@@ -39,6 +39,21 @@ pub struct Rlimit {
     pub hard: u64,
 }
 
+/// The section `pstree`: every process (PID 1 first, parents before
+/// children) with its threads' registers, credentials and timers.
+pub struct Section;
+
+impl super::Kind for Section {
+    const SECTION: &'static str = "pstree";
+    const VERSION: u32 = 4;
+    type State = Vec<ProcessImage>;
+    type Error = Error;
+
+    fn validate(state: &Self::State) -> Result<()> {
+        check(state)
+    }
+}
+
 /// One process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessImage {

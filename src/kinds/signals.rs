@@ -22,6 +22,21 @@ pub struct SigAction {
     pub mask: u64,
 }
 
+/// The section `signals`: each process's dispositions, pending signals and
+/// alternate stacks, by PID in the container.
+pub struct Section;
+
+impl super::Kind for Section {
+    const SECTION: &'static str = "signals";
+    const VERSION: u32 = 4;
+    type State = Vec<(i32, SignalsImage)>;
+    type Error = Error;
+
+    fn validate(state: &Self::State) -> Result<()> {
+        state.iter().try_for_each(|(pid, s)| s.check(*pid))
+    }
+}
+
 /// A process's signal state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignalsImage {

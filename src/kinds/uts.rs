@@ -11,9 +11,6 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The section's name.
-pub const SECTION: &str = "uts";
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("process {pid}: read its UTS namespace: {source}")]
@@ -32,6 +29,17 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub struct UtsImage {
     pub hostname: String,
     pub domainname: String,
+}
+
+/// The section `uts` (from image format 4).
+pub struct Section;
+
+impl super::Kind for Section {
+    const SECTION: &'static str = "uts";
+    const VERSION: u32 = 4;
+    const SINCE_FORMAT: u32 = 4;
+    type State = UtsImage;
+    type Error = Error;
 }
 
 /// The names in the UTS namespace of process `pid`.
