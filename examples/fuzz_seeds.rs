@@ -228,6 +228,7 @@ fn files() -> FilesImage {
 fn mounts() -> Vec<TmpfsImage> {
     vec![TmpfsImage {
         target: "/tmp".into(),
+        source: "tmpfs".into(),
         flags: 6,
         data: "size=65536k,mode=1777".into(),
         entries: vec![

@@ -333,6 +333,14 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
             "pidfd-reaped",
             "fd 3 is a pidfd of a process that has exited and been reaped",
         ),
+        (
+            "bind-mount",
+            "has a mount it made itself, which migrate does not carry yet",
+        ),
+        (
+            "own-netns",
+            "(pid 2 in the container) is in a network namespace of its own",
+        ),
     ] {
         let _ = std::fs::remove_file(path);
         root.run_d(what, &[], &[workload("odd").to_str().unwrap(), what, path])?;

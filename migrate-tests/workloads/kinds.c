@@ -28,7 +28,9 @@
  *   group, session and parent (PID 1, this process);
  * - private mappings of a deleted file and of a closed memfd, with their
  *   data, and a child running an executable deleted since (its exe link
- *   says so, and it runs on). */
+ *   says so, and it runs on);
+ * - a tmpfs mounted by the container itself at argv[1]/tmpfs, with a file
+ *   held open: still a tmpfs, the file's bytes there by path and by fd. */
 #define _GNU_SOURCE
 #include "beat.h"
 #include <errno.h>
@@ -38,6 +40,9 @@
 #include <sys/epoll.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/vfs.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -136,6 +141,16 @@ int main(int argc, char **argv) {
             fail("open", i, 0);
             return 1;
         }
+    }
+    char tmpfs[300], in_tmpfs[320];
+    snprintf(tmpfs, sizeof tmpfs, "%s/tmpfs", dir);
+    snprintf(in_tmpfs, sizeof in_tmpfs, "%s/held", tmpfs);
+    mkdir(tmpfs, 0700);
+    int held = -1;
+    if (mount("none", tmpfs, "tmpfs", 0, "size=1m,mode=700") ||
+        (held = open(in_tmpfs, O_RDWR | O_CREAT, 0640)) < 0 || write(held, "in-tmpfs", 8) != 8) {
+        fail("tmpfs", errno, 0);
+        return 1;
     }
     probes[0] = open(path[0], O_RDWR);
     probes[1] = open(path[1], O_RDWR);
@@ -273,6 +288,13 @@ int main(int argc, char **argv) {
     }
     for (long n = 1;; n++) {
         pid_t pid;
+        struct statfs sf;
+        char by_fd[9] = {0}, by_path[9] = {0};
+        int again = open(in_tmpfs, O_RDONLY);
+        if (statfs(tmpfs, &sf) || sf.f_type != TMPFS_MAGIC || pread(held, by_fd, 8, 0) != 8 || strcmp(by_fd, "in-tmpfs") ||
+            again < 0 || read(again, by_path, 8) != 8 || strcmp(by_path, "in-tmpfs"))
+            fail("the container's own tmpfs", (long)sf.f_type, TMPFS_MAGIC);
+        if (again >= 0) close(again);
         long regs = syscall(SYS_membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0);
         if (regs != MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) fail("membarrier registrations", regs, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED);
         if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0)) fail("private expedited barrier", errno, 0);

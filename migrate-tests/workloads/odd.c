@@ -13,7 +13,10 @@
  *   pidfd-reaped a pidfd of a child that exited and was reaped
  *   lease        a read lease on file argv[2]
  *   deleted-fifo, deleted-dir   a FIFO / directory argv[2], open, removed
- *   shared-files a child made with CLONE_FILES (one fd table for two) */
+ *   shared-files a child made with CLONE_FILES (one fd table for two)
+ *   bind-mount   directory argv[2].a bound onto argv[2].b (a mount made
+ *                inside the container)
+ *   own-netns    a child in a network namespace of its own */
 #include "beat.h"
 #include <arpa/inet.h>
 #include <linux/aio_abi.h>
@@ -23,6 +26,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <sys/inotify.h>
@@ -97,6 +101,15 @@ int main(int argc, char **argv) {
         if (mkdir(argv[2], 0700) || open(argv[2], O_RDONLY | O_DIRECTORY) < 0 || rmdir(argv[2])) fail("dir", errno, 0);
     } else if (!strcmp(what, "shared-files")) {
         if (clone(sleeper, stack + sizeof stack, CLONE_FILES | SIGCHLD, NULL) < 0) fail("clone", errno, 0);
+    } else if (!strcmp(what, "bind-mount")) {
+        char a[4096], b[4096];
+        snprintf(a, sizeof a, "%s.a", argv[2]);
+        snprintf(b, sizeof b, "%s.b", argv[2]);
+        mkdir(a, 0700);
+        mkdir(b, 0700);
+        if (mount(a, b, NULL, MS_BIND, NULL)) fail("bind", errno, 0);
+    } else if (!strcmp(what, "own-netns")) {
+        if (clone(sleeper, stack + sizeof stack, CLONE_NEWNET | SIGCHLD, NULL) < 0) fail("clone", errno, 0);
     }
     for (long n = 1;; n++) {
         beat(n);

@@ -358,6 +358,7 @@ pub(crate) fn preflight(st: &crate::runtime::ContainerState, file_cap: u64) -> R
     }
     // Only while it runs: once seized, every task is stopped and traced.
     pstree::refuse_uncarried(&statuses)?;
+    refuse_namespaces_and_mounts(st, &procs)?;
     st.cgroup().refuse_nested()?;
     refuse_shared_fd_tables(&procs)?;
     for (host, ns, tids) in &procs {
@@ -381,13 +382,26 @@ pub(crate) fn preflight(st: &crate::runtime::ContainerState, file_cap: u64) -> R
 /// The refusals of [`preflight`] that the dump would not make itself as it
 /// reads each fd and mapping, run again on the stopped tree; on processes
 /// (host PID, PID in the container, threads).
-fn refuse_uncarried(cg: &crate::cgroup::Cgroup, procs: &[(i32, i32, Vec<i32>)]) -> Result<()> {
+fn refuse_uncarried(
+    st: &crate::runtime::ContainerState,
+    cg: &crate::cgroup::Cgroup,
+    procs: &[(i32, i32, Vec<i32>)],
+) -> Result<()> {
+    refuse_namespaces_and_mounts(st, procs)?;
     cg.refuse_nested()?;
     refuse_shared_fd_tables(procs)?;
     for (host, ns, tids) in procs {
         refuse_uncarried_by(*host, *ns, tids)?;
     }
     Ok(())
+}
+
+/// Processes in namespaces of their own, and mounts a restore would not
+/// make again.
+fn refuse_namespaces_and_mounts(st: &crate::runtime::ContainerState, procs: &[(i32, i32, Vec<i32>)]) -> Result<()> {
+    let pairs: Vec<(i32, i32)> = procs.iter().map(|(h, n, _)| (*h, *n)).collect();
+    pstree::refuse_own_namespaces(st.pid, &pairs)?;
+    Ok(crate::kinds::mounts::refuse_uncarried(st.pid, st.rootfs.as_deref())?)
 }
 
 /// The refusals of one process's own threads' state.
@@ -504,7 +518,7 @@ fn dump(
         .zip(&thread_lists)
         .map(|((h, s), tids)| (*h, s.ns_pid, tids.clone()))
         .collect();
-    refuse_uncarried(cg, &procs)?;
+    refuse_uncarried(st, cg, &procs)?;
     crate::fault::check("checkpoint:after-seize")?;
     if let Some(head) = what.log_head {
         let path = root.log_path(&st.name);
@@ -680,13 +694,9 @@ fn dump(
     put::<crate::kinds::fdattrs::Section>(sink, &fdattrs)?;
     put::<memory::Ghosts>(sink, &seen_pages.ghosts)?;
     put::<crate::kinds::uts::Section>(sink, &crate::kinds::uts::dump(st.pid)?)?;
-    // tmpfs contents only for a container with a root of its own: without
-    // one it sees the host's mounts, which are not its to carry.
-    let tmpfs = match &st.rootfs {
-        Some(_) => crate::kinds::mounts::dump(st.pid)?,
-        None => Vec::new(),
-    };
-    put::<crate::kinds::mounts::Section>(sink, &tmpfs)?;
+    // The tmpfs mounts the container made (not the host's, which a
+    // container without a root of its own sees).
+    put::<crate::kinds::mounts::Section>(sink, &crate::kinds::mounts::dump(st.pid)?)?;
     Ok((statuses.len(), xstate))
 }
 

@@ -1,8 +1,11 @@
-//! tmpfs mounts of the container, with their contents: /dev/shm, and any
-//! tmpfs an OCI bundle mounts (/run, /tmp...). They live only in memory,
-//! so they are carried in the image like memory is. Everything else is
-//! external and must exist where the container is restored: the rootfs and
-//! bind mounts. /proc, /sys and /dev are made anew by the restore.
+//! tmpfs mounts of the container, with their contents: /dev/shm, any tmpfs
+//! an OCI bundle mounts (/run, /tmp...), and any the container mounted
+//! itself. They live only in memory, so they are carried in the image like
+//! memory is. The rootfs and the host's mounts the container was given are
+//! external and must exist where the container is restored. /proc, /sys
+//! and /dev are made anew by the restore. Any other mount (a bind mount
+//! the container made, another file system) is refused before anything
+//! stops ([`refuse_uncarried`]).
 //!
 //! Dump reads the frozen container's mounts (/proc/PID/mountinfo) and walks
 //! each tmpfs through /proc/PID/root, staying on that file system. Restore
@@ -33,6 +36,13 @@ pub enum Error {
     },
     #[error("the container's tmpfs mounts hold more than {} MiB; that much is not carried yet (empty them, or keep the data on the rootfs)", CONTENT_CAP >> 20)]
     TooBig,
+    #[error("the container has a mount it made itself, which migrate does not carry yet: {fs_type} {device} at {target} (root {root}); a restore would come back without it (unmount it, or use a tmpfs)")]
+    Uncarried {
+        target: String,
+        fs_type: String,
+        device: String,
+        root: String,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -42,9 +52,33 @@ pub struct Section;
 
 impl super::Kind for Section {
     const SECTION: &'static str = "mounts";
-    const VERSION: u32 = 4;
+    const VERSION: u32 = 5;
     type State = Vec<TmpfsImage>;
     type Error = Error;
+
+    /// Layout 4 had no source name: those were "tmpfs".
+    fn decode(bytes: &[u8]) -> crate::image::Result<Self::State> {
+        crate::image::decode_versioned(Self::SECTION, bytes, Self::VERSION, |old: Vec<TmpfsImageV4>| {
+            old.into_iter()
+                .map(|m| TmpfsImage {
+                    target: m.target,
+                    source: "tmpfs".into(),
+                    flags: m.flags,
+                    data: m.data,
+                    entries: m.entries,
+                })
+                .collect()
+        })
+    }
+}
+
+/// Layout 4 of [`TmpfsImage`].
+#[derive(Deserialize)]
+struct TmpfsImageV4 {
+    target: String,
+    flags: u64,
+    data: String,
+    entries: Vec<Entry>,
 }
 
 /// One tmpfs mount and what it holds.
@@ -52,6 +86,9 @@ impl super::Kind for Section {
 pub struct TmpfsImage {
     /// Where it is mounted, inside the container.
     pub target: String,
+    /// The name it was mounted with (`mount -t tmpfs NAME`), as mountinfo
+    /// shows it.
+    pub source: String,
     /// Per-mount flags (MS_NOSUID, MS_RDONLY...).
     pub flags: u64,
     /// The file system's options (size=, mode=, nr_inodes=...).
@@ -102,10 +139,61 @@ const FLAGS: &[(&str, MsFlags)] = &[
 /// it (not the host's, which the host's own mount table also shows), and
 /// not part of /dev, /proc or /sys, which the restore makes anew.
 fn carried(target: &Path, root: &str, majmin: &str, host: &[String]) -> bool {
-    let made_anew = ["/dev", "/proc", "/sys"]
-        .iter()
-        .any(|p| target == Path::new(p) || (target.starts_with(p) && !target.starts_with("/dev/shm")));
-    root == "/" && target != Path::new("/") && !made_anew && !host.iter().any(|h| h == majmin)
+    let anew = made_anew(target) && !target.starts_with("/dev/shm");
+    root == "/" && target != Path::new("/") && !anew && !host.iter().any(|h| h == majmin)
+}
+
+/// Where a restore makes mounts anew (/proc, /sys, /dev and what is under
+/// them: docs/checkpoint-restore.md says which).
+fn made_anew(target: &Path) -> bool {
+    ["/dev", "/proc", "/sys"].iter().any(|p| target.starts_with(p))
+}
+
+/// Refuses, while the container runs, a mount in its mount namespace
+/// (`pid` is its PID 1) that a restore would not make again: one that is
+/// neither its root, nor made anew, nor a tmpfs of its own (carried), nor
+/// the host's as the container was given it (the host's mount table shows
+/// it at the same place, with the same device and root; `rootfs` is the
+/// container's root on the host, `None` for the host's own).
+pub fn refuse_uncarried(pid: i32, rootfs: Option<&Path>) -> Result<()> {
+    let err = |e: procfs::ProcError| Error::Mountinfo {
+        pid,
+        reason: e.to_string(),
+    };
+    let mounts = procfs::process::Process::new(pid)
+        .and_then(|p| p.mountinfo())
+        .map_err(err)?;
+    let host = procfs::process::Process::myself()
+        .and_then(|p| p.mountinfo())
+        .map_err(err)?;
+    let host_devices: Vec<String> = host.0.iter().map(|m| m.majmin.clone()).collect();
+    for m in mounts.0 {
+        let at = m.mount_point.as_path();
+        if at == Path::new("/") || made_anew(at) {
+            continue;
+        }
+        if m.fs_type == "tmpfs" && carried(at, &m.root, &m.majmin, &host_devices) {
+            continue;
+        }
+        let on_host = match rootfs {
+            Some(r) => r.join(at.strip_prefix("/").unwrap_or(at)),
+            None => at.to_path_buf(),
+        };
+        if host
+            .0
+            .iter()
+            .any(|h| h.mount_point == on_host && h.majmin == m.majmin && h.root == m.root)
+        {
+            continue;
+        }
+        return Err(Error::Uncarried {
+            target: at.display().to_string(),
+            fs_type: m.fs_type,
+            device: m.mount_source.unwrap_or_else(|| "none".into()),
+            root: m.root,
+        });
+    }
+    Ok(())
 }
 
 /// The container's own tmpfs mounts, with their contents. `pid` is its
@@ -161,6 +249,8 @@ pub fn dump(pid: i32) -> Result<Vec<TmpfsImage>> {
         }
         out.push(TmpfsImage {
             target,
+            // procfs reads "none" as no source.
+            source: m.mount_source.clone().unwrap_or_else(|| "none".into()),
             flags: flags.bits(),
             data: data.join(","),
             entries,
@@ -248,7 +338,14 @@ fn restore_one(m: &TmpfsImage) -> std::result::Result<(), String> {
     std::fs::create_dir_all(target).map_err(|e| format!("mkdir: {e}"))?;
     let flags = MsFlags::from_bits_truncate(m.flags);
     let data = (!m.data.is_empty()).then_some(m.data.as_str());
-    mount(Some("tmpfs"), target, Some("tmpfs"), flags - MsFlags::MS_RDONLY, data).map_err(|e| format!("mount: {e}"))?;
+    mount(
+        Some(m.source.as_str()),
+        target,
+        Some("tmpfs"),
+        flags - MsFlags::MS_RDONLY,
+        data,
+    )
+    .map_err(|e| format!("mount: {e}"))?;
     for e in &m.entries {
         let p = if e.path.is_empty() {
             target.to_path_buf()
@@ -332,6 +429,28 @@ fn set_attrs(p: &Path, e: &Entry) -> std::result::Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kinds::Kind;
+
+    #[test]
+    fn layout_4_reads_with_the_name_tmpfs() {
+        #[derive(Serialize)]
+        struct V4 {
+            target: String,
+            flags: u64,
+            data: String,
+            entries: Vec<Entry>,
+        }
+        let old = vec![V4 {
+            target: "/run".into(),
+            flags: 6,
+            data: "size=16m".into(),
+            entries: Vec::new(),
+        }];
+        let read = Section::decode(&crate::image::encode_section_at(4, &old)).unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!((read[0].target.as_str(), read[0].source.as_str()), ("/run", "tmpfs"));
+        assert_eq!(Section::decode(&Section::encode(&read)).unwrap(), read);
+    }
 
     #[test]
     fn which_tmpfs_mounts_are_carried() {

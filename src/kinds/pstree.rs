@@ -225,6 +225,43 @@ pub fn refuse_uncarried(statuses: &[(i32, Status)]) -> Result<()> {
     Ok(())
 }
 
+/// The namespaces a restored process is put in: PID 1's, all of them.
+const NAMESPACES: [(&str, &str); 10] = [
+    ("mnt", "is in a mount namespace of its own (unshare -m, setns)"),
+    ("uts", "is in a UTS namespace of its own"),
+    ("ipc", "is in an IPC namespace of its own"),
+    ("net", "is in a network namespace of its own"),
+    ("pid", "is in a PID namespace of its own"),
+    ("pid_for_children", "forks into a PID namespace of its own (unshare -p)"),
+    ("user", "is in a user namespace of its own"),
+    ("cgroup", "is in a cgroup namespace of its own"),
+    ("time", "is in a time namespace of its own"),
+    ("time_for_children", "forks into a time namespace of its own"),
+];
+
+/// Refuses a process in a namespace PID 1 (host PID `init`) is not in: a
+/// restore puts every process in PID 1's. `procs`: (host PID, PID in the
+/// container). A zombie, or a process gone meanwhile, has none to compare.
+pub fn refuse_own_namespaces(init: i32, procs: &[(i32, i32)]) -> Result<()> {
+    let link = |pid: i32, ns: &str| std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).ok();
+    for &(host, ns_pid) in procs.iter().filter(|(h, _)| *h != init) {
+        let own = NAMESPACES
+            .iter()
+            .find(|(ns, _)| match (link(host, ns), link(init, ns)) {
+                (Some(a), Some(b)) => a != b,
+                _ => false,
+            });
+        if let Some((_, what)) = own {
+            return Err(Error::Uncarried {
+                pid: host,
+                ns_pid,
+                what,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Host thread IDs of a process, the main thread first.
 pub fn threads(pid: i32) -> Result<Vec<i32>> {
     let mut tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
