@@ -341,6 +341,10 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
             "own-netns",
             "(pid 2 in the container) is in a network namespace of its own",
         ),
+        (
+            "scm-rights",
+            "is a unix socket whose queue holds file descriptors in flight (SCM_RIGHTS)",
+        ),
     ] {
         let _ = std::fs::remove_file(path);
         root.run_d(what, &[], &[workload("odd").to_str().unwrap(), what, path])?;

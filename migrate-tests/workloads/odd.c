@@ -16,7 +16,9 @@
  *   shared-files a child made with CLONE_FILES (one fd table for two)
  *   bind-mount   directory argv[2].a bound onto argv[2].b (a mount made
  *                inside the container)
- *   own-netns    a child in a network namespace of its own */
+ *   own-netns    a child in a network namespace of its own
+ *   scm-rights   a socketpair with an fd in flight (SCM_RIGHTS, unread),
+ *                behind some bytes without one */
 #include "beat.h"
 #include <arpa/inet.h>
 #include <linux/aio_abi.h>
@@ -108,6 +110,19 @@ int main(int argc, char **argv) {
         mkdir(a, 0700);
         mkdir(b, 0700);
         if (mount(a, b, NULL, MS_BIND, NULL)) fail("bind", errno, 0);
+    } else if (!strcmp(what, "scm-rights")) {
+        int sv[2], pass = open("/dev/null", O_RDONLY);
+        char byte = 'x', cbuf[CMSG_SPACE(sizeof(int))] = {0};
+        struct iovec iov = {&byte, 1};
+        struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &pass, sizeof(int));
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) || write(sv[0], "plain", 5) != 5 || sendmsg(sv[0], &m, 0) != 1)
+            fail("scm", errno, 0);
+        close(pass);
     } else if (!strcmp(what, "own-netns")) {
         if (clone(sleeper, stack + sizeof stack, CLONE_NEWNET | SIGCHLD, NULL) < 0) fail("clone", errno, 0);
     }

@@ -280,10 +280,13 @@ fn bracket_id(target: &str, prefix: &str) -> Option<u64> {
 /// The anon_inode kinds migrate carries (besides eventpoll).
 const ANON_CARRIED: [&str; 6] = ["eventpoll", "eventfd", "timerfd", "signalfd", "inotify", "pidfd"];
 
+/// What a unix socket with descriptors in flight is refused as.
+const FDS_IN_FLIGHT: &str = "unix socket whose queue holds file descriptors in flight (SCM_RIGHTS)";
+
 /// Refuses, while the container runs, an fd migrate never carries (see
-/// [`refuse_fd`]), or one whose contents would be over `file_cap`, before
-/// anything is stopped. The dump checks each fd
-/// again as it reads it.
+/// [`refuse_fd`]), a unix socket with descriptors in flight, or one whose
+/// contents would be over `file_cap`, before anything is stopped. The
+/// dump checks each fd again as it reads it.
 pub fn refuse_uncarried(pid: i32, ns_pid: i32, file_cap: u64) -> Result<()> {
     for fd in list_fds(pid)? {
         // An fd closed meanwhile holds nothing.
@@ -293,6 +296,14 @@ pub fn refuse_uncarried(pid: i32, ns_pid: i32, file_cap: u64) -> Result<()> {
         let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
         let target = target.to_string_lossy();
         refuse_fd(pid, ns_pid, fd, &target, &info)?;
+        if target.starts_with("socket:[") && steal(pid, fd).is_ok_and(|s| unix::holds_fds_in_flight(&s)) {
+            return Err(Error::Unsupported {
+                pid,
+                ns_pid,
+                fd,
+                kind: FDS_IN_FLIGHT.into(),
+            });
+        }
         // Contents the image would carry, over the cap.
         regfile::refuse_too_large(pid, fd, &target, file_cap)?;
     }
@@ -654,6 +665,10 @@ pub fn dump_all(
             }
         }
         let dup = steal(pid, fd)?;
+        let queue = match unix::peek_queue(ino, d, &dup)? {
+            unix::Queue::Data(q) => q,
+            unix::Queue::FdsInFlight => return Err(unsupported(FDS_IN_FLIGHT.into())),
+        };
         img.sockets.push(UnixImage {
             ino,
             kind: d.kind,
@@ -661,7 +676,7 @@ pub fn dump_all(
             backlog: d.wqlen,
             name: d.name.clone(),
             peer: d.peer,
-            queue: unix::peek_queue(ino, d, &dup)?,
+            queue,
         });
     }
     Ok(img)

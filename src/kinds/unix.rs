@@ -105,45 +105,68 @@ pub fn diag(pid: i32) -> Result<HashMap<u64, Diag>> {
     Ok(out)
 }
 
-/// Reads a socket's queue without consuming it, from `fd` (a duplicate).
-pub fn peek_queue(ino: u64, d: &Diag, fd: &OwnedFd) -> Result<Vec<Vec<u8>>> {
+/// What a socket's queue holds.
+pub enum Queue {
+    /// Its bytes: one entry for a stream, one per datagram or record.
+    Data(Vec<Vec<u8>>),
+    /// File descriptors in flight (SCM_RIGHTS), which are not carried.
+    FdsInFlight,
+}
+
+/// Reads a socket's queue without consuming it, from `fd` (a duplicate),
+/// stepping through it with a peek offset (a stream's peek stops where
+/// the sender's credentials or passed descriptors change), then puts the
+/// offset back (-1: off).
+pub fn peek_queue(ino: u64, d: &Diag, fd: &OwnedFd) -> Result<Queue> {
+    if d.listening || (d.kind == libc::SOCK_STREAM as u8 && d.rqlen == 0) {
+        return Ok(Queue::Data(Vec::new()));
+    }
+    peek_all(ino, d.kind == libc::SOCK_STREAM as u8, fd)
+}
+
+/// Whether unix socket `fd` (a duplicate of a running process's) has file
+/// descriptors in flight in its queue; false for any other socket.
+pub fn holds_fds_in_flight(fd: &OwnedFd) -> bool {
+    let int = |opt| {
+        let mut v = [0u8; 4];
+        crate::sys::getsockopt_raw(fd.as_fd(), libc::SOL_SOCKET, opt, &mut v).map(|_| i32::from_ne_bytes(v))
+    };
+    let (Ok(domain), Ok(kind), Ok(listening)) = (int(libc::SO_DOMAIN), int(libc::SO_TYPE), int(libc::SO_ACCEPTCONN))
+    else {
+        return false;
+    };
+    domain == libc::AF_UNIX
+        && listening == 0
+        && matches!(peek_all(0, kind == libc::SOCK_STREAM, fd), Ok(Queue::FdsInFlight))
+}
+
+fn peek_all(ino: u64, stream: bool, fd: &OwnedFd) -> Result<Queue> {
     let sys = |what| sys_err(ino, what);
-    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
-    if d.listening {
-        return Ok(Vec::new());
-    }
-    if d.kind == libc::SOCK_STREAM as u8 {
-        if d.rqlen == 0 {
-            return Ok(Vec::new());
-        }
-        let mut buf = vec![0u8; d.rqlen as usize];
-        let n = match socket::recv(fd.as_raw_fd(), &mut buf, flags) {
-            Ok(n) => n,
-            Err(Errno::EAGAIN) => 0,
-            Err(e) => return Err(sys("peek stream queue")(e)),
-        };
-        buf.truncate(n);
-        return Ok(if n == 0 { Vec::new() } else { vec![buf] });
-    }
-    // Datagrams and records: step through the queue with a peek offset,
-    // then put the offset back (-1: off).
     crate::sys::set_peek_off(fd.as_fd(), 0).map_err(sys("set SO_PEEK_OFF"))?;
-    let mut out = Vec::new();
+    let mut out: Vec<Vec<u8>> = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
     let res = loop {
-        match socket::recv(fd.as_raw_fd(), &mut buf, flags) {
-            Ok(n) => {
-                out.push(buf[..n].to_vec());
+        match crate::sys::peek_with_rights(fd.as_fd(), &mut buf) {
+            Ok((_, true)) => break Ok(false),
+            Ok((0, false)) if stream => break Ok(true),
+            Ok((n, false)) => {
+                match out.first_mut() {
+                    Some(all) if stream => all.extend_from_slice(&buf[..n]),
+                    _ => out.push(buf[..n].to_vec()),
+                }
                 if out.len() > 100_000 {
-                    break Ok(());
+                    break Ok(true);
                 }
             }
-            Err(Errno::EAGAIN) => break Ok(()),
-            Err(e) => break Err(sys("peek datagram queue")(e)),
+            Err(Errno::EAGAIN) => break Ok(true),
+            Err(e) => break Err(sys("peek the queue")(e)),
         }
     };
     let _ = crate::sys::set_peek_off(fd.as_fd(), -1);
-    res.map(|()| out)
+    match res? {
+        true => Ok(Queue::Data(out)),
+        false => Ok(Queue::FdsInFlight),
+    }
 }
 
 fn sys_err(ino: u64, what: &'static str) -> impl Fn(Errno) -> Error {

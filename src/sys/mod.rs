@@ -620,6 +620,51 @@ pub fn signalfd(mask: u64) -> Result<OwnedFd, Errno> {
     Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
 }
 
+/// recvmsg(MSG_PEEK | MSG_DONTWAIT) into `buf`: the bytes peeked, and
+/// whether they came with file descriptors (SCM_RIGHTS, which the peek
+/// installs here and this closes again) or with more control data than
+/// fits (MSG_CTRUNC).
+pub fn peek_with_rights(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(usize, bool), Errno> {
+    // Room for the most descriptors one message may carry (SCM_MAX_FD).
+    let mut control = vec![0u64; 160];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: a zeroed msghdr is valid (no name, no buffers).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = control.len() * 8;
+    // SAFETY: the kernel writes at most iov_len bytes into `buf` and at
+    // most msg_controllen into `control`, both alive for the call.
+    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(Errno::last());
+    }
+    let mut rights = msg.msg_flags & libc::MSG_CTRUNC != 0;
+    // SAFETY: msg is the header recvmsg filled in; CMSG_FIRSTHDR/NXTHDR
+    // stay inside msg_controllen, and each SCM_RIGHTS header is followed
+    // by (cmsg_len - CMSG_LEN(0)) / 4 descriptors now ours, each closed
+    // once.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                rights = true;
+                let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
+                let fds = libc::CMSG_DATA(c) as *const RawFd;
+                for i in 0..count {
+                    drop(OwnedFd::from_raw_fd(std::ptr::read_unaligned(fds.add(i))));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok((n as usize, rights))
+}
+
 /// setsockopt(SO_PEEK_OFF): where the next MSG_PEEK starts (-1: off).
 pub fn set_peek_off(fd: BorrowedFd<'_>, off: i32) -> Result<(), Errno> {
     // SAFETY: setsockopt reads one int from `off`, alive for the call.
