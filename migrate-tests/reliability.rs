@@ -341,6 +341,7 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
             "own-netns",
             "(pid 2 in the container) is in a network namespace of its own",
         ),
+        ("pty", "fd 3 is a terminal (a pty or tty) (/dev/ptmx)"),
         (
             "scm-rights",
             "is a unix socket whose queue holds file descriptors in flight (SCM_RIGHTS)",

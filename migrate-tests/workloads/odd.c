@@ -18,7 +18,8 @@
  *                inside the container)
  *   own-netns    a child in a network namespace of its own
  *   scm-rights   a socketpair with an fd in flight (SCM_RIGHTS, unread),
- *                behind some bytes without one */
+ *                behind some bytes without one
+ *   pty          a pseudo-terminal's master (posix_openpt), with input */
 #include "beat.h"
 #include <arpa/inet.h>
 #include <linux/aio_abi.h>
@@ -123,6 +124,9 @@ int main(int argc, char **argv) {
         if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) || write(sv[0], "plain", 5) != 5 || sendmsg(sv[0], &m, 0) != 1)
             fail("scm", errno, 0);
         close(pass);
+    } else if (!strcmp(what, "pty")) {
+        int m = posix_openpt(O_RDWR | O_NOCTTY);
+        if (m < 0 || grantpt(m) || unlockpt(m) || write(m, "typed\n", 6) != 6) fail("pty", errno, 0);
     } else if (!strcmp(what, "own-netns")) {
         if (clone(sleeper, stack + sizeof stack, CLONE_NEWNET | SIGCHLD, NULL) < 0) fail("clone", errno, 0);
     }

@@ -343,6 +343,11 @@ fn refuse_fd(pid: i32, ns_pid: i32, fd: i32, target: &str, info: &str) -> Result
     }
     // Locks are carried (kinds::fdattrs); leases are not.
     super::fdattrs::locks_of(info).map_err(unsupported)?;
+    if target.starts_with('/') {
+        if let Some(what) = stateful_device(&format!("/proc/{pid}/fd/{fd}")) {
+            return Err(unsupported(format!("{what} ({target})")));
+        }
+    }
     // A file of /proc/N is reopened by its path: N must still be there
     // (the container's /proc, seen through the process's root).
     if let Some(n) = target
@@ -372,6 +377,25 @@ fn refuse_fd(pid: i32, ns_pid: i32, fd: i32, target: &str, info: &str) -> Result
         }
     }
     Ok(())
+}
+
+/// What a character device held open is, if reopening it by its path
+/// would not give back the same state: anything but the memory devices
+/// (null, zero, full, random, urandom). A terminal's pair, line
+/// discipline and buffered input, a tun device's interface, a FUSE
+/// connection live in the open file.
+fn stateful_device(fd_path: &str) -> Option<&'static str> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::metadata(fd_path).ok()?;
+    if !meta.file_type().is_char_device() {
+        return None;
+    }
+    let (major, minor) = (libc::major(meta.rdev()), libc::minor(meta.rdev()));
+    match (major, minor) {
+        (1, 3 | 5 | 7 | 8 | 9) => None,
+        (2..=5 | 128..=143, _) => Some("terminal (a pty or tty)"),
+        _ => Some("character device whose state lives in the open file"),
+    }
 }
 
 /// The fd numbers of process `pid`, in order.
