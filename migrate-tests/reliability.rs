@@ -343,6 +343,14 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
         ),
         ("pty", "fd 3 is a terminal (a pty or tty) (/dev/ptmx)"),
         (
+            "tcp-backlog",
+            "fd 3 is a TCP listener on 127.0.0.1:7778 with 1 connections not accepted yet",
+        ),
+        (
+            "udp-queued",
+            "fd 3 is a UDP socket on 127.0.0.1:7779 with datagrams not read yet",
+        ),
+        (
             "scm-rights",
             "is a unix socket whose queue holds file descriptors in flight (SCM_RIGHTS)",
         ),

@@ -19,7 +19,11 @@
  *   own-netns    a child in a network namespace of its own
  *   scm-rights   a socketpair with an fd in flight (SCM_RIGHTS, unread),
  *                behind some bytes without one
- *   pty          a pseudo-terminal's master (posix_openpt), with input */
+ *   pty          a pseudo-terminal's master (posix_openpt), with input
+ *   tcp-backlog  a TCP listener on 127.0.0.1:7778 with a connection not
+ *                accepted yet (fd 3), and its client
+ *   udp-queued   a UDP socket on 127.0.0.1:7779 (fd 3) with a datagram
+ *                not read yet */
 #include "beat.h"
 #include <arpa/inet.h>
 #include <linux/aio_abi.h>
@@ -60,6 +64,16 @@ int main(int argc, char **argv) {
             a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
             if (bind(s, (struct sockaddr *)&a, sizeof a)) fail("bind", 0, 0);
         }
+    } else if (!strcmp(what, "tcp-backlog") || !strcmp(what, "udp-queued")) {
+        int tcp = !strcmp(what, "tcp-backlog");
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(tcp ? 7778 : 7779)};
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int s = socket(AF_INET, tcp ? SOCK_STREAM : SOCK_DGRAM, 0);
+        int c = socket(AF_INET, tcp ? SOCK_STREAM : SOCK_DGRAM, 0);
+        if (bind(s, (struct sockaddr *)&a, sizeof a) || (tcp && listen(s, 4)) ||
+            (tcp ? connect(c, (struct sockaddr *)&a, sizeof a)
+                 : (sendto(c, "dgram", 5, 0, (struct sockaddr *)&a, sizeof a) != 5)))
+            fail(what, errno, 0);
     } else if (!strcmp(what, "sysv")) {
         int id = shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0600);
         char *p = shmat(id, NULL, 0);

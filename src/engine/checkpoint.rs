@@ -374,6 +374,8 @@ pub(crate) fn preflight(st: &crate::runtime::ContainerState, file_cap: u64) -> R
             other => other?,
         }
     }
+    let pairs: Vec<(i32, i32)> = procs.iter().map(|(h, n, _)| (*h, *n)).collect();
+    files::refuse_waiting_sockets(&pairs, st.pid)?;
     // Owners outside the container.
     crate::kinds::fdattrs::dump(&procs, &ns_tid, true)?;
     Ok(())

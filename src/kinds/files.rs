@@ -379,6 +379,28 @@ fn refuse_fd(pid: i32, ns_pid: i32, fd: i32, target: &str, info: &str) -> Result
     Ok(())
 }
 
+/// Refuses, while the container runs, a TCP or UDP socket holding what a
+/// restore would lose ([`inet::Diag::waiting`]). `procs`: (host PID, PID
+/// in the container); `netns_pid` a process in their network namespace.
+pub fn refuse_waiting_sockets(procs: &[(i32, i32)], netns_pid: i32) -> Result<()> {
+    let diag = inet::diag(netns_pid)?;
+    for &(pid, ns_pid) in procs {
+        // A process that ended meanwhile holds nothing.
+        for fd in list_fds(pid).unwrap_or_default() {
+            let Ok(target) = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")) else {
+                continue;
+            };
+            let waiting = bracket_id(&target.to_string_lossy(), "socket:")
+                .and_then(|ino| diag.get(&ino))
+                .and_then(inet::Diag::waiting);
+            if let Some(kind) = waiting {
+                return Err(Error::Unsupported { pid, ns_pid, fd, kind });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What a character device held open is, if reopening it by its path
 /// would not give back the same state: anything but the memory devices
 /// (null, zero, full, random, urandom). A terminal's pair, line
@@ -511,6 +533,9 @@ pub fn dump_all(
                     continue;
                 }
                 if let Some(d) = inet_diag.get(&ino) {
+                    if let Some(what) = d.waiting() {
+                        return Err(unsupported(what));
+                    }
                     if !d.supported() {
                         return Err(unsupported(format!(
                             "{} (established TCP connections are not supported yet)",

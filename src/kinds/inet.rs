@@ -125,6 +125,9 @@ pub struct Diag {
     pub remote: SocketAddr,
     /// For a listener, the backlog limit.
     pub backlog: u32,
+    /// For a listener, the connections not yet accepted; for a UDP
+    /// socket, the buffer memory of datagrams not yet read.
+    pub queued: u32,
 }
 
 impl Diag {
@@ -138,6 +141,21 @@ impl Diag {
             self.remote,
             if self.tcp { state_name(self.state) } else { "UDP" }
         )
+    }
+
+    /// What it holds that a restore would lose: connections a listener
+    /// has not accepted yet (their server side lives only in its queue),
+    /// datagrams a UDP socket has not read.
+    pub fn waiting(&self) -> Option<String> {
+        match (self.tcp, self.state) {
+            _ if self.queued == 0 => None,
+            (true, TCP_LISTEN) => Some(format!(
+                "TCP listener on {} with {} connections not accepted yet",
+                self.local, self.queued
+            )),
+            (false, _) => Some(format!("UDP socket on {} with datagrams not read yet", self.local)),
+            _ => None,
+        }
     }
 
     /// Whether this module can restore it.
@@ -192,6 +210,7 @@ pub fn diag(pid: i32) -> Result<HashMap<u64, Diag>> {
                         local: SocketAddr::new(id.source_address, id.source_port),
                         remote: SocketAddr::new(id.destination_address, id.destination_port),
                         backlog: h.send_queue,
+                        queued: h.recv_queue,
                     },
                 );
             }
