@@ -156,18 +156,9 @@ fn made_anew(target: &Path) -> bool {
 /// it at the same place, with the same device and root; `rootfs` is the
 /// container's root on the host, `None` for the host's own).
 pub fn refuse_uncarried(pid: i32, rootfs: Option<&Path>) -> Result<()> {
-    let err = |e: procfs::ProcError| Error::Mountinfo {
-        pid,
-        reason: e.to_string(),
-    };
-    let mounts = procfs::process::Process::new(pid)
-        .and_then(|p| p.mountinfo())
-        .map_err(err)?;
-    let host = procfs::process::Process::myself()
-        .and_then(|p| p.mountinfo())
-        .map_err(err)?;
-    let host_devices: Vec<String> = host.0.iter().map(|m| m.majmin.clone()).collect();
-    for m in mounts.0 {
+    let (mounts, host) = mount_tables(pid)?;
+    let host_devices: Vec<String> = host.iter().map(|m| m.majmin.clone()).collect();
+    for m in mounts {
         let at = m.mount_point.as_path();
         if at == Path::new("/") || made_anew(at) {
             continue;
@@ -180,7 +171,6 @@ pub fn refuse_uncarried(pid: i32, rootfs: Option<&Path>) -> Result<()> {
             None => at.to_path_buf(),
         };
         if host
-            .0
             .iter()
             .any(|h| h.mount_point == on_host && h.majmin == m.majmin && h.root == m.root)
         {
@@ -196,9 +186,9 @@ pub fn refuse_uncarried(pid: i32, rootfs: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-/// The container's own tmpfs mounts, with their contents. `pid` is its
-/// PID 1, frozen.
-pub fn dump(pid: i32) -> Result<Vec<TmpfsImage>> {
+/// The mount table of process `pid`'s mount namespace, and the host's
+/// (this process's).
+fn mount_tables(pid: i32) -> Result<(Vec<procfs::process::MountInfo>, Vec<procfs::process::MountInfo>)> {
     let err = |e: procfs::ProcError| Error::Mountinfo {
         pid,
         reason: e.to_string(),
@@ -206,16 +196,20 @@ pub fn dump(pid: i32) -> Result<Vec<TmpfsImage>> {
     let mounts = procfs::process::Process::new(pid)
         .and_then(|p| p.mountinfo())
         .map_err(err)?;
-    let host: Vec<String> = procfs::process::Process::myself()
+    let host = procfs::process::Process::myself()
         .and_then(|p| p.mountinfo())
-        .map_err(err)?
-        .0
-        .into_iter()
-        .map(|m| m.majmin)
-        .collect();
+        .map_err(err)?;
+    Ok((mounts.0, host.0))
+}
+
+/// The container's own tmpfs mounts, with their contents. `pid` is its
+/// PID 1, frozen.
+pub fn dump(pid: i32) -> Result<Vec<TmpfsImage>> {
+    let (mounts, host) = mount_tables(pid)?;
+    let host: Vec<String> = host.into_iter().map(|m| m.majmin).collect();
     let mut total = 0u64;
     let mut out = Vec::new();
-    for m in mounts.0 {
+    for m in mounts {
         if m.fs_type != "tmpfs" || !carried(&m.mount_point, &m.root, &m.majmin, &host) {
             continue;
         }
