@@ -23,7 +23,9 @@
  *   tcp-backlog  a TCP listener on 127.0.0.1:7778 with a connection not
  *                accepted yet (fd 3), and its client
  *   udp-queued   a UDP socket on 127.0.0.1:7779 (fd 3) with a datagram
- *                not read yet */
+ *                not read yet
+ *   detached-mount  a file (fd 3) on a tmpfs mounted at argv[2].m, then
+ *                detached (umount -l) */
 #include "beat.h"
 #include <arpa/inet.h>
 #include <linux/aio_abi.h>
@@ -141,6 +143,13 @@ int main(int argc, char **argv) {
     } else if (!strcmp(what, "pty")) {
         int m = posix_openpt(O_RDWR | O_NOCTTY);
         if (m < 0 || grantpt(m) || unlockpt(m) || write(m, "typed\n", 6) != 6) fail("pty", errno, 0);
+    } else if (!strcmp(what, "detached-mount")) {
+        char m[4096], f[4200];
+        snprintf(m, sizeof m, "%s.m", argv[2]);
+        snprintf(f, sizeof f, "%s/f", m);
+        mkdir(m, 0700);
+        if (mount("none", m, "tmpfs", 0, "size=1m") || open(f, O_RDWR | O_CREAT, 0600) != 3 || umount2(m, MNT_DETACH))
+            fail(what, errno, 0);
     } else if (!strcmp(what, "own-netns")) {
         if (clone(sleeper, stack + sizeof stack, CLONE_NEWNET | SIGCHLD, NULL) < 0) fail("clone", errno, 0);
     }

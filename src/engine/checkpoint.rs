@@ -361,12 +361,14 @@ pub(crate) fn preflight(st: &crate::runtime::ContainerState, file_cap: u64) -> R
     refuse_namespaces_and_mounts(st, &procs)?;
     st.cgroup().refuse_nested()?;
     refuse_shared_fd_tables(&procs)?;
+    let pairs: Vec<(i32, i32)> = procs.iter().map(|(h, n, _)| (*h, *n)).collect();
+    let mounts = files::KnownMounts::of(&pairs)?;
     for (host, ns, tids) in &procs {
         // A process that ended meanwhile (a shell's short-lived child)
         // holds nothing to refuse.
         let checked = refuse_uncarried_by(*host, *ns, tids).and_then(|()| {
             // The dump checks these again as it reads each fd and mapping.
-            files::refuse_uncarried(*host, *ns, file_cap)?;
+            files::refuse_uncarried(*host, *ns, file_cap, &mounts)?;
             Ok(memory::refuse_uncarried(*host)?)
         });
         match checked {
@@ -374,7 +376,6 @@ pub(crate) fn preflight(st: &crate::runtime::ContainerState, file_cap: u64) -> R
             other => other?,
         }
     }
-    let pairs: Vec<(i32, i32)> = procs.iter().map(|(h, n, _)| (*h, *n)).collect();
     files::refuse_waiting_sockets(&pairs, st.pid)?;
     // Owners outside the container.
     crate::kinds::fdattrs::dump(&procs, &ns_tid, true)?;
@@ -532,7 +533,8 @@ fn dump(
         sink.put(super::live::LOG_SECTION, &log)?;
     }
     let mut views = std::collections::HashMap::new();
-    for t in precopy.iter_mut() {
+    // A tracked process that exited before the freeze is not dumped.
+    for t in precopy.iter_mut().filter(|t| alive.iter().any(|(h, _)| *h == t.host)) {
         views.insert(t.host, t.finish()?);
     }
     tracing::debug!(ms = ms_since(t_phase), "dump: pre-copy views done");

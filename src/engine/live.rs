@@ -156,12 +156,21 @@ pub fn send(
                 ..Default::default()
             };
             let mut shared = std::collections::HashMap::new();
-            for p in tracked.iter_mut() {
-                let s = p
-                    .round(round, opts.level, &mut shared, &mut |b| sink.precopy(b))
-                    .map_err(|e| failed(e.into()))?;
-                r.pages += s.pages;
-                r.bytes += s.raw_bytes;
+            let mut gone = Vec::new();
+            for (i, p) in tracked.iter_mut().enumerate() {
+                match p.round(round, opts.level, &mut shared, &mut |b| sink.precopy(b)) {
+                    Ok(s) => {
+                        r.pages += s.pages;
+                        r.bytes += s.raw_bytes;
+                    }
+                    // A process that exited since (a shell's short-lived
+                    // child) has nothing left to send.
+                    Err(_) if !crate::proc::running(p.host) => gone.push(i),
+                    Err(e) => return Err(failed(e.into())),
+                }
+            }
+            for i in gone.into_iter().rev() {
+                tracked.remove(i);
             }
             // A round ends when the destination has it: the rate below is
             // the real one, and nothing is left in flight at the freeze.

@@ -226,26 +226,61 @@ fn container_mounts(procs: &[(i32, i32)]) -> Result<std::collections::HashSet<u6
     let mut seen_ns = std::collections::HashSet::new();
     let mut ids = std::collections::HashSet::new();
     for &(pid, _) in procs {
-        let err = |what| {
-            move |source| Error::Proc {
-                pid,
-                fd: -1,
-                what,
-                source,
-            }
+        // A process that ended meanwhile (a running tree) has none to add.
+        let Ok(ns) = std::fs::read_link(format!("/proc/{pid}/ns/mnt")) else {
+            continue;
         };
-        let ns = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).map_err(err("mount namespace"))?;
         if !seen_ns.insert(ns) {
             continue;
         }
-        let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).map_err(err("mountinfo"))?;
-        ids.extend(
-            info.lines()
-                .filter_map(|l| l.split_whitespace().next().and_then(|id| id.parse::<u64>().ok())),
-        );
+        if let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) {
+            ids.extend(mount_ids(&info));
+        }
     }
     Ok(ids)
 }
+
+/// The mount IDs of a mountinfo text.
+fn mount_ids(mountinfo: &str) -> impl Iterator<Item = u64> + '_ {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().and_then(|id| id.parse::<u64>().ok()))
+}
+
+/// The mount IDs of the host's mount namespace (this process's), where a
+/// file outside the container's mounts is reopened.
+fn host_mounts() -> std::collections::HashSet<u64> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mount_ids(&info).collect()
+}
+
+/// The mounts a file held open may be on: the container's (every
+/// process's mount table; a chrooted one sees only part of it) and the
+/// host's.
+pub struct KnownMounts {
+    container: std::collections::HashSet<u64>,
+    host: std::collections::HashSet<u64>,
+}
+
+impl KnownMounts {
+    /// Of processes `procs` (host PID, PID in the container).
+    pub fn of(procs: &[(i32, i32)]) -> Result<Self> {
+        Ok(Self {
+            container: container_mounts(procs)?,
+            host: host_mounts(),
+        })
+    }
+
+    /// Whether a file (its fdinfo text) is on a mount in neither table:
+    /// detached (`umount -l`) while the file stayed open, or another
+    /// namespace's. Its path leads nowhere at restore.
+    fn unreachable(&self, info: &str) -> bool {
+        fdinfo_mnt_id(info).is_some_and(|m| !self.container.contains(&m) && !self.host.contains(&m))
+    }
+}
+
+const UNREACHABLE_MOUNT: &str =
+    "file on a mount detached since it was opened (umount -l) or in another mount namespace";
 
 /// The "mnt_id:" of an fdinfo text.
 fn fdinfo_mnt_id(text: &str) -> Option<u64> {
@@ -287,7 +322,7 @@ const FDS_IN_FLIGHT: &str = "unix socket whose queue holds file descriptors in f
 /// [`refuse_fd`]), a unix socket with descriptors in flight, or one whose
 /// contents would be over `file_cap`, before anything is stopped. The
 /// dump checks each fd again as it reads it.
-pub fn refuse_uncarried(pid: i32, ns_pid: i32, file_cap: u64) -> Result<()> {
+pub fn refuse_uncarried(pid: i32, ns_pid: i32, file_cap: u64, mounts: &KnownMounts) -> Result<()> {
     for fd in list_fds(pid)? {
         // An fd closed meanwhile holds nothing.
         let Ok(target) = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")) else {
@@ -296,6 +331,15 @@ pub fn refuse_uncarried(pid: i32, ns_pid: i32, file_cap: u64) -> Result<()> {
         let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
         let target = target.to_string_lossy();
         refuse_fd(pid, ns_pid, fd, &target, &info)?;
+        // A memfd lives on the kernel's internal mount, in no table.
+        if target.starts_with('/') && !target.starts_with("/memfd:") && mounts.unreachable(&info) {
+            return Err(Error::Unsupported {
+                pid,
+                ns_pid,
+                fd,
+                kind: format!("{UNREACHABLE_MOUNT} ({target})"),
+            });
+        }
         if target.starts_with("socket:[") && steal(pid, fd).is_ok_and(|s| unix::holds_fds_in_flight(&s)) {
             return Err(Error::Unsupported {
                 pid,
@@ -461,7 +505,8 @@ pub fn dump_all(
     let mut anon_holders: Vec<(String, Holder, u32)> = Vec::new();
     let mut file_holders: Vec<(Holder, u32)> = Vec::new();
     let mut fifos_seen = std::collections::HashSet::new();
-    let mounts = container_mounts(procs)?;
+    let reachable = KnownMounts::of(procs)?;
+    let mounts = &reachable.container;
     for &(pid, ns_pid) in procs {
         let dir = format!("/proc/{pid}/fd");
         let fds = list_fds(pid)?;
@@ -643,6 +688,9 @@ pub fn dump_all(
                 let file = match known {
                     Some(i) => i,
                     None => {
+                        if !path.starts_with("/memfd:") && reachable.unreachable(&info) {
+                            return Err(unsupported(format!("{UNREACHABLE_MOUNT} ({path})")));
+                        }
                         let outside = fdinfo_mnt_id(&info).is_some_and(|m| !mounts.contains(&m));
                         let mut f = regfile::dump(pid, fd, &path, flags, pos, file_cap, outside)?;
                         // A FIFO's bytes go back in once, with its first
