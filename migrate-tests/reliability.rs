@@ -341,6 +341,10 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
             "own-netns",
             "(pid 2 in the container) is in a network namespace of its own",
         ),
+        (
+            "thread-netns",
+            "(pid 1 in the container) is in a network namespace of its own",
+        ),
         ("pty", "fd 3 is a terminal (a pty or tty) (/dev/ptmx)"),
         (
             "detached-mount",

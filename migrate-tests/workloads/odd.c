@@ -25,7 +25,9 @@
  *   udp-queued   a UDP socket on 127.0.0.1:7779 (fd 3) with a datagram
  *                not read yet
  *   detached-mount  a file (fd 3) on a tmpfs mounted at argv[2].m, then
- *                detached (umount -l) */
+ *                detached (umount -l)
+ *   thread-netns a thread (not the main one) in a network namespace of
+ *                its own */
 #include "beat.h"
 #include <arpa/inet.h>
 #include <linux/aio_abi.h>
@@ -42,11 +44,19 @@
 #include <sys/epoll.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 
 static void sleep_forever(void) {
     for (;;) nap_ms(1000);
+}
+
+static void *own_netns_thread(void *arg) {
+    (void)arg;
+    if (unshare(CLONE_NEWNET)) fail("unshare", errno, 0);
+    for (;;) pause();
+    return NULL;
 }
 
 static int sleeper(void *arg) {
@@ -150,6 +160,10 @@ int main(int argc, char **argv) {
         mkdir(m, 0700);
         if (mount("none", m, "tmpfs", 0, "size=1m") || open(f, O_RDWR | O_CREAT, 0600) != 3 || umount2(m, MNT_DETACH))
             fail(what, errno, 0);
+    } else if (!strcmp(what, "thread-netns")) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, own_netns_thread, NULL)) fail("pthread_create", 0, 0);
+        nap_ms(200);
     } else if (!strcmp(what, "own-netns")) {
         if (clone(sleeper, stack + sizeof stack, CLONE_NEWNET | SIGCHLD, NULL) < 0) fail("clone", errno, 0);
     }

@@ -243,15 +243,22 @@ const NAMESPACES: [(&str, &str); 10] = [
 /// restore puts every process in PID 1's. `procs`: (host PID, PID in the
 /// container). A zombie, or a process gone meanwhile, has none to compare.
 pub fn refuse_own_namespaces(init: i32, procs: &[(i32, i32)]) -> Result<()> {
-    let link = |pid: i32, ns: &str| std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).ok();
-    for &(host, ns_pid) in procs.iter().filter(|(h, _)| *h != init) {
-        let own = NAMESPACES
-            .iter()
-            .find(|(ns, _)| match (link(host, ns), link(init, ns)) {
-                (Some(a), Some(b)) => a != b,
-                _ => false,
-            });
-        if let Some((_, what)) = own {
+    let link = |path: String| std::fs::read_link(path).ok();
+    let of_init: Vec<_> = NAMESPACES
+        .iter()
+        .map(|(ns, _)| link(format!("/proc/{init}/ns/{ns}")))
+        .collect();
+    for &(host, ns_pid) in procs {
+        // Every thread: setns works per thread for most kinds.
+        let own = threads(host).unwrap_or_default().into_iter().find_map(|tid| {
+            NAMESPACES.iter().zip(&of_init).find_map(|((ns, what), want)| {
+                match (link(format!("/proc/{host}/task/{tid}/ns/{ns}")), want) {
+                    (Some(a), Some(b)) if a != *b => Some(what),
+                    _ => None,
+                }
+            })
+        });
+        if let Some(what) = own {
             return Err(Error::Uncarried {
                 pid: host,
                 ns_pid,
