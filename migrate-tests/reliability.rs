@@ -347,6 +347,10 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
         ),
         ("pty", "fd 3 is a terminal (a pty or tty) (/dev/ptmx)"),
         (
+            "packet-pipe",
+            "fd 4 is a packet-mode pipe (O_DIRECT), whose message boundaries",
+        ),
+        (
             "detached-mount",
             "fd 3 is a file on a mount detached since it was opened (umount -l) or in another mount namespace (/f)",
         ),

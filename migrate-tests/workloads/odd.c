@@ -27,7 +27,9 @@
  *   detached-mount  a file (fd 3) on a tmpfs mounted at argv[2].m, then
  *                detached (umount -l)
  *   thread-netns a thread (not the main one) in a network namespace of
- *                its own */
+ *                its own
+ *   packet-pipe  a packet-mode pipe (O_DIRECT on its write end, fd 4) holding two
+ *                messages */
 #include "beat.h"
 #include <arpa/inet.h>
 #include <linux/aio_abi.h>
@@ -160,6 +162,9 @@ int main(int argc, char **argv) {
         mkdir(m, 0700);
         if (mount("none", m, "tmpfs", 0, "size=1m") || open(f, O_RDWR | O_CREAT, 0600) != 3 || umount2(m, MNT_DETACH))
             fail(what, errno, 0);
+    } else if (!strcmp(what, "packet-pipe")) {
+        int pp[2];
+        if (pipe2(pp, O_DIRECT) || write(pp[1], "aaa", 3) != 3 || write(pp[1], "bbbbb", 5) != 5) fail(what, errno, 0);
     } else if (!strcmp(what, "thread-netns")) {
         pthread_t t;
         if (pthread_create(&t, NULL, own_netns_thread, NULL)) fail("pthread_create", 0, 0);

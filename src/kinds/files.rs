@@ -387,6 +387,13 @@ fn refuse_fd(pid: i32, ns_pid: i32, fd: i32, target: &str, info: &str) -> Result
     }
     // Locks are carried (kinds::fdattrs); leases are not.
     super::fdattrs::locks_of(info).map_err(unsupported)?;
+    // A packet-mode pipe keeps each write's boundary in its buffer, which
+    // the dump's tee does not see.
+    if target.starts_with("pipe:[") && parse_fdinfo(info).1 & libc::O_DIRECT != 0 {
+        return Err(unsupported(format!(
+            "packet-mode pipe (O_DIRECT), whose message boundaries migrate does not carry yet ({target})"
+        )));
+    }
     if target.starts_with('/') {
         if let Some(what) = stateful_device(&format!("/proc/{pid}/fd/{fd}")) {
             return Err(unsupported(format!("{what} ({target})")));
