@@ -363,12 +363,13 @@ pub(crate) fn preflight(st: &crate::runtime::ContainerState, file_cap: u64) -> R
     refuse_shared_fd_tables(&procs)?;
     let pairs: Vec<(i32, i32)> = procs.iter().map(|(h, n, _)| (*h, *n)).collect();
     let mounts = files::KnownMounts::of(&pairs)?;
+    let inet = crate::kinds::inet::diag(st.pid).map_err(files::Error::from)?;
     for (host, ns, tids) in &procs {
         // A process that ended meanwhile (a shell's short-lived child)
         // holds nothing to refuse.
         let checked = refuse_uncarried_by(*host, *ns, tids).and_then(|()| {
             // The dump checks these again as it reads each fd and mapping.
-            files::refuse_uncarried(*host, *ns, file_cap, &mounts)?;
+            files::refuse_uncarried(*host, *ns, file_cap, &mounts, &inet)?;
             Ok(memory::refuse_uncarried(*host)?)
         });
         match checked {
@@ -376,7 +377,6 @@ pub(crate) fn preflight(st: &crate::runtime::ContainerState, file_cap: u64) -> R
             other => other?,
         }
     }
-    files::refuse_waiting_sockets(&pairs, st.pid)?;
     // Owners outside the container.
     crate::kinds::fdattrs::dump(&procs, &ns_tid, true)?;
     Ok(())

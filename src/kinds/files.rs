@@ -319,10 +319,19 @@ const ANON_CARRIED: [&str; 6] = ["eventpoll", "eventfd", "timerfd", "signalfd", 
 const FDS_IN_FLIGHT: &str = "unix socket whose queue holds file descriptors in flight (SCM_RIGHTS)";
 
 /// Refuses, while the container runs, an fd migrate never carries (see
-/// [`refuse_fd`]), a unix socket with descriptors in flight, or one whose
-/// contents would be over `file_cap`, before anything is stopped. The
-/// dump checks each fd again as it reads it.
-pub fn refuse_uncarried(pid: i32, ns_pid: i32, file_cap: u64, mounts: &KnownMounts) -> Result<()> {
+/// [`refuse_fd`]), a file on a mount it can not reach (`mounts`), a unix
+/// socket with descriptors in flight, a TCP or UDP socket holding what a
+/// restore would lose (`inet`: sock_diag of the container's network
+/// namespace, [`inet::Diag::waiting`]), or one whose contents would be
+/// over `file_cap`, before anything is stopped. The dump checks each fd
+/// again as it reads it.
+pub fn refuse_uncarried(
+    pid: i32,
+    ns_pid: i32,
+    file_cap: u64,
+    mounts: &KnownMounts,
+    inet: &HashMap<u64, inet::Diag>,
+) -> Result<()> {
     for fd in list_fds(pid)? {
         // An fd closed meanwhile holds nothing.
         let Ok(target) = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")) else {
@@ -340,13 +349,16 @@ pub fn refuse_uncarried(pid: i32, ns_pid: i32, file_cap: u64, mounts: &KnownMoun
                 kind: format!("{UNREACHABLE_MOUNT} ({target})"),
             });
         }
-        if target.starts_with("socket:[") && steal(pid, fd).is_ok_and(|s| unix::holds_fds_in_flight(&s)) {
-            return Err(Error::Unsupported {
-                pid,
-                ns_pid,
-                fd,
-                kind: FDS_IN_FLIGHT.into(),
-            });
+        if let Some(ino) = bracket_id(&target, "socket:") {
+            let kind = match inet.get(&ino) {
+                Some(d) => d.waiting(),
+                None => steal(pid, fd)
+                    .is_ok_and(|s| unix::holds_fds_in_flight(&s))
+                    .then(|| FDS_IN_FLIGHT.into()),
+            };
+            if let Some(kind) = kind {
+                return Err(Error::Unsupported { pid, ns_pid, fd, kind });
+            }
         }
         // Contents the image would carry, over the cap.
         regfile::refuse_too_large(pid, fd, &target, file_cap)?;
@@ -425,28 +437,6 @@ fn refuse_fd(pid: i32, ns_pid: i32, fd: i32, target: &str, info: &str) -> Result
         // Watches whose files can not be found again (deleted).
         if anon == "inotify" {
             anonfd::dump_inotify(pid, info).map_err(unsupported)?;
-        }
-    }
-    Ok(())
-}
-
-/// Refuses, while the container runs, a TCP or UDP socket holding what a
-/// restore would lose ([`inet::Diag::waiting`]). `procs`: (host PID, PID
-/// in the container); `netns_pid` a process in their network namespace.
-pub fn refuse_waiting_sockets(procs: &[(i32, i32)], netns_pid: i32) -> Result<()> {
-    let diag = inet::diag(netns_pid)?;
-    for &(pid, ns_pid) in procs {
-        // A process that ended meanwhile holds nothing.
-        for fd in list_fds(pid).unwrap_or_default() {
-            let Ok(target) = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")) else {
-                continue;
-            };
-            let waiting = bracket_id(&target.to_string_lossy(), "socket:")
-                .and_then(|ino| diag.get(&ino))
-                .and_then(inet::Diag::waiting);
-            if let Some(kind) = waiting {
-                return Err(Error::Unsupported { pid, ns_pid, fd, kind });
-            }
         }
     }
     Ok(())
