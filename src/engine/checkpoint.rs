@@ -379,6 +379,9 @@ pub(crate) fn preflight(st: &crate::runtime::ContainerState, file_cap: u64) -> R
     }
     // Owners outside the container.
     crate::kinds::fdattrs::dump(&procs, &ns_tid, true)?;
+    // After the processes: an attached SysV segment is named with the
+    // process and mapping that hold it.
+    crate::kinds::ipcns::refuse_uncarried(st.pid)?;
     Ok(())
 }
 
@@ -396,7 +399,7 @@ fn refuse_uncarried(
     for (host, ns, tids) in procs {
         refuse_uncarried_by(*host, *ns, tids)?;
     }
-    Ok(())
+    Ok(crate::kinds::ipcns::refuse_uncarried(st.pid)?)
 }
 
 /// Processes in namespaces of their own, and mounts a restore would not

@@ -161,6 +161,8 @@ pub enum Error {
     #[error(transparent)]
     Uts(#[from] crate::kinds::uts::Error),
     #[error(transparent)]
+    Ipc(#[from] crate::kinds::ipcns::Error),
+    #[error(transparent)]
     FdAttrs(#[from] crate::kinds::fdattrs::Error),
     #[error(transparent)]
     Fault(#[from] crate::fault::Injected),

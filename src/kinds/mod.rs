@@ -6,6 +6,7 @@ pub mod creds;
 pub mod fdattrs;
 pub mod files;
 pub mod inet;
+pub mod ipcns;
 pub mod memory;
 pub mod mounts;
 pub mod pidfd;
