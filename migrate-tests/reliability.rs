@@ -311,6 +311,25 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
             "fd 3 is a TCP socket (IPv4) bound to 127.0.0.1:7777, not listening",
         ),
         ("sysv", "a SysV shared memory segment"),
+        (
+            "sysv-msg",
+            "IPC namespace holds a SysV message queue (key 0x00001b59, id 0, mode 600), which migrate does not carry yet",
+        ),
+        ("sysv-sem", "IPC namespace holds a SysV semaphore set (key 0x00001b5a, id 0"),
+        (
+            "sysv-shm-detached",
+            "IPC namespace holds a SysV shared memory segment (key 0x00001b5b, id 0",
+        ),
+        ("mqueue", "IPC namespace holds a POSIX message queue (/odd)"),
+        ("peek-off", "fd 4 is a socket with a peek offset set (SO_PEEK_OFF 1)"),
+        (
+            "passcred",
+            "fd 4 is a unix socket receiving its senders' credentials (SO_PASSCRED)",
+        ),
+        (
+            "inotify-queued",
+            "fd 3 is a inotify instance with 32 bytes of events not read yet",
+        ),
         ("aio", "an AIO ring (io_setup)"),
         ("uffd", "fd 3 is a userfaultfd"),
         (

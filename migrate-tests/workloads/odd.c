@@ -29,13 +29,27 @@
  *   thread-netns a thread (not the main one) in a network namespace of
  *                its own
  *   packet-pipe  a packet-mode pipe (O_DIRECT on its write end, fd 4) holding two
- *                messages */
+ *                messages
+ *   sysv-msg     a SysV message queue (key 7001) holding a message
+ *   sysv-sem     a SysV semaphore set (key 7002), one semaphore at 3
+ *   sysv-shm-detached  a SysV shared memory segment (key 7003), not
+ *                attached by anyone
+ *   mqueue       a POSIX message queue /odd holding a message, its fd
+ *                closed
+ *   peek-off     a socketpair (fds 3, 4) with bytes queued to fd 4, whose
+ *                peek offset is set to 1 (SO_PEEK_OFF)
+ *   passcred     a socketpair (fds 3, 4), fd 4 with SO_PASSCRED on
+ *   inotify-queued  an inotify instance (fd 3) watching directory argv[2].d,
+ *                with an event not read yet */
 #include "beat.h"
 #include <arpa/inet.h>
 #include <linux/aio_abi.h>
 #include <netinet/in.h>
 #include <sys/ipc.h>
 #include <sys/shm.h>
+#include <sys/msg.h>
+#include <sys/sem.h>
+#include <mqueue.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/file.h>
@@ -169,6 +183,39 @@ int main(int argc, char **argv) {
         pthread_t t;
         if (pthread_create(&t, NULL, own_netns_thread, NULL)) fail("pthread_create", 0, 0);
         nap_ms(200);
+    } else if (!strcmp(what, "sysv-msg")) {
+        struct { long type; char text[8]; } m = {42, "queued"};
+        int q = msgget(7001, IPC_CREAT | 0600);
+        if (q < 0 || msgsnd(q, &m, sizeof m.text, 0)) fail(what, errno, 0);
+    } else if (!strcmp(what, "sysv-sem")) {
+        int s = semget(7002, 1, IPC_CREAT | 0600);
+        if (s < 0 || semctl(s, 0, SETVAL, 3)) fail(what, errno, 0);
+    } else if (!strcmp(what, "sysv-shm-detached")) {
+        int id = shmget(7003, 4096, IPC_CREAT | 0600);
+        char *p = shmat(id, NULL, 0);
+        if (p == (void *)-1) fail(what, errno, 0);
+        p[0] = 1;
+        if (shmdt(p)) fail(what, errno, 0);
+    } else if (!strcmp(what, "mqueue")) {
+        mqd_t q = mq_open("/odd", O_RDWR | O_CREAT, 0600, NULL);
+        if (q == (mqd_t)-1 || mq_send(q, "queued", 6, 1) || mq_close(q)) fail(what, errno, 0);
+    } else if (!strcmp(what, "peek-off")) {
+        int sv[2], one = 1;
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) || write(sv[0], "abc", 3) != 3 ||
+            setsockopt(sv[1], SOL_SOCKET, SO_PEEK_OFF, &one, sizeof one))
+            fail(what, errno, 0);
+    } else if (!strcmp(what, "passcred")) {
+        int sv[2], one = 1;
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) || setsockopt(sv[1], SOL_SOCKET, SO_PASSCRED, &one, sizeof one))
+            fail(what, errno, 0);
+    } else if (!strcmp(what, "inotify-queued")) {
+        char d[4096], f[4200];
+        snprintf(d, sizeof d, "%s.d", argv[2]);
+        snprintf(f, sizeof f, "%s/f", d);
+        mkdir(d, 0700);
+        int in = inotify_init1(0);
+        if (in != 3 || inotify_add_watch(in, d, IN_CREATE) < 0 || close(open(f, O_RDWR | O_CREAT, 0600)))
+            fail(what, errno, 0);
     } else if (!strcmp(what, "own-netns")) {
         if (clone(sleeper, stack + sizeof stack, CLONE_NEWNET | SIGCHLD, NULL) < 0) fail("clone", errno, 0);
     }

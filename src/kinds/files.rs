@@ -350,12 +350,18 @@ pub fn refuse_uncarried(
             });
         }
         if let Some(ino) = bracket_id(&target, "socket:") {
-            let kind = match inet.get(&ino) {
-                Some(d) => d.waiting(),
-                None => steal(pid, fd)
-                    .is_ok_and(|s| unix::holds_fds_in_flight(&s))
-                    .then(|| FDS_IN_FLIGHT.into()),
-            };
+            let sock = steal(pid, fd).ok();
+            // Options first: the peek for fds in flight starts at a peek offset.
+            let kind = sock
+                .as_ref()
+                .and_then(uncarried_option)
+                .or_else(|| match inet.get(&ino) {
+                    Some(d) => d.waiting(),
+                    None => sock
+                        .as_ref()
+                        .is_some_and(unix::holds_fds_in_flight)
+                        .then(|| FDS_IN_FLIGHT.into()),
+                });
             if let Some(kind) = kind {
                 return Err(Error::Unsupported { pid, ns_pid, fd, kind });
             }
@@ -437,6 +443,17 @@ fn refuse_fd(pid: i32, ns_pid: i32, fd: i32, target: &str, info: &str) -> Result
         // Watches whose files can not be found again (deleted).
         if anon == "inotify" {
             anonfd::dump_inotify(pid, info).map_err(unsupported)?;
+            // Events queued but not read yet: the kernel offers no way to
+            // queue them again.
+            let queued = steal(pid, fd)
+                .ok()
+                .and_then(|f| crate::sys::ioctl_int(f.as_fd(), libc::FIONREAD as libc::c_ulong).ok())
+                .unwrap_or(0);
+            if queued > 0 {
+                return Err(unsupported(format!(
+                    "inotify instance with {queued} bytes of events not read yet"
+                )));
+            }
         }
     }
     Ok(())
@@ -527,6 +544,9 @@ pub fn dump_all(
                 }
                 FdKind::Pipe { pipe: entry.0, write }
             } else if let Some(ino) = bracket_id(&path, "socket:") {
+                if let Some(why) = steal(pid, fd).ok().as_ref().and_then(uncarried_option) {
+                    return Err(unsupported(why));
+                }
                 if let Some(d) = inet_diag
                     .get(&ino)
                     .filter(|d| d.tcp && d.state == inet::TCP_ESTABLISHED)
@@ -774,6 +794,32 @@ pub fn dump_all(
         });
     }
     Ok(img)
+}
+
+/// SO_PASSPIDFD (Linux 6.5; not in the libc crate yet).
+const SO_PASSPIDFD: i32 = 76;
+
+/// Socket options a program set that are not carried: a peek offset
+/// (SO_PEEK_OFF; the dump's own peeks at the queue would start there), and
+/// on a unix socket, receiving the sender's credentials or pidfd with each
+/// message (SO_PASSCRED, SO_PASSPIDFD).
+fn uncarried_option(sock: &OwnedFd) -> Option<String> {
+    let int = |opt| {
+        let mut v = [0u8; 4];
+        crate::sys::getsockopt_raw(sock.as_fd(), libc::SOL_SOCKET, opt, &mut v)
+            .ok()
+            .map(|_| i32::from_ne_bytes(v))
+    };
+    if let Some(off) = int(libc::SO_PEEK_OFF).filter(|off| *off >= 0) {
+        return Some(format!("socket with a peek offset set (SO_PEEK_OFF {off})"));
+    }
+    if int(libc::SO_DOMAIN) != Some(libc::AF_UNIX) {
+        return None;
+    }
+    [("SO_PASSCRED", libc::SO_PASSCRED), ("SO_PASSPIDFD", SO_PASSPIDFD)]
+        .into_iter()
+        .find(|(_, opt)| int(*opt).is_some_and(|on| on != 0))
+        .map(|(name, _)| format!("unix socket receiving its senders' credentials ({name})"))
 }
 
 /// A duplicate of fd `fd` of process `pid`, in this process.
