@@ -321,6 +321,7 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
             "IPC namespace holds a SysV shared memory segment (key 0x00001b5b, id 0",
         ),
         ("mqueue", "IPC namespace holds a POSIX message queue (/odd)"),
+        ("unix-shutdown", "fd 3 is a unix socket shut down for writing"),
         ("peek-off", "fd 4 is a socket with a peek offset set (SO_PEEK_OFF 1)"),
         (
             "passcred",

@@ -38,6 +38,7 @@
  *                closed
  *   peek-off     a socketpair (fds 3, 4) with bytes queued to fd 4, whose
  *                peek offset is set to 1 (SO_PEEK_OFF)
+ *   unix-shutdown  a socketpair (fds 3, 4), fd 3 shut down for writing
  *   passcred     a socketpair (fds 3, 4), fd 4 with SO_PASSCRED on
  *   inotify-queued  an inotify instance (fd 3) watching directory argv[2].d,
  *                with an event not read yet */
@@ -204,6 +205,9 @@ int main(int argc, char **argv) {
         if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) || write(sv[0], "abc", 3) != 3 ||
             setsockopt(sv[1], SOL_SOCKET, SO_PEEK_OFF, &one, sizeof one))
             fail(what, errno, 0);
+    } else if (!strcmp(what, "unix-shutdown")) {
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) || shutdown(sv[0], SHUT_WR)) fail(what, errno, 0);
     } else if (!strcmp(what, "passcred")) {
         int sv[2], one = 1;
         if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) || setsockopt(sv[1], SOL_SOCKET, SO_PASSCRED, &one, sizeof one))

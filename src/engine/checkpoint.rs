@@ -363,13 +363,13 @@ pub(crate) fn preflight(st: &crate::runtime::ContainerState, file_cap: u64) -> R
     refuse_shared_fd_tables(&procs)?;
     let pairs: Vec<(i32, i32)> = procs.iter().map(|(h, n, _)| (*h, *n)).collect();
     let mounts = files::KnownMounts::of(&pairs)?;
-    let inet = crate::kinds::inet::diag(st.pid).map_err(files::Error::from)?;
+    let sockets = files::Sockets::of(st.pid)?;
     for (host, ns, tids) in &procs {
         // A process that ended meanwhile (a shell's short-lived child)
         // holds nothing to refuse.
         let checked = refuse_uncarried_by(*host, *ns, tids).and_then(|()| {
             // The dump checks these again as it reads each fd and mapping.
-            files::refuse_uncarried(*host, *ns, file_cap, &mounts, &inet)?;
+            files::refuse_uncarried(*host, *ns, file_cap, &mounts, &sockets)?;
             Ok(memory::refuse_uncarried(*host)?)
         });
         match checked {

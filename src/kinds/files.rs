@@ -325,13 +325,7 @@ const FDS_IN_FLIGHT: &str = "unix socket whose queue holds file descriptors in f
 /// namespace, [`inet::Diag::waiting`]), or one whose contents would be
 /// over `file_cap`, before anything is stopped. The dump checks each fd
 /// again as it reads it.
-pub fn refuse_uncarried(
-    pid: i32,
-    ns_pid: i32,
-    file_cap: u64,
-    mounts: &KnownMounts,
-    inet: &HashMap<u64, inet::Diag>,
-) -> Result<()> {
+pub fn refuse_uncarried(pid: i32, ns_pid: i32, file_cap: u64, mounts: &KnownMounts, sockets: &Sockets) -> Result<()> {
     for fd in list_fds(pid)? {
         // An fd closed meanwhile holds nothing.
         let Ok(target) = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")) else {
@@ -352,16 +346,16 @@ pub fn refuse_uncarried(
         if let Some(ino) = bracket_id(&target, "socket:") {
             let sock = steal(pid, fd).ok();
             // Options first: the peek for fds in flight starts at a peek offset.
-            let kind = sock
-                .as_ref()
-                .and_then(uncarried_option)
-                .or_else(|| match inet.get(&ino) {
-                    Some(d) => d.waiting(),
-                    None => sock
+            let kind = sock.as_ref().and_then(uncarried_option).or_else(|| {
+                match (sockets.inet.get(&ino), sockets.unix.get(&ino)) {
+                    (Some(d), _) => d.waiting(),
+                    (None, Some(u)) if u.uncarried().is_some() => u.uncarried(),
+                    _ => sock
                         .as_ref()
                         .is_some_and(unix::holds_fds_in_flight)
                         .then(|| FDS_IN_FLIGHT.into()),
-                });
+                }
+            });
             if let Some(kind) = kind {
                 return Err(Error::Unsupported { pid, ns_pid, fd, kind });
             }
@@ -370,6 +364,22 @@ pub fn refuse_uncarried(
         regfile::refuse_too_large(pid, fd, &target, file_cap)?;
     }
     Ok(())
+}
+
+/// What sock_diag says of the sockets in a network namespace.
+pub struct Sockets {
+    pub inet: HashMap<u64, inet::Diag>,
+    pub unix: HashMap<u64, unix::Diag>,
+}
+
+impl Sockets {
+    /// The sockets of the network namespace of process `pid`.
+    pub fn of(pid: i32) -> Result<Self> {
+        Ok(Self {
+            inet: inet::diag(pid)?,
+            unix: unix::diag(pid)?,
+        })
+    }
 }
 
 /// Refuses fd `fd` of process `pid` (link `target`, fdinfo `info`) if it
@@ -765,6 +775,9 @@ pub fn dump_all(
         let d = &diag[&ino];
         let ns_pid = procs.iter().find(|p| p.0 == pid).map(|p| p.1).unwrap_or(0);
         let unsupported = |kind: String| Error::Unsupported { pid, ns_pid, fd, kind };
+        if let Some(why) = d.uncarried() {
+            return Err(unsupported(why));
+        }
         if d.listening && d.rqlen > 0 {
             return Err(unsupported(format!(
                 "listening unix socket with {} connections not yet accepted",

@@ -52,6 +52,23 @@ pub struct Diag {
     pub rqlen: u32,
     /// Backlog (listening).
     pub wqlen: u32,
+    /// Shut down for receiving (1), sending (2), or both (3).
+    pub shutdown: u8,
+}
+
+impl Diag {
+    /// What is not carried about the socket itself, if anything.
+    pub fn uncarried(&self) -> Option<String> {
+        let how = match self.shutdown & 3 {
+            0 => return None,
+            1 => "reading",
+            2 => "writing",
+            _ => "reading and writing",
+        };
+        Some(format!(
+            "unix socket shut down for {how} (shutdown(2), or its peer's), which is not carried yet"
+        ))
+    }
 }
 
 /// One socket.
@@ -88,6 +105,7 @@ pub fn diag(pid: i32) -> Result<HashMap<u64, Diag>> {
             peer: r.peer().map(u64::from),
             rqlen: 0,
             wqlen: 0,
+            shutdown: 0,
         };
         for nla in &r.nlas {
             match nla {
@@ -97,6 +115,7 @@ pub fn diag(pid: i32) -> Result<HashMap<u64, Diag>> {
                     d.rqlen = *rq;
                     d.wqlen = *wq;
                 }
+                Nla::Shutdown(how) => d.shutdown = *how,
                 _ => {}
             }
         }
