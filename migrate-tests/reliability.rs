@@ -435,7 +435,8 @@ fn attributes(pid: i32) -> Result<String> {
 }
 
 /// Nice value, policy, oom_score_adj, loginuid, THP disable, subreaper,
-/// dumpable and timer slack come back after checkpoint/restore, suspend/
+/// dumpable, timer slack, securebits, TSC mode, machine-check policy,
+/// speculation control, KSM merging and MDWE come back after checkpoint/restore, suspend/
 /// resume and a migration (the workload checks each every beat; /proc
 /// shows the same before and after).
 #[test]

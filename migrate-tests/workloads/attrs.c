@@ -1,7 +1,10 @@
 /* Scheduling and prctl attributes: SCHED_BATCH with nice 5, oom_score_adj
  * 500, THP disabled, a child subreaper, not dumpable, a timer slack of
  * 123456 ns, personality ADDR_NO_RANDOMIZE, I/O priority best-effort 6,
- * affinity to CPU 0. Every beat each must still be so. */
+ * affinity to CPU 0; securebits NOROOT and KEEP_CAPS, rdtsc faulting
+ * (PR_TSC_SIGSEGV), early machine-check kill, and where the kernel lets
+ * it: store bypass speculation disabled, KSM merging of the whole address
+ * space, memory-deny-write-execute. Every beat each must still be so. */
 #define _GNU_SOURCE
 #include "beat.h"
 #include <errno.h>
@@ -10,6 +13,18 @@
 #include <sys/personality.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <linux/securebits.h>
+
+#ifndef PR_SET_MDWE
+#define PR_SET_MDWE 65
+#define PR_GET_MDWE 66
+#endif
+#ifndef PR_SET_MEMORY_MERGE
+#define PR_SET_MEMORY_MERGE 67
+#define PR_GET_MEMORY_MERGE 68
+#endif
+/* What the kernel let this process set (-1: not set). */
+static int spec = -1, ksm = -1, mdwe = -1;
 
 static long slack = 123456;
 /* IOPRIO_CLASS_BE, level 6. */
@@ -35,6 +50,15 @@ static void check(void) {
     if (io != IOPRIO) fail("ioprio", io, IOPRIO);
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) || CPU_COUNT(&set) != 1 || !CPU_ISSET(0, &set)) fail("CPU affinity", CPU_COUNT(&set), 1);
+    int bits = prctl(PR_GET_SECUREBITS), tsc = 0;
+    if (bits != (SECBIT_NOROOT | SECBIT_KEEP_CAPS)) fail("securebits", bits, SECBIT_NOROOT | SECBIT_KEEP_CAPS);
+    if (prctl(PR_GET_TSC, &tsc) || tsc != PR_TSC_SIGSEGV) fail("TSC mode", tsc, PR_TSC_SIGSEGV);
+    int mce = prctl(PR_MCE_KILL_GET, 0, 0, 0, 0);
+    if (mce != PR_MCE_KILL_EARLY) fail("machine-check kill", mce, PR_MCE_KILL_EARLY);
+    int s = prctl(PR_GET_SPECULATION_CTRL, PR_SPEC_STORE_BYPASS, 0, 0, 0);
+    if (spec >= 0 && s != spec) fail("store bypass control", s, spec);
+    if (ksm >= 0 && prctl(PR_GET_MEMORY_MERGE, 0, 0, 0, 0) != ksm) fail("KSM merge", prctl(PR_GET_MEMORY_MERGE, 0, 0, 0, 0), ksm);
+    if (mdwe >= 0 && prctl(PR_GET_MDWE, 0, 0, 0, 0) != mdwe) fail("MDWE", prctl(PR_GET_MDWE, 0, 0, 0, 0), mdwe);
 }
 
 int main(void) {
@@ -48,6 +72,15 @@ int main(void) {
         fail("set attributes", errno, 0);
         return 1;
     }
+    if (prctl(PR_SET_SECUREBITS, SECBIT_NOROOT | SECBIT_KEEP_CAPS) || prctl(PR_SET_TSC, PR_TSC_SIGSEGV) ||
+        prctl(PR_MCE_KILL, PR_MCE_KILL_SET, PR_MCE_KILL_EARLY, 0, 0)) {
+        fail("set prctl state", errno, 0);
+        return 1;
+    }
+    if (!prctl(PR_SET_SPECULATION_CTRL, PR_SPEC_STORE_BYPASS, PR_SPEC_DISABLE, 0, 0))
+        spec = prctl(PR_GET_SPECULATION_CTRL, PR_SPEC_STORE_BYPASS, 0, 0, 0);
+    if (!prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0)) ksm = 1;
+    if (!prctl(PR_SET_MDWE, 1, 0, 0, 0)) mdwe = 1;
     cpu_set_t one;
     CPU_ZERO(&one);
     CPU_SET(0, &one);

@@ -563,6 +563,7 @@ fn dump(
     let mut mm_images: Vec<(i32, MemoryImage)> = Vec::new();
     let mut sig_images = Vec::new();
     let mut attrs = Vec::new();
+    let mut prctls = Vec::new();
     let mut seen_pages = SeenPages::default();
     seen_pages.ghost_cap = what.file_cap;
     let mut stats = DumpStats::default();
@@ -642,6 +643,7 @@ fn dump(
         a.stopped = s.state == 'T';
         a.chroot = crate::kinds::procattrs::chroot_of(*host, st.pid);
         attrs.push((s.ns_pid, a));
+        prctls.push((s.ns_pid, crate::kinds::prctls::dump(&main, tids)?));
         let host_to_ns_tid = |tid: i32| ns_tid(*host, tid);
         p.timers = Some(timers::dump(&main, &host_to_ns_tid)?);
         tracing::debug!(
@@ -699,6 +701,7 @@ fn dump(
     put::<files::Section>(sink, &fd_images)?;
     put::<crate::kinds::procattrs::Section>(sink, &attrs)?;
     put::<crate::kinds::fdattrs::Section>(sink, &fdattrs)?;
+    put::<crate::kinds::prctls::Section>(sink, &prctls)?;
     put::<memory::Ghosts>(sink, &seen_pages.ghosts)?;
     put::<crate::kinds::uts::Section>(sink, &crate::kinds::uts::dump(st.pid)?)?;
     // The tmpfs mounts the container made (not the host's, which a

@@ -52,6 +52,7 @@ pub const SECTIONS: &[SectionInfo] = &[
     info::<files::Section>(),
     info::<mounts::Section>(),
     info::<crate::kinds::procattrs::Section>(),
+    info::<crate::kinds::prctls::Section>(),
     info::<crate::kinds::uts::Section>(),
     info::<crate::kinds::fdattrs::Section>(),
     info::<memory::Ghosts>(),
@@ -162,6 +163,8 @@ pub enum Error {
     Uts(#[from] crate::kinds::uts::Error),
     #[error(transparent)]
     Ipc(#[from] crate::kinds::ipcns::Error),
+    #[error(transparent)]
+    Prctls(#[from] crate::kinds::prctls::Error),
     #[error(transparent)]
     FdAttrs(#[from] crate::kinds::fdattrs::Error),
     #[error(transparent)]

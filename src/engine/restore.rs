@@ -82,6 +82,7 @@ struct Image {
     attrs: Vec<(i32, procattrs::ProcAttrs)>,
     uts: Option<crate::kinds::uts::UtsImage>,
     fdattrs: fdattrs::Image,
+    prctls: Vec<(i32, crate::kinds::prctls::Prctls)>,
     ghosts: Vec<memory::GhostFile>,
 }
 
@@ -98,6 +99,7 @@ fn load(src: &mut dyn ImageSource) -> Result<Image> {
         attrs: get_since::<procattrs::Section>(src)?.unwrap_or_default(),
         uts: get_since::<crate::kinds::uts::Section>(src)?,
         fdattrs: get_since::<fdattrs::Section>(src)?.unwrap_or_default(),
+        prctls: get_since::<crate::kinds::prctls::Section>(src)?.unwrap_or_default(),
         ghosts: get_since::<memory::Ghosts>(src)?.unwrap_or_default(),
     };
     check(&img)?;
@@ -135,6 +137,10 @@ fn check(img: &Image) -> Result<()> {
     )?;
     named(procattrs::Section::SECTION, img.attrs.iter().map(|(p, _)| *p).collect())?;
     named(fdattrs::Section::SECTION, img.fdattrs.iter().map(|(p, _)| *p).collect())?;
+    named(
+        crate::kinds::prctls::Section::SECTION,
+        img.prctls.iter().map(|(p, _)| *p).collect(),
+    )?;
     fdattrs::check(&img.fdattrs, &|pid| {
         let fds = img.files.procs.iter().find(|(p, _)| *p == pid)?;
         Some(fds.1.iter().map(|f| f.fd).collect())
@@ -544,6 +550,7 @@ fn restore_inner<'r>(
             precopied: src.precopied(),
             attrs: &img.attrs,
             fdattrs: &img.fdattrs,
+            prctls: &img.prctls,
             files: &img.files,
         };
         crate::fault::check_pid("restore:process", p.pid)?;
@@ -669,6 +676,8 @@ struct Rebuild<'a> {
     attrs: &'a [(i32, procattrs::ProcAttrs)],
     /// Locks and owners of fds (none in older images).
     fdattrs: &'a fdattrs::Image,
+    /// prctl state /proc does not show (none in older images).
+    prctls: &'a [(i32, crate::kinds::prctls::Prctls)],
     files: &'a FilesImage,
 }
 
@@ -739,14 +748,23 @@ fn rebuild<R: std::io::Read + Send + 'static>(
     let current = proc::read_status(host)
         .map(|s| creds::Creds::from_status(&s))
         .unwrap_or_default();
-    for (tid, t) in tids.iter().zip(&p.threads) {
+    // prctl state, with every privilege still there (KSM merging takes
+    // CAP_SYS_RESOURCE).
+    let prctls = with.prctls.iter().find(|(pid, _)| *pid == p.pid).map(|(_, s)| s);
+    if let Some(s) = prctls {
+        crate::kinds::prctls::restore(&remote, &tids, s)?;
+    }
+    for (i, (tid, t)) in tids.iter().zip(&p.threads).enumerate() {
         let thread = remote.thread(*tid)?;
         regs::set_comm(&thread, &t.comm)?;
         if let Some((_, ss)) = sigs.and_then(|s| s.altstacks.iter().find(|(ns, _)| *ns == t.tid)) {
             signals::restore_altstack(&thread, ss)?;
         }
-        if let Some(c) = p.creds.as_ref().filter(|c| **c != current) {
-            creds::restore(&thread, c)?;
+        let securebits = prctls.map(|s| s.securebits(i)).unwrap_or(0);
+        match p.creds.as_ref().filter(|c| **c != current) {
+            Some(c) => creds::restore(&thread, c, securebits)?,
+            None if securebits != 0 => crate::kinds::prctls::restore_securebits(&thread, securebits)?,
+            None => {}
         }
     }
     // Pending signals, queued from inside while every signal is blocked

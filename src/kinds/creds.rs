@@ -143,8 +143,9 @@ const SECBIT_KEEP_CAPS: u64 = 1 << 4;
 const CAP_LAST: u64 = 40;
 
 /// Applies credentials to one stopped thread (the remote's), through its
-/// scratch area. The thread must still have every capability.
-pub fn restore(remote: &Remote, c: &Creds) -> Result<()> {
+/// scratch area, and its `securebits` (kinds::prctls) while it may still
+/// set them. The thread must still have every capability.
+pub fn restore(remote: &Remote, c: &Creds, securebits: u64) -> Result<()> {
     let s = remote.scratch;
     let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
     remote.write(s, &groups)?;
@@ -160,7 +161,7 @@ pub fn restore(remote: &Remote, c: &Creds) -> Result<()> {
     let [ur, ue, us, _] = c.uids;
     remote.call("setresuid", libc::SYS_setresuid, &[ur.into(), ue.into(), us.into()])?;
     remote.call("setfsuid", libc::SYS_setfsuid, &[c.uids[3].into()])?;
-    remote.call("securebits", nr::PRCTL, &[PR_SET_SECUREBITS, 0])?;
+    remote.call("securebits", nr::PRCTL, &[PR_SET_SECUREBITS, securebits])?;
     for cap in 0..=CAP_LAST {
         if c.cap_bnd & (1 << cap) == 0 {
             // EINVAL for capabilities this kernel does not know: ignore.

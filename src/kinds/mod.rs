@@ -11,6 +11,7 @@ pub mod memory;
 pub mod mounts;
 pub mod pidfd;
 pub mod pipes;
+pub mod prctls;
 pub mod precopy;
 pub mod procattrs;
 pub mod pstree;
