@@ -51,7 +51,11 @@ fn objects(pid: i32) -> Result<Vec<String>> {
         nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWIPC)?;
         let mut found = Vec::new();
         for (file, what) in SYSV {
-            let listing = std::fs::File::open(format!("/proc/sysvipc/{file}"))?;
+            // A kernel without SysV IPC has no listings, and no objects.
+            let listing = match std::fs::File::open(format!("/proc/sysvipc/{file}")) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                other => other?,
+            };
             for line in std::io::BufReader::new(listing).lines().skip(1) {
                 if let Some(d) = describe_sysv(what, &line?) {
                     found.push(d);
@@ -76,7 +80,11 @@ fn describe_sysv(what: &str, line: &str) -> Option<String> {
 /// The POSIX message queues of the calling thread's IPC namespace.
 fn posix_queues() -> std::io::Result<Vec<String>> {
     use rustix::mount::{fsconfig_create, fsmount, fsopen, FsMountFlags, FsOpenFlags, MountAttrFlags};
-    let fs = fsopen("mqueue", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    // A kernel without POSIX message queues (ENODEV) has none.
+    let fs = match fsopen("mqueue", FsOpenFlags::FSOPEN_CLOEXEC) {
+        Err(rustix::io::Errno::NODEV) => return Ok(Vec::new()),
+        other => other?,
+    };
     fsconfig_create(&fs)?;
     let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
     // The mount's fd is a path only: open its root to read it.
