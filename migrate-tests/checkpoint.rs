@@ -331,3 +331,66 @@ fn restore_check_discards_everything() -> Result<()> {
     wait_beats(&root, "c", frozen_at + 3)?;
     Ok(())
 }
+
+/// Which of `pages` pages from `addr` processes `a` and `b` (host PIDs)
+/// map to one physical page (/proc/PID/pagemap: present, same PFN).
+fn shared_pages(a: i32, b: i32, addr: u64, pages: usize) -> Result<Vec<bool>> {
+    use std::os::unix::fs::FileExt;
+    let pfns = |pid: i32| -> Result<Vec<Option<u64>>> {
+        let f = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
+        let mut buf = vec![0u8; pages * 8];
+        f.read_exact_at(&mut buf, addr / 4096 * 8)?;
+        Ok(buf
+            .chunks(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .map(|e| (e >> 63 == 1).then_some(e & ((1 << 55) - 1)))
+            .collect())
+    };
+    let (pa, pb) = (pfns(a)?, pfns(b)?);
+    Ok(pa.iter().zip(&pb).map(|(x, y)| x.is_some() && x == y).collect())
+}
+
+/// Pages a parent and its child share copy-on-write after a fork come back
+/// shared (one physical page for both), and the pages the child wrote
+/// since, or that neither has, do not: checkpoint/restore and suspend/
+/// resume.
+#[test]
+fn pages_shared_copy_on_write_stay_shared() -> Result<()> {
+    let root = TestRoot::new("cow");
+    root.run_d("cow", &[], &[workload("cow").to_str().unwrap()])?;
+    let mut last = wait_beats(&root, "cow", 2)?;
+    let addr = root
+        .log("cow")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("region 0x")
+                .and_then(|a| u64::from_str_radix(a, 16).ok())
+        })
+        .context("no region in the log")?;
+    let sharing = || -> Result<Vec<bool>> {
+        let parent = root.pid("cow")?;
+        let child: i32 = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))?
+            .split_whitespace()
+            .next()
+            .context("no child")?
+            .parse()?;
+        shared_pages(parent, child, addr, 64)
+    };
+    // Pages 60-62 were never written: read, they map the kernel's zero page.
+    let want: Vec<bool> = (0..64).map(|i| i >= 16).collect();
+    ensure!(sharing()? == want, "before: {:?}", sharing()?);
+    let dir = root.dir.join("image");
+    for round in 0..2 {
+        if round == 0 {
+            root.ok(&["checkpoint", "cow", "--dir", dir.to_str().unwrap()])?;
+            root.ok(&["restore", "--dir", dir.to_str().unwrap()])?;
+        } else {
+            root.ok(&["suspend", "cow"])?;
+            root.ok(&["resume", "cow"])?;
+        }
+        last = wait_beats(&root, "cow", last + 2)?;
+        let after = sharing()?;
+        ensure!(after == want, "round {round}: shared after restore: {after:?}");
+    }
+    Ok(())
+}

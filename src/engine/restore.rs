@@ -33,7 +33,7 @@ use crate::kinds::pstree::{self, ProcessImage};
 use crate::kinds::regs::{self, ThreadImage};
 use crate::kinds::remote::Remote;
 use crate::kinds::signals::{self, SignalsImage};
-use crate::kinds::{creds, fdattrs, procattrs, timens, timers, Kind};
+use crate::kinds::{cow, creds, fdattrs, procattrs, timens, timers, Kind};
 use crate::proc;
 use crate::runtime::state::{self, ContainerState};
 use crate::runtime::{Root, FREEZE_TIMEOUT};
@@ -407,7 +407,31 @@ fn restore_inner<'r>(
         }
         None => None,
     };
-    let shadows = src.precopied().map(|p| p.all_shadows()).unwrap_or_default();
+    // Pages shared copy-on-write between processes: read ahead into
+    // shadows the tree inherits (see kinds::cow). The page stream is read
+    // in the order of the live processes.
+    let order: Vec<(i32, &memory::MemoryImage)> = img
+        .procs
+        .iter()
+        .filter(|p| p.zombie.is_none())
+        .map(|p| {
+            img.mm
+                .iter()
+                .find(|(pid, _)| *pid == p.pid)
+                .map(|(_, m)| (p.pid, m))
+                .ok_or_else(|| stage("image")(format!("no memory for process {}", p.pid)))
+        })
+        .collect::<Result<_>>()?;
+    let plan = cow::Plan::of(&order);
+    let mut preloaded = match src.precopied() {
+        None if !plan.is_empty() => {
+            let mut stream = src.pages()?;
+            Some(cow::Preloaded::read(plan, &order, &mut stream)?)
+        }
+        _ => None,
+    };
+    let mut shadows = src.precopied().map(|p| p.all_shadows()).unwrap_or_default();
+    shadows.extend(preloaded.iter().flat_map(|p| p.users()));
     let (go_rd, go_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| stage("pipe")(e.to_string()))?;
     let ctx = TreeCtx {
         img: &img,
@@ -486,6 +510,10 @@ fn restore_inner<'r>(
     let alive: Vec<&ProcessImage> = img.procs.iter().filter(|p| p.zombie.is_none()).collect();
     wait_ready(ready_rd, alive.len())?;
     tracing::debug!(ms = ms_since(t0), "restore: tree forked and ready");
+    // The tasks hold their own copies of the shadows now.
+    if let Some(p) = preloaded.as_mut() {
+        p.release_shadows();
+    }
     let fork_ms = ms_since(t0);
     let hosts = host_pids(pid1.as_raw())?;
     let host_of = |ns: i32| {
@@ -527,7 +555,10 @@ fn restore_inner<'r>(
 
     // Rebuild each process, in the order the page stream was written.
     let t_mem = Instant::now();
-    let mut pages = src.pages()?;
+    let mut stream = match preloaded {
+        Some(_) => None,
+        None => Some(src.pages()?),
+    };
     let mut report = RestoreReport {
         name: name.to_string(),
         pid: pid1.as_raw(),
@@ -554,7 +585,16 @@ fn restore_inner<'r>(
             files: &img.files,
         };
         crate::fault::check_pid("restore:process", p.pid)?;
-        let tids = rebuild(host, p, mm, sigs, &mut pages, &with)?;
+        let (mut buffered, cow) = match &preloaded {
+            Some(pre) => (Some(pre.pages_of(p.pid)), pre.shadowed(p.pid)),
+            None => (None, Vec::new()),
+        };
+        let pages: &mut dyn cow::PageSource = match (&mut buffered, &mut stream) {
+            (Some(b), _) => b,
+            (None, Some(s)) => s,
+            (None, None) => unreachable!("pages come read ahead or from the stream"),
+        };
+        let tids = rebuild(host, p, mm, sigs, pages, &cow, &with)?;
         traced.extend(tids.iter().skip(1));
         report.threads += tids.len();
         report.pages += mm.stored_pages();
@@ -683,12 +723,13 @@ struct Rebuild<'a> {
 
 /// Rebuilds one seized process; returns the host TIDs of its threads, the
 /// main thread first.
-fn rebuild<R: std::io::Read + Send + 'static>(
+fn rebuild(
     host: i32,
     p: &ProcessImage,
     mm: &MemoryImage,
     sigs: Option<&SignalsImage>,
-    pages: &mut crate::image::pages::PageReader<R>,
+    pages: &mut dyn cow::PageSource,
+    cow: &[cow::Shadowed],
     with: &Rebuild<'_>,
 ) -> Result<Vec<i32>> {
     let (shmem, ready_fd) = (with.shmem, with.ready_fd);
@@ -710,10 +751,15 @@ fn rebuild<R: std::io::Read + Send + 'static>(
     regs::drop_rseq(&remote)?;
     let shadows = with.precopied.map(|s| s.shadows_of(p.pid)).unwrap_or_default();
     let t = Instant::now();
-    let moved = memory::restore_layout(&mut remote, mm, shmem, &shadows)?;
+    let moved = memory::restore_layout(&mut remote, mm, shmem, &shadows, cow)?;
     tracing::debug!(ms = ms_since(t), pid = p.pid, "rebuild: layout done");
     let precopied = with.precopied.map(|s| (s, p.pid));
-    memory::restore_pages(&remote, mm, pages, shmem, &host_of, precopied, &moved)?;
+    let elsewhere = memory::Shadows {
+        precopied,
+        moved: &moved,
+        cow,
+    };
+    memory::restore_pages(&remote, mm, pages, shmem, &host_of, &elsewhere)?;
     tracing::debug!(ms = ms_since(t), pid = p.pid, "rebuild: pages done");
     memory::restore_mm(&remote, mm)?;
     // Guards before locks: a guard region can not be installed in a
@@ -1105,12 +1151,16 @@ fn prepare_task(ctx: &TreeCtx<'_>, idx: usize) -> std::result::Result<(), String
 fn fork_child(ctx: &TreeCtx<'_>, ci: usize) -> std::result::Result<Pid, String> {
     let child = &ctx.img.procs[ci];
     // Copying page tables of shadows the child does not need costs
-    // time during the downtime: they are left out of the fork.
-    let hidden: Vec<&(i32, u64, u64)> = ctx
+    // time during the downtime: they are left out of the fork. A shadow of
+    // shared pages is listed once per process that uses it.
+    let subtree = subtree(&ctx.img.procs, child.pid);
+    let needed: std::collections::HashSet<u64> = ctx
         .shadows
         .iter()
-        .filter(|s| !in_subtree(&ctx.img.procs, child.pid, s.0))
+        .filter(|s| subtree.contains(&s.0))
+        .map(|s| s.1)
         .collect();
+    let hidden: Vec<&(i32, u64, u64)> = ctx.shadows.iter().filter(|s| !needed.contains(&s.1)).collect();
     for s in &hidden {
         let _ = sys::set_dontfork(s.1, s.2, true);
     }
@@ -1170,19 +1220,22 @@ fn enter_cwd(cwd: &str) -> std::result::Result<(), String> {
     std::fs::remove_dir(dir).map_err(|e| format!("remove the working directory {dir} again: {e}"))
 }
 
-/// Whether `pid` is `top` or one of its descendants in the image's tree.
-fn in_subtree(procs: &[ProcessImage], top: i32, pid: i32) -> bool {
-    let mut at = pid;
-    for _ in 0..procs.len() + 1 {
-        if at == top {
-            return true;
+/// `top` and its descendants in the image's tree.
+fn subtree(procs: &[ProcessImage], top: i32) -> std::collections::HashSet<i32> {
+    let mut set = std::collections::HashSet::from([top]);
+    // Parents usually come first: one pass, and one more to see nothing
+    // changes.
+    loop {
+        let before = set.len();
+        for p in procs {
+            if p.ppid != 0 && set.contains(&p.ppid) {
+                set.insert(p.pid);
+            }
         }
-        match procs.iter().find(|p| p.pid == at) {
-            Some(p) if p.ppid != 0 && p.ppid != at => at = p.ppid,
-            _ => return false,
+        if set.len() == before {
+            return set;
         }
     }
-    false
 }
 
 /// Ends the calling task the way the zombie it stands for ended.

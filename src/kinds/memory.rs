@@ -26,7 +26,7 @@ use std::os::unix::fs::FileExt;
 use serde::{Deserialize, Serialize};
 
 use super::remote::{self, nr, Remote, PAGE, SCRATCH_LEN};
-use crate::image::pages::{PageReader, PageWriter};
+use crate::image::pages::PageWriter;
 use crate::image::precopy::{PrecopyPages, ShadowMem};
 use crate::sys;
 
@@ -673,6 +673,16 @@ pub fn dump<W: std::io::Write + Send + 'static>(
                         }
                         None => at,
                     };
+                    let zero = page.iter().all(|b| *b == 0);
+                    // Fresh anonymous memory and shmem read as zero
+                    // already: such a page is left out (also the kernel's
+                    // zero page, which every reader of an unwritten page
+                    // maps, and which is not sharing copy-on-write).
+                    let file = matches!(backing, Backing::File { .. } | Backing::Ghost { .. });
+                    if zero && !file {
+                        stats.pages_zero += 1;
+                        continue;
+                    }
                     // A private page still shared with an earlier process
                     // (copy-on-write after fork): stored once.
                     let entry = entries[((at - m.start) / PAGE) as usize];
@@ -690,14 +700,10 @@ pub fn dump<W: std::io::Write + Send + 'static>(
                             }
                         }
                     }
-                    let zero = page.iter().all(|b| *b == 0);
                     if zero {
+                        // A file page's copy must be zeroed.
                         stats.pages_zero += 1;
-                        // Fresh anonymous memory and shmem read as zero
-                        // already; a file page copy must be zeroed.
-                        if matches!(backing, Backing::File { .. } | Backing::Ghost { .. }) {
-                            push_run(&mut vma.runs, key, RunKind::Zero);
-                        }
+                        push_run(&mut vma.runs, key, RunKind::Zero);
                         continue;
                     }
                     pages.write(page)?;
@@ -882,6 +888,7 @@ pub fn restore_layout(
     img: &MemoryImage,
     shmem: &ShmemFds,
     shadows: &[(u64, u64, u64)],
+    cow: &[super::cow::Shadowed],
 ) -> Result<Vec<(u64, u64, u64)>> {
     let pid = remote.pid;
     let now = mappings_fast(pid)?;
@@ -912,6 +919,7 @@ pub fn restore_layout(
     // and the shadows.
     let mut keep: Vec<(u64, u64)> = cur.iter().map(|s| (s.1, s.2)).collect();
     keep.extend(shadows.iter().map(|s| (s.1, s.1 + s.2)));
+    keep.extend(cow.iter().map(|s| (s.1, s.1 + s.2)));
     keep.sort();
     let mut from = PAGE;
     for (a, b) in keep.iter().copied().chain([(TASK_SIZE, TASK_SIZE)]) {
@@ -948,8 +956,25 @@ pub fn restore_layout(
     // with it).
     let mut taken: Vec<(u64, u64)> = img.vmas.iter().map(|v| (v.start, v.end)).collect();
     taken.extend(shadows.iter().map(|s| (s.1, s.1 + s.2)));
+    taken.extend(cow.iter().map(|s| (s.1, s.1 + s.2)));
     taken.push((temp, temp + total + SCRATCH_LEN));
     let mut moved = Vec::new();
+    // Shadows of shared mappings: (mapping's start, address now, length,
+    // owner shared with).
+    let mut cow_at: Vec<super::cow::Shadowed> = Vec::new();
+    for &(start, at, len, owner) in cow {
+        let clash = img.vmas.iter().any(|v| v.start < at + len && at < v.end);
+        let to = if clash {
+            let to = find_gap(&taken, len).ok_or(Error::NoGap { pid })?;
+            let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
+            remote.call("mremap shadow", nr::MREMAP, &[at, len, len, flags, to])?;
+            taken.push((to, to + len));
+            to
+        } else {
+            at
+        };
+        cow_at.push((start, to, len, owner));
+    }
     for &(mirrors, at, len) in shadows {
         let clash = img.vmas.iter().any(|v| v.start < at + len && at < v.end);
         let to = if clash {
@@ -972,14 +997,52 @@ pub fn restore_layout(
     let gap = find_gap(&taken, SCRATCH_LEN).ok_or(Error::NoGap { pid })?;
     remote.map_scratch(Some(gap))?;
 
-    // 5. Every other mapping; then the inherited memfds can go.
+    // 5. Every other mapping (a shared one moved in from its shadow);
+    // then the inherited memfds can go.
     for v in &img.vmas {
-        map_vma(remote, v, shmem)?;
+        match cow_at.iter().find(|s| s.0 == v.start) {
+            Some(&(_, at, _, owner)) => move_shared(remote, v, at, owner)?,
+            None => map_vma(remote, v, shmem)?,
+        }
     }
     for f in shmem.values() {
         remote.close(f.as_raw_fd() as u64)?;
     }
     Ok(moved)
+}
+
+/// Moves mapping `v`, shared copy-on-write with others, into place from
+/// its shadow at `at` (see kinds::cow). A sharer of process `owner`'s
+/// pages drops those it did not share, so that they read as before (not
+/// there) until its own pages are written.
+fn move_shared(remote: &Remote, v: &Vma, at: u64, owner: Option<i32>) -> Result<()> {
+    let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
+    remote.call(
+        "mremap a shared mapping",
+        nr::MREMAP,
+        &[at, v.len(), v.len(), flags, v.start],
+    )?;
+    if let Some(owner) = owner {
+        let mut from = v.start;
+        let shared = v.runs.iter().filter(|r| super::cow::same_as(r, owner));
+        for (a, b) in shared
+            .map(|r| (r.addr, r.addr + u64::from(r.pages) * PAGE))
+            .chain([(v.end, v.end)])
+        {
+            if a > from {
+                remote.call(
+                    "madvise(MADV_DONTNEED)",
+                    libc::SYS_madvise,
+                    &[from, a - from, libc::MADV_DONTNEED as u64],
+                )?;
+            }
+            from = from.max(b);
+        }
+    }
+    if v.prot != (libc::PROT_READ | libc::PROT_WRITE) as u32 {
+        remote.call("mprotect", libc::SYS_mprotect, &[v.start, v.len(), u64::from(v.prot)])?;
+    }
+    advise(remote, v, v.start, v.len())
 }
 
 fn mremap(remote: &Remote, from: u64, len: u64, to: u64) -> Result<()> {
@@ -1170,24 +1233,43 @@ fn move_precopied(remote: &Remote, v: &Vma, at: u64, len: u64, moved: &[(u64, u6
     Ok(())
 }
 
+/// The pages of a process that are not in the page stream: pre-copied
+/// ones (the store and the process's PID in it, and its shadows as
+/// [`restore_layout`] left them), and mappings moved in from shadows of
+/// shared pages (see kinds::cow).
+#[derive(Clone, Copy)]
+pub struct Shadows<'a> {
+    pub precopied: Option<(&'a PrecopyPages, i32)>,
+    pub moved: &'a [(u64, u64, u64)],
+    pub cow: &'a [super::cow::Shadowed],
+}
+
 /// Writes the pages of a process from the page stream, in the order the
 /// dump stored them.
-pub fn restore_pages<R: Read + Send + 'static>(
+pub fn restore_pages(
     remote: &Remote,
     img: &MemoryImage,
-    pages: &mut PageReader<R>,
+    pages: &mut dyn super::cow::PageSource,
     shmem: &ShmemFds,
     host_of: &dyn Fn(i32) -> Option<i32>,
-    precopied: Option<(&PrecopyPages, i32)>,
-    moved: &[(u64, u64, u64)],
+    shadows: &Shadows<'_>,
 ) -> Result<()> {
+    let Shadows { precopied, moved, cow } = *shadows;
     let zeros = vec![0u8; READ_BATCH];
     let mut copy = vec![0u8; READ_BATCH];
     let mut sources: HashMap<i32, File> = HashMap::new();
     // Private anonymous memory, not a stack: pre-copied runs move in.
     let movable = |v: &Vma| v.backing == Backing::Anon && !v.shared && !v.flags.iter().any(|f| f == "gd");
     for v in &img.vmas {
+        // A mapping moved in from a shared shadow has its owner's pages
+        // already (see kinds::cow).
+        let shared = cow.iter().find(|s| s.0 == v.start).map(|s| s.3);
         for run in &v.runs {
+            match shared {
+                Some(None) if run.from.is_none() => continue,
+                Some(Some(owner)) if super::cow::same_as(run, owner) => continue,
+                _ => {}
+            }
             let mut left = u64::from(run.pages) * PAGE;
             let mut at = run.addr;
             if run.precopied && movable(v) {

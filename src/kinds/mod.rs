@@ -2,6 +2,7 @@
 //! next to each other, and its [`Kind`]: the section it is carried in.
 
 pub mod anonfd;
+pub mod cow;
 pub mod creds;
 pub mod fdattrs;
 pub mod files;

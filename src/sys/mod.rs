@@ -402,6 +402,14 @@ pub struct Reserved {
 
 impl Reserved {
     pub fn new(len: usize) -> Result<Self, Errno> {
+        Self::anon(len, true)
+    }
+
+    /// A private anonymous mapping of `len` bytes, readable and writable,
+    /// with MAP_NORESERVE if `noreserve`: a restored mapping moved out of
+    /// it keeps its flags.
+    pub fn anon(len: usize, noreserve: bool) -> Result<Self, Errno> {
+        let extra = if noreserve { libc::MAP_NORESERVE } else { 0 };
         // SAFETY: a fresh anonymous mapping at an address the kernel
         // picks; it aliases nothing.
         let p = unsafe {
@@ -409,7 +417,7 @@ impl Reserved {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | extra,
                 -1,
                 0,
             )
