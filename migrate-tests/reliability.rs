@@ -528,7 +528,7 @@ fn cycles_and_migration(tag: &str, program: &str) -> Result<()> {
     Ok(())
 }
 
-/// A locked region is locked again.
+/// A locked region is locked again, and a sealed one (mseal) sealed.
 #[test]
 fn mlocked_memory_stays_locked() -> Result<()> {
     cycles_and_migration("mlock", "mlock")

@@ -766,6 +766,7 @@ fn rebuild(
     // locked mapping.
     memory::restore_guards(&remote, mm)?;
     memory::restore_locks(&remote, mm)?;
+    memory::restore_seals(&remote, mm)?;
     signals::restore(&remote, sigs.map(|s| s.actions.as_slice()).unwrap_or(&[]))?;
     let (main, others) = p
         .threads

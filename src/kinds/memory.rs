@@ -166,7 +166,7 @@ pub struct Vma {
     /// File offset in bytes.
     pub offset: u64,
     pub backing: Backing,
-    /// smaps VmFlags worth restoring: gd, dc, wf, hg, nh, dd, lo, dp, mw,
+    /// smaps VmFlags worth restoring: gd, dc, wf, hg, nh, dd, lo, dp, mw, sl,
     /// nr, lf.
     pub flags: Vec<String>,
     pub runs: Vec<PageRun>,
@@ -437,7 +437,7 @@ fn prot_of(perms: &str) -> u32 {
     p as u32
 }
 
-const KEPT_FLAGS: [&str; 11] = ["gd", "dc", "wf", "hg", "nh", "dd", "lo", "dp", "mw", "nr", "lf"];
+const KEPT_FLAGS: [&str; 12] = ["gd", "dc", "wf", "hg", "nh", "dd", "lo", "dp", "mw", "nr", "lf", "sl"];
 
 fn backing_of(pid: i32, m: &MapLine) -> Result<Option<Backing>> {
     let shared = m.perms.as_bytes().get(3) == Some(&b's');
@@ -1155,6 +1155,17 @@ pub fn restore_locks(remote: &Remote, img: &MemoryImage) -> Result<()> {
             true => remote.call("mlock2(MLOCK_ONFAULT)", libc::SYS_mlock2, &[v.start, v.len(), 1])?,
             false => remote.call("mlock", libc::SYS_mlock, &[v.start, v.len()])?,
         };
+    }
+    Ok(())
+}
+
+/// Seals the mappings that were sealed (mseal(2), VmFlags `sl`): last of
+/// everything done to the memory, since a sealed mapping can no longer be
+/// moved, unmapped or protected otherwise.
+pub fn restore_seals(remote: &Remote, img: &MemoryImage) -> Result<()> {
+    const SYS_MSEAL: i64 = 462;
+    for v in img.vmas.iter().filter(|v| v.flags.iter().any(|f| f == "sl")) {
+        remote.call("mseal", SYS_MSEAL, &[v.start, v.len(), 0])?;
     }
     Ok(())
 }
