@@ -7,7 +7,11 @@
  * - a periodic timerfd that must keep expiring,
  * - a signalfd for SIGUSR1 (blocked) that must see the signal sent to self,
  * - an epoll over all of them that must report the readable ones,
- * - a child holding the other ends of a second pipe, writing to it. */
+ * - a child holding the other ends of a second pipe, writing to it,
+ * - two absolute timerfds an hour away: on the real-time clock, cancelled
+ *   if the clock is set (TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET), and
+ *   on the monotonic clock (TFD_TIMER_ABSTIME); each must keep its flags
+ *   (fdinfo) and its deadline (now plus what is left). */
 #include "beat.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -75,6 +79,17 @@ int main(void) {
         put(s[1], 1);
         put(d[1], 2);
     }
+    int tabs[2];
+    struct timespec deadline[2];
+    clockid_t clocks[2] = {CLOCK_REALTIME, CLOCK_MONOTONIC};
+    int tflags[2] = {TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET, TFD_TIMER_ABSTIME};
+    for (int i = 0; i < 2; i++) {
+        tabs[i] = timerfd_create(clocks[i], TFD_NONBLOCK);
+        clock_gettime(clocks[i], &deadline[i]);
+        deadline[i].tv_sec += 3600;
+        struct itimerspec at = {{0, 0}, deadline[i]};
+        if (tabs[i] < 0 || timerfd_settime(tabs[i], tflags[i], &at, 0)) fail("absolute timerfd", i, errno);
+    }
     unsigned long added = 0, taken = 0;
     long child_next = 0;
     for (long n = 1;; n++) {
@@ -95,6 +110,23 @@ int main(void) {
         if (taken != added) fail("eventfd count", taken, added);
         uint64_t ticks = 0;
         if (read(tf, &ticks, 8) != 8 || ticks == 0) fail("timerfd stopped", ticks, 0);
+        for (int i = 0; i < 2; i++) {
+            char path[64], info[512];
+            snprintf(path, sizeof path, "/proc/self/fdinfo/%d", tabs[i]);
+            FILE *f = fopen(path, "r");
+            size_t got = f ? fread(info, 1, sizeof info - 1, f) : 0;
+            if (f) fclose(f);
+            info[got] = 0;
+            char *sf_ = strstr(info, "settime flags:");
+            int flags = sf_ ? (int)strtol(sf_ + 14, NULL, 8) : -1;
+            if (flags != tflags[i]) fail("absolute timerfd settime flags", i, flags);
+            struct itimerspec left;
+            struct timespec now;
+            timerfd_gettime(tabs[i], &left);
+            clock_gettime(clocks[i], &now);
+            long end = now.tv_sec + left.it_value.tv_sec + (now.tv_nsec + left.it_value.tv_nsec) / 1000000000;
+            if (end < deadline[i].tv_sec - 1 || end > deadline[i].tv_sec + 1) fail("absolute timerfd deadline", i, end - deadline[i].tv_sec);
+        }
         struct signalfd_siginfo si;
         if (read(sf, &si, sizeof si) != sizeof si || si.ssi_signo != SIGUSR1) fail("signalfd", si.ssi_signo, SIGUSR1);
         take(p[0], 0);

@@ -25,6 +25,11 @@ pub enum AnonImage {
         value_ns: u64,
         interval_ns: u64,
         ticks: u64,
+        /// TFD_TIMER_ABSTIME, TFD_TIMER_CANCEL_ON_SET (files layout 5).
+        settime_flags: u32,
+        /// An absolute timer on the real-time clock: when it expires (ns
+        /// since the epoch), which the downtime does not move.
+        deadline_ns: u64,
     },
     SignalFd {
         mask: u64,
@@ -32,6 +37,76 @@ pub enum AnonImage {
     Inotify {
         watches: Vec<InotifyWatch>,
     },
+}
+
+/// [`AnonImage`] as files layout 4 wrote it: timerfds without their
+/// settime flags (all were relative then).
+#[derive(Deserialize)]
+pub enum AnonImageV4 {
+    EventFd {
+        count: u64,
+        semaphore: bool,
+    },
+    TimerFd {
+        clockid: i32,
+        value_ns: u64,
+        interval_ns: u64,
+        ticks: u64,
+    },
+    SignalFd {
+        mask: u64,
+    },
+    Inotify {
+        watches: Vec<InotifyWatch>,
+    },
+}
+
+impl From<AnonImageV4> for AnonImage {
+    fn from(a: AnonImageV4) -> Self {
+        match a {
+            AnonImageV4::EventFd { count, semaphore } => AnonImage::EventFd { count, semaphore },
+            AnonImageV4::TimerFd {
+                clockid,
+                value_ns,
+                interval_ns,
+                ticks,
+            } => AnonImage::TimerFd {
+                clockid,
+                value_ns,
+                interval_ns,
+                ticks,
+                settime_flags: 0,
+                deadline_ns: 0,
+            },
+            AnonImageV4::SignalFd { mask } => AnonImage::SignalFd { mask },
+            AnonImageV4::Inotify { watches } => AnonImage::Inotify { watches },
+        }
+    }
+}
+
+/// TFD_TIMER_ABSTIME, TFD_TIMER_CANCEL_ON_SET.
+const TFD_ABSTIME: u32 = 1;
+const TFD_SETTIME_FLAGS: u32 = 1 | 2;
+
+impl AnonImage {
+    /// Whether a restore knows everything in it (a timerfd's flags).
+    pub fn known(&self) -> bool {
+        !matches!(self, AnonImage::TimerFd { settime_flags, .. } if settime_flags & !TFD_SETTIME_FLAGS != 0)
+    }
+}
+
+/// Whether `clockid` is a real-time clock (not moved by a time namespace;
+/// an absolute timer on it keeps its wall-clock deadline).
+fn realtime(clockid: i32) -> bool {
+    clockid == libc::CLOCK_REALTIME || clockid == libc::CLOCK_REALTIME_ALARM
+}
+
+/// Now on clock `clockid`, in ns, as the calling task sees it.
+fn now_ns(clockid: i32) -> u64 {
+    let clock = nix::time::ClockId::from_raw(clockid);
+    nix::time::clock_gettime(clock)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
 }
 
 /// One inotify watch.
@@ -145,12 +220,21 @@ pub fn parse(kind: &str, info: &str) -> Option<AnonImage> {
             count: u64::from_str_radix(field(info, "eventfd-count:")?, 16).ok()?,
             semaphore: field(info, "eventfd-semaphore:") == Some("1"),
         },
-        "timerfd" => AnonImage::TimerFd {
-            clockid: field(info, "clockid:")?.parse().ok()?,
-            value_ns: timespec_ns(field(info, "it_value:")?)?,
-            interval_ns: timespec_ns(field(info, "it_interval:")?)?,
-            ticks: field(info, "ticks:")?.parse().ok()?,
-        },
+        "timerfd" => {
+            let clockid = field(info, "clockid:")?.parse().ok()?;
+            let value_ns = timespec_ns(field(info, "it_value:")?)?;
+            // Printed in octal ("settime flags: 03").
+            let settime_flags = u32::from_str_radix(field(info, "settime flags:")?, 8).ok()?;
+            let absolute = settime_flags & TFD_ABSTIME != 0 && realtime(clockid) && value_ns > 0;
+            AnonImage::TimerFd {
+                clockid,
+                value_ns,
+                interval_ns: timespec_ns(field(info, "it_interval:")?)?,
+                ticks: field(info, "ticks:")?.parse().ok()?,
+                settime_flags,
+                deadline_ns: if absolute { now_ns(clockid) + value_ns } else { 0 },
+            }
+        }
         "signalfd" => AnonImage::SignalFd {
             mask: u64::from_str_radix(field(info, "sigmask:")?, 16).ok()?,
         },
@@ -211,6 +295,8 @@ pub fn restore(a: &AnonImage) -> Result<OwnedFd, Errno> {
             value_ns,
             interval_ns,
             ticks,
+            settime_flags,
+            deadline_ns,
         } => {
             use nix::sys::time::TimeSpec;
             use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
@@ -224,7 +310,17 @@ pub fn restore(a: &AnonImage) -> Result<OwnedFd, Errno> {
             let tfd = TimerFd::new(clock, TimerFlags::TFD_CLOEXEC)?;
             let ts = |ns: u64| TimeSpec::new((ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as i64);
             // Expired but unread, with an interval: armed for the next one.
-            let value = if value_ns == 0 { interval_ns } else { value_ns };
+            let mut value = if value_ns == 0 { interval_ns } else { value_ns };
+            // An absolute timer is set absolute: on a real-time clock to its
+            // deadline, on another (which the container's time namespace
+            // continues) to what was left of it from now.
+            let flags = TimerSetTimeFlags::from_bits_truncate(settime_flags as libc::c_int);
+            if settime_flags & TFD_ABSTIME != 0 && value != 0 {
+                value = match deadline_ns {
+                    0 => now_ns(clockid) + value,
+                    d => d,
+                };
+            }
             let exp = match (value, interval_ns) {
                 (0, _) => None,
                 (v, 0) => Some(Expiration::OneShot(ts(v))),
@@ -232,7 +328,7 @@ pub fn restore(a: &AnonImage) -> Result<OwnedFd, Errno> {
                 (v, i) => Some(Expiration::IntervalDelayed(ts(v), ts(i))),
             };
             if let Some(exp) = exp {
-                tfd.set(exp, TimerSetTimeFlags::empty())?;
+                tfd.set(exp, flags)?;
             }
             let fd: OwnedFd = tfd.into();
             if ticks > 0 {
@@ -284,9 +380,22 @@ mod tests {
                 clockid: 1,
                 value_ns: 4_999_773_210,
                 interval_ns: 2_000_000_500,
-                ticks: 2
+                ticks: 2,
+                settime_flags: 0,
+                deadline_ns: 0,
             })
         );
+        // Absolute, cancelled when the clock is set: on the real-time
+        // clock, its deadline is kept.
+        let abs = "clockid: 0\nticks: 0\nsettime flags: 03\nit_value: (60, 0)\nit_interval: (0, 0)\n";
+        match parse("timerfd", abs) {
+            Some(AnonImage::TimerFd {
+                settime_flags: 3,
+                deadline_ns,
+                ..
+            }) => assert!(deadline_ns > now_ns(0) + 50_000_000_000),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(
             parse("signalfd", "sigmask:\t0000000000004200\n"),
             Some(AnonImage::SignalFd { mask: 0x4200 })
@@ -329,6 +438,8 @@ mod tests {
             value_ns: 0,
             interval_ns: 3_000_000_000,
             ticks: 0,
+            settime_flags: 0,
+            deadline_ns: 0,
         })
         .unwrap();
         let info =

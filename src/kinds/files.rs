@@ -111,9 +111,22 @@ pub struct Section;
 
 impl super::Kind for Section {
     const SECTION: &'static str = "files";
-    const VERSION: u32 = 4;
+    const VERSION: u32 = 5;
     type State = FilesImage;
     type Error = Error;
+
+    /// Layout 4 had no timerfd settime flags.
+    fn decode(bytes: &[u8]) -> crate::image::Result<FilesImage> {
+        crate::image::decode_versioned(Self::SECTION, bytes, Self::VERSION, |old: FilesImageV4| FilesImage {
+            procs: old.procs,
+            pipes: old.pipes,
+            sockets: old.sockets,
+            anon: old.anon.into_iter().map(AnonImage::from).collect(),
+            files: old.files,
+            inet: old.inet,
+            tcp: old.tcp,
+        })
+    }
 
     fn validate(state: &FilesImage) -> Result<()> {
         state.check()
@@ -130,6 +143,18 @@ pub struct FilesImage {
     pub files: Vec<FileImage>,
     pub inet: Vec<InetImage>,
     pub tcp: Vec<TcpImage>,
+}
+
+/// [`FilesImage`] as layout 4 wrote it.
+#[derive(Deserialize)]
+struct FilesImageV4 {
+    procs: Vec<(i32, Vec<FdImage>)>,
+    pipes: Vec<PipeImage>,
+    sockets: Vec<UnixImage>,
+    anon: Vec<anonfd::AnonImageV4>,
+    files: Vec<FileImage>,
+    inet: Vec<InetImage>,
+    tcp: Vec<TcpImage>,
 }
 
 /// What [`dump_all`] does with an established TCP connection.
@@ -212,6 +237,11 @@ impl FilesImage {
                 if let FdKind::File { file } = f.kind {
                     if !self.files[file as usize].extents_fit() {
                         return Err(bad("is a file whose data lies outside its size"));
+                    }
+                }
+                if let FdKind::Anon { obj } = f.kind {
+                    if !self.anon[obj as usize].known() {
+                        return Err(bad("is a timerfd with settime flags this build does not know"));
                     }
                 }
             }
