@@ -303,6 +303,15 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
         ("deleted-dir", "fd 3 is a directory that was deleted"),
         ("shared-files", "shares its fd table with process 2 (CLONE_FILES)"),
         (
+            "shared-vm",
+            "shares its address space with process 2 (CLONE_VM, or a vfork not done yet)",
+        ),
+        (
+            "shared-fs",
+            "shares its working directory, root and umask with process 2 (CLONE_FS)",
+        ),
+        ("deadline", "runs under SCHED_DEADLINE (runtime, deadline and period)"),
+        (
             "tcp-unbound",
             "fd 3 is a TCP socket (IPv4) not bound, listening or connected",
         ),

@@ -360,7 +360,7 @@ pub(crate) fn preflight(st: &crate::runtime::ContainerState, file_cap: u64) -> R
     pstree::refuse_uncarried(&statuses)?;
     refuse_namespaces_and_mounts(st, &procs)?;
     st.cgroup().refuse_nested()?;
-    refuse_shared_fd_tables(&procs)?;
+    refuse_shared_with_processes(&procs)?;
     let pairs: Vec<(i32, i32)> = procs.iter().map(|(h, n, _)| (*h, *n)).collect();
     let mounts = files::KnownMounts::of(&pairs)?;
     let sockets = files::Sockets::of(st.pid)?;
@@ -395,7 +395,7 @@ fn refuse_uncarried(
 ) -> Result<()> {
     refuse_namespaces_and_mounts(st, procs)?;
     cg.refuse_nested()?;
-    refuse_shared_fd_tables(procs)?;
+    refuse_shared_with_processes(procs)?;
     for (host, ns, tids) in procs {
         refuse_uncarried_by(*host, *ns, tids)?;
     }
@@ -416,19 +416,33 @@ fn refuse_uncarried_by(host: i32, ns: i32, tids: &[i32]) -> Result<()> {
     Ok(crate::kinds::procattrs::refuse_uncarried(host, ns, tids)?)
 }
 
-/// Processes sharing one fd table (CLONE_FILES) would come back with one
-/// each.
-fn refuse_shared_fd_tables(procs: &[(i32, i32, Vec<i32>)]) -> Result<()> {
+/// Processes sharing one fd table (CLONE_FILES), one address space
+/// (CLONE_VM without CLONE_THREAD, or a vfork not done yet) or one cwd,
+/// root and umask (CLONE_FS) would come back with one each.
+fn refuse_shared_with_processes(procs: &[(i32, i32, Vec<i32>)]) -> Result<()> {
+    const SHARED: [(i32, &str, &str); 3] = [
+        (crate::sys::KCMP_FILES, "its fd table", "CLONE_FILES"),
+        (
+            crate::sys::KCMP_VM,
+            "its address space",
+            "CLONE_VM, or a vfork not done yet",
+        ),
+        (crate::sys::KCMP_FS, "its working directory, root and umask", "CLONE_FS"),
+    ];
     for (i, (a, a_ns, _)) in procs.iter().enumerate() {
-        if let Some((_, b_ns, _)) = procs[i + 1..]
-            .iter()
-            .find(|(b, _, _)| crate::sys::same_fd_table(*a, *b).unwrap_or(false))
-        {
-            return Err(Error::SharedFdTable {
-                pid: *a,
-                ns_pid: *a_ns,
-                other: *b_ns,
-            });
+        for (kind, what, flag) in SHARED {
+            if let Some((_, b_ns, _)) = procs[i + 1..]
+                .iter()
+                .find(|(b, _, _)| crate::sys::kcmp_same(*a, *b, kind).unwrap_or(false))
+            {
+                return Err(Error::SharedWithProcess {
+                    pid: *a,
+                    ns_pid: *a_ns,
+                    other: *b_ns,
+                    what,
+                    flag,
+                });
+            }
         }
     }
     Ok(())

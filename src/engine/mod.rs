@@ -169,8 +169,14 @@ pub enum Error {
     FdAttrs(#[from] crate::kinds::fdattrs::Error),
     #[error(transparent)]
     Fault(#[from] crate::fault::Injected),
-    #[error("process {pid} (pid {ns_pid} in the container) shares its fd table with process {other} (CLONE_FILES), which migrate does not carry yet")]
-    SharedFdTable { pid: i32, ns_pid: i32, other: i32 },
+    #[error("process {pid} (pid {ns_pid} in the container) shares {what} with process {other} ({flag}), which migrate does not carry yet")]
+    SharedWithProcess {
+        pid: i32,
+        ns_pid: i32,
+        other: i32,
+        what: &'static str,
+        flag: &'static str,
+    },
     #[error("image section {section}: process {pid}: {what}; the image is damaged")]
     Damaged {
         section: &'static str,

@@ -57,6 +57,8 @@ pub enum Error {
     },
     #[error("process {pid}: section procattrs has membarrier or mlockall flags this build does not know, or a bad chroot path; the image is damaged")]
     Damaged { pid: i32 },
+    #[error("process {pid} (pid {ns_pid} in the container): thread {tid} runs under SCHED_DEADLINE (runtime, deadline and period), which migrate does not carry yet")]
+    Deadline { pid: i32, ns_pid: i32, tid: i32 },
     #[error("process {pid} (pid {ns_pid} in the container): thread {tid} has another {what} than the process, which migrate does not carry yet")]
     ThreadsDiffer {
         pid: i32,
@@ -233,6 +235,13 @@ fn read_proc(pid: i32, what: &'static str) -> Result<Option<String>> {
 /// Refuses, while the container runs, a process whose threads differ in
 /// nice value or scheduling policy (only the process's are carried).
 pub fn refuse_uncarried(pid: i32, ns_pid: i32, tids: &[i32]) -> Result<()> {
+    const SCHED_DEADLINE: i32 = 6;
+    if let Some(&tid) = tids
+        .iter()
+        .find(|t| sys::get_scheduler(**t).is_ok_and(|p| p & 0xff == SCHED_DEADLINE))
+    {
+        return Err(Error::Deadline { pid, ns_pid, tid });
+    }
     let main = (sched_of(pid, pid)?, sys::get_scheduler(pid).ok());
     for &tid in tids.iter().filter(|t| **t != pid) {
         // A thread that ended meanwhile holds nothing.

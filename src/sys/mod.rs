@@ -566,11 +566,17 @@ pub fn same_file(pid_a: i32, a: RawFd, pid_b: i32, b: RawFd) -> Result<bool, Err
     }
 }
 
-/// Whether processes `pid_a` and `pid_b` share one fd table (CLONE_FILES).
-pub fn same_fd_table(pid_a: i32, pid_b: i32) -> Result<bool, Errno> {
-    const KCMP_FILES: libc::c_int = 2;
+/// kcmp(2) kinds: the address space, the fd table, the filesystem
+/// information (cwd, root, umask).
+pub const KCMP_VM: i32 = 1;
+pub const KCMP_FILES: i32 = 2;
+pub const KCMP_FS: i32 = 3;
+
+/// Whether processes `pid_a` and `pid_b` share one kernel object of kcmp
+/// kind `kind` ([`KCMP_VM`], [`KCMP_FILES`], [`KCMP_FS`]).
+pub fn kcmp_same(pid_a: i32, pid_b: i32, kind: i32) -> Result<bool, Errno> {
     // SAFETY: kcmp compares kernel objects by integers; it touches no memory.
-    let ret = unsafe { libc::syscall(libc::SYS_kcmp, pid_a, pid_b, KCMP_FILES, 0, 0) };
+    let ret = unsafe { libc::syscall(libc::SYS_kcmp, pid_a, pid_b, kind, 0, 0) };
     if ret < 0 {
         Err(Errno::last())
     } else {
