@@ -4,7 +4,8 @@
  * affinity to CPU 0; securebits NOROOT and KEEP_CAPS, rdtsc faulting
  * (PR_TSC_SIGSEGV), early machine-check kill, and where the kernel lets
  * it: store bypass speculation disabled, KSM merging of the whole address
- * space, memory-deny-write-execute. Every beat each must still be so. */
+ * space, memory-deny-write-execute; core dump filter 0x7f. Every beat each
+ * must still be so. */
 #define _GNU_SOURCE
 #include "beat.h"
 #include <errno.h>
@@ -50,6 +51,10 @@ static void check(void) {
     if (io != IOPRIO) fail("ioprio", io, IOPRIO);
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) || CPU_COUNT(&set) != 1 || !CPU_ISSET(0, &set)) fail("CPU affinity", CPU_COUNT(&set), 1);
+    FILE *cf = fopen("/proc/self/coredump_filter", "r");
+    unsigned filter = 0;
+    if (!cf || fscanf(cf, "%x", &filter) != 1 || filter != 0x7f) fail("coredump_filter", filter, 0x7f);
+    if (cf) fclose(cf);
     int bits = prctl(PR_GET_SECUREBITS), tsc = 0;
     if (bits != (SECBIT_NOROOT | SECBIT_KEEP_CAPS)) fail("securebits", bits, SECBIT_NOROOT | SECBIT_KEEP_CAPS);
     if (prctl(PR_GET_TSC, &tsc) || tsc != PR_TSC_SIGSEGV) fail("TSC mode", tsc, PR_TSC_SIGSEGV);
@@ -72,6 +77,8 @@ int main(void) {
         fail("set attributes", errno, 0);
         return 1;
     }
+    FILE *cw = fopen("/proc/self/coredump_filter", "w");
+    if (!cw || fprintf(cw, "0x7f\n") < 0 || fclose(cw)) fail("set coredump_filter", errno, 0);
     if (prctl(PR_SET_SECUREBITS, SECBIT_NOROOT | SECBIT_KEEP_CAPS) || prctl(PR_SET_TSC, PR_TSC_SIGSEGV) ||
         prctl(PR_MCE_KILL, PR_MCE_KILL_SET, PR_MCE_KILL_EARLY, 0, 0)) {
         fail("set prctl state", errno, 0);

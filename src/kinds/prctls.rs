@@ -3,7 +3,8 @@
 //! locks), the TSC mode (PR_SET_TSC), the speculation controls (store
 //! bypass, indirect branch) and the machine-check kill policy; per process,
 //! memory-deny-write-execute (PR_SET_MDWE) and KSM merging of the whole
-//! address space (PR_SET_MEMORY_MERGE).
+//! address space (PR_SET_MEMORY_MERGE). And the address space's core dump
+//! filter (/proc/PID/coredump_filter), read and written from outside.
 //!
 //! Section `prctls` (from image format 4; an image without it restores
 //! with what a restored task gets: all of these at their defaults).
@@ -19,6 +20,12 @@ use super::remote::{self, nr, Remote};
 pub enum Error {
     #[error(transparent)]
     Remote(#[from] remote::Error),
+    #[error("process {pid}: its core dump filter: {source}")]
+    Filter {
+        pid: i32,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("process {pid}: section prctls holds {what} this build does not know; the image is damaged")]
     Damaged { pid: i32, what: &'static str },
 }
@@ -42,6 +49,7 @@ pub struct ThreadPrctls {
 pub struct Prctls {
     pub mdwe: u32,
     pub memory_merge: bool,
+    pub coredump_filter: u32,
     pub threads: Vec<ThreadPrctls>,
 }
 
@@ -86,6 +94,8 @@ const PR_GET_MEMORY_MERGE: u64 = 68;
 const SECUREBITS: u32 = 0xff;
 
 const TSC_DEFAULT: u32 = 1;
+/// Anonymous private and shared memory, ELF headers, private huge pages.
+const COREDUMP_DEFAULT: u32 = 0x33;
 const MCE_DEFAULT: u32 = 2;
 
 impl Prctls {
@@ -93,6 +103,10 @@ impl Prctls {
         let bad = |what| Err(Error::Damaged { pid, what });
         if self.mdwe & !MDWE_FLAGS != 0 {
             return bad("MDWE flags");
+        }
+        // Bits 0-8 (MMF_DUMP_FILTER_BITS).
+        if self.coredump_filter & !0x1ff != 0 {
+            return bad("core dump filter bits");
         }
         for t in &self.threads {
             if t.securebits & !SECUREBITS != 0 {
@@ -144,7 +158,13 @@ pub fn dump(remote: &Remote, tids: &[i32]) -> Result<Prctls> {
         });
     }
     let get = |what, op| remote.call(what, nr::PRCTL, &[op, 0, 0, 0, 0]).map(|v| v as u32);
+    let filter =
+        std::fs::read_to_string(format!("/proc/{}/coredump_filter", remote.pid)).map_err(|source| Error::Filter {
+            pid: remote.pid,
+            source,
+        })?;
     Ok(Prctls {
+        coredump_filter: u32::from_str_radix(filter.trim(), 16).unwrap_or(COREDUMP_DEFAULT),
         // EINVAL before Linux 6.3: none.
         mdwe: get("prctl(PR_GET_MDWE)", PR_GET_MDWE).unwrap_or(0),
         memory_merge: get("prctl(PR_GET_MEMORY_MERGE)", PR_GET_MEMORY_MERGE).unwrap_or(0) != 0,
@@ -183,6 +203,15 @@ pub fn restore(remote: &Remote, tids: &[i32], p: &Prctls) -> Result<()> {
             )?;
         }
     }
+    // Always: the restored task has the restorer's.
+    std::fs::write(
+        format!("/proc/{}/coredump_filter", remote.pid),
+        format!("{:#x}", p.coredump_filter),
+    )
+    .map_err(|source| Error::Filter {
+        pid: remote.pid,
+        source,
+    })?;
     if p.memory_merge {
         remote.call(
             "prctl(PR_SET_MEMORY_MERGE)",
@@ -215,6 +244,7 @@ mod tests {
         let ok = Prctls {
             mdwe: 1,
             memory_merge: true,
+            coredump_filter: 0x7f,
             threads: vec![t],
         };
         assert!(ok.check(1).is_ok());
