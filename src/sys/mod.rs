@@ -64,13 +64,18 @@ pub fn thread_count() -> usize {
 }
 
 fn ensure_single_threaded() -> Result<(), Errno> {
-    if thread_count() == 1 {
-        Ok(())
-    } else {
-        // Forking a multi-threaded process leaves locks held by other
-        // threads locked forever in the child.
-        Err(Errno::EDEADLK)
+    // A thread just joined (a page reader's worker) may still be counted
+    // for a moment: joining returns when it has let go of its memory, a
+    // little before the kernel drops it from the thread group.
+    for _ in 0..500 {
+        if thread_count() == 1 {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
     }
+    // Forking a multi-threaded process leaves locks held by other threads
+    // locked forever in the child.
+    Err(Errno::EDEADLK)
 }
 
 /// The arguments of clone3(2), laid out as the kernel expects them
