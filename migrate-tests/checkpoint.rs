@@ -69,6 +69,13 @@ fn process_tree_with_zombie_survives() -> Result<()> {
     workload_cycles("tree", "tree", &[])
 }
 
+/// Options a program set on a TCP listener and a UDP socket come back
+/// (the workload checks each every beat).
+#[test]
+fn socket_options_survive() -> Result<()> {
+    workload_cycles("sockopts", "sockopts", &[])
+}
+
 #[test]
 fn threads_survive() -> Result<()> {
     workload_cycles("threads", "threads", &[])

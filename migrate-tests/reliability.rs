@@ -331,6 +331,7 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
         ),
         ("mqueue", "IPC namespace holds a POSIX message queue (/odd)"),
         ("unix-shutdown", "fd 3 is a unix socket shut down for writing"),
+        ("sock-filter", "fd 3 is a socket with a packet filter attached (SO_ATTACH_FILTER)"),
         ("peek-off", "fd 4 is a socket with a peek offset set (SO_PEEK_OFF 1)"),
         (
             "passcred",

@@ -43,6 +43,7 @@
  *   peek-off     a socketpair (fds 3, 4) with bytes queued to fd 4, whose
  *                peek offset is set to 1 (SO_PEEK_OFF)
  *   unix-shutdown  a socketpair (fds 3, 4), fd 3 shut down for writing
+ *   sock-filter  a UDP socket (fd 3) with a classic packet filter attached
  *   passcred     a socketpair (fds 3, 4), fd 4 with SO_PASSCRED on
  *   inotify-queued  an inotify instance (fd 3) watching directory argv[2].d,
  *                with an event not read yet */
@@ -55,6 +56,7 @@
 #include <sys/msg.h>
 #include <sys/sem.h>
 #include <mqueue.h>
+#include <linux/filter.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/file.h>
@@ -219,6 +221,11 @@ int main(int argc, char **argv) {
     } else if (!strcmp(what, "unix-shutdown")) {
         int sv[2];
         if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) || shutdown(sv[0], SHUT_WR)) fail(what, errno, 0);
+    } else if (!strcmp(what, "sock-filter")) {
+        struct sock_filter accept_all = {0x06, 0, 0, 0xffffffff}; /* BPF_RET|BPF_K */
+        struct sock_fprog prog = {1, &accept_all};
+        int s = socket(AF_INET, SOCK_DGRAM, 0);
+        if (s != 3 || setsockopt(s, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog)) fail(what, errno, s);
     } else if (!strcmp(what, "passcred")) {
         int sv[2], one = 1;
         if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) || setsockopt(sv[1], SOL_SOCKET, SO_PASSCRED, &one, sizeof one))

@@ -42,6 +42,12 @@ pub enum Error {
         fd: i32,
         kind: String,
     },
+    #[error("process {pid}: read a fresh socket's options in its network namespace: {source}")]
+    SockOpts {
+        pid: i32,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("process {pid} fd {fd}: {what}: {source}")]
     Dump {
         pid: i32,
@@ -123,7 +129,7 @@ impl super::Kind for Section {
             sockets: old.sockets,
             anon: old.anon.into_iter().map(AnonImage::from).collect(),
             files: old.files,
-            inet: old.inet,
+            inet: old.inet.into_iter().map(InetImage::from).collect(),
             tcp: old.tcp,
         })
     }
@@ -153,7 +159,7 @@ struct FilesImageV4 {
     sockets: Vec<UnixImage>,
     anon: Vec<anonfd::AnonImageV4>,
     files: Vec<FileImage>,
-    inet: Vec<InetImage>,
+    inet: Vec<inet::InetImageV4>,
     tcp: Vec<TcpImage>,
 }
 
@@ -237,6 +243,11 @@ impl FilesImage {
                 if let FdKind::File { file } = f.kind {
                     if !self.files[file as usize].extents_fit() {
                         return Err(bad("is a file whose data lies outside its size"));
+                    }
+                }
+                if let FdKind::Inet { sock } = f.kind {
+                    if !super::sockopts::check(&self.inet[sock as usize].opts) {
+                        return Err(bad("is a socket with options this build does not know"));
                     }
                 }
                 if let FdKind::Anon { obj } = f.kind {
@@ -552,6 +563,8 @@ pub fn dump_all(
     let mut tcp_idx: HashMap<u64, u32> = HashMap::new();
     let diag = unix::diag(netns_pid)?;
     let inet_diag = inet::diag(netns_pid)?;
+    // A fresh socket's options, by (IPv6, TCP).
+    let mut opt_defaults: HashMap<(bool, bool), Vec<super::sockopts::SockOpt>> = HashMap::new();
     let mut inet_idx: HashMap<u64, u32> = HashMap::new();
     let mut img = FilesImage::default();
     let mut pipe_idx: HashMap<u64, (u32, Option<Holder>)> = HashMap::new();
@@ -625,6 +638,7 @@ pub fn dump_all(
                                 reuseaddr: false,
                                 reuseport: false,
                                 v6only: false,
+                                opts: Vec::new(),
                             });
                             FdKind::Inet {
                                 sock: img.inet.len() as u32 - 1,
@@ -647,7 +661,15 @@ pub fn dump_all(
                     let sock = match inet_idx.get(&ino) {
                         Some(i) => *i,
                         None => {
-                            img.inet.push(inet::dump(d, &steal(pid, fd)?)?);
+                            let v6 = d.local.is_ipv6();
+                            let defaults = match opt_defaults.entry((v6, d.tcp)) {
+                                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                                std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                                    super::sockopts::defaults(netns_pid, v6, d.tcp)
+                                        .map_err(|source| Error::SockOpts { pid: netns_pid, source })?,
+                                ),
+                            };
+                            img.inet.push(inet::dump(d, &steal(pid, fd)?, defaults)?);
                             let i = img.inet.len() as u32 - 1;
                             inet_idx.insert(ino, i);
                             i
@@ -843,7 +865,8 @@ pub fn dump_all(
 const SO_PASSPIDFD: i32 = 76;
 
 /// Socket options a program set that are not carried: a peek offset
-/// (SO_PEEK_OFF; the dump's own peeks at the queue would start there), and
+/// (SO_PEEK_OFF; the dump's own peeks at the queue would start there), a
+/// classic packet filter (SO_ATTACH_FILTER), and
 /// on a unix socket, receiving the sender's credentials or pidfd with each
 /// message (SO_PASSCRED, SO_PASSPIDFD).
 fn uncarried_option(sock: &OwnedFd) -> Option<String> {
@@ -855,6 +878,12 @@ fn uncarried_option(sock: &OwnedFd) -> Option<String> {
     };
     if let Some(off) = int(libc::SO_PEEK_OFF).filter(|off| *off >= 0) {
         return Some(format!("socket with a peek offset set (SO_PEEK_OFF {off})"));
+    }
+    // With no room, SO_GET_FILTER tells how many instructions the attached
+    // classic filter has.
+    if crate::sys::getsockopt_raw(sock.as_fd(), libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &mut []).is_ok_and(|n| n > 0)
+    {
+        return Some("socket with a packet filter attached (SO_ATTACH_FILTER)".into());
     }
     if int(libc::SO_DOMAIN) != Some(libc::AF_UNIX) {
         return None;

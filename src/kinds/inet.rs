@@ -179,6 +179,39 @@ pub struct InetImage {
     pub reuseaddr: bool,
     pub reuseport: bool,
     pub v6only: bool,
+    /// Options the program set (kinds::sockopts; files layout 5).
+    pub opts: Vec<super::sockopts::SockOpt>,
+}
+
+/// [`InetImage`] as files layout 4 wrote it, without its options.
+#[derive(Deserialize)]
+pub struct InetImageV4 {
+    tcp: bool,
+    v6: bool,
+    state: u8,
+    local: SocketAddr,
+    remote: SocketAddr,
+    backlog: u32,
+    reuseaddr: bool,
+    reuseport: bool,
+    v6only: bool,
+}
+
+impl From<InetImageV4> for InetImage {
+    fn from(o: InetImageV4) -> Self {
+        InetImage {
+            tcp: o.tcp,
+            v6: o.v6,
+            state: o.state,
+            local: o.local,
+            remote: o.remote,
+            backlog: o.backlog,
+            reuseaddr: o.reuseaddr,
+            reuseport: o.reuseport,
+            v6only: o.v6only,
+            opts: Vec::new(),
+        }
+    }
 }
 
 /// Every TCP and UDP socket of process `pid`'s network namespace, by inode.
@@ -220,7 +253,9 @@ pub fn diag(pid: i32) -> Result<HashMap<u64, Diag>> {
 }
 
 /// Reads a socket's protocol and options from a duplicate of it.
-pub fn dump(d: &Diag, fd: &OwnedFd) -> Result<InetImage> {
+/// The socket behind `fd`; `defaults` are a fresh socket's options of its
+/// family and type (kinds::sockopts).
+pub fn dump(d: &Diag, fd: &OwnedFd, defaults: &[super::sockopts::SockOpt]) -> Result<InetImage> {
     let err = |what| {
         move |source| Error::Sys {
             what,
@@ -240,6 +275,7 @@ pub fn dump(d: &Diag, fd: &OwnedFd) -> Result<InetImage> {
         reuseaddr: socket::getsockopt(fd, sockopt::ReuseAddr).unwrap_or(false),
         reuseport: socket::getsockopt(fd, sockopt::ReusePort).unwrap_or(false),
         v6only: v6 && socket::getsockopt(fd, sockopt::Ipv6V6Only).unwrap_or(false),
+        opts: super::sockopts::dump(fd.as_fd(), v6, defaults),
     })
 }
 
@@ -266,6 +302,11 @@ pub fn restore(s: &InetImage) -> Result<OwnedFd> {
     };
     let ty = if s.tcp { SockType::Stream } else { SockType::Datagram };
     let fd = socket::socket(family, ty, SockFlag::SOCK_CLOEXEC, None).map_err(err("create"))?;
+    super::sockopts::restore(fd.as_fd(), &s.opts).map_err(|(what, source)| Error::Sys {
+        what,
+        addr: s.local,
+        source,
+    })?;
     if s.reuseaddr {
         socket::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(err("set SO_REUSEADDR on"))?;
     }

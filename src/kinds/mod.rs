@@ -21,6 +21,7 @@ pub mod regs;
 pub mod remote;
 pub mod signals;
 pub mod sockdiag;
+pub mod sockopts;
 pub mod tcp;
 pub mod timens;
 pub mod timers;
