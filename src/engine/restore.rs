@@ -592,7 +592,7 @@ fn restore_inner<'r>(
         let pages: &mut dyn cow::PageSource = match (&mut buffered, &mut stream) {
             (Some(b), _) => b,
             (None, Some(s)) => s,
-            (None, None) => unreachable!("pages come read ahead or from the stream"),
+            (None, None) => return Err(stage("pages")("neither read ahead nor a stream".into())),
         };
         let tids = rebuild(host, p, mm, sigs, pages, &cow, &with)?;
         traced.extend(tids.iter().skip(1));
