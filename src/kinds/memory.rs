@@ -963,29 +963,11 @@ pub fn restore_layout(
     // owner shared with).
     let mut cow_at: Vec<super::cow::Shadowed> = Vec::new();
     for &(start, at, len, owner) in cow {
-        let clash = img.vmas.iter().any(|v| v.start < at + len && at < v.end);
-        let to = if clash {
-            let to = find_gap(&taken, len).ok_or(Error::NoGap { pid })?;
-            let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
-            remote.call("mremap shadow", nr::MREMAP, &[at, len, len, flags, to])?;
-            taken.push((to, to + len));
-            to
-        } else {
-            at
-        };
+        let to = clear_of_layout(remote, img, &mut taken, at, len)?;
         cow_at.push((start, to, len, owner));
     }
     for &(mirrors, at, len) in shadows {
-        let clash = img.vmas.iter().any(|v| v.start < at + len && at < v.end);
-        let to = if clash {
-            let to = find_gap(&taken, len).ok_or(Error::NoGap { pid })?;
-            let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
-            remote.call("mremap shadow", nr::MREMAP, &[at, len, len, flags, to])?;
-            taken.push((to, to + len));
-            to
-        } else {
-            at
-        };
+        let to = clear_of_layout(remote, img, &mut taken, at, len)?;
         moved.push((mirrors, to, len));
     }
     for (name, a, len) in &parked {
@@ -1009,6 +991,20 @@ pub fn restore_layout(
         remote.close(f.as_raw_fd() as u64)?;
     }
     Ok(moved)
+}
+
+/// Moves a shadow at `at` (`len` bytes) that overlaps the image's layout
+/// into a hole of it and of `taken` (which it then takes). Returns where
+/// the shadow is now.
+fn clear_of_layout(remote: &Remote, img: &MemoryImage, taken: &mut Vec<(u64, u64)>, at: u64, len: u64) -> Result<u64> {
+    if !img.vmas.iter().any(|v| v.start < at + len && at < v.end) {
+        return Ok(at);
+    }
+    let to = find_gap(taken, len).ok_or(Error::NoGap { pid: remote.pid })?;
+    let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
+    remote.call("mremap shadow", nr::MREMAP, &[at, len, len, flags, to])?;
+    taken.push((to, to + len));
+    Ok(to)
 }
 
 /// Moves mapping `v`, shared copy-on-write with others, into place from
