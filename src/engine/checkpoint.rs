@@ -486,10 +486,32 @@ fn dump(
     if let Some(stray) = cg.procs()?.into_iter().find(|p| !in_tree.contains(p)) {
         return Err(pstree::Error::Stray { host_pid: stray }.into());
     }
-    let statuses = tree
-        .iter()
-        .map(|p| proc::read_status(*p).map(|s| (*p, s)))
-        .collect::<proc::Result<Vec<_>>>()?;
+    // A process that was exiting as the cgroup froze (exiting tasks do not
+    // freeze) may be gone since the walk, reaped: it holds nothing.
+    let gone = |pid: i32| !std::path::Path::new(&format!("/proc/{pid}")).exists();
+    let mut statuses = Vec::new();
+    for p in &tree {
+        match proc::read_status(*p) {
+            Ok(s) => statuses.push((*p, s)),
+            Err(_) if gone(*p) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // Seize every thread while frozen, then thaw: they stay stopped.
+    // One that ended since its status was read is a zombie now, or gone.
+    let mut live_threads = Vec::new();
+    let mut ended = Vec::new();
+    for (host, s) in statuses.iter_mut().filter(|(_, s)| s.state != 'Z') {
+        match pstree::threads(*host) {
+            Ok(tids) => live_threads.push((*host, tids)),
+            Err(e) => match proc::read_status(*host) {
+                Ok(now) if now.state == 'Z' => *s = now,
+                Err(_) if gone(*host) => ended.push(*host),
+                _ => return Err(e.into()),
+            },
+        }
+    }
+    statuses.retain(|(h, _)| !ended.contains(h));
     let host_to_ns = |host: i32| {
         statuses
             .iter()
@@ -498,11 +520,9 @@ fn dump(
             .unwrap_or(0)
     };
 
-    // Seize every thread while frozen, then thaw: they stay stopped.
     let alive: Vec<_> = statuses.iter().filter(|(_, s)| s.state != 'Z').collect();
     let mut thread_lists = Vec::new();
-    for (host, _) in &alive {
-        let tids = pstree::threads(*host)?;
+    for (_, tids) in live_threads {
         for tid in &tids {
             let p = Pid::from_raw(*tid);
             ptrace::seize(p, ptrace::seize_options(false, false)).map_err(|source| Error::Ptrace {

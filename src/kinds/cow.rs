@@ -271,7 +271,7 @@ impl Preloaded {
     }
 
     /// Lets go of this process's copies of the shadows (the restored tasks
-    /// keep theirs) and of the pages read ahead.
+    /// keep theirs); their addresses stay known.
     pub fn release_shadows(&mut self) {
         self.shadows.clear();
     }
