@@ -387,16 +387,17 @@ pub fn refuse_uncarried(pid: i32, ns_pid: i32, file_cap: u64, mounts: &KnownMoun
         if let Some(ino) = bracket_id(&target, "socket:") {
             let sock = steal(pid, fd).ok();
             // Options first: the peek for fds in flight starts at a peek offset.
-            let kind = sock.as_ref().and_then(uncarried_option).or_else(|| {
-                match (sockets.inet.get(&ino), sockets.unix.get(&ino)) {
-                    (Some(d), _) => d.waiting(),
-                    (None, Some(u)) if u.uncarried().is_some() => u.uncarried(),
-                    _ => sock
-                        .as_ref()
-                        .is_some_and(unix::holds_fds_in_flight)
-                        .then(|| FDS_IN_FLIGHT.into()),
-                }
-            });
+            let kind = sock
+                .as_ref()
+                .and_then(uncarried_option)
+                .or_else(|| match sockets.inet.get(&ino) {
+                    Some(d) => d.waiting(),
+                    None => sockets.unix.get(&ino).and_then(unix::Diag::uncarried).or_else(|| {
+                        sock.as_ref()
+                            .is_some_and(unix::holds_fds_in_flight)
+                            .then(|| FDS_IN_FLIGHT.into())
+                    }),
+                });
             if let Some(kind) = kind {
                 return Err(Error::Unsupported { pid, ns_pid, fd, kind });
             }
@@ -870,12 +871,7 @@ const SO_PASSPIDFD: i32 = 76;
 /// on a unix socket, receiving the sender's credentials or pidfd with each
 /// message (SO_PASSCRED, SO_PASSPIDFD).
 fn uncarried_option(sock: &OwnedFd) -> Option<String> {
-    let int = |opt| {
-        let mut v = [0u8; 4];
-        crate::sys::getsockopt_raw(sock.as_fd(), libc::SOL_SOCKET, opt, &mut v)
-            .ok()
-            .map(|_| i32::from_ne_bytes(v))
-    };
+    let int = |opt| crate::sys::getsockopt_int(sock.as_fd(), libc::SOL_SOCKET, opt).ok();
     if let Some(off) = int(libc::SO_PEEK_OFF).filter(|off| *off >= 0) {
         return Some(format!("socket with a peek offset set (SO_PEEK_OFF {off})"));
     }

@@ -80,9 +80,7 @@ pub struct TcpImage {
 }
 
 fn opt_u32(fd: &OwnedFd, level: i32, opt: i32) -> std::result::Result<u32, Errno> {
-    let mut b = [0u8; 4];
-    sys::getsockopt_raw(fd.as_fd(), level, opt, &mut b)?;
-    Ok(u32::from_ne_bytes(b))
+    sys::getsockopt_int(fd.as_fd(), level, opt).map(|v| v as u32)
 }
 
 fn set_u32(fd: &OwnedFd, level: i32, opt: i32, v: u32) -> std::result::Result<(), Errno> {

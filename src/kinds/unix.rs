@@ -146,10 +146,7 @@ pub fn peek_queue(ino: u64, d: &Diag, fd: &OwnedFd) -> Result<Queue> {
 /// Whether unix socket `fd` (a duplicate of a running process's) has file
 /// descriptors in flight in its queue; false for any other socket.
 pub fn holds_fds_in_flight(fd: &OwnedFd) -> bool {
-    let int = |opt| {
-        let mut v = [0u8; 4];
-        crate::sys::getsockopt_raw(fd.as_fd(), libc::SOL_SOCKET, opt, &mut v).map(|_| i32::from_ne_bytes(v))
-    };
+    let int = |opt| crate::sys::getsockopt_int(fd.as_fd(), libc::SOL_SOCKET, opt);
     let (Ok(domain), Ok(kind), Ok(listening)) = (int(libc::SO_DOMAIN), int(libc::SO_TYPE), int(libc::SO_ACCEPTCONN))
     else {
         return false;

@@ -724,6 +724,13 @@ pub fn getsockopt_raw(fd: BorrowedFd<'_>, level: i32, opt: i32, buf: &mut [u8]) 
     }
 }
 
+/// getsockopt(2) of an int-valued option.
+pub fn getsockopt_int(fd: BorrowedFd<'_>, level: i32, opt: i32) -> Result<i32, Errno> {
+    let mut v = [0u8; 4];
+    getsockopt_raw(fd, level, opt, &mut v)?;
+    Ok(i32::from_ne_bytes(v))
+}
+
 /// setsockopt(2) from a byte buffer.
 pub fn setsockopt_raw(fd: BorrowedFd<'_>, level: i32, opt: i32, buf: &[u8]) -> Result<(), Errno> {
     // SAFETY: the kernel reads `buf.len()` bytes from `buf`.
