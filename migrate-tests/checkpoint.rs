@@ -69,11 +69,30 @@ fn process_tree_with_zombie_survives() -> Result<()> {
     workload_cycles("tree", "tree", &[])
 }
 
-/// Options a program set on a TCP listener and a UDP socket come back
-/// (the workload checks each every beat).
+/// Options a program set on a TCP listener, a UDP socket and a unix
+/// socketpair come back (the workload checks each every beat).
 #[test]
 fn socket_options_survive() -> Result<()> {
     workload_cycles("sockopts", "sockopts", &[])
+}
+
+/// Options a program set on both ends of a loopback TCP connection come
+/// back with it (--tcp-established), as well as those of the other sockets.
+#[test]
+fn connection_options_survive() -> Result<()> {
+    let root = TestRoot::new("connopts");
+    root.run_d("c", &[], &[workload("sockopts").to_str().unwrap(), "tcp"])?;
+    wait_beats(&root, "c", 3)?;
+    let before = differ::capture_quiet(&root, "c")?;
+    let dir = root.dir.join("image");
+    let dir = dir.to_str().unwrap();
+    root.ok(&["checkpoint", "c", "--dir", dir, "--tcp-established"])?;
+    root.ok(&["restore", "--dir", dir, "--tcp-established"])?;
+    let last = check_heartbeat(&root.log("c"))?;
+    wait_beats(&root, "c", last + 3)?;
+    differ::diff(&before, &differ::capture_quiet(&root, "c")?)?;
+    check_heartbeat(&root.log("c"))?;
+    Ok(())
 }
 
 #[test]

@@ -332,6 +332,14 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
         ("mqueue", "IPC namespace holds a POSIX message queue (/odd)"),
         ("unix-shutdown", "fd 3 is a unix socket shut down for writing"),
         ("sock-filter", "fd 3 is a socket with a packet filter attached (SO_ATTACH_FILTER)"),
+        (
+            "multicast",
+            "network namespace has joined multicast group 239.1.1.1 on lo",
+        ),
+        (
+            "sock-ebpf",
+            "fd 3 is a socket with an eBPF program attached as its filter (SO_ATTACH_BPF)",
+        ),
         ("peek-off", "fd 4 is a socket with a peek offset set (SO_PEEK_OFF 1)"),
         (
             "passcred",
@@ -484,12 +492,18 @@ fn seccomp_filter_of_an_unprivileged_process_survives() -> Result<()> {
     crate::checkpoint::survives_all_cycles(&root, "s")
 }
 
-/// A container that renamed its host and set a NIS domain name keeps both
-/// through checkpoint/restore and a migration.
+/// A container that renamed its host, set a NIS domain name and changed
+/// its IPC namespace's limits keeps all of them through checkpoint/restore
+/// and a migration.
 #[test]
-fn uts_names_set_inside_survive() -> Result<()> {
+fn uts_names_and_ipc_limits_set_inside_survive() -> Result<()> {
     let pair = Pair::new("uts")?;
-    let script = format!("hostname renamed-inside; echo nis.example > /proc/sys/kernel/domainname; {TICKER}");
+    let script = format!(
+        "hostname renamed-inside; echo nis.example > /proc/sys/kernel/domainname; \
+         echo 1234 > /proc/sys/kernel/msgmax; echo '100 200 30 40' > /proc/sys/kernel/sem; \
+         echo 1 > /proc/sys/kernel/shm_rmid_forced; echo 7 > /proc/sys/kernel/msg_next_id; \
+         echo 20 > /proc/sys/fs/mqueue/msg_max; {TICKER}"
+    );
     pair.a
         .run_d("u", &["--hostname", "started-as"], &["sh", "-c", &script])?;
     let names = |root: &TestRoot| {
@@ -500,28 +514,22 @@ fn uts_names_set_inside_survive() -> Result<()> {
             "cat",
             "/proc/sys/kernel/hostname",
             "/proc/sys/kernel/domainname",
+            "/proc/sys/kernel/msgmax",
+            "/proc/sys/kernel/sem",
+            "/proc/sys/kernel/shm_rmid_forced",
+            "/proc/sys/kernel/msg_next_id",
+            "/proc/sys/fs/mqueue/msg_max",
         ])
     };
+    let want = "renamed-inside\nnis.example\n1234\n100\t200\t30\t40\n1\n7\n20\n";
     wait_until(Duration::from_secs(10), "ticks", || last_tick(&pair.a.log("u")) >= 2)?;
-    ensure!(
-        names(&pair.a)? == "renamed-inside\nnis.example\n",
-        "{}",
-        names(&pair.a)?
-    );
+    ensure!(names(&pair.a)? == want, "{}", names(&pair.a)?);
     let dir = pair.a.dir.join("image");
     pair.a.ok(&["checkpoint", "u", "--dir", dir.to_str().unwrap()])?;
     pair.a.ok(&["restore", "--dir", dir.to_str().unwrap()])?;
-    ensure!(
-        names(&pair.a)? == "renamed-inside\nnis.example\n",
-        "after restore: {}",
-        names(&pair.a)?
-    );
+    ensure!(names(&pair.a)? == want, "after restore: {}", names(&pair.a)?);
     migrate(&pair.a, &pair.b, "u", &[])?;
-    ensure!(
-        names(&pair.b)? == "renamed-inside\nnis.example\n",
-        "after migration: {}",
-        names(&pair.b)?
-    );
+    ensure!(names(&pair.b)? == want, "after migration: {}", names(&pair.b)?);
     Ok(())
 }
 

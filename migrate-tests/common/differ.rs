@@ -1353,6 +1353,29 @@ fn capture_container(pid1: i32) -> Result<Vec<Item>> {
     .map_err(|_| anyhow::anyhow!("the UTS thread panicked"))??;
     out.push(item("hostname", &names.0, ""));
     out.push(item("domainname", &names.1, ""));
+    // The IPC namespace's limits (its objects are refused by checkpoints).
+    let ns = format!("/proc/{pid1}/ns/ipc");
+    let limits = std::thread::spawn(move || -> Result<Vec<(String, String)>> {
+        let f = std::fs::File::open(&ns)?;
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWIPC)?;
+        let mut limits = Vec::new();
+        for dir in ["/proc/sys/kernel", "/proc/sys/fs/mqueue"] {
+            for e in std::fs::read_dir(dir)? {
+                let path = e?.path();
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                let ipc = ["msg", "sem", "shm"].iter().any(|p| name.starts_with(p));
+                if (ipc || dir.ends_with("mqueue")) && path.is_file() {
+                    limits.push((path.display().to_string(), read(&path.display().to_string())));
+                }
+            }
+        }
+        Ok(limits)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the IPC thread panicked"))??;
+    for (path, value) in limits {
+        out.push(item(&path, &value.split_whitespace().collect::<Vec<_>>().join(" "), ""));
+    }
     Ok(out)
 }
 

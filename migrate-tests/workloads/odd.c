@@ -44,6 +44,8 @@
  *                peek offset is set to 1 (SO_PEEK_OFF)
  *   unix-shutdown  a socketpair (fds 3, 4), fd 3 shut down for writing
  *   sock-filter  a UDP socket (fd 3) with a classic packet filter attached
+ *   sock-ebpf    a UDP socket (fd 3) with an eBPF socket filter attached
+ *   multicast    a UDP socket (fd 3) that joined group 239.1.1.1 on lo
  *   passcred     a socketpair (fds 3, 4), fd 4 with SO_PASSCRED on
  *   inotify-queued  an inotify instance (fd 3) watching directory argv[2].d,
  *                with an event not read yet */
@@ -57,6 +59,7 @@
 #include <sys/sem.h>
 #include <mqueue.h>
 #include <linux/filter.h>
+#include <linux/bpf.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/file.h>
@@ -226,6 +229,25 @@ int main(int argc, char **argv) {
         struct sock_fprog prog = {1, &accept_all};
         int s = socket(AF_INET, SOCK_DGRAM, 0);
         if (s != 3 || setsockopt(s, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog)) fail(what, errno, s);
+    } else if (!strcmp(what, "sock-ebpf")) {
+        struct bpf_insn prog[] = {
+            {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 0, .imm = -1}, /* r0 = keep all */
+            {.code = BPF_JMP | BPF_EXIT},
+        };
+        union bpf_attr attr;
+        memset(&attr, 0, sizeof attr);
+        attr.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
+        attr.insn_cnt = 2;
+        attr.insns = (unsigned long)prog;
+        attr.license = (unsigned long)"GPL";
+        int s = socket(AF_INET, SOCK_DGRAM, 0);
+        int p = syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof attr);
+        if (s != 3 || p < 0 || setsockopt(s, SOL_SOCKET, SO_ATTACH_BPF, &p, sizeof p)) fail(what, errno, s);
+        close(p);
+    } else if (!strcmp(what, "multicast")) {
+        struct ip_mreqn m = {.imr_multiaddr.s_addr = inet_addr("239.1.1.1"), .imr_ifindex = 1};
+        int s = socket(AF_INET, SOCK_DGRAM, 0);
+        if (s != 3 || setsockopt(s, IPPROTO_IP, IP_ADD_MEMBERSHIP, &m, sizeof m)) fail(what, errno, s);
     } else if (!strcmp(what, "passcred")) {
         int sv[2], one = 1;
         if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) || setsockopt(sv[1], SOL_SOCKET, SO_PASSCRED, &one, sizeof one))

@@ -382,6 +382,15 @@ pub(crate) fn preflight(st: &crate::runtime::ContainerState, file_cap: u64) -> R
     // After the processes: an attached SysV segment is named with the
     // process and mapping that hold it.
     crate::kinds::ipcns::refuse_uncarried(st.pid)?;
+    refuse_multicast(st)
+}
+
+/// Multicast groups joined in the container's network namespace, if it is
+/// its own (in one it shares, they may be anyone's).
+fn refuse_multicast(st: &crate::runtime::ContainerState) -> Result<()> {
+    if st.oci.as_ref().is_none_or(|o| o.net.is_own()) {
+        crate::kinds::multicast::refuse_uncarried(st.pid)?;
+    }
     Ok(())
 }
 
@@ -399,7 +408,8 @@ fn refuse_uncarried(
     for (host, ns, tids) in procs {
         refuse_uncarried_by(*host, *ns, tids)?;
     }
-    Ok(crate::kinds::ipcns::refuse_uncarried(st.pid)?)
+    crate::kinds::ipcns::refuse_uncarried(st.pid)?;
+    refuse_multicast(st)
 }
 
 /// Processes in namespaces of their own, and mounts a restore would not
@@ -738,6 +748,7 @@ fn dump(
     put::<crate::kinds::prctls::Section>(sink, &prctls)?;
     put::<memory::Ghosts>(sink, &seen_pages.ghosts)?;
     put::<crate::kinds::uts::Section>(sink, &crate::kinds::uts::dump(st.pid)?)?;
+    put::<crate::kinds::ipcns::Section>(sink, &crate::kinds::ipcns::dump(st.pid)?)?;
     // The tmpfs mounts the container made (not the host's, which a
     // container without a root of its own sees).
     put::<crate::kinds::mounts::Section>(sink, &crate::kinds::mounts::dump(st.pid)?)?;

@@ -54,6 +54,7 @@ pub const SECTIONS: &[SectionInfo] = &[
     info::<crate::kinds::procattrs::Section>(),
     info::<crate::kinds::prctls::Section>(),
     info::<crate::kinds::uts::Section>(),
+    info::<crate::kinds::ipcns::Section>(),
     info::<crate::kinds::fdattrs::Section>(),
     info::<memory::Ghosts>(),
 ];
@@ -163,6 +164,8 @@ pub enum Error {
     Uts(#[from] crate::kinds::uts::Error),
     #[error(transparent)]
     Ipc(#[from] crate::kinds::ipcns::Error),
+    #[error(transparent)]
+    Multicast(#[from] crate::kinds::multicast::Error),
     #[error(transparent)]
     Prctls(#[from] crate::kinds::prctls::Error),
     #[error(transparent)]

@@ -81,6 +81,7 @@ struct Image {
     tmpfs: Vec<crate::kinds::mounts::TmpfsImage>,
     attrs: Vec<(i32, procattrs::ProcAttrs)>,
     uts: Option<crate::kinds::uts::UtsImage>,
+    ipc: Option<crate::kinds::ipcns::IpcImage>,
     fdattrs: fdattrs::Image,
     prctls: Vec<(i32, crate::kinds::prctls::Prctls)>,
     ghosts: Vec<memory::GhostFile>,
@@ -98,6 +99,7 @@ fn load(src: &mut dyn ImageSource) -> Result<Image> {
         // Not in format-3 images.
         attrs: get_since::<procattrs::Section>(src)?.unwrap_or_default(),
         uts: get_since::<crate::kinds::uts::Section>(src)?,
+        ipc: get_since::<crate::kinds::ipcns::Section>(src)?,
         fdattrs: get_since::<fdattrs::Section>(src)?.unwrap_or_default(),
         prctls: get_since::<crate::kinds::prctls::Section>(src)?.unwrap_or_default(),
         ghosts: get_since::<memory::Ghosts>(src)?.unwrap_or_default(),
@@ -1028,6 +1030,9 @@ fn prepare_task(ctx: &TreeCtx<'_>, idx: usize) -> std::result::Result<(), String
         crate::runtime::spawn::setup_namespaces(&c.hostname, c.rootfs.as_deref())?;
         if let Some(u) = &ctx.img.uts {
             crate::kinds::uts::restore(u)?;
+        }
+        if let Some(ipc) = &ctx.img.ipc {
+            crate::kinds::ipcns::restore(ipc)?;
         }
         crate::kinds::mounts::restore(&ctx.img.tmpfs)?;
         if !crate::runtime::spawn::wait_go(ctx.go) {

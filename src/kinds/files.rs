@@ -117,21 +117,35 @@ pub struct Section;
 
 impl super::Kind for Section {
     const SECTION: &'static str = "files";
-    const VERSION: u32 = 5;
+    const VERSION: u32 = 6;
     type State = FilesImage;
     type Error = Error;
 
-    /// Layout 4 had no timerfd settime flags.
+    /// Layout 5 had no options of unix sockets and TCP connections; layout
+    /// 4 (and 3) no timerfd settime flags and no inet socket options either.
     fn decode(bytes: &[u8]) -> crate::image::Result<FilesImage> {
-        crate::image::decode_versioned(Self::SECTION, bytes, Self::VERSION, |old: FilesImageV4| FilesImage {
-            procs: old.procs,
-            pipes: old.pipes,
-            sockets: old.sockets,
-            anon: old.anon.into_iter().map(AnonImage::from).collect(),
-            files: old.files,
-            inet: old.inet.into_iter().map(InetImage::from).collect(),
-            tcp: old.tcp,
-        })
+        let unix = |s: Vec<unix::UnixImageV5>| s.into_iter().map(UnixImage::from).collect();
+        let tcp = |t: Vec<tcp::TcpImageV5>| t.into_iter().map(TcpImage::from).collect();
+        match crate::image::open_section(Self::SECTION, bytes)? {
+            (5, payload) => crate::image::decode_payload(Self::SECTION, payload).map(|old: FilesImageV5| FilesImage {
+                procs: old.procs,
+                pipes: old.pipes,
+                sockets: unix(old.sockets),
+                anon: old.anon,
+                files: old.files,
+                inet: old.inet,
+                tcp: tcp(old.tcp),
+            }),
+            _ => crate::image::decode_versioned(Self::SECTION, bytes, Self::VERSION, |old: FilesImageV4| FilesImage {
+                procs: old.procs,
+                pipes: old.pipes,
+                sockets: unix(old.sockets),
+                anon: old.anon.into_iter().map(AnonImage::from).collect(),
+                files: old.files,
+                inet: old.inet.into_iter().map(InetImage::from).collect(),
+                tcp: tcp(old.tcp),
+            }),
+        }
     }
 
     fn validate(state: &FilesImage) -> Result<()> {
@@ -151,16 +165,28 @@ pub struct FilesImage {
     pub tcp: Vec<TcpImage>,
 }
 
-/// [`FilesImage`] as layout 4 wrote it.
+/// [`FilesImage`] as layout 5 wrote it.
+#[derive(Deserialize)]
+struct FilesImageV5 {
+    procs: Vec<(i32, Vec<FdImage>)>,
+    pipes: Vec<PipeImage>,
+    sockets: Vec<unix::UnixImageV5>,
+    anon: Vec<AnonImage>,
+    files: Vec<FileImage>,
+    inet: Vec<InetImage>,
+    tcp: Vec<tcp::TcpImageV5>,
+}
+
+/// [`FilesImage`] as layout 4 (and 3) wrote it.
 #[derive(Deserialize)]
 struct FilesImageV4 {
     procs: Vec<(i32, Vec<FdImage>)>,
     pipes: Vec<PipeImage>,
-    sockets: Vec<UnixImage>,
+    sockets: Vec<unix::UnixImageV5>,
     anon: Vec<anonfd::AnonImageV4>,
     files: Vec<FileImage>,
     inet: Vec<inet::InetImageV4>,
-    tcp: Vec<TcpImage>,
+    tcp: Vec<tcp::TcpImageV5>,
 }
 
 /// What [`dump_all`] does with an established TCP connection.
@@ -245,8 +271,14 @@ impl FilesImage {
                         return Err(bad("is a file whose data lies outside its size"));
                     }
                 }
-                if let FdKind::Inet { sock } = f.kind {
-                    if !super::sockopts::check(&self.inet[sock as usize].opts) {
+                let opts = match f.kind {
+                    FdKind::Inet { sock } => Some(&self.inet[sock as usize].opts),
+                    FdKind::Tcp { conn } => Some(&self.tcp[conn as usize].opts),
+                    FdKind::Socket { sock } => Some(&self.sockets[sock as usize].opts),
+                    _ => None,
+                };
+                if let Some(opts) = opts {
+                    if !super::sockopts::check(opts) {
                         return Err(bad("is a socket with options this build does not know"));
                     }
                 }
@@ -564,8 +596,8 @@ pub fn dump_all(
     let mut tcp_idx: HashMap<u64, u32> = HashMap::new();
     let diag = unix::diag(netns_pid)?;
     let inet_diag = inet::diag(netns_pid)?;
-    // A fresh socket's options, by (IPv6, TCP).
-    let mut opt_defaults: HashMap<(bool, bool), Vec<super::sockopts::SockOpt>> = HashMap::new();
+    // A fresh socket's options, by family and type.
+    let mut opt_defaults = HashMap::new();
     let mut inet_idx: HashMap<u64, u32> = HashMap::new();
     let mut img = FilesImage::default();
     let mut pipe_idx: HashMap<u64, (u32, Option<Holder>)> = HashMap::new();
@@ -617,7 +649,14 @@ pub fn dump_all(
                                 Some(i) => *i,
                                 None => {
                                     let dup = steal(pid, fd)?;
-                                    let t = tcp::dump(&dup, d.local, d.remote)?;
+                                    let opts = super::sockopts::dump_cached(
+                                        dup.as_fd(),
+                                        netns_pid,
+                                        inet::fresh(d),
+                                        &mut opt_defaults,
+                                    )
+                                    .map_err(|source| Error::SockOpts { pid: netns_pid, source })?;
+                                    let t = tcp::dump(&dup, d.local, d.remote, opts)?;
                                     repaired.0.push(dup);
                                     img.tcp.push(t);
                                     let i = img.tcp.len() as u32 - 1;
@@ -662,15 +701,11 @@ pub fn dump_all(
                     let sock = match inet_idx.get(&ino) {
                         Some(i) => *i,
                         None => {
-                            let v6 = d.local.is_ipv6();
-                            let defaults = match opt_defaults.entry((v6, d.tcp)) {
-                                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                                std::collections::hash_map::Entry::Vacant(e) => e.insert(
-                                    super::sockopts::defaults(netns_pid, v6, d.tcp)
-                                        .map_err(|source| Error::SockOpts { pid: netns_pid, source })?,
-                                ),
-                            };
-                            img.inet.push(inet::dump(d, &steal(pid, fd)?, defaults)?);
+                            let dup = steal(pid, fd)?;
+                            let opts =
+                                super::sockopts::dump_cached(dup.as_fd(), netns_pid, inet::fresh(d), &mut opt_defaults)
+                                    .map_err(|source| Error::SockOpts { pid: netns_pid, source })?;
+                            img.inet.push(inet::dump(d, &dup, opts)?);
                             let i = img.inet.len() as u32 - 1;
                             inet_idx.insert(ino, i);
                             i
@@ -845,6 +880,8 @@ pub fn dump_all(
             }
         }
         let dup = steal(pid, fd)?;
+        let opts = super::sockopts::dump_cached(dup.as_fd(), netns_pid, unix::fresh(d.kind), &mut opt_defaults)
+            .map_err(|source| Error::SockOpts { pid: netns_pid, source })?;
         let queue = match unix::peek_queue(ino, d, &dup)? {
             unix::Queue::Data(q) => q,
             unix::Queue::FdsInFlight => return Err(unsupported(FDS_IN_FLIGHT.into())),
@@ -857,6 +894,7 @@ pub fn dump_all(
             name: d.name.clone(),
             peer: d.peer,
             queue,
+            opts,
         });
     }
     Ok(img)
@@ -876,10 +914,14 @@ fn uncarried_option(sock: &OwnedFd) -> Option<String> {
         return Some(format!("socket with a peek offset set (SO_PEEK_OFF {off})"));
     }
     // With no room, SO_GET_FILTER tells how many instructions the attached
-    // classic filter has.
-    if crate::sys::getsockopt_raw(sock.as_fd(), libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &mut []).is_ok_and(|n| n > 0)
-    {
-        return Some("socket with a packet filter attached (SO_ATTACH_FILTER)".into());
+    // classic filter has; an eBPF program attached has no classic form to
+    // show, and the kernel refuses with EACCES.
+    match crate::sys::getsockopt_raw(sock.as_fd(), libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &mut []) {
+        Ok(n) if n > 0 => return Some("socket with a packet filter attached (SO_ATTACH_FILTER)".into()),
+        Err(crate::sys::Errno::EACCES) => {
+            return Some("socket with an eBPF program attached as its filter (SO_ATTACH_BPF)".into())
+        }
+        _ => {}
     }
     if int(libc::SO_DOMAIN) != Some(libc::AF_UNIX) {
         return None;
@@ -1189,5 +1231,60 @@ mod tests {
         assert!(matches!(img.check(), Err(Error::BadFd { fd: 3, .. })), "fd 3 twice");
         img.procs[0].1.pop();
         img.check().unwrap();
+    }
+
+    /// A layout-5 section (unix sockets without options) still decodes.
+    #[test]
+    fn layout_5_reads_with_no_socket_options() {
+        use crate::kinds::Kind;
+        #[derive(serde::Serialize)]
+        struct UnixV5 {
+            ino: u64,
+            kind: u8,
+            listening: bool,
+            backlog: u32,
+            name: Option<unix::UnixName>,
+            peer: Option<u64>,
+            queue: Vec<Vec<u8>>,
+        }
+        #[derive(serde::Serialize)]
+        struct V5 {
+            procs: Vec<(i32, Vec<FdImage>)>,
+            pipes: Vec<PipeImage>,
+            sockets: Vec<UnixV5>,
+            anon: Vec<AnonImage>,
+            files: Vec<FileImage>,
+            inet: Vec<InetImage>,
+            tcp: Vec<()>,
+        }
+        let old = V5 {
+            procs: vec![(
+                1,
+                vec![FdImage {
+                    fd: 3,
+                    flags: 2,
+                    kind: FdKind::Socket { sock: 0 },
+                }],
+            )],
+            pipes: vec![],
+            sockets: vec![UnixV5 {
+                ino: 7,
+                kind: libc::SOCK_DGRAM as u8,
+                listening: false,
+                backlog: 0,
+                name: Some(unix::UnixName::Abstract(b"x".to_vec())),
+                peer: None,
+                queue: vec![b"queued".to_vec()],
+            }],
+            anon: vec![],
+            files: vec![],
+            inet: vec![],
+            tcp: vec![],
+        };
+        let img = Section::decode(&crate::image::encode_section_at(5, &old)).unwrap();
+        Section::validate(&img).unwrap();
+        assert_eq!(img.sockets[0].queue, vec![b"queued".to_vec()]);
+        assert!(img.sockets[0].opts.is_empty());
+        assert_eq!(img.procs, old.procs);
     }
 }

@@ -183,6 +183,16 @@ pub struct InetImage {
     pub opts: Vec<super::sockopts::SockOpt>,
 }
 
+/// The kind of fresh socket whose options `d`'s are compared with.
+pub fn fresh(d: &Diag) -> super::sockopts::Fresh {
+    let family = if d.local.is_ipv6() {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    (family, if d.tcp { SockType::Stream } else { SockType::Datagram })
+}
+
 /// [`InetImage`] as files layout 4 wrote it, without its options.
 #[derive(Deserialize)]
 pub struct InetImageV4 {
@@ -252,10 +262,9 @@ pub fn diag(pid: i32) -> Result<HashMap<u64, Diag>> {
     Ok(out)
 }
 
-/// Reads a socket's protocol and options from a duplicate of it.
-/// The socket behind `fd`; `defaults` are a fresh socket's options of its
-/// family and type (kinds::sockopts).
-pub fn dump(d: &Diag, fd: &OwnedFd, defaults: &[super::sockopts::SockOpt]) -> Result<InetImage> {
+/// Reads a socket's protocol from a duplicate of it, `fd`; `opts` are the
+/// options its program set (kinds::sockopts).
+pub fn dump(d: &Diag, fd: &OwnedFd, opts: Vec<super::sockopts::SockOpt>) -> Result<InetImage> {
     let err = |what| {
         move |source| Error::Sys {
             what,
@@ -275,7 +284,7 @@ pub fn dump(d: &Diag, fd: &OwnedFd, defaults: &[super::sockopts::SockOpt]) -> Re
         reuseaddr: socket::getsockopt(fd, sockopt::ReuseAddr).unwrap_or(false),
         reuseport: socket::getsockopt(fd, sockopt::ReusePort).unwrap_or(false),
         v6only: v6 && socket::getsockopt(fd, sockopt::Ipv6V6Only).unwrap_or(false),
-        opts: super::sockopts::dump(fd.as_fd(), v6, defaults),
+        opts,
     })
 }
 

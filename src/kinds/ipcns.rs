@@ -1,15 +1,23 @@
-//! The container's IPC namespace: SysV message queues, semaphore sets and
-//! shared memory segments, and POSIX message queues.
+//! The container's IPC namespace: its limits, SysV message queues,
+//! semaphore sets and shared memory segments, and POSIX message queues.
 //!
-//! None of them is carried yet (issue 17): a restore makes a new, empty
+//! The limits (kernel.msgmax, sem, shmmax..., fs.mqueue.*: each IPC
+//! namespace has its own, and a new one starts at the defaults) are
+//! carried in section `ipcns` (from format 4; an image without it restores
+//! with the defaults), written by the container's PID 1 in its new
+//! namespace before anything else runs there.
+//!
+//! The objects are not carried yet (issue 17): a restore makes a new, empty
 //! IPC namespace, so a program would find its queue, semaphores or segment
 //! gone. The checkpoint refuses any such object before anything stops.
 //!
 //! The namespace is read by a short-lived thread that enters it (setns
-//! works per thread for IPC): /proc/sysvipc/* shows the reader's own
-//! namespace, and a mqueue file system opened there (fsopen, fsmount: a
-//! detached mount, nothing is mounted anywhere) is that namespace's.
+//! works per thread for IPC): /proc/sysvipc/* and the IPC sysctls show the
+//! reader's own namespace, and a mqueue file system opened there (fsopen,
+//! fsmount: a detached mount, nothing is mounted anywhere) is that
+//! namespace's.
 
+use serde::{Deserialize, Serialize};
 use std::io::BufRead;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,8 +28,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("the IPC namespace's reader thread failed")]
-    Thread,
+    #[error("IPC limit {name}: {why}")]
+    BadLimit { name: String, why: &'static str },
     #[error("the container's IPC namespace holds {0}, which migrate does not carry yet; a restore would come back without it (remove it, or keep the state elsewhere)")]
     Uncarried(String),
 }
@@ -35,6 +43,99 @@ const SYSV: [(&str, &str); 3] = [
     ("shm", "a SysV shared memory segment"),
 ];
 
+/// The IPC namespace's limits under /proc/sys, in the order they are
+/// written back (a queue's maximum before its default).
+const LIMITS: [&str; 16] = [
+    "kernel/msgmax",
+    "kernel/msgmnb",
+    "kernel/msgmni",
+    "kernel/sem",
+    "kernel/shmall",
+    "kernel/shmmax",
+    "kernel/shmmni",
+    "kernel/shm_rmid_forced",
+    "kernel/msg_next_id",
+    "kernel/sem_next_id",
+    "kernel/shm_next_id",
+    "fs/mqueue/queues_max",
+    "fs/mqueue/msg_max",
+    "fs/mqueue/msgsize_max",
+    "fs/mqueue/msg_default",
+    "fs/mqueue/msgsize_default",
+];
+
+/// What section `ipcns` holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpcImage {
+    /// Each limit of [`LIMITS`] this kernel has, with its value as
+    /// /proc/sys shows it ("250\t32000\t32\t128" for sem).
+    pub limits: Vec<(String, String)>,
+}
+
+/// The section `ipcns` (from image format 4).
+pub struct Section;
+
+impl super::Kind for Section {
+    const SECTION: &'static str = "ipcns";
+    const VERSION: u32 = 4;
+    const SINCE_FORMAT: u32 = 4;
+    type State = IpcImage;
+    type Error = Error;
+
+    /// The names are written under /proc/sys: only the known limits, once
+    /// each, with numbers for values.
+    fn validate(img: &IpcImage) -> Result<()> {
+        for (i, (name, value)) in img.limits.iter().enumerate() {
+            let bad = |why| Error::BadLimit {
+                name: name.clone(),
+                why,
+            };
+            if !LIMITS.contains(&name.as_str()) {
+                return Err(bad("not a limit of the IPC namespace"));
+            }
+            if img.limits[..i].iter().any(|(n, _)| n == name) {
+                return Err(bad("named twice"));
+            }
+            let numbers = value.split_whitespace().all(|n| n.parse::<i128>().is_ok());
+            if value.len() > 64 || value.trim().is_empty() || !numbers {
+                return Err(bad("not a list of numbers"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The limits of the IPC namespace of process `pid`.
+pub fn dump(pid: i32) -> Result<IpcImage> {
+    super::in_namespace(pid, "ipc", nix::sched::CloneFlags::CLONE_NEWIPC, || {
+        let mut limits = Vec::new();
+        for name in LIMITS {
+            // A kernel without SysV IPC or POSIX queues has no such limit.
+            match std::fs::read_to_string(format!("/proc/sys/{name}")) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+                Ok(v) => limits.push((name.to_string(), v.trim().to_string())),
+            }
+        }
+        Ok(IpcImage { limits })
+    })
+    .map_err(|source| Error::Read { pid, source })
+}
+
+/// Sets the limits in the calling process's (new) IPC namespace, those
+/// that differ from its defaults (a next id of -1, "none chosen", cannot
+/// be written, only be left as it is).
+pub fn restore(img: &IpcImage) -> std::result::Result<(), String> {
+    for (name, value) in &img.limits {
+        let path = format!("/proc/sys/{name}");
+        let now = std::fs::read_to_string(&path).map_err(|e| format!("read IPC limit {name}: {e}"))?;
+        if now.split_whitespace().ne(value.split_whitespace()) {
+            std::fs::write(&path, value).map_err(|e| format!("set IPC limit {name} to {value}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// Refuses the first IPC object in the IPC namespace of process `pid`.
 pub fn refuse_uncarried(pid: i32) -> Result<()> {
     match objects(pid)?.into_iter().next() {
@@ -45,10 +146,7 @@ pub fn refuse_uncarried(pid: i32) -> Result<()> {
 
 /// Every IPC object in the IPC namespace of process `pid`, described.
 fn objects(pid: i32) -> Result<Vec<String>> {
-    let err = |source| Error::Read { pid, source };
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/ipc")).map_err(err)?;
-    let reader = std::thread::spawn(move || -> std::io::Result<Vec<String>> {
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWIPC)?;
+    super::in_namespace(pid, "ipc", nix::sched::CloneFlags::CLONE_NEWIPC, || {
         let mut found = Vec::new();
         for (file, what) in SYSV {
             // A kernel without SysV IPC has no listings, and no objects.
@@ -64,8 +162,8 @@ fn objects(pid: i32) -> Result<Vec<String>> {
         }
         found.extend(posix_queues()?);
         Ok(found)
-    });
-    reader.join().map_err(|_| Error::Thread)?.map_err(err)
+    })
+    .map_err(|source| Error::Read { pid, source })
 }
 
 /// One line of /proc/sysvipc/{msg,sem,shm}: "key id perms ...".
@@ -122,5 +220,32 @@ mod tests {
             Some("x (key 0xffffffff, id 3, mode 666)")
         );
         assert_eq!(describe_sysv("x", "garbage"), None);
+    }
+
+    #[test]
+    fn only_known_limits_with_numbers_are_valid() {
+        use crate::kinds::Kind;
+        let img = |pairs: &[(&str, &str)]| IpcImage {
+            limits: pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+        };
+        assert!(Section::validate(&img(&[
+            ("kernel/msgmax", "8192"),
+            ("kernel/sem", "250\t32000\t32\t128")
+        ]))
+        .is_ok());
+        assert!(Section::validate(&img(&[
+            ("kernel/msg_next_id", "-1"),
+            ("kernel/shmall", "18446744073692774399")
+        ]))
+        .is_ok());
+        for bad in [
+            img(&[("kernel/core_pattern", "1")]),
+            img(&[("../kernel/msgmax", "1")]),
+            img(&[("kernel/msgmax", "1"), ("kernel/msgmax", "2")]),
+            img(&[("kernel/msgmax", "|/bin/sh")]),
+            img(&[("kernel/msgmax", "")]),
+        ] {
+            assert!(Section::validate(&bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod inet;
 pub mod ipcns;
 pub mod memory;
 pub mod mounts;
+pub mod multicast;
 pub mod pidfd;
 pub mod pipes;
 pub mod prctls;
@@ -66,4 +67,29 @@ pub trait Kind {
     fn validate(_state: &Self::State) -> Result<(), Self::Error> {
         Ok(())
     }
+}
+
+/// Runs `read` on a short-lived thread that has entered the namespace
+/// `ns` ("ipc", "uts": kinds that setns per thread) of process `pid`, and
+/// returns what it read. What a thread reads from /proc/sys or a syscall
+/// there is that namespace's; the calling thread stays where it is.
+pub(crate) fn in_namespace<T: Send>(
+    pid: i32,
+    ns: &str,
+    kind: nix::sched::CloneFlags,
+    read: impl FnOnce() -> std::io::Result<T> + Send,
+) -> std::io::Result<T> {
+    let file = std::fs::File::open(format!("/proc/{pid}/ns/{ns}"))?;
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            nix::sched::setns(&file, kind)?;
+            read()
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::other(format!(
+                "the {ns} namespace's reader thread failed"
+            )))
+        })
+    })
 }

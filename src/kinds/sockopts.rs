@@ -1,8 +1,9 @@
 //! Socket options of the TCP and UDP sockets carried by kinds::inet
-//! (listeners, unconnected TCP sockets, UDP sockets): those a program set,
-//! that is, whose value differs from a fresh socket's of the same family
-//! and type in the container's network namespace (so that a buffer size
-//! left to the kernel's autotuning is not pinned by the restore).
+//! (listeners, unconnected TCP sockets, UDP sockets) and of unix sockets
+//! (kinds::unix): those a program set, that is, whose value differs from a
+//! fresh socket's of the same family and type in the container's network
+//! namespace (so that a buffer size left to the kernel's autotuning is not
+//! pinned by the restore).
 //!
 //! Each is read with getsockopt as raw bytes and set again with setsockopt
 //! before the socket is bound (IP_FREEBIND, SO_BINDTODEVICE must be), the
@@ -10,7 +11,9 @@
 //! shows (the kernel doubles them). Not carried: multicast group
 //! memberships and socket filters, which getsockopt can not list.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
+
+use nix::sys::socket::{AddressFamily, SockType};
 
 use crate::sys::{self, Errno};
 
@@ -38,6 +41,11 @@ const OPTIONS: &[(i32, i32, &str, Option<bool>)] = &[
     (SOL_SOCKET, libc::SO_MARK, "SO_MARK", None),
     (SOL_SOCKET, libc::SO_LINGER, "SO_LINGER", None),
     (SOL_SOCKET, libc::SO_TIMESTAMP, "SO_TIMESTAMP", None),
+    (SOL_SOCKET, libc::SO_TIMESTAMPNS, "SO_TIMESTAMPNS", None),
+    (SOL_SOCKET, libc::SO_RCVTIMEO, "SO_RCVTIMEO", None),
+    (SOL_SOCKET, libc::SO_SNDTIMEO, "SO_SNDTIMEO", None),
+    (SOL_SOCKET, libc::SO_RXQ_OVFL, "SO_RXQ_OVFL", None),
+    (SOL_SOCKET, libc::SO_PASSSEC, "SO_PASSSEC", None),
     (TCP, libc::TCP_NODELAY, "TCP_NODELAY", None),
     (TCP, libc::TCP_MAXSEG, "TCP_MAXSEG", None),
     (TCP, libc::TCP_CORK, "TCP_CORK", None),
@@ -83,7 +91,8 @@ pub fn name(level: i32, opt: i32) -> &'static str {
         .unwrap_or("an option")
 }
 
-/// Every carried option socket `fd` (of IPv6 if `v6`) can report.
+/// Every carried option socket `fd` (of IPv6 if `v6`) can report (a unix
+/// socket reports the options of no protocol level, only SOL_SOCKET's).
 fn read_all(fd: BorrowedFd<'_>, v6: bool) -> Vec<SockOpt> {
     let mut out = Vec::new();
     for &(level, opt, _, family) in OPTIONS {
@@ -98,31 +107,57 @@ fn read_all(fd: BorrowedFd<'_>, v6: bool) -> Vec<SockOpt> {
     out
 }
 
+/// A kind of socket, as a fresh one is made: (family, type).
+pub type Fresh = (AddressFamily, SockType);
+
 /// The options of a fresh socket of this family and type in the network
 /// namespace of process `pid`, from a thread that joins it.
-pub fn defaults(pid: i32, v6: bool, tcp: bool) -> std::io::Result<Vec<SockOpt>> {
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
-    std::thread::scope(|s| {
-        s.spawn(|| -> std::io::Result<Vec<SockOpt>> {
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
-            let fd = fresh(v6, tcp)?;
-            Ok(read_all(fd.as_fd(), v6))
-        })
-        .join()
-        .unwrap_or_else(|_| Err(std::io::Error::other("the socket option reader panicked")))
+pub fn defaults(pid: i32, (family, ty): Fresh) -> std::io::Result<Vec<SockOpt>> {
+    super::in_namespace(pid, "net", nix::sched::CloneFlags::CLONE_NEWNET, || {
+        let fd = nix::sys::socket::socket(family, ty, nix::sys::socket::SockFlag::SOCK_CLOEXEC, None)?;
+        Ok(read_all(fd.as_fd(), family == AddressFamily::Inet6))
     })
-}
-
-fn fresh(v6: bool, tcp: bool) -> Result<OwnedFd, Errno> {
-    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
-    let family = if v6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
-    let ty = if tcp { SockType::Stream } else { SockType::Datagram };
-    socket(family, ty, SockFlag::SOCK_CLOEXEC, None)
 }
 
 /// The options of socket `fd` that differ from `defaults`.
 pub fn dump(fd: BorrowedFd<'_>, v6: bool, defaults: &[SockOpt]) -> Vec<SockOpt> {
     read_all(fd, v6).into_iter().filter(|o| !defaults.contains(o)).collect()
+}
+
+/// The options socket `fd` of kind `fresh` holds that a fresh one in the
+/// network namespace of process `pid` would not; the defaults of each kind
+/// are read once into `cache`.
+pub fn dump_cached(
+    fd: BorrowedFd<'_>,
+    pid: i32,
+    fresh: Fresh,
+    cache: &mut std::collections::HashMap<(i32, i32), Vec<SockOpt>>,
+) -> std::io::Result<Vec<SockOpt>> {
+    let defaults = match cache.entry((fresh.0 as i32, fresh.1 as i32)) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => e.insert(defaults(pid, fresh)?),
+    };
+    Ok(dump(fd, fresh.0 == AddressFamily::Inet6, defaults))
+}
+
+/// Of the options a connected TCP socket shows, those its program set can
+/// be told from a fresh socket's; these the kernel sets on every
+/// connection: the buffer sizes it tunes as data flows (so that, unlike a
+/// listener's, a connection's set by its program is not carried), the MSS
+/// and window clamp negotiated (carried by kinds::tcp's repair options),
+/// and on an accepted one the multicast hop limit copied from the SYN's
+/// (which no program can set on a TCP socket).
+pub fn of_connection(mut opts: Vec<SockOpt>) -> Vec<SockOpt> {
+    const TUNED: [(i32, i32); 6] = [
+        (SOL_SOCKET, libc::SO_RCVBUF),
+        (SOL_SOCKET, libc::SO_SNDBUF),
+        (TCP, libc::TCP_MAXSEG),
+        (TCP, libc::TCP_WINDOW_CLAMP),
+        (IP, libc::IP_MULTICAST_TTL),
+        (IPV6, libc::IPV6_MULTICAST_HOPS),
+    ];
+    opts.retain(|(l, o, _)| !TUNED.contains(&(*l, *o)));
+    opts
 }
 
 /// Sets `opts` on socket `fd`, before it is bound. The failing option's
@@ -159,11 +194,18 @@ pub fn check(opts: &[SockOpt]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::OwnedFd;
+
+    fn fresh((family, ty): Fresh) -> OwnedFd {
+        nix::sys::socket::socket(family, ty, nix::sys::socket::SockFlag::SOCK_CLOEXEC, None).unwrap()
+    }
+
+    const TCP4: Fresh = (AddressFamily::Inet, SockType::Stream);
 
     #[test]
     fn options_a_program_set_come_back() {
-        let d = defaults(std::process::id() as i32, false, true).unwrap();
-        let fd = fresh(false, true).unwrap();
+        let d = defaults(std::process::id() as i32, TCP4).unwrap();
+        let fd = fresh(TCP4);
         assert!(
             dump(fd.as_fd(), false, &d).is_empty(),
             "a fresh socket has no options set"
@@ -175,9 +217,31 @@ mod tests {
         let names: Vec<&str> = set.iter().map(|(l, o, _)| name(*l, *o)).collect();
         assert_eq!(names, vec!["SO_RCVBUF", "TCP_NODELAY"]);
         assert!(check(&set));
-        let again = fresh(false, true).unwrap();
+        let again = fresh(TCP4);
         restore(again.as_fd(), &set).unwrap();
         assert_eq!(dump(again.as_fd(), false, &d), set);
         assert!(!check(&[(SOL_SOCKET, 9999, vec![1])]));
+    }
+
+    #[test]
+    fn unix_socket_timeouts_and_buffers_come_back() {
+        let unix = (AddressFamily::Unix, SockType::Datagram);
+        let mut cache = std::collections::HashMap::new();
+        let pid = std::process::id() as i32;
+        let fd = fresh(unix);
+        assert!(dump_cached(fd.as_fd(), pid, unix, &mut cache).unwrap().is_empty());
+        let timeout = libc::timeval {
+            tv_sec: 1,
+            tv_usec: 500_000,
+        };
+        let bytes: Vec<u8> = [timeout.tv_sec.to_ne_bytes(), timeout.tv_usec.to_ne_bytes()].concat();
+        sys::setsockopt_raw(fd.as_fd(), SOL_SOCKET, libc::SO_RCVTIMEO, &bytes).unwrap();
+        sys::setsockopt_raw(fd.as_fd(), SOL_SOCKET, libc::SO_SNDBUF, &100_000i32.to_ne_bytes()).unwrap();
+        let set = dump_cached(fd.as_fd(), pid, unix, &mut cache).unwrap();
+        let names: Vec<&str> = set.iter().map(|(l, o, _)| name(*l, *o)).collect();
+        assert_eq!(names, vec!["SO_SNDBUF", "SO_RCVTIMEO"]);
+        let again = fresh(unix);
+        restore(again.as_fd(), &set).unwrap();
+        assert_eq!(dump_cached(again.as_fd(), pid, unix, &mut cache).unwrap(), set);
     }
 }

@@ -5,7 +5,9 @@
 //! and the send queue, its sequence number and contents (MSG_PEEK in repair
 //! mode reads the queue selected with TCP_REPAIR_QUEUE); MSS, window scales,
 //! SACK and timestamp options (TCP_INFO, TCP_MAXSEG), the window
-//! (TCP_REPAIR_WINDOW), the timestamp, TCP_NODELAY and SO_KEEPALIVE. The
+//! (TCP_REPAIR_WINDOW), the timestamp, TCP_NODELAY and SO_KEEPALIVE, and
+//! the other options the program set (kinds::sockopts, but for those the
+//! kernel tunes on a connection, see [`super::sockopts::of_connection`]). The
 //! socket stays in repair mode, so that killing the container closes it
 //! silently: no FIN, no RST reaches the peer.
 //!
@@ -77,6 +79,52 @@ pub struct TcpImage {
     pub window: [u32; 5],
     pub nodelay: bool,
     pub keepalive: bool,
+    /// Options the program set (kinds::sockopts; files layout 6), set
+    /// before the socket is bound.
+    pub opts: Vec<super::sockopts::SockOpt>,
+}
+
+/// [`TcpImage`] as files layouts 3 to 5 wrote it, without its options.
+#[derive(Deserialize)]
+pub struct TcpImageV5 {
+    local: SocketAddr,
+    remote: SocketAddr,
+    rcv_seq: u32,
+    rcv_data: Vec<u8>,
+    snd_seq: u32,
+    snd_data: Vec<u8>,
+    mss: u32,
+    snd_wscale: u8,
+    rcv_wscale: u8,
+    sack: bool,
+    timestamps: bool,
+    timestamp: u32,
+    window: [u32; 5],
+    nodelay: bool,
+    keepalive: bool,
+}
+
+impl From<TcpImageV5> for TcpImage {
+    fn from(o: TcpImageV5) -> Self {
+        TcpImage {
+            local: o.local,
+            remote: o.remote,
+            rcv_seq: o.rcv_seq,
+            rcv_data: o.rcv_data,
+            snd_seq: o.snd_seq,
+            snd_data: o.snd_data,
+            mss: o.mss,
+            snd_wscale: o.snd_wscale,
+            rcv_wscale: o.rcv_wscale,
+            sack: o.sack,
+            timestamps: o.timestamps,
+            timestamp: o.timestamp,
+            window: o.window,
+            nodelay: o.nodelay,
+            keepalive: o.keepalive,
+            opts: Vec::new(),
+        }
+    }
 }
 
 fn opt_u32(fd: &OwnedFd, level: i32, opt: i32) -> std::result::Result<u32, Errno> {
@@ -119,8 +167,14 @@ fn read_queue(fd: &OwnedFd, queue: i32, len: usize) -> std::result::Result<(u32,
 }
 
 /// Puts the connection behind `fd` (a duplicate) in repair mode and reads
-/// it. The socket is left in repair mode.
-pub fn dump(fd: &OwnedFd, local: SocketAddr, remote: SocketAddr) -> Result<TcpImage> {
+/// it; `opts` are the options its program set, read before. The socket is
+/// left in repair mode.
+pub fn dump(
+    fd: &OwnedFd,
+    local: SocketAddr,
+    remote: SocketAddr,
+    opts: Vec<super::sockopts::SockOpt>,
+) -> Result<TcpImage> {
     let err = |what| {
         move |source| Error {
             local,
@@ -164,6 +218,7 @@ pub fn dump(fd: &OwnedFd, local: SocketAddr, remote: SocketAddr) -> Result<TcpIm
         window: [w(0), w(1), w(2), w(3), w(4)],
         nodelay: opt_u32(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY).unwrap_or(0) != 0,
         keepalive: opt_u32(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE).unwrap_or(0) != 0,
+        opts: super::sockopts::of_connection(opts),
     })
 }
 
@@ -192,6 +247,7 @@ pub fn restore(t: &TcpImage) -> Result<OwnedFd> {
         AddressFamily::Inet
     };
     let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).map_err(err("socket"))?;
+    super::sockopts::restore(fd.as_fd(), &t.opts).map_err(|(what, source)| err(what)(source))?;
     // Repair mode also forces address reuse (SK_FORCE_REUSE): the
     // connection binds next to its listener. Setting SO_REUSEADDR now
     // would undo that.

@@ -84,6 +84,40 @@ pub struct UnixImage {
     /// Data received and not yet read: one entry per datagram or record;
     /// for a stream, one entry.
     pub queue: Vec<Vec<u8>>,
+    /// Options the program set (kinds::sockopts; files layout 6).
+    pub opts: Vec<super::sockopts::SockOpt>,
+}
+
+/// [`UnixImage`] as files layouts 3 to 5 wrote it, without its options.
+#[derive(Deserialize)]
+pub struct UnixImageV5 {
+    ino: u64,
+    kind: u8,
+    listening: bool,
+    backlog: u32,
+    name: Option<UnixName>,
+    peer: Option<u64>,
+    queue: Vec<Vec<u8>>,
+}
+
+impl From<UnixImageV5> for UnixImage {
+    fn from(o: UnixImageV5) -> Self {
+        UnixImage {
+            ino: o.ino,
+            kind: o.kind,
+            listening: o.listening,
+            backlog: o.backlog,
+            name: o.name,
+            peer: o.peer,
+            queue: o.queue,
+            opts: Vec::new(),
+        }
+    }
+}
+
+/// The kind of fresh socket whose options a socket of `kind` is compared with.
+pub fn fresh(kind: u8) -> super::sockopts::Fresh {
+    (AddressFamily::Unix, sock_type(kind))
 }
 
 /// Every unix socket of the network namespace of process `pid`, by inode.
@@ -267,6 +301,10 @@ pub fn restore_all(socks: &[UnixImage]) -> Result<Vec<OwnedFd>> {
         }
     }
     let made: Vec<OwnedFd> = made.into_iter().map(|m| m.expect("every socket made")).collect();
+    // Options before the queues, which were filled under them.
+    for (s, fd) in socks.iter().zip(&made) {
+        super::sockopts::restore(fd.as_fd(), &s.opts).map_err(|(what, source)| sys_err(s.ino, what)(source))?;
+    }
     // Queued data goes back in from the peer (or, for a named datagram
     // socket, from a throwaway sender).
     for s in socks {

@@ -19,8 +19,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("the UTS namespace's reader thread failed")]
-    Thread,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -44,17 +42,14 @@ impl super::Kind for Section {
 
 /// The names in the UTS namespace of process `pid`.
 pub fn dump(pid: i32) -> Result<UtsImage> {
-    let err = |source| Error::Read { pid, source };
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/uts")).map_err(err)?;
-    let reader = std::thread::spawn(move || -> std::io::Result<UtsImage> {
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWUTS)?;
+    super::in_namespace(pid, "uts", nix::sched::CloneFlags::CLONE_NEWUTS, || {
         let read = |f: &str| std::fs::read_to_string(format!("/proc/sys/kernel/{f}")).map(|s| s.trim_end().to_string());
         Ok(UtsImage {
             hostname: read("hostname")?,
             domainname: read("domainname")?,
         })
-    });
-    reader.join().map_err(|_| Error::Thread)?.map_err(err)
+    })
+    .map_err(|source| Error::Read { pid, source })
 }
 
 /// Sets the names in the calling process's (new) UTS namespace.
