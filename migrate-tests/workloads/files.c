@@ -1,11 +1,14 @@
 /* Regular files: a file written through two fds that share one open file
  * description (dup) and a child that inherited it, all appending in turn
  * at one shared offset; a file deleted while open whose contents must
- * survive; a memfd with contents; a read-only file read at an offset. */
+ * survive; a memfd with contents; a read-only file read at an offset; a
+ * directory of 40 files read part-way (getdents64), whose next entry must
+ * stay the same. */
 #define _GNU_SOURCE
 #include "beat.h"
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 int main(int argc, char **argv) {
@@ -38,6 +41,17 @@ int main(int argc, char **argv) {
         snprintf(rec, sizeof rec, "f%08ld\n", fifo_w++);
         if (write(fw, rec, 10) != 10) return 1;
     }
+    snprintf(path, sizeof path, "%s/listing", dir);
+    mkdir(path, 0755);
+    for (int i = 0; i < 40; i++) {
+        char f[600];
+        snprintf(f, sizeof f, "%s/entry-%02d", path, i);
+        close(open(f, O_WRONLY | O_CREAT, 0644));
+    }
+    int d = open(path, O_RDONLY | O_DIRECTORY);
+    char want_next[512], next[512];
+    if (d < 0 || skip_entries(d, 11)) return 1;
+    next_entry(d, want_next, sizeof want_next);
     int toparent[2];
     if (pipe(toparent)) return 1;
     /* The child appends "c" each time it reads a token; both append through
@@ -61,6 +75,11 @@ int main(int argc, char **argv) {
         if (pread(g, buf, 17, 0) != 17 || memcmp(buf, "deleted but open\n", 17)) fail("deleted file", 0, 0);
         if (pread(m, buf, 15, 0) != 15 || memcmp(buf, "memfd contents\n", 15)) fail("memfd", 0, 0);
         if (lseek(ro, 0, SEEK_CUR) != 4) fail("ro offset", lseek(ro, 0, SEEK_CUR), 4);
+        next_entry(d, next, sizeof next);
+        if (strcmp(next, want_next)) {
+            printf("FAIL directory: next entry %s, was %s\n", next, want_next);
+            fflush(stdout);
+        }
         char rec[16] = {0};
         long v = -1;
         if (read(fr, rec, 10) != 10 || sscanf(rec, "f%ld", &v) != 1 || v != fifo_r) fail("fifo order", v, fifo_r);

@@ -30,7 +30,10 @@
  *   data, and a child running an executable deleted since (its exe link
  *   says so, and it runs on);
  * - a tmpfs mounted by the container itself at argv[1]/tmpfs, with a file
- *   held open: still a tmpfs, the file's bytes there by path and by fd. */
+ *   held open: still a tmpfs, the file's bytes there by path and by fd; and
+ *   a directory there of 20 files, every third deleted, read part-way,
+ *   whose next entry must stay the same (the tmpfs is made again, and its
+ *   entries numbered anew). */
 #define _GNU_SOURCE
 #include "beat.h"
 #include <errno.h>
@@ -152,6 +155,21 @@ int main(int argc, char **argv) {
         fail("tmpfs", errno, 0);
         return 1;
     }
+    char list[340], want_next[512], next[512];
+    snprintf(list, sizeof list, "%s/list", tmpfs);
+    mkdir(list, 0700);
+    for (int i = 0; i < 20; i++) {
+        char f[360];
+        snprintf(f, sizeof f, "%s/e%02d", list, i);
+        close(open(f, O_WRONLY | O_CREAT, 0600));
+        if (i % 3 == 1) unlink(f);
+    }
+    int listing = open(list, O_RDONLY | O_DIRECTORY);
+    if (listing < 0 || skip_entries(listing, 7)) {
+        fail("tmpfs directory", errno, 0);
+        return 1;
+    }
+    next_entry(listing, want_next, sizeof want_next);
     probes[0] = open(path[0], O_RDWR);
     probes[1] = open(path[1], O_RDWR);
     struct flock w = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 10, .l_len = 10};
@@ -295,6 +313,11 @@ int main(int argc, char **argv) {
             again < 0 || read(again, by_path, 8) != 8 || strcmp(by_path, "in-tmpfs"))
             fail("the container's own tmpfs", (long)sf.f_type, TMPFS_MAGIC);
         if (again >= 0) close(again);
+        next_entry(listing, next, sizeof next);
+        if (strcmp(next, want_next)) {
+            printf("FAIL tmpfs directory: next entry %s, was %s\n", next, want_next);
+            fflush(stdout);
+        }
         long regs = syscall(SYS_membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0);
         if (regs != MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) fail("membarrier registrations", regs, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED);
         if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0)) fail("private expedited barrier", errno, 0);

@@ -121,18 +121,20 @@ impl super::Kind for Section {
     type State = FilesImage;
     type Error = Error;
 
-    /// Layout 5 had no options of unix sockets and TCP connections; layout
-    /// 4 (and 3) no timerfd settime flags and no inet socket options either.
+    /// Layout 5 had no options of unix sockets and TCP connections, and no
+    /// directory positions; layout 4 (and 3) no timerfd settime flags and no
+    /// inet socket options either.
     fn decode(bytes: &[u8]) -> crate::image::Result<FilesImage> {
         let unix = |s: Vec<unix::UnixImageV5>| s.into_iter().map(UnixImage::from).collect();
         let tcp = |t: Vec<tcp::TcpImageV5>| t.into_iter().map(TcpImage::from).collect();
+        let files = |f: Vec<regfile::FileImageV5>| f.into_iter().map(FileImage::from).collect();
         match crate::image::open_section(Self::SECTION, bytes)? {
             (5, payload) => crate::image::decode_payload(Self::SECTION, payload).map(|old: FilesImageV5| FilesImage {
                 procs: old.procs,
                 pipes: old.pipes,
                 sockets: unix(old.sockets),
                 anon: old.anon,
-                files: old.files,
+                files: files(old.files),
                 inet: old.inet,
                 tcp: tcp(old.tcp),
             }),
@@ -141,7 +143,7 @@ impl super::Kind for Section {
                 pipes: old.pipes,
                 sockets: unix(old.sockets),
                 anon: old.anon.into_iter().map(AnonImage::from).collect(),
-                files: old.files,
+                files: files(old.files),
                 inet: old.inet.into_iter().map(InetImage::from).collect(),
                 tcp: tcp(old.tcp),
             }),
@@ -172,7 +174,7 @@ struct FilesImageV5 {
     pipes: Vec<PipeImage>,
     sockets: Vec<unix::UnixImageV5>,
     anon: Vec<AnonImage>,
-    files: Vec<FileImage>,
+    files: Vec<regfile::FileImageV5>,
     inet: Vec<InetImage>,
     tcp: Vec<tcp::TcpImageV5>,
 }
@@ -184,7 +186,7 @@ struct FilesImageV4 {
     pipes: Vec<PipeImage>,
     sockets: Vec<unix::UnixImageV5>,
     anon: Vec<anonfd::AnonImageV4>,
-    files: Vec<FileImage>,
+    files: Vec<regfile::FileImageV5>,
     inet: Vec<inet::InetImageV4>,
     tcp: Vec<tcp::TcpImageV5>,
 }
@@ -1253,7 +1255,7 @@ mod tests {
             pipes: Vec<PipeImage>,
             sockets: Vec<UnixV5>,
             anon: Vec<AnonImage>,
-            files: Vec<FileImage>,
+            files: Vec<()>,
             inet: Vec<InetImage>,
             tcp: Vec<()>,
         }

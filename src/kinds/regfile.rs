@@ -151,6 +151,72 @@ pub struct FileImage {
     pub size: u64,
     pub regular: bool,
     pub kind: FileKind,
+    /// A directory read part-way: how many entries a read from its start
+    /// returns before its offset. The restore places the offset after as
+    /// many entries of the directory it opens, whatever that file system's
+    /// offsets are (a tmpfs made again numbers its entries anew, and ext4's
+    /// are hashes seeded per file system). `None` for a directory whose
+    /// offset is no entry's (it changed since it was read), which is set
+    /// as it was (files layout 6; before, a directory's offset was lost and
+    /// its reader read every entry again).
+    pub dir_entries: Option<u64>,
+}
+
+/// [`FileImage`] as files layouts 3 to 5 wrote it.
+#[derive(Deserialize)]
+pub struct FileImageV5 {
+    path: String,
+    flags: i32,
+    pos: u64,
+    size: u64,
+    regular: bool,
+    kind: FileKind,
+}
+
+impl From<FileImageV5> for FileImage {
+    fn from(o: FileImageV5) -> Self {
+        FileImage {
+            path: o.path,
+            flags: o.flags,
+            pos: o.pos,
+            size: o.size,
+            regular: o.regular,
+            kind: o.kind,
+            dir_entries: None,
+        }
+    }
+}
+
+/// How many entries a read of directory `dir` from its start returns
+/// before it reaches offset `pos`: the entry whose next offset is `pos`
+/// is the last. `None` if no entry's is.
+fn entries_before(dir: impl AsFd, pos: u64) -> std::io::Result<Option<u64>> {
+    let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 32 << 10];
+    let mut entries = rustix::fs::RawDir::new(dir, &mut buf);
+    let mut n = 0;
+    while let Some(e) = entries.next() {
+        n += 1;
+        if e?.next_entry_cookie() == pos {
+            return Ok(Some(n));
+        }
+    }
+    Ok(None)
+}
+
+/// The offset of directory `dir` after `count` entries from its start, if
+/// it has as many.
+fn offset_after(dir: impl AsFd, count: u64) -> std::io::Result<Option<u64>> {
+    let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 32 << 10];
+    let mut entries = rustix::fs::RawDir::new(dir, &mut buf);
+    let mut n = 0;
+    while let Some(e) = entries.next() {
+        let cookie = e?.next_entry_cookie();
+        n += 1;
+        if n == count {
+            return Ok(Some(cookie));
+        }
+    }
+    Ok(None)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +233,8 @@ pub enum Error {
         "{path} changed since the checkpoint: it was {was} bytes and is {now}; restore the file or checkpoint again"
     )]
     Changed { path: String, was: u64, now: u64 },
+    #[error("directory {path} changed since the checkpoint: its reader had read {read} entries, and it holds fewer now; restore the directory or checkpoint again")]
+    DirChanged { path: String, read: u64 },
     #[error("reopen {path}: {source}; files the container had open must exist at the same paths where it is restored")]
     Reopen {
         path: String,
@@ -270,6 +338,16 @@ pub fn dump(pid: i32, fd: i32, target: &str, flags: i32, pos: u64, cap: u64, out
     } else {
         (target.to_string(), FileKind::Path)
     };
+    // Counted on a description of its own, from the start.
+    let dir_entries = match meta.is_dir() && pos > 0 {
+        true => std::fs::File::open(&link)
+            .and_then(|dir| entries_before(dir, pos))
+            .map_err(|source| Error::Read {
+                path: path.clone(),
+                source,
+            })?,
+        false => None,
+    };
     Ok(FileImage {
         path,
         flags,
@@ -277,6 +355,7 @@ pub fn dump(pid: i32, fd: i32, target: &str, flags: i32, pos: u64, cap: u64, out
         size: meta.len(),
         regular: meta.is_file(),
         kind,
+        dir_entries,
     })
 }
 
@@ -351,8 +430,30 @@ pub fn restore(f: &FileImage) -> Result<OwnedFd> {
         FileKind::Memfd { name, contents } => memfd(name, contents, None).map_err(err)?,
         FileKind::SealedMemfd { name, contents, seals } => memfd(name, contents, Some(*seals)).map_err(err)?,
     };
-    if f.pos > 0 && f.regular {
-        nix::unistd::lseek(&fd, f.pos as i64, nix::unistd::Whence::SeekSet).map_err(err)?;
+    let pos = match f.dir_entries {
+        Some(count) => {
+            // Counted on a description of its own, from the start.
+            let dir = open(
+                f.path.as_str(),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(err)?;
+            let after = offset_after(&dir, count).map_err(|e| err(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
+            Some(after.ok_or_else(|| Error::DirChanged {
+                path: f.path.clone(),
+                read: count,
+            })?)
+        }
+        None if f.pos > 0
+            && (f.regular || nix::sys::stat::fstat(&fd).is_ok_and(|s| s.st_mode & libc::S_IFMT == libc::S_IFDIR)) =>
+        {
+            Some(f.pos)
+        }
+        None => None,
+    };
+    if let Some(pos) = pos {
+        nix::unistd::lseek(&fd, pos as i64, nix::unistd::Whence::SeekSet).map_err(err)?;
     }
     Ok(fd)
 }
