@@ -11,6 +11,9 @@
  * - mlockall(MCL_FUTURE | MCL_ONFAULT): a new mapping is locked (VmLck
  *   grows) and not populated;
  * - a guard region (MADV_GUARD_INSTALL) between two pages of data;
+ * - mappings advised MADV_SEQUENTIAL (VmFlags sr), MADV_RANDOM (rr) and
+ *   MADV_MERGEABLE (mg), each between two unadvised ones, which must keep
+ *   their advice (and stay mappings of their own);
  * - a MAP_DROPPABLE mapping (VmFlags dp) and a MADV_WIPEONFORK one (wf)
  *   with their data;
  * - a read-only shared mapping of the POSIX-locked file, opened for
@@ -295,7 +298,14 @@ int main(int argc, char **argv) {
     memset(g, 0x5a, 3 * 4096);
     memset(wipe, 0x77, 4096);
     drop[0] = 1;
-    if (madvise(g + 4096, 4096, 102 /* MADV_GUARD_INSTALL */) || madvise(wipe, 4096, MADV_WIPEONFORK)) {
+    /* Seven pages: advised at 1, 3 and 5. */
+    unsigned char *adv = mmap(NULL, 7 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    static const int advice[3] = {MADV_SEQUENTIAL, MADV_RANDOM, MADV_MERGEABLE};
+    static const char *const advised[3] = {"sr", "rr", "mg"};
+    for (int i = 0; i < 3 && adv != MAP_FAILED; i++)
+        if (madvise(adv + (2 * i + 1) * 4096, 4096, advice[i])) adv = MAP_FAILED;
+    if (adv == MAP_FAILED || madvise(g + 4096, 4096, 102 /* MADV_GUARD_INSTALL */) ||
+        madvise(wipe, 4096, MADV_WIPEONFORK)) {
         fail("madvise", errno, 0);
         return 1;
     }
@@ -358,6 +368,11 @@ int main(int argc, char **argv) {
         if (readlink("/proc/self/cwd", link, sizeof link - 1) < 0 || strcmp(link, want_cwd)) fail("deleted cwd", 0, 0);
         if (!is_guard(g + 4096) || is_guard(g) || g[0] != 0x5a || g[2 * 4096 + 4095] != 0x5a) fail("guard region", is_guard(g + 4096), g[0]);
         if (!has_vmflag(drop, "dp")) fail("MAP_DROPPABLE", 0, 1);
+        for (int i = 0; i < 3; i++)
+            if (!has_vmflag(adv + (2 * i + 1) * 4096, advised[i]) || has_vmflag(adv + 2 * i * 4096, advised[i])) {
+                printf("FAIL madvise %s: lost, or merged with its neighbour\n", advised[i]);
+                fflush(stdout);
+            }
         if (!has_vmflag(wipe, "wf") || wipe[0] != 0x77 || wipe[4095] != 0x77) fail("MADV_WIPEONFORK", wipe[0], 0x77);
         if (mprotect(shared, 4096, PROT_READ | PROT_WRITE)) fail("mprotect shared file mapping writable", errno, 0);
         else {

@@ -437,7 +437,9 @@ fn prot_of(perms: &str) -> u32 {
     p as u32
 }
 
-const KEPT_FLAGS: [&str; 12] = ["gd", "dc", "wf", "hg", "nh", "dd", "lo", "dp", "mw", "nr", "lf", "sl"];
+const KEPT_FLAGS: [&str; 15] = [
+    "gd", "dc", "wf", "hg", "nh", "dd", "sr", "rr", "mg", "lo", "dp", "mw", "nr", "lf", "sl",
+];
 
 fn backing_of(pid: i32, m: &MapLine) -> Result<Option<Backing>> {
     let shared = m.perms.as_bytes().get(3) == Some(&b's');
@@ -1133,6 +1135,9 @@ fn advise(remote: &Remote, v: &Vma, start: u64, len: u64) -> Result<()> {
         ("hg", libc::MADV_HUGEPAGE),
         ("nh", libc::MADV_NOHUGEPAGE),
         ("dd", libc::MADV_DONTDUMP),
+        ("sr", libc::MADV_SEQUENTIAL),
+        ("rr", libc::MADV_RANDOM),
+        ("mg", libc::MADV_MERGEABLE),
     ] {
         if v.flags.iter().any(|f| f == flag) {
             remote.call("madvise", nr::MADVISE, &[start, len, advice as u64])?;
