@@ -321,6 +321,10 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
         ),
         ("sysv", "a SysV shared memory segment"),
         (
+            "pkey",
+            "tagged with memory protection key 1 (pkey_mprotect), which migrate does not carry",
+        ),
+        (
             "sysv-msg",
             "IPC namespace holds a SysV message queue (key 0x00001b59, id 0, mode 600), which migrate does not carry yet",
         ),

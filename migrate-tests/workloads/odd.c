@@ -46,6 +46,7 @@
  *   sock-filter  a UDP socket (fd 3) with a classic packet filter attached
  *   sock-ebpf    a UDP socket (fd 3) with an eBPF socket filter attached
  *   multicast    a UDP socket (fd 3) that joined group 239.1.1.1 on lo
+ *   pkey         a page tagged with a memory protection key (pkey_mprotect)
  *   passcred     a socketpair (fds 3, 4), fd 4 with SO_PASSCRED on
  *   inotify-queued  an inotify instance (fd 3) watching directory argv[2].d,
  *                with an event not read yet */
@@ -60,6 +61,7 @@
 #include <mqueue.h>
 #include <linux/filter.h>
 #include <linux/bpf.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/file.h>
@@ -244,6 +246,10 @@ int main(int argc, char **argv) {
         int p = syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof attr);
         if (s != 3 || p < 0 || setsockopt(s, SOL_SOCKET, SO_ATTACH_BPF, &p, sizeof p)) fail(what, errno, s);
         close(p);
+    } else if (!strcmp(what, "pkey")) {
+        void *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        int key = pkey_alloc(0, 0);
+        if (p == MAP_FAILED || key < 0 || pkey_mprotect(p, 4096, PROT_READ | PROT_WRITE, key)) fail(what, errno, key);
     } else if (!strcmp(what, "multicast")) {
         struct ip_mreqn m = {.imr_multiaddr.s_addr = inet_addr("239.1.1.1"), .imr_ifindex = 1};
         int s = socket(AF_INET, SOCK_DGRAM, 0);

@@ -351,6 +351,8 @@ pub struct MapLine {
     pub inode: u64,
     pub path: String,
     pub vmflags: Vec<String>,
+    /// The memory protection key (pkey_mprotect), from smaps.
+    pub pkey: u32,
 }
 
 /// Parses /proc/PID/smaps (or maps: VmFlags then stay empty).
@@ -360,6 +362,12 @@ pub fn parse_maps(pid: i32, text: &str) -> Result<Vec<MapLine>> {
         if let Some(flags) = line.strip_prefix("VmFlags:") {
             if let Some(last) = out.last_mut() {
                 last.vmflags = flags.split_whitespace().map(String::from).collect();
+            }
+            continue;
+        }
+        if let Some(key) = line.strip_prefix("ProtectionKey:") {
+            if let Some(last) = out.last_mut() {
+                last.pkey = key.trim().parse().unwrap_or(u32::MAX);
             }
             continue;
         }
@@ -389,6 +397,7 @@ pub fn parse_maps(pid: i32, text: &str) -> Result<Vec<MapLine>> {
             inode,
             path,
             vmflags: Vec::new(),
+            pkey: 0,
         });
     }
     Ok(out)
@@ -414,9 +423,10 @@ pub fn mappings_fast(pid: i32) -> Result<Vec<MapLine>> {
 }
 
 /// Refuses a process with a mapping migrate does not carry (read from
-/// /proc/PID/maps while it runs, before anything is stopped).
+/// /proc/PID/smaps while it runs, before anything is stopped: its VmFlags
+/// and protection keys too).
 pub fn refuse_uncarried(pid: i32) -> Result<()> {
-    for m in mappings_fast(pid)? {
+    for m in mappings(pid)? {
         backing_of(pid, &m)?;
     }
     Ok(())
@@ -441,7 +451,49 @@ const KEPT_FLAGS: [&str; 15] = [
     "gd", "dc", "wf", "hg", "nh", "dd", "sr", "rr", "mg", "lo", "dp", "mw", "nr", "lf", "sl",
 ];
 
+/// The VmFlags a mapping may show: those carried ([`KEPT_FLAGS`]), those
+/// that follow from how it is mapped again (protection, sharing, `ac`
+/// accounting, `gu` where guard regions were installed, `sd` soft-dirty
+/// tracking), and userfaultfd registrations (`um`, `uw`, `ui`): migrate's
+/// own, tracking memory for pre-copy (a program's own would need a
+/// userfaultfd, an fd the checkpoint refuses). Any other (a shadow stack
+/// `ss`, hugetlb `ht`, device and PFN mappings `io`/`pf`/`mm`/`ar`, DAX
+/// `sf`...) is refused rather than lost.
+const UNDERSTOOD_FLAGS: [&str; 28] = [
+    "rd", "wr", "ex", "sh", "mr", "mw", "me", "ms", "ac", "gu", "sd", "um", "uw", "ui", "gd", "dc", "wf", "hg", "nh",
+    "dd", "sr", "rr", "mg", "lo", "dp", "nr", "lf", "sl",
+];
+
+/// What backs mapping `m` of process `pid`, refusing what migrate does not
+/// carry: by its path first (which names it best), then by its VmFlags and
+/// protection key.
 fn backing_of(pid: i32, m: &MapLine) -> Result<Option<Backing>> {
+    let backing = backing_by_path(pid, m)?;
+    if matches!(backing, None | Some(Backing::Special { .. })) {
+        return Ok(backing);
+    }
+    let unsupported = |reason: String| Error::Unsupported {
+        pid,
+        start: m.start,
+        end: m.end,
+        path: m.path.clone(),
+        reason,
+    };
+    if let Some(flag) = m.vmflags.iter().find(|f| !UNDERSTOOD_FLAGS.contains(&f.as_str())) {
+        return Err(unsupported(format!(
+            "a mapping with VmFlags {flag}, which migrate does not carry"
+        )));
+    }
+    if m.pkey != 0 {
+        return Err(unsupported(format!(
+            "a mapping tagged with memory protection key {} (pkey_mprotect), which migrate does not carry",
+            m.pkey
+        )));
+    }
+    Ok(backing)
+}
+
+fn backing_by_path(pid: i32, m: &MapLine) -> Result<Option<Backing>> {
     let shared = m.perms.as_bytes().get(3) == Some(&b's');
     let unsupported = |reason: &str| Error::Unsupported {
         pid,
@@ -1431,6 +1483,7 @@ mod tests {
     const SMAPS: &str = "\
 55d0c0a00000-55d0c0a21000 rw-p 00000000 00:00 0                          [heap]
 Size:                132 kB
+ProtectionKey:         0
 VmFlags: rd wr mr mw me ac sd
 7f1c2a000000-7f1c2a200000 r--p 00010000 fe:01 1234                       /usr/lib/x86_64-linux-gnu/libc.so.6
 VmFlags: rd mr mw me sd
@@ -1459,6 +1512,13 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         ));
         assert_eq!(backing_of(1, &maps[5]).unwrap(), None);
         assert_eq!(prot_of("r-xp"), (libc::PROT_READ | libc::PROT_EXEC) as u32);
+        // What migrate does not carry is refused, not dropped.
+        let mut odd = maps[0].clone();
+        odd.pkey = 2;
+        assert!(format!("{}", backing_of(1, &odd).unwrap_err()).contains("protection key 2"));
+        odd.pkey = 0;
+        odd.vmflags.push("ss".into());
+        assert!(format!("{}", backing_of(1, &odd).unwrap_err()).contains("VmFlags ss"));
     }
 
     #[test]
