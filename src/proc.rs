@@ -122,9 +122,22 @@ pub fn read_task_status(pid: i32, tid: i32) -> Result<Status> {
     parse_status(tid, &text)
 }
 
-/// Whether process `pid` still runs: it exists and is not a zombie.
+/// Whether process `pid` still runs: it exists, is not a zombie, and is not
+/// on its way to becoming one (PF_EXITING, which pidfd_getfd, for one,
+/// already answers with ESRCH).
 pub fn running(pid: i32) -> bool {
-    read_status(pid).is_ok_and(|s| !matches!(s.state, 'Z' | 'X'))
+    const PF_EXITING: u64 = 0x4;
+    let exiting = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| stat_flags(&s))
+        .is_none_or(|f| f & PF_EXITING != 0);
+    !exiting && read_status(pid).is_ok_and(|s| !matches!(s.state, 'Z' | 'X'))
+}
+
+/// The task flags (PF_*) of a /proc/PID/stat line: the ninth field, the
+/// seventh after the command name (which may hold spaces and parentheses).
+fn stat_flags(stat: &str) -> Option<u64> {
+    stat.rsplit_once(')')?.1.split_whitespace().nth(6)?.parse().ok()
 }
 
 /// The host PIDs of the tree under `init`, parents before children.
@@ -164,6 +177,14 @@ pub fn walk(init: i32) -> Result<Vec<i32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_task_flags_after_any_name() {
+        let stat = "42 (a) b (c)) S 1 42 42 0 -1 4194564 120 0 0 0";
+        assert_eq!(stat_flags(stat), Some(4194564));
+        assert!(running(std::process::id() as i32));
+        assert_eq!(stat_flags("garbage"), None);
+    }
 
     #[test]
     fn parses_status() {
