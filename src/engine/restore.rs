@@ -764,6 +764,7 @@ fn rebuild(
     memory::restore_pages(&remote, mm, pages, shmem, &host_of, &elsewhere)?;
     tracing::debug!(ms = ms_since(t), pid = p.pid, "rebuild: pages done");
     memory::restore_mm(&remote, mm)?;
+    memory::restore_names(&remote, mm)?;
     // Guards before locks: a guard region can not be installed in a
     // locked mapping.
     memory::restore_guards(&remote, mm)?;

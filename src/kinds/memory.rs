@@ -166,8 +166,8 @@ pub struct Vma {
     /// File offset in bytes.
     pub offset: u64,
     pub backing: Backing,
-    /// smaps VmFlags worth restoring: gd, dc, wf, hg, nh, dd, lo, dp, mw, sl,
-    /// nr, lf.
+    /// smaps VmFlags worth restoring ([`KEPT_FLAGS`]), and "anon:NAME" for
+    /// a named private anonymous mapping.
     pub flags: Vec<String>,
     pub runs: Vec<PageRun>,
 }
@@ -179,6 +179,11 @@ impl Vma {
 
     pub fn is_empty(&self) -> bool {
         self.end == self.start
+    }
+
+    /// The name it was given with PR_SET_VMA_ANON_NAME, if any.
+    pub fn anon_name(&self) -> Option<&str> {
+        self.flags.iter().find_map(|f| f.strip_prefix(ANON_NAME))
     }
 
     /// Pages in the page stream (not zero, not copied from another process).
@@ -287,6 +292,11 @@ impl MemoryImage {
             }
             if v.start < prev_end {
                 return Err(bad("is out of order or overlaps the one before"));
+            }
+            if v.anon_name()
+                .is_some_and(|n| n.len() > ANON_NAME_MAX || n.bytes().any(|b| b < 0x20 || b == 0x7f))
+            {
+                return Err(bad("has a name prctl(PR_SET_VMA_ANON_NAME) would not take"));
             }
             prev_end = v.end;
             // The object's (or file's) range this mapping covers.
@@ -445,6 +455,18 @@ fn prot_of(perms: &str) -> u32 {
         p |= libc::PROT_EXEC;
     }
     p as u32
+}
+
+/// A private anonymous mapping's name (prctl PR_SET_VMA_ANON_NAME: maps
+/// show "[anon:NAME]") is kept among its flags as "anon:NAME" (older builds
+/// ignore it).
+const ANON_NAME: &str = "anon:";
+/// The longest name the kernel takes, without its NUL.
+const ANON_NAME_MAX: usize = 79;
+
+/// The name of mapping `m`, if it is a named private anonymous one.
+fn anon_name(m: &MapLine) -> Option<&str> {
+    m.path.strip_prefix("[anon:")?.strip_suffix(']')
 }
 
 const KEPT_FLAGS: [&str; 15] = [
@@ -647,6 +669,7 @@ pub fn dump<W: std::io::Write + Send + 'static>(
                 .iter()
                 .filter(|f| KEPT_FLAGS.contains(&f.as_str()))
                 .cloned()
+                .chain(anon_name(m).map(|n| format!("{ANON_NAME}{n}")))
                 .collect(),
             runs: Vec::new(),
         };
@@ -1223,6 +1246,24 @@ pub fn restore_seals(remote: &Remote, img: &MemoryImage) -> Result<()> {
     Ok(())
 }
 
+/// Names the anonymous mappings that were named (PR_SET_VMA_ANON_NAME),
+/// through the scratch area.
+pub fn restore_names(remote: &Remote, img: &MemoryImage) -> Result<()> {
+    const PR_SET_VMA: u64 = 0x5356_4d41;
+    const PR_SET_VMA_ANON_NAME: u64 = 0;
+    for v in &img.vmas {
+        if let Some(name) = v.anon_name() {
+            let at = remote.put_cstr(0, name)?;
+            remote.call(
+                &format!("prctl(PR_SET_VMA_ANON_NAME, {name})"),
+                libc::SYS_prctl,
+                &[PR_SET_VMA, PR_SET_VMA_ANON_NAME, v.start, v.len(), at],
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// Installs the guard regions again, once the pages are in place.
 pub fn restore_guards(remote: &Remote, img: &MemoryImage) -> Result<()> {
     const MADV_GUARD_INSTALL: u64 = 102;
@@ -1506,6 +1547,9 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         assert!(matches!(backing_of(1, &maps[1]).unwrap(), Some(Backing::File { .. })));
         assert!(matches!(backing_of(1, &maps[2]).unwrap(), Some(Backing::Shmem { .. })));
         assert!(maps[3].vmflags.contains(&"gd".to_string()));
+        let named = parse_maps(1, "7f00-7f01 rw-p 00000000 00:00 0 [anon:my name]\n").unwrap();
+        assert_eq!(anon_name(&named[0]), Some("my name"));
+        assert_eq!(backing_of(1, &named[0]).unwrap(), Some(Backing::Anon));
         assert!(matches!(
             backing_of(1, &maps[4]).unwrap(),
             Some(Backing::Special { .. })
@@ -1648,6 +1692,15 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
             offset: u64::MAX - 0x1000,
             ..good.clone()
         }));
+        // A name the kernel would not take.
+        let named = |name: &str| Vma {
+            flags: vec!["dd".into(), format!("{ANON_NAME}{name}")],
+            ..good.clone()
+        };
+        assert_eq!(named("heap of mine").anon_name(), Some("heap of mine"));
+        assert!(img(named("heap of mine")).check(1).is_ok());
+        assert!(vma_err(named("bad\nname")));
+        assert!(vma_err(named(&"x".repeat(80))));
         // Runs outside the mapping, or whose end wraps.
         assert!(run_err(vma(0x1000, 0x4000, Backing::Anon, vec![run(0x3000, 2)])));
         assert!(run_err(vma(0x1000, 0x4000, Backing::Anon, vec![run(0, 1)])));
