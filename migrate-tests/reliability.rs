@@ -387,6 +387,7 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
             "thread-netns",
             "(pid 1 in the container) is in a network namespace of its own",
         ),
+        ("thread-creds", "has credentials of its own (uids, gids, groups, capabilities or no_new_privs"),
         ("pty", "fd 3 is a terminal (a pty or tty) (/dev/ptmx)"),
         (
             "packet-pipe",

@@ -47,6 +47,7 @@
  *   sock-ebpf    a UDP socket (fd 3) with an eBPF socket filter attached
  *   multicast    a UDP socket (fd 3) that joined group 239.1.1.1 on lo
  *   pkey         a page tagged with a memory protection key (pkey_mprotect)
+ *   thread-creds a thread that changed its own uids (raw setresuid)
  *   passcred     a socketpair (fds 3, 4), fd 4 with SO_PASSCRED on
  *   inotify-queued  an inotify instance (fd 3) watching directory argv[2].d,
  *                with an event not read yet */
@@ -83,6 +84,13 @@ static void sleep_forever(void) {
 static void *own_netns_thread(void *arg) {
     (void)arg;
     if (unshare(CLONE_NEWNET)) fail("unshare", errno, 0);
+    for (;;) pause();
+    return NULL;
+}
+
+static void *own_creds_thread(void *arg) {
+    (void)arg;
+    if (syscall(SYS_setresuid, 1000, 1000, 1000)) fail("setresuid", errno, 0);
     for (;;) pause();
     return NULL;
 }
@@ -201,6 +209,10 @@ int main(int argc, char **argv) {
     } else if (!strcmp(what, "thread-netns")) {
         pthread_t t;
         if (pthread_create(&t, NULL, own_netns_thread, NULL)) fail("pthread_create", 0, 0);
+        nap_ms(200);
+    } else if (!strcmp(what, "thread-creds")) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, own_creds_thread, NULL)) fail("pthread_create", 0, 0);
         nap_ms(200);
     } else if (!strcmp(what, "sysv-msg")) {
         struct { long type; char text[8]; } m = {42, "queued"};

@@ -422,7 +422,7 @@ fn refuse_namespaces_and_mounts(st: &crate::runtime::ContainerState, procs: &[(i
 
 /// The refusals of one process's own threads' state.
 fn refuse_uncarried_by(host: i32, ns: i32, tids: &[i32]) -> Result<()> {
-    creds::refuse_strict_seccomp(host, ns, tids)?;
+    creds::refuse_uncarried(host, ns, tids)?;
     Ok(crate::kinds::procattrs::refuse_uncarried(host, ns, tids)?)
 }
 

@@ -26,6 +26,8 @@ pub enum Error {
     Seccomp { pid: i32, ns_pid: i32, reason: String },
     #[error("process {pid} (pid {ns_pid} in the container), thread {tid}: runs in strict seccomp mode (SECCOMP_MODE_STRICT), which migrate does not carry")]
     StrictSeccomp { pid: i32, ns_pid: i32, tid: i32 },
+    #[error("process {pid} (pid {ns_pid} in the container), thread {tid}: has credentials of its own (uids, gids, groups, capabilities or no_new_privs other than its process's, as a raw setresuid or capset in one thread leaves them), which migrate does not carry")]
+    ThreadCreds { pid: i32, ns_pid: i32, tid: i32 },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -85,10 +87,13 @@ impl Creds {
 }
 
 /// Refuses process `pid` if any of its threads `tids` runs in strict
-/// seccomp mode: migrate does not carry that mode (and a syscall injected
-/// without PTRACE_O_SUSPEND_SECCOMP would kill the thread). Checked before
-/// the container is frozen, and again once it is stopped.
-pub fn refuse_strict_seccomp(pid: i32, ns_pid: i32, tids: &[i32]) -> Result<()> {
+/// seccomp mode (migrate does not carry that mode, and a syscall injected
+/// without PTRACE_O_SUSPEND_SECCOMP would kill the thread), or holds
+/// credentials other than the process's (the dump reads them once, and the
+/// restore gives them to every thread). Checked before the container is
+/// frozen, and again once it is stopped.
+pub fn refuse_uncarried(pid: i32, ns_pid: i32, tids: &[i32]) -> Result<()> {
+    let main = proc::read_status(pid).ok().map(|s| Creds::from_status(&s));
     for &tid in tids {
         // A thread that ended meanwhile holds nothing.
         let Ok(status) = proc::read_task_status(pid, tid) else {
@@ -96,6 +101,9 @@ pub fn refuse_strict_seccomp(pid: i32, ns_pid: i32, tids: &[i32]) -> Result<()> 
         };
         if status.seccomp == 1 {
             return Err(Error::StrictSeccomp { pid, ns_pid, tid });
+        }
+        if main.as_ref().is_some_and(|m| *m != Creds::from_status(&status)) {
+            return Err(Error::ThreadCreds { pid, ns_pid, tid });
         }
     }
     Ok(())
