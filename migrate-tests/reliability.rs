@@ -388,6 +388,7 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
             "(pid 1 in the container) is in a network namespace of its own",
         ),
         ("thread-creds", "has credentials of its own (uids, gids, groups, capabilities or no_new_privs"),
+        ("thread-pdeathsig", "has a parent-death signal of its own (10, its process's is 0)"),
         ("pty", "fd 3 is a terminal (a pty or tty) (/dev/ptmx)"),
         (
             "packet-pipe",

@@ -48,6 +48,7 @@
  *   multicast    a UDP socket (fd 3) that joined group 239.1.1.1 on lo
  *   pkey         a page tagged with a memory protection key (pkey_mprotect)
  *   thread-creds a thread that changed its own uids (raw setresuid)
+ *   thread-pdeathsig  a thread with a parent-death signal of its own
  *   passcred     a socketpair (fds 3, 4), fd 4 with SO_PASSCRED on
  *   inotify-queued  an inotify instance (fd 3) watching directory argv[2].d,
  *                with an event not read yet */
@@ -63,6 +64,7 @@
 #include <linux/filter.h>
 #include <linux/bpf.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/file.h>
@@ -91,6 +93,13 @@ static void *own_netns_thread(void *arg) {
 static void *own_creds_thread(void *arg) {
     (void)arg;
     if (syscall(SYS_setresuid, 1000, 1000, 1000)) fail("setresuid", errno, 0);
+    for (;;) pause();
+    return NULL;
+}
+
+static void *own_pdeathsig_thread(void *arg) {
+    (void)arg;
+    if (prctl(PR_SET_PDEATHSIG, SIGUSR1)) fail("PR_SET_PDEATHSIG", errno, 0);
     for (;;) pause();
     return NULL;
 }
@@ -213,6 +222,10 @@ int main(int argc, char **argv) {
     } else if (!strcmp(what, "thread-creds")) {
         pthread_t t;
         if (pthread_create(&t, NULL, own_creds_thread, NULL)) fail("pthread_create", 0, 0);
+        nap_ms(200);
+    } else if (!strcmp(what, "thread-pdeathsig")) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, own_pdeathsig_thread, NULL)) fail("pthread_create", 0, 0);
         nap_ms(200);
     } else if (!strcmp(what, "sysv-msg")) {
         struct { long type; char text[8]; } m = {42, "queued"};

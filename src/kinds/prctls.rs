@@ -28,6 +28,8 @@ pub enum Error {
     },
     #[error("process {pid}: section prctls holds {what} this build does not know; the image is damaged")]
     Damaged { pid: i32, what: &'static str },
+    #[error("process {pid}, thread {tid}: has a parent-death signal of its own ({signal}, its process's is {main}), which migrate does not carry")]
+    ThreadPdeathsig { pid: i32, tid: i32, signal: i32, main: i32 },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -134,9 +136,22 @@ impl Prctls {
 /// Reads the state of the stopped process behind `remote`, whose threads
 /// (host TIDs) are `tids`, the main thread first.
 pub fn dump(remote: &Remote, tids: &[i32]) -> Result<Prctls> {
+    const PR_GET_PDEATHSIG: u64 = 2;
     let mut threads = Vec::with_capacity(tids.len());
+    // The parent-death signal is per thread, and kinds::creds carries the
+    // main thread's for all.
+    let main = remote.prctl_get_int("prctl(PR_GET_PDEATHSIG)", PR_GET_PDEATHSIG)?;
     for &tid in tids {
         let t = remote.thread(tid)?;
+        let signal = t.prctl_get_int("prctl(PR_GET_PDEATHSIG)", PR_GET_PDEATHSIG)?;
+        if signal != main {
+            return Err(Error::ThreadPdeathsig {
+                pid: remote.pid,
+                tid,
+                signal,
+                main,
+            });
+        }
         let get = |what, args: &[u64]| t.call(what, nr::PRCTL, args).map(|v| v as u32);
         let mut spec = [0; 2];
         for (s, kind) in spec.iter_mut().zip(SPEC_KINDS) {
