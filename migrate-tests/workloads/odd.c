@@ -49,6 +49,7 @@
  *   pkey         a page tagged with a memory protection key (pkey_mprotect)
  *   thread-creds a thread that changed its own uids (raw setresuid)
  *   thread-pdeathsig  a thread with a parent-death signal of its own
+ *   thread-timerslack  a thread with a timer slack of its own
  *   passcred     a socketpair (fds 3, 4), fd 4 with SO_PASSCRED on
  *   inotify-queued  an inotify instance (fd 3) watching directory argv[2].d,
  *                with an event not read yet */
@@ -100,6 +101,13 @@ static void *own_creds_thread(void *arg) {
 static void *own_pdeathsig_thread(void *arg) {
     (void)arg;
     if (prctl(PR_SET_PDEATHSIG, SIGUSR1)) fail("PR_SET_PDEATHSIG", errno, 0);
+    for (;;) pause();
+    return NULL;
+}
+
+static void *own_timerslack_thread(void *arg) {
+    (void)arg;
+    if (prctl(PR_SET_TIMERSLACK, 123456)) fail("PR_SET_TIMERSLACK", errno, 0);
     for (;;) pause();
     return NULL;
 }
@@ -226,6 +234,10 @@ int main(int argc, char **argv) {
     } else if (!strcmp(what, "thread-pdeathsig")) {
         pthread_t t;
         if (pthread_create(&t, NULL, own_pdeathsig_thread, NULL)) fail("pthread_create", 0, 0);
+        nap_ms(200);
+    } else if (!strcmp(what, "thread-timerslack")) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, own_timerslack_thread, NULL)) fail("pthread_create", 0, 0);
         nap_ms(200);
     } else if (!strcmp(what, "sysv-msg")) {
         struct { long type; char text[8]; } m = {42, "queued"};

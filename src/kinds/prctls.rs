@@ -28,8 +28,14 @@ pub enum Error {
     },
     #[error("process {pid}: section prctls holds {what} this build does not know; the image is damaged")]
     Damaged { pid: i32, what: &'static str },
-    #[error("process {pid}, thread {tid}: has a parent-death signal of its own ({signal}, its process's is {main}), which migrate does not carry")]
-    ThreadPdeathsig { pid: i32, tid: i32, signal: i32, main: i32 },
+    #[error("process {pid}, thread {tid}: has a {what} of its own ({value}, its process's is {main}), which migrate does not carry")]
+    ThreadOwn {
+        pid: i32,
+        tid: i32,
+        what: &'static str,
+        value: u64,
+        main: u64,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -137,19 +143,27 @@ impl Prctls {
 /// (host TIDs) are `tids`, the main thread first.
 pub fn dump(remote: &Remote, tids: &[i32]) -> Result<Prctls> {
     const PR_GET_PDEATHSIG: u64 = 2;
+    const PR_GET_TIMERSLACK: u64 = 30;
+    // Per thread, but carried once for the process (the parent-death
+    // signal by kinds::creds, the timer slack by kinds::procattrs).
+    let per_process = |t: &Remote| -> Result<[u64; 2]> {
+        Ok([
+            t.prctl_get_int("prctl(PR_GET_PDEATHSIG)", PR_GET_PDEATHSIG)? as u64,
+            t.call("prctl(PR_GET_TIMERSLACK)", nr::PRCTL, &[PR_GET_TIMERSLACK])?,
+        ])
+    };
+    let main = per_process(remote)?;
     let mut threads = Vec::with_capacity(tids.len());
-    // The parent-death signal is per thread, and kinds::creds carries the
-    // main thread's for all.
-    let main = remote.prctl_get_int("prctl(PR_GET_PDEATHSIG)", PR_GET_PDEATHSIG)?;
     for &tid in tids {
         let t = remote.thread(tid)?;
-        let signal = t.prctl_get_int("prctl(PR_GET_PDEATHSIG)", PR_GET_PDEATHSIG)?;
-        if signal != main {
-            return Err(Error::ThreadPdeathsig {
+        let own = per_process(&t)?;
+        if let Some(i) = (0..2).find(|i| own[*i] != main[*i]) {
+            return Err(Error::ThreadOwn {
                 pid: remote.pid,
                 tid,
-                signal,
-                main,
+                what: ["parent-death signal", "timer slack"][i],
+                value: own[i],
+                main: main[i],
             });
         }
         let get = |what, args: &[u64]| t.call(what, nr::PRCTL, args).map(|v| v as u32);
