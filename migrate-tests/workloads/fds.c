@@ -11,7 +11,9 @@
  * - two absolute timerfds an hour away: on the real-time clock, cancelled
  *   if the clock is set (TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET), and
  *   on the monotonic clock (TFD_TIMER_ABSTIME); each must keep its flags
- *   (fdinfo) and its deadline (now plus what is left). */
+ *   (fdinfo) and its deadline (now plus what is left);
+ * - a pipe shrunk to one page and one grown to 256 KiB (F_SETPIPE_SZ),
+ *   which must keep their sizes. */
 #include "beat.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -92,7 +94,14 @@ int main(void) {
     }
     unsigned long added = 0, taken = 0;
     long child_next = 0;
+    /* Made last, so that the other fds keep their numbers. A pipe shrunk to one page and one grown to 256 KiB (F_SETPIPE_SZ). */
+    int small[2], big[2];
+    if (pipe(small) || pipe(big) || fcntl(small[1], F_SETPIPE_SZ, 4096) != 4096 ||
+        fcntl(big[0], F_SETPIPE_SZ, 262144) != 262144 || write(small[1], "s", 1) != 1)
+        return 1;
     for (long n = 1;; n++) {
+        if (fcntl(small[0], F_GETPIPE_SZ) != 4096) fail("shrunk pipe's size", fcntl(small[0], F_GETPIPE_SZ), 4096);
+        if (fcntl(big[1], F_GETPIPE_SZ) != 262144) fail("grown pipe's size", fcntl(big[1], F_GETPIPE_SZ), 262144);
         /* Every object is ready: epoll must say so for the queues. */
         struct epoll_event out[8];
         uint64_t ev_val = 3;

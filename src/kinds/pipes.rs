@@ -52,7 +52,9 @@ pub fn dump(ino: u64, read_end: Option<&OwnedFd>) -> Result<PipeImage, Errno> {
 /// Makes the pipe again, with its bytes; returns (read end, write end).
 pub fn restore(p: &PipeImage) -> Result<(OwnedFd, OwnedFd), Errno> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    if p.capacity > 65536 {
+    // Grown or shrunk (F_SETPIPE_SZ), or made small by the user's pipe
+    // limits: as it was (before, only a grown one was).
+    if nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_GETPIPE_SZ)? != p.capacity as i32 {
         nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(p.capacity as i32))?;
     }
     let mut off = 0;
