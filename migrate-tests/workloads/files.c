@@ -3,7 +3,7 @@
  * at one shared offset; a file deleted while open whose contents must
  * survive; a memfd with contents; a read-only file read at an offset; a
  * directory of 40 files read part-way (getdents64), whose next entry must
- * stay the same. */
+ * stay the same; a FIFO grown to 128 KiB holding records. */
 #define _GNU_SOURCE
 #include "beat.h"
 #include <fcntl.h>
@@ -35,6 +35,8 @@ int main(int argc, char **argv) {
     mkfifo(path, 0600);
     int fr = open(path, O_RDONLY | O_NONBLOCK);
     int fw = open(path, O_WRONLY);
+    /* Grown past a pipe's default (F_SETPIPE_SZ): it must keep its size. */
+    if (fcntl(fw, F_SETPIPE_SZ, 131072) != 131072) return 1;
     long fifo_w = 0, fifo_r = 0;
     for (int i = 0; i < 32; i++) {
         char rec[16];
@@ -75,6 +77,7 @@ int main(int argc, char **argv) {
         if (pread(g, buf, 17, 0) != 17 || memcmp(buf, "deleted but open\n", 17)) fail("deleted file", 0, 0);
         if (pread(m, buf, 15, 0) != 15 || memcmp(buf, "memfd contents\n", 15)) fail("memfd", 0, 0);
         if (lseek(ro, 0, SEEK_CUR) != 4) fail("ro offset", lseek(ro, 0, SEEK_CUR), 4);
+        if (fcntl(fr, F_GETPIPE_SZ) != 131072) fail("fifo size", fcntl(fr, F_GETPIPE_SZ), 131072);
         next_entry(d, next, sizeof next);
         if (strcmp(next, want_next)) {
             printf("FAIL directory: next entry %s, was %s\n", next, want_next);

@@ -813,7 +813,9 @@ pub fn dump_all(
                         // A FIFO's bytes go back in once, with its first
                         // open description.
                         use std::os::unix::fs::MetadataExt;
-                        if let regfile::FileKind::Fifo { data } = &mut f.kind {
+                        if let regfile::FileKind::Fifo { data } | regfile::FileKind::SizedFifo { data, .. } =
+                            &mut f.kind
+                        {
                             if !fifos_seen.insert(meta.ino()) {
                                 data.clear();
                             }

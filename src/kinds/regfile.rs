@@ -54,6 +54,9 @@ pub enum FileKind {
         uid: u32,
         gid: u32,
     },
+    /// A FIFO as [`FileKind::Fifo`], with the size of its buffer
+    /// (F_SETPIPE_SZ; files layout 6).
+    SizedFifo { data: Vec<u8>, capacity: u32 },
 }
 
 impl FileImage {
@@ -300,7 +303,13 @@ pub fn dump(pid: i32, fd: i32, target: &str, flags: i32, pos: u64, cap: u64, out
             path: target.to_string(),
             source: e.into(),
         })?;
-        (target.to_string(), FileKind::Fifo { data: image.data })
+        (
+            target.to_string(),
+            FileKind::SizedFifo {
+                data: image.data,
+                capacity: image.capacity,
+            },
+        )
     } else if let Some(orig) = target.strip_suffix(" (deleted)") {
         use std::os::unix::fs::PermissionsExt;
         let read = |source| Error::Read {
@@ -408,7 +417,7 @@ pub fn restore(f: &FileImage) -> Result<OwnedFd> {
             uid,
             gid,
         } => ghost_sparse(&f.path, *size, extents, (*mode, *uid, *gid), flags).map_err(err)?,
-        FileKind::Fifo { data } => {
+        FileKind::Fifo { data } | FileKind::SizedFifo { data, .. } => {
             // Held open read-write meanwhile, so that no open of a single
             // end blocks, and the buffered bytes have somewhere to wait.
             let keeper = open(
@@ -417,6 +426,12 @@ pub fn restore(f: &FileImage) -> Result<OwnedFd> {
                 Mode::empty(),
             )
             .map_err(err)?;
+            if let FileKind::SizedFifo { capacity, .. } = &f.kind {
+                use nix::fcntl::{fcntl, FcntlArg};
+                if fcntl(&keeper, FcntlArg::F_GETPIPE_SZ).map_err(err)? != *capacity as i32 {
+                    fcntl(&keeper, FcntlArg::F_SETPIPE_SZ(*capacity as i32)).map_err(err)?;
+                }
+            }
             write_all(&keeper, data).map_err(err)?;
             let fd = open(f.path.as_str(), flags | OFlag::O_NONBLOCK, Mode::empty()).map_err(err)?;
             nix::fcntl::fcntl(
