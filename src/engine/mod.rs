@@ -120,11 +120,31 @@ impl Kind for Container {
     const SECTION: &'static str = "container";
     const VERSION: u32 = 4;
     type State = ContainerImage;
-    type Error = timens::Error;
+    type Error = ContainerError;
 
-    fn validate(c: &ContainerImage) -> timens::Result<()> {
-        c.clocks.check()
+    /// The sysctls are written under /proc/sys by the restored PID 1: only
+    /// the network namespace's own that a checkpoint carries, since a
+    /// global one (kernel.core_pattern...) would be the host's.
+    fn validate(c: &ContainerImage) -> std::result::Result<(), ContainerError> {
+        c.clocks.check()?;
+        match c
+            .sysctls
+            .iter()
+            .find(|(k, v)| !crate::net::SYSCTLS.contains(&k.as_str()) || v.len() > 256)
+        {
+            Some((k, _)) => Err(ContainerError::Sysctl { key: k.clone() }),
+            None => Ok(()),
+        }
     }
+}
+
+/// What [`Container::validate`] refuses.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error(transparent)]
+    Clocks(#[from] timens::Error),
+    #[error("section container holds sysctl {key:?}, which is not one of the network namespace's that migrate carries; the image is damaged")]
+    Sysctl { key: String },
 }
 
 /// Errors of checkpoint and restore, with the phase they happened in.
@@ -150,6 +170,8 @@ pub enum Error {
     Files(#[from] files::Error),
     #[error(transparent)]
     Timens(#[from] timens::Error),
+    #[error(transparent)]
+    Container(#[from] ContainerError),
     #[error(transparent)]
     Creds(#[from] creds::Error),
     #[error(transparent)]
@@ -347,6 +369,37 @@ mod tests {
                     crc32: 0,
                 })
                 .collect(),
+        }
+    }
+
+    #[test]
+    fn only_the_network_sysctls_carried_are_valid() {
+        let image = |key: &str| ContainerImage {
+            name: "c".into(),
+            hostname: "c".into(),
+            rootfs: None,
+            init: false,
+            command: vec![],
+            limits: Default::default(),
+            created: 0,
+            clocks: timens::Clocks {
+                monotonic_ns: 1,
+                boottime_ns: 1,
+            },
+            net: None,
+            sysctls: vec![(key.into(), "1".into())],
+            oci: None,
+        };
+        assert!(Container::validate(&image("net/core/somaxconn")).is_ok());
+        for bad in [
+            "kernel/core_pattern",
+            "net/../kernel/core_pattern",
+            "/proc/sys/vm/overcommit_memory",
+        ] {
+            assert!(
+                matches!(Container::validate(&image(bad)), Err(ContainerError::Sysctl { .. })),
+                "{bad}"
+            );
         }
     }
 
