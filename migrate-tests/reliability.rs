@@ -500,8 +500,8 @@ fn seccomp_filter_of_an_unprivileged_process_survives() -> Result<()> {
 }
 
 /// A container that renamed its host, set a NIS domain name and changed
-/// its IPC namespace's limits keeps all of them through checkpoint/restore
-/// and a migration.
+/// its IPC namespace's limits and network namespace's sysctls keeps all of
+/// them through checkpoint/restore and a migration.
 #[test]
 fn uts_names_and_ipc_limits_set_inside_survive() -> Result<()> {
     let pair = Pair::new("uts")?;
@@ -509,7 +509,8 @@ fn uts_names_and_ipc_limits_set_inside_survive() -> Result<()> {
         "hostname renamed-inside; echo nis.example > /proc/sys/kernel/domainname; \
          echo 1234 > /proc/sys/kernel/msgmax; echo '100 200 30 40' > /proc/sys/kernel/sem; \
          echo 1 > /proc/sys/kernel/shm_rmid_forced; echo 7 > /proc/sys/kernel/msg_next_id; \
-         echo 20 > /proc/sys/fs/mqueue/msg_max; {TICKER}"
+         echo 20 > /proc/sys/fs/mqueue/msg_max; echo 77 > /proc/sys/net/unix/max_dgram_qlen; \
+         echo 3 > /proc/sys/net/ipv4/tcp_fin_timeout; echo '1000 1001' > /proc/sys/net/ipv4/ping_group_range; {TICKER}"
     );
     pair.a
         .run_d("u", &["--hostname", "started-as"], &["sh", "-c", &script])?;
@@ -526,9 +527,12 @@ fn uts_names_and_ipc_limits_set_inside_survive() -> Result<()> {
             "/proc/sys/kernel/shm_rmid_forced",
             "/proc/sys/kernel/msg_next_id",
             "/proc/sys/fs/mqueue/msg_max",
+            "/proc/sys/net/unix/max_dgram_qlen",
+            "/proc/sys/net/ipv4/tcp_fin_timeout",
+            "/proc/sys/net/ipv4/ping_group_range",
         ])
     };
-    let want = "renamed-inside\nnis.example\n1234\n100\t200\t30\t40\n1\n7\n20\n";
+    let want = "renamed-inside\nnis.example\n1234\n100\t200\t30\t40\n1\n7\n20\n77\n3\n1000\t1001\n";
     wait_until(Duration::from_secs(10), "ticks", || last_tick(&pair.a.log("u")) >= 2)?;
     ensure!(names(&pair.a)? == want, "{}", names(&pair.a)?);
     let dir = pair.a.dir.join("image");

@@ -1383,6 +1383,34 @@ fn capture_container(pid1: i32) -> Result<Vec<Item>> {
     for (path, value) in limits {
         out.push(item(&path, &value.split_whitespace().collect::<Vec<_>>().join(" "), ""));
     }
+    // The network namespace's own sysctls (but per interface, not carried).
+    let ns = format!("/proc/{pid1}/ns/net");
+    let sysctls = std::thread::spawn(move || -> Result<Vec<(String, String)>> {
+        use std::os::unix::fs::PermissionsExt;
+        let f = std::fs::File::open(&ns)?;
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)?;
+        let mut out = Vec::new();
+        let mut dirs = vec![std::path::PathBuf::from("/proc/sys/net")];
+        while let Some(dir) = dirs.pop() {
+            for e in std::fs::read_dir(&dir)?.flatten() {
+                let (path, meta) = (e.path(), e.metadata()?);
+                let per_interface = ["conf", "neigh"].iter().any(|d| path.ends_with(d));
+                if meta.is_dir() && !per_interface {
+                    dirs.push(path);
+                } else if meta.is_file() && meta.permissions().mode() & 0o600 == 0o600 {
+                    if let Ok(v) = std::fs::read_to_string(&path) {
+                        out.push((path.display().to_string(), v));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the network thread panicked"))??;
+    for (path, value) in sysctls {
+        out.push(item(&path, &value.split_whitespace().collect::<Vec<_>>().join(" "), ""));
+    }
     Ok(out)
 }
 

@@ -130,7 +130,7 @@ impl Kind for Container {
         match c
             .sysctls
             .iter()
-            .find(|(k, v)| !crate::net::SYSCTLS.contains(&k.as_str()) || v.len() > 256)
+            .find(|(k, v)| !crate::net::is_carried_sysctl(k) || v.len() > 256)
         {
             Some((k, _)) => Err(ContainerError::Sysctl { key: k.clone() }),
             None => Ok(()),
@@ -143,7 +143,7 @@ impl Kind for Container {
 pub enum ContainerError {
     #[error(transparent)]
     Clocks(#[from] timens::Error),
-    #[error("section container holds sysctl {key:?}, which is not one of the network namespace's that migrate carries; the image is damaged")]
+    #[error("section container holds sysctl {key:?}, which is not one of the network namespace's own that migrate carries; the image is damaged")]
     Sysctl { key: String },
 }
 
@@ -391,10 +391,13 @@ mod tests {
             oci: None,
         };
         assert!(Container::validate(&image("net/core/somaxconn")).is_ok());
+        assert!(Container::validate(&image("net/unix/max_dgram_qlen")).is_ok());
         for bad in [
             "kernel/core_pattern",
             "net/../kernel/core_pattern",
             "/proc/sys/vm/overcommit_memory",
+            "net/ipv4/conf/eth0/forwarding",
+            "net//core",
         ] {
             assert!(
                 matches!(Container::validate(&image(bad)), Err(ContainerError::Sysctl { .. })),

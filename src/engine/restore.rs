@@ -1041,7 +1041,7 @@ fn prepare_task(ctx: &TreeCtx<'_>, idx: usize) -> std::result::Result<(), String
         }
         // Only in a namespace of its own: a shared one is not its to set.
         if c.oci.as_ref().is_none_or(|o| o.net.is_own()) {
-            crate::net::write_sysctls(&c.sysctls);
+            crate::net::write_sysctls(&c.sysctls)?;
         }
         // Made before anything is forked, so that every task inherits them.
         // Leaked on purpose: their descriptors become the restored tasks'

@@ -6,6 +6,7 @@
 
 pub mod ipam;
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
@@ -327,7 +328,8 @@ pub fn set_host_link(cfg: &NetConfig, up: bool) -> Result<()> {
     })
 }
 
-/// Per-namespace sysctls carried across a checkpoint.
+/// Per-namespace sysctls always carried across a checkpoint (images of
+/// earlier builds hold these only).
 pub const SYSCTLS: [&str; 4] = [
     "net/core/somaxconn",
     "net/ipv4/ip_forward",
@@ -335,34 +337,88 @@ pub const SYSCTLS: [&str; 4] = [
     "net/ipv4/ip_local_port_range",
 ];
 
-/// Reads the namespace sysctls of process `pid`'s netns.
+/// The directories of /proc/sys/net whose entries are per interface (not
+/// carried yet: issue 16).
+const PER_INTERFACE: [&str; 4] = ["net/ipv4/conf", "net/ipv6/conf", "net/ipv4/neigh", "net/ipv6/neigh"];
+
+/// Whether `key` names a sysctl a checkpoint may carry: one of the network
+/// namespace's own under /proc/sys/net, outside the per-interface
+/// directories, by a plain relative path. (A restore writes each under
+/// /proc/sys as root: a global one would be the host's.)
+pub fn is_carried_sysctl(key: &str) -> bool {
+    let plain = key.split('/').all(|c| {
+        !c.is_empty() && c != "." && c != ".." && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+    });
+    plain && key.starts_with("net/") && !PER_INTERFACE.iter().any(|d| key.starts_with(&format!("{d}/")))
+}
+
+/// Every readable and writable sysctl of the calling thread's network
+/// namespace that [`is_carried_sysctl`] allows, with its value.
+fn namespace_sysctls() -> BTreeMap<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = BTreeMap::new();
+    let mut dirs = vec![String::from("net")];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(Path::new("/proc/sys").join(&dir)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let key = format!("{dir}/{}", e.file_name().to_string_lossy());
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                if !PER_INTERFACE.contains(&key.as_str()) {
+                    dirs.push(key);
+                }
+            } else if meta.permissions().mode() & 0o200 != 0 && is_carried_sysctl(&key) {
+                // Write-only entries (route/flush) do not read.
+                if let Ok(v) = std::fs::read_to_string(e.path()) {
+                    out.insert(key, v.trim().to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The network namespace sysctls of process `pid` that a restore sets
+/// again: those that differ from a new namespace's on this machine (the
+/// container or its program tuned them), and [`SYSCTLS`].
 pub fn read_sysctls(pid: i32) -> Result<Vec<(String, String)>> {
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|source| Error::Netns { pid, source })?;
     std::thread::scope(|s| {
-        s.spawn(|| {
+        let container = s.spawn(|| -> Result<BTreeMap<String, String>> {
             nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
                 .map_err(|e| Error::Netns { pid, source: e.into() })?;
-            // /proc/thread-self/net follows this thread's namespace; sysctls
-            // under /proc/sys/net follow the opener's namespace too.
-            Ok(SYSCTLS
-                .iter()
-                .filter_map(|k| {
-                    std::fs::read_to_string(Path::new("/proc/sys").join(k))
-                        .ok()
-                        .map(|v| (k.to_string(), v.trim().to_string()))
-                })
-                .collect())
-        })
-        .join()
-        .unwrap_or_else(|_| Err(Error::Config("sysctl thread panicked".into())))
+            // Sysctls under /proc/sys/net follow the opener's namespace.
+            Ok(namespace_sysctls())
+        });
+        let fresh = s.spawn(|| -> Result<BTreeMap<String, String>> {
+            // A namespace of this thread's own, gone when it ends.
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| Error::Netns { pid, source: e.into() })?;
+            Ok(namespace_sysctls())
+        });
+        let panicked = || Error::Config("sysctl thread panicked".into());
+        let container = container.join().map_err(|_| panicked())??;
+        let fresh = fresh.join().map_err(|_| panicked())??;
+        Ok(container
+            .into_iter()
+            .filter(|(k, v)| SYSCTLS.contains(&k.as_str()) || fresh.get(k) != Some(v))
+            .collect())
     })
 }
 
-/// Writes namespace sysctls in the calling process's own namespace.
-pub fn write_sysctls(values: &[(String, String)]) {
+/// Writes namespace sysctls in the calling process's own namespace, each
+/// only if it differs from what the namespace holds.
+pub fn write_sysctls(values: &[(String, String)]) -> std::result::Result<(), String> {
     for (k, v) in values {
-        let _ = std::fs::write(Path::new("/proc/sys").join(k), v);
+        let path = Path::new("/proc/sys").join(k);
+        let now = std::fs::read_to_string(&path).map_err(|e| format!("read sysctl {k}: {e}"))?;
+        if now.split_whitespace().ne(v.split_whitespace()) {
+            std::fs::write(&path, v).map_err(|e| format!("set sysctl {k} to {v}: {e}"))?;
+        }
     }
+    Ok(())
 }
 
 #[cfg(test)]
