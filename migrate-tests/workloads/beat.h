@@ -7,6 +7,8 @@
 #include <time.h>
 #include <unistd.h>
 #include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 
 static void fail(const char *what, long a, long b) {
     printf("FAIL %s: %ld vs %ld\n", what, a, b);
@@ -16,6 +18,19 @@ static void fail(const char *what, long a, long b) {
 static void beat(long n) {
     printf("beat %ld\n", n);
     fflush(stdout);
+}
+
+/* Makes directory `dir` with `n` empty files e00, e01..., each
+ * `drop`th one deleted again (none if 0); returns it opened. */
+static inline int make_listing(const char *dir, int n, int drop) {
+    char f[600];
+    mkdir(dir, 0700);
+    for (int i = 0; i < n; i++) {
+        snprintf(f, sizeof f, "%s/e%02d", dir, i);
+        close(open(f, O_WRONLY | O_CREAT, 0600));
+        if (drop && i % drop == 1) unlink(f);
+    }
+    return open(dir, O_RDONLY | O_DIRECTORY);
 }
 
 /* Reads `n` entries of directory `d`, one at a time (names of up to 16

@@ -44,13 +44,7 @@ int main(int argc, char **argv) {
         if (write(fw, rec, 10) != 10) return 1;
     }
     snprintf(path, sizeof path, "%s/listing", dir);
-    mkdir(path, 0755);
-    for (int i = 0; i < 40; i++) {
-        char f[600];
-        snprintf(f, sizeof f, "%s/entry-%02d", path, i);
-        close(open(f, O_WRONLY | O_CREAT, 0644));
-    }
-    int d = open(path, O_RDONLY | O_DIRECTORY);
+    int d = make_listing(path, 40, 0);
     char want_next[512], next[512];
     if (d < 0 || skip_entries(d, 11)) return 1;
     next_entry(d, want_next, sizeof want_next);

@@ -160,14 +160,7 @@ int main(int argc, char **argv) {
     }
     char list[340], want_next[512], next[512];
     snprintf(list, sizeof list, "%s/list", tmpfs);
-    mkdir(list, 0700);
-    for (int i = 0; i < 20; i++) {
-        char f[360];
-        snprintf(f, sizeof f, "%s/e%02d", list, i);
-        close(open(f, O_WRONLY | O_CREAT, 0600));
-        if (i % 3 == 1) unlink(f);
-    }
-    int listing = open(list, O_RDONLY | O_DIRECTORY);
+    int listing = make_listing(list, 20, 3);
     if (listing < 0 || skip_entries(listing, 7)) {
         fail("tmpfs directory", errno, 0);
         return 1;

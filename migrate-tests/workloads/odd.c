@@ -84,30 +84,15 @@ static void sleep_forever(void) {
     for (;;) nap_ms(1000);
 }
 
-static void *own_netns_thread(void *arg) {
-    (void)arg;
-    if (unshare(CLONE_NEWNET)) fail("unshare", errno, 0);
-    for (;;) pause();
-    return NULL;
-}
-
-static void *own_creds_thread(void *arg) {
-    (void)arg;
-    if (syscall(SYS_setresuid, 1000, 1000, 1000)) fail("setresuid", errno, 0);
-    for (;;) pause();
-    return NULL;
-}
-
-static void *own_pdeathsig_thread(void *arg) {
-    (void)arg;
-    if (prctl(PR_SET_PDEATHSIG, SIGUSR1)) fail("PR_SET_PDEATHSIG", errno, 0);
-    for (;;) pause();
-    return NULL;
-}
-
-static void *own_timerslack_thread(void *arg) {
-    (void)arg;
-    if (prctl(PR_SET_TIMERSLACK, 123456)) fail("PR_SET_TIMERSLACK", errno, 0);
+/* A thread that gives itself state of its own (mode `arg`), then waits. */
+static void *own_state_thread(void *arg) {
+    const char *what = arg;
+    long r = -1;
+    if (!strcmp(what, "thread-netns")) r = unshare(CLONE_NEWNET);
+    else if (!strcmp(what, "thread-creds")) r = syscall(SYS_setresuid, 1000, 1000, 1000);
+    else if (!strcmp(what, "thread-pdeathsig")) r = prctl(PR_SET_PDEATHSIG, SIGUSR1);
+    else if (!strcmp(what, "thread-timerslack")) r = prctl(PR_SET_TIMERSLACK, 123456);
+    if (r) fail(what, errno, 0);
     for (;;) pause();
     return NULL;
 }
@@ -223,21 +208,9 @@ int main(int argc, char **argv) {
     } else if (!strcmp(what, "packet-pipe")) {
         int pp[2];
         if (pipe2(pp, O_DIRECT) || write(pp[1], "aaa", 3) != 3 || write(pp[1], "bbbbb", 5) != 5) fail(what, errno, 0);
-    } else if (!strcmp(what, "thread-netns")) {
+    } else if (!strncmp(what, "thread-", 7)) {
         pthread_t t;
-        if (pthread_create(&t, NULL, own_netns_thread, NULL)) fail("pthread_create", 0, 0);
-        nap_ms(200);
-    } else if (!strcmp(what, "thread-creds")) {
-        pthread_t t;
-        if (pthread_create(&t, NULL, own_creds_thread, NULL)) fail("pthread_create", 0, 0);
-        nap_ms(200);
-    } else if (!strcmp(what, "thread-pdeathsig")) {
-        pthread_t t;
-        if (pthread_create(&t, NULL, own_pdeathsig_thread, NULL)) fail("pthread_create", 0, 0);
-        nap_ms(200);
-    } else if (!strcmp(what, "thread-timerslack")) {
-        pthread_t t;
-        if (pthread_create(&t, NULL, own_timerslack_thread, NULL)) fail("pthread_create", 0, 0);
+        if (pthread_create(&t, NULL, own_state_thread, (void *)what)) fail("pthread_create", 0, 0);
         nap_ms(200);
     } else if (!strcmp(what, "sysv-msg")) {
         struct { long type; char text[8]; } m = {42, "queued"};
