@@ -390,6 +390,7 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
         ("thread-creds", "has credentials of its own (uids, gids, groups, capabilities or no_new_privs"),
         ("thread-pdeathsig", "has a parent-death signal of its own (10, its process's is 0)"),
         ("thread-timerslack", "has a timer slack of its own (123456, its process's is 50000)"),
+        ("thread-personality", "has another personality than the process"),
         ("pty", "fd 3 is a terminal (a pty or tty) (/dev/ptmx)"),
         (
             "packet-pipe",

@@ -50,6 +50,7 @@
  *   thread-creds a thread that changed its own uids (raw setresuid)
  *   thread-pdeathsig  a thread with a parent-death signal of its own
  *   thread-timerslack  a thread with a timer slack of its own
+ *   thread-personality  a thread with a personality of its own
  *   passcred     a socketpair (fds 3, 4), fd 4 with SO_PASSCRED on
  *   inotify-queued  an inotify instance (fd 3) watching directory argv[2].d,
  *                with an event not read yet */
@@ -66,6 +67,7 @@
 #include <linux/bpf.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/personality.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/file.h>
@@ -92,6 +94,7 @@ static void *own_state_thread(void *arg) {
     else if (!strcmp(what, "thread-creds")) r = syscall(SYS_setresuid, 1000, 1000, 1000);
     else if (!strcmp(what, "thread-pdeathsig")) r = prctl(PR_SET_PDEATHSIG, SIGUSR1);
     else if (!strcmp(what, "thread-timerslack")) r = prctl(PR_SET_TIMERSLACK, 123456);
+    else if (!strcmp(what, "thread-personality")) r = personality(ADDR_NO_RANDOMIZE) < 0;
     if (r) fail(what, errno, 0);
     for (;;) pause();
     return NULL;

@@ -233,7 +233,8 @@ fn read_proc(pid: i32, what: &'static str) -> Result<Option<String>> {
 }
 
 /// Refuses, while the container runs, a process whose threads differ in
-/// nice value or scheduling policy (only the process's are carried).
+/// nice value, scheduling policy, I/O priority, CPU affinity or
+/// personality (only the process's are carried).
 pub fn refuse_uncarried(pid: i32, ns_pid: i32, tids: &[i32]) -> Result<()> {
     const SCHED_DEADLINE: i32 = 6;
     if let Some(&tid) = tids
@@ -243,6 +244,7 @@ pub fn refuse_uncarried(pid: i32, ns_pid: i32, tids: &[i32]) -> Result<()> {
         return Err(Error::Deadline { pid, ns_pid, tid });
     }
     let main = (sched_of(pid, pid)?, sys::get_scheduler(pid).ok());
+    let personality = |tid: i32| std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/personality")).ok();
     for &tid in tids.iter().filter(|t| **t != pid) {
         // A thread that ended meanwhile holds nothing.
         let Ok(sched) = sched_of(pid, tid) else { continue };
@@ -254,6 +256,8 @@ pub fn refuse_uncarried(pid: i32, ns_pid: i32, tids: &[i32]) -> Result<()> {
             "I/O priority"
         } else if affinity_of(tid).ok() != affinity_of(pid).ok() {
             "CPU affinity"
+        } else if personality(tid) != personality(pid) {
+            "personality"
         } else {
             continue;
         };
