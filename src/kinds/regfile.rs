@@ -190,33 +190,18 @@ impl From<FileImageV5> for FileImage {
     }
 }
 
-/// How many entries a read of directory `dir` from its start returns
-/// before it reaches offset `pos`: the entry whose next offset is `pos`
-/// is the last. `None` if no entry's is.
-fn entries_before(dir: impl AsFd, pos: u64) -> std::io::Result<Option<u64>> {
+/// Reads directory `dir` from its start until `found(count, offset)`
+/// holds, with `count` entries read and `offset` the directory's offset
+/// after them; returns both then, or `None` at its end.
+fn read_until(dir: impl AsFd, mut found: impl FnMut(u64, u64) -> bool) -> std::io::Result<Option<(u64, u64)>> {
     let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 32 << 10];
     let mut entries = rustix::fs::RawDir::new(dir, &mut buf);
-    let mut n = 0;
+    let mut count = 0;
     while let Some(e) = entries.next() {
-        n += 1;
-        if e?.next_entry_cookie() == pos {
-            return Ok(Some(n));
-        }
-    }
-    Ok(None)
-}
-
-/// The offset of directory `dir` after `count` entries from its start, if
-/// it has as many.
-fn offset_after(dir: impl AsFd, count: u64) -> std::io::Result<Option<u64>> {
-    let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 32 << 10];
-    let mut entries = rustix::fs::RawDir::new(dir, &mut buf);
-    let mut n = 0;
-    while let Some(e) = entries.next() {
-        let cookie = e?.next_entry_cookie();
-        n += 1;
-        if n == count {
-            return Ok(Some(cookie));
+        let offset = e?.next_entry_cookie();
+        count += 1;
+        if found(count, offset) {
+            return Ok(Some((count, offset)));
         }
     }
     Ok(None)
@@ -350,7 +335,8 @@ pub fn dump(pid: i32, fd: i32, target: &str, flags: i32, pos: u64, cap: u64, out
     // Counted on a description of its own, from the start.
     let dir_entries = match meta.is_dir() && pos > 0 {
         true => std::fs::File::open(&link)
-            .and_then(|dir| entries_before(dir, pos))
+            .and_then(|dir| read_until(dir, |_, offset| offset == pos))
+            .map(|hit| hit.map(|(count, _)| count))
             .map_err(|source| Error::Read {
                 path: path.clone(),
                 source,
@@ -454,7 +440,9 @@ pub fn restore(f: &FileImage) -> Result<OwnedFd> {
                 Mode::empty(),
             )
             .map_err(err)?;
-            let after = offset_after(&dir, count).map_err(|e| err(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
+            let after = read_until(&dir, |n, _| n == count)
+                .map_err(|e| err(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?
+                .map(|(_, offset)| offset);
             Some(after.ok_or_else(|| Error::DirChanged {
                 path: f.path.clone(),
                 read: count,
