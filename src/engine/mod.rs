@@ -130,7 +130,7 @@ impl Kind for Container {
         match c
             .sysctls
             .iter()
-            .find(|(k, v)| !crate::net::is_carried_sysctl(k) || v.len() > 256)
+            .find(|(k, v)| !crate::net::is_carried_sysctl(k) || v.len() > 4096)
         {
             Some((k, _)) => Err(ContainerError::Sysctl { key: k.clone() }),
             None => Ok(()),
