@@ -29,18 +29,12 @@ pub enum Error {
 /// Refuses the first multicast group joined in the network namespace of
 /// process `pid` that the kernel would not join again by itself.
 pub fn refuse_uncarried(pid: i32) -> Result<(), Error> {
-    let read = |file: &'static str| {
-        std::fs::read_to_string(format!("/proc/{pid}/net/{file}")).map_err(|source| Error::Read { pid, file, source })
-    };
-    let v4 = match read("igmp") {
+    let read = |file: &'static str| match std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) {
         // A kernel without IPv4 multicast (or IPv6) has no such file.
-        Err(Error::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => String::new(),
-        other => other?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        other => other.map_err(|source| Error::Read { pid, file, source }),
     };
-    let v6 = match read("igmp6") {
-        Err(Error::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => String::new(),
-        other => other?,
-    };
+    let (v4, v6) = (read("igmp")?, read("igmp6")?);
     match joined_v4(&v4).into_iter().chain(joined_v6(&v6)).next() {
         Some((device, group)) => Err(Error::Uncarried { group, device }),
         None => Ok(()),

@@ -152,11 +152,13 @@ pub fn dump(remote: &Remote, tids: &[i32]) -> Result<Prctls> {
             t.call("prctl(PR_GET_TIMERSLACK)", nr::PRCTL, &[PR_GET_TIMERSLACK])?,
         ])
     };
-    let main = per_process(remote)?;
+    let mut main = None;
     let mut threads = Vec::with_capacity(tids.len());
     for &tid in tids {
         let t = remote.thread(tid)?;
         let own = per_process(&t)?;
+        // The first thread is the main one.
+        let main = *main.get_or_insert(own);
         if let Some(i) = (0..2).find(|i| own[*i] != main[*i]) {
             return Err(Error::ThreadOwn {
                 pid: remote.pid,
