@@ -1296,6 +1296,25 @@ fn mount_identity(line: &str) -> Option<String> {
 
 /// The container as a whole: mounts (as PID 1 sees them), host and domain
 /// name (read in its UTS namespace, by a thread that enters it).
+/// What `read` returns on a thread that entered namespace `ns` of process
+/// `pid` (only that thread enters it, and it ends there).
+fn in_namespace<T: Send>(
+    pid: i32,
+    ns: &str,
+    kind: nix::sched::CloneFlags,
+    read: impl FnOnce() -> Result<T> + Send,
+) -> Result<T> {
+    let f = std::fs::File::open(format!("/proc/{pid}/ns/{ns}"))?;
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            nix::sched::setns(f, kind)?;
+            read()
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the {ns} namespace's thread panicked"))?
+    })
+}
+
 fn capture_container(pid1: i32) -> Result<Vec<Item>> {
     let mut out = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -1345,26 +1364,17 @@ fn capture_container(pid1: i32) -> Result<Vec<Item>> {
         ));
         out.push(host_item(&key, &format!("{} {} {}", h[0], h[1], h[2])));
     }
-    let ns = format!("/proc/{pid1}/ns/uts");
-    let names = std::thread::spawn(move || -> Result<(String, String)> {
-        let f = std::fs::File::open(&ns)?;
-        // Only this thread enters the namespace, and it ends here.
-        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWUTS)?;
+    let names = in_namespace(pid1, "uts", nix::sched::CloneFlags::CLONE_NEWUTS, || {
         let u = nix::sys::utsname::uname()?;
         Ok((
             u.nodename().to_string_lossy().into_owned(),
             u.domainname().to_string_lossy().into_owned(),
         ))
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("the UTS thread panicked"))??;
+    })?;
     out.push(item("hostname", &names.0, ""));
     out.push(item("domainname", &names.1, ""));
     // The IPC namespace's limits (its objects are refused by checkpoints).
-    let ns = format!("/proc/{pid1}/ns/ipc");
-    let limits = std::thread::spawn(move || -> Result<Vec<(String, String)>> {
-        let f = std::fs::File::open(&ns)?;
-        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWIPC)?;
+    let limits = in_namespace(pid1, "ipc", nix::sched::CloneFlags::CLONE_NEWIPC, || {
         let mut limits = Vec::new();
         for dir in ["/proc/sys/kernel", "/proc/sys/fs/mqueue"] {
             for e in std::fs::read_dir(dir)? {
@@ -1377,18 +1387,13 @@ fn capture_container(pid1: i32) -> Result<Vec<Item>> {
             }
         }
         Ok(limits)
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("the IPC thread panicked"))??;
+    })?;
     for (path, value) in limits {
         out.push(item(&path, &value.split_whitespace().collect::<Vec<_>>().join(" "), ""));
     }
     // The network namespace's own sysctls (but per interface, not carried).
-    let ns = format!("/proc/{pid1}/ns/net");
-    let sysctls = std::thread::spawn(move || -> Result<Vec<(String, String)>> {
+    let sysctls = in_namespace(pid1, "net", nix::sched::CloneFlags::CLONE_NEWNET, || {
         use std::os::unix::fs::PermissionsExt;
-        let f = std::fs::File::open(&ns)?;
-        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)?;
         let mut out = Vec::new();
         let mut dirs = vec![std::path::PathBuf::from("/proc/sys/net")];
         while let Some(dir) = dirs.pop() {
@@ -1405,9 +1410,7 @@ fn capture_container(pid1: i32) -> Result<Vec<Item>> {
             }
         }
         Ok(out)
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("the network thread panicked"))??;
+    })?;
     for (path, value) in sysctls {
         out.push(item(&path, &value.split_whitespace().collect::<Vec<_>>().join(" "), ""));
     }
