@@ -1373,9 +1373,30 @@ fn capture_container(pid1: i32) -> Result<Vec<Item>> {
     })?;
     out.push(item("hostname", &names.0, ""));
     out.push(item("domainname", &names.1, ""));
-    // The IPC namespace's limits (its objects are refused by checkpoints).
+    // The IPC namespace's limits, and its SysV objects as /proc/sysvipc
+    // shows them, but what a restore can not set: the PIDs of the last
+    // sender, receiver or attacher, the times, and how many of a
+    // segment's pages are in memory.
     let limits = in_namespace(pid1, "ipc", nix::sched::CloneFlags::CLONE_NEWIPC, || {
         let mut limits = Vec::new();
+        const UNSET: [&str; 12] = [
+            "cpid", "lpid", "lspid", "lrpid", "atime", "dtime", "ctime", "stime", "rtime", "otime", "rss", "swap",
+        ];
+        for file in ["msg", "sem", "shm"] {
+            let text = read(&format!("/proc/sysvipc/{file}"));
+            let mut lines = text.lines();
+            let names: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+            for line in lines {
+                let cols: Vec<(&&str, &str)> = names.iter().zip(line.split_whitespace()).collect();
+                let id = cols.get(1).map_or("?", |c| c.1);
+                let kept: Vec<String> = cols
+                    .iter()
+                    .filter(|(n, _)| !UNSET.contains(n))
+                    .map(|(n, v)| format!("{n}={v}"))
+                    .collect();
+                limits.push((format!("/proc/sysvipc/{file} {id}"), kept.join(" ")));
+            }
+        }
         for dir in ["/proc/sys/kernel", "/proc/sys/fs/mqueue"] {
             for e in std::fs::read_dir(dir)? {
                 let path = e?.path();

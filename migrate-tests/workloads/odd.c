@@ -3,7 +3,8 @@
  * stops anything.
  *   tcp-unbound  a TCP socket, never bound
  *   tcp-bound    a TCP socket bound to 127.0.0.1, not listening
- *   sysv         a SysV shared memory segment, attached
+ *   sysv-partial a SysV shared memory segment of two pages, attached, its
+ *                second page unmapped
  *   aio          an AIO ring (io_setup)
  *   uffd         a userfaultfd
  *   deleted-linked  file argv[2], open, linked as argv[2].link, then removed
@@ -34,10 +35,6 @@
  *                its own
  *   packet-pipe  a packet-mode pipe (O_DIRECT on its write end, fd 4) holding two
  *                messages
- *   sysv-msg     a SysV message queue (key 7001) holding a message
- *   sysv-sem     a SysV semaphore set (key 7002), one semaphore at 3
- *   sysv-shm-detached  a SysV shared memory segment (key 7003), not
- *                attached by anyone
  *   mqueue       a POSIX message queue /odd holding a message, its fd
  *                closed
  *   peek-off     a socketpair (fds 3, 4) with bytes queued to fd 4, whose
@@ -60,8 +57,6 @@
 #include <netinet/in.h>
 #include <sys/ipc.h>
 #include <sys/shm.h>
-#include <sys/msg.h>
-#include <sys/sem.h>
 #include <mqueue.h>
 #include <linux/filter.h>
 #include <linux/bpf.h>
@@ -127,11 +122,10 @@ int main(int argc, char **argv) {
             (tcp ? connect(c, (struct sockaddr *)&a, sizeof a)
                  : (sendto(c, "dgram", 5, 0, (struct sockaddr *)&a, sizeof a) != 5)))
             fail(what, errno, 0);
-    } else if (!strcmp(what, "sysv")) {
-        int id = shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0600);
+    } else if (!strcmp(what, "sysv-partial")) {
+        int id = shmget(IPC_PRIVATE, 2 * 4096, IPC_CREAT | 0600);
         char *p = shmat(id, NULL, 0);
-        if (p == (void *)-1) fail("shmat", 0, 0);
-        else p[0] = 1;
+        if (p == (void *)-1 || munmap(p + 4096, 4096)) fail(what, errno, 0);
     } else if (!strcmp(what, "aio")) {
         aio_context_t ctx = 0;
         if (syscall(SYS_io_setup, 8, &ctx)) fail("io_setup", 0, 0);
@@ -215,19 +209,6 @@ int main(int argc, char **argv) {
         pthread_t t;
         if (pthread_create(&t, NULL, own_state_thread, (void *)what)) fail("pthread_create", 0, 0);
         nap_ms(200);
-    } else if (!strcmp(what, "sysv-msg")) {
-        struct { long type; char text[8]; } m = {42, "queued"};
-        int q = msgget(7001, IPC_CREAT | 0600);
-        if (q < 0 || msgsnd(q, &m, sizeof m.text, 0)) fail(what, errno, 0);
-    } else if (!strcmp(what, "sysv-sem")) {
-        int s = semget(7002, 1, IPC_CREAT | 0600);
-        if (s < 0 || semctl(s, 0, SETVAL, 3)) fail(what, errno, 0);
-    } else if (!strcmp(what, "sysv-shm-detached")) {
-        int id = shmget(7003, 4096, IPC_CREAT | 0600);
-        char *p = shmat(id, NULL, 0);
-        if (p == (void *)-1) fail(what, errno, 0);
-        p[0] = 1;
-        if (shmdt(p)) fail(what, errno, 0);
     } else if (!strcmp(what, "mqueue")) {
         mqd_t q = mq_open("/odd", O_RDWR | O_CREAT, 0600, NULL);
         if (q == (mqd_t)-1 || mq_send(q, "queued", 6, 1) || mq_close(q)) fail(what, errno, 0);

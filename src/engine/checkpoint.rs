@@ -379,9 +379,10 @@ pub(crate) fn preflight(st: &crate::runtime::ContainerState, file_cap: u64) -> R
     }
     // Owners outside the container.
     crate::kinds::fdattrs::dump(&procs, &ns_tid, true)?;
-    // After the processes: an attached SysV segment is named with the
-    // process and mapping that hold it.
-    crate::kinds::ipcns::refuse_uncarried(st.pid)?;
+    // After the processes: their mappings of SysV segments are checked
+    // against the segments.
+    let hosts: Vec<i32> = procs.iter().map(|p| p.0).collect();
+    crate::kinds::ipcns::refuse_uncarried(st.pid, &hosts, file_cap)?;
     refuse_multicast(st)
 }
 
@@ -401,6 +402,7 @@ fn refuse_uncarried(
     st: &crate::runtime::ContainerState,
     cg: &crate::cgroup::Cgroup,
     procs: &[(i32, i32, Vec<i32>)],
+    file_cap: u64,
 ) -> Result<()> {
     refuse_namespaces_and_mounts(st, procs)?;
     cg.refuse_nested()?;
@@ -408,7 +410,8 @@ fn refuse_uncarried(
     for (host, ns, tids) in procs {
         refuse_uncarried_by(*host, *ns, tids)?;
     }
-    crate::kinds::ipcns::refuse_uncarried(st.pid)?;
+    let hosts: Vec<i32> = procs.iter().map(|p| p.0).collect();
+    crate::kinds::ipcns::refuse_uncarried(st.pid, &hosts, file_cap)?;
     refuse_multicast(st)
 }
 
@@ -568,7 +571,7 @@ fn dump(
         .zip(&thread_lists)
         .map(|((h, s), tids)| (*h, s.ns_pid, tids.clone()))
         .collect();
-    refuse_uncarried(st, cg, &procs)?;
+    refuse_uncarried(st, cg, &procs, what.file_cap)?;
     crate::fault::check("checkpoint:after-seize")?;
     if let Some(head) = what.log_head {
         let path = root.log_path(&st.name);
@@ -748,7 +751,7 @@ fn dump(
     put::<crate::kinds::prctls::Section>(sink, &prctls)?;
     put::<memory::Ghosts>(sink, &seen_pages.ghosts)?;
     put::<crate::kinds::uts::Section>(sink, &crate::kinds::uts::dump(st.pid)?)?;
-    put::<crate::kinds::ipcns::Section>(sink, &crate::kinds::ipcns::dump(st.pid)?)?;
+    put::<crate::kinds::ipcns::Section>(sink, &crate::kinds::ipcns::dump(st.pid, what.file_cap)?)?;
     // The tmpfs mounts the container made (not the host's, which a
     // container without a root of its own sees).
     put::<crate::kinds::mounts::Section>(sink, &crate::kinds::mounts::dump(st.pid)?)?;

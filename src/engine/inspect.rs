@@ -115,6 +115,7 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
                                 Backing::Anon => "anon".into(),
                                 Backing::File { path } => path.clone(),
                                 Backing::Shmem { id } => format!("shmem:{id:x}"),
+                                Backing::SysvShm { id } => format!("SysV segment {id}"),
                                 Backing::Special { name } => name.clone(),
                                 Backing::Ghost { id } => format!("deleted file:{id:x}"),
                             },

@@ -160,6 +160,14 @@ fn check(img: &Image) -> Result<()> {
                 what: "a mapping of a deleted file the image does not hold, or holds damaged",
             });
         }
+        let ipc = img.ipc.as_ref().map(|i| i.objects.as_slice()).unwrap_or_default();
+        if !crate::kinds::ipcns::attachments_fit(ipc, &mm.vmas) {
+            return Err(Error::Damaged {
+                section: crate::kinds::ipcns::Section::SECTION,
+                pid: *pid,
+                what: "an attachment of a SysV segment the image does not hold, or of another size",
+            });
+        }
         let copies = mm.vmas.iter().flat_map(|v| v.runs.iter().filter_map(|r| r.from));
         if copies.into_iter().any(|(from, _)| !live.contains_key(&from)) {
             return Err(Error::Damaged {
@@ -603,6 +611,10 @@ fn restore_inner<'r>(
     }
     report.memory_ms = ms_since(t_mem);
     tracing::debug!(ms = ms_since(t0), "restore: processes rebuilt");
+    // Segments removed while attached are removed again, now attached.
+    if let Some(ipc) = &img.ipc {
+        crate::kinds::ipcns::remove_destroyed(pid1.as_raw(), ipc)?;
+    }
     report.processes = img.procs.len();
 
     // Detached inside the frozen cgroup: everything starts together, at

@@ -91,6 +91,11 @@ const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 pub enum Backing {
     /// Private anonymous memory (heap, stack, malloc arenas...).
     Anon,
+    /// An attachment of a SysV shared memory segment (shmat), by the
+    /// segment's id: its pages travel with the segment (section `ipcns`),
+    /// and the mapping that starts the attachment (offset 0) attaches the
+    /// whole segment again; those after it (mprotect split it) follow.
+    SysvShm { id: i32 },
     /// A file, by path.
     File { path: String },
     /// Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS, SysV shm):
@@ -297,6 +302,18 @@ impl MemoryImage {
                 .is_some_and(|n| n.len() > ANON_NAME_MAX || n.bytes().any(|b| b < 0x20 || b == 0x7f))
             {
                 return Err(bad("has a name prctl(PR_SET_VMA_ANON_NAME) would not take"));
+            }
+            if let Backing::SysvShm { id } = v.backing {
+                // An attachment's mappings follow each other from offset 0.
+                let prev = self.vmas.iter().take_while(|p| p.start < v.start).last();
+                let follows = prev.is_some_and(|p| {
+                    p.backing == v.backing && p.end == v.start && p.offset.checked_add(p.len()) == Some(v.offset)
+                });
+                if id < 0 || !v.shared || !v.runs.is_empty() || (v.offset != 0 && !follows) {
+                    return Err(bad(
+                        "is a SysV attachment that does not start at its segment, or holds pages",
+                    ));
+                }
             }
             prev_end = v.end;
             // The object's (or file's) range this mapping covers.
@@ -527,13 +544,8 @@ fn backing_by_path(pid: i32, m: &MapLine) -> Result<Option<Backing>> {
     Ok(Some(match m.path.as_str() {
         "[vsyscall]" => return Ok(None),
         p if SPECIALS.contains(&p) => Backing::Special { name: p.to_string() },
-        p if p.starts_with("/SYSV") => {
-            // Carrying its contents as plain shared memory would lose the
-            // segment itself (its id, key and owner in the IPC namespace).
-            return Err(unsupported(
-                "a SysV shared memory segment (shmat), which migrate does not carry yet",
-            ));
-        }
+        // The inode of a segment's file is its id.
+        p if p.starts_with("/SYSV") && shared => Backing::SysvShm { id: m.inode as i32 },
         "/[aio] (deleted)" => return Err(unsupported("an AIO ring (io_setup), which migrate does not carry yet")),
         p if p.starts_with("/anon_hugepage") => {
             return Err(unsupported(
@@ -679,12 +691,12 @@ pub fn dump<W: std::io::Write + Send + 'static>(
                 vmas.push(vma);
                 continue;
             }
-            Backing::File { .. } if shared => {
+            Backing::File { .. } | Backing::SysvShm { .. } if shared => {
                 stats.pages_skipped += npages;
                 vmas.push(vma);
                 continue;
             }
-            Backing::File { .. } | Backing::Ghost { .. } => {
+            Backing::File { .. } | Backing::Ghost { .. } | Backing::SysvShm { .. } => {
                 Box::new(|e| e & PM_GUARD == 0 && ((e & PM_PRESENT != 0 && e & PM_FILE == 0) || e & PM_SWAPPED != 0))
             }
             Backing::Anon | Backing::Shmem { .. } => {
@@ -1188,6 +1200,37 @@ fn map_vma(remote: &Remote, v: &Vma, shmem: &ShmemFds) -> Result<()> {
             );
             remote.close(fd)?;
             r?;
+        }
+        Backing::SysvShm { id } => {
+            // The first mapping attaches the whole segment; each gets its
+            // own protection (the attachment's is read and write, or read
+            // only: VM_MAYWRITE, `mw`, says which).
+            let read_only = !v.flags.iter().any(|f| f == "mw");
+            if v.offset == 0 {
+                let flags = if read_only { crate::sys::sysvipc::SHM_RDONLY } else { 0 };
+                let at = remote.call(
+                    &format!("shmat segment {id} at {:#x}", v.start),
+                    libc::SYS_shmat,
+                    &[*id as u64, v.start, flags as u64],
+                )?;
+                if at != v.start {
+                    return Err(Error::BadVma {
+                        pid: remote.pid,
+                        start: v.start,
+                        end: v.end,
+                        offset: v.offset,
+                        reason: "was attached elsewhere (shmat)",
+                    });
+                }
+            }
+            let attached = libc::PROT_READ as u32 | if read_only { 0 } else { libc::PROT_WRITE as u32 };
+            if v.prot != attached {
+                remote.call(
+                    "mprotect attachment",
+                    libc::SYS_mprotect,
+                    &[v.start, v.len(), u64::from(v.prot)],
+                )?;
+            }
         }
         Backing::Shmem { id } | Backing::Ghost { id } => {
             let memfd = shmem.get(id).expect("restorer made every shmem and ghost object");

@@ -6,6 +6,7 @@
 //! callers, in their own error enums.
 
 pub mod ptrace;
+pub mod sysvipc;
 pub mod uffd;
 
 use std::ffi::CStr;
