@@ -91,14 +91,9 @@ const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 pub enum Backing {
     /// Private anonymous memory (heap, stack, malloc arenas...).
     Anon,
-    /// An attachment of a SysV shared memory segment (shmat), by the
-    /// segment's id: its pages travel with the segment (section `ipcns`),
-    /// and the mapping that starts the attachment (offset 0) attaches the
-    /// whole segment again; those after it (mprotect split it) follow.
-    SysvShm { id: i32 },
     /// A file, by path.
     File { path: String },
-    /// Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS, SysV shm):
+    /// Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS, memfds):
     /// mappings with the same id share one object.
     Shmem { id: u64 },
     /// [vdso], [vvar], [vvar_vclock]: moved to their old address.
@@ -107,6 +102,12 @@ pub enum Backing {
     /// replaced, a memfd): the file's contents travel in section `ghosts`
     /// (one per id) and are mapped again from a memfd named after it.
     Ghost { id: u64 },
+    /// An attachment of a SysV shared memory segment (shmat), by the
+    /// segment's id: its pages travel with the segment (section `ipcns`),
+    /// and the mapping that starts the attachment (offset 0) attaches the
+    /// whole segment again; those after it (mprotect split it) follow.
+    /// (Last: variants are numbered in the image by their order.)
+    SysvShm { id: i32 },
 }
 
 /// The section `ghosts`: the contents of deleted mapped files (from
@@ -546,6 +547,11 @@ fn backing_by_path(pid: i32, m: &MapLine) -> Result<Option<Backing>> {
         p if SPECIALS.contains(&p) => Backing::Special { name: p.to_string() },
         // The inode of a segment's file is its id.
         p if p.starts_with("/SYSV") && shared => Backing::SysvShm { id: m.inode as i32 },
+        p if p.starts_with("/SYSV") => {
+            return Err(unsupported(
+                "a private mapping of a SysV shared memory segment (not shmat), which migrate does not carry",
+            ))
+        }
         "/[aio] (deleted)" => return Err(unsupported("an AIO ring (io_setup), which migrate does not carry yet")),
         p if p.starts_with("/anon_hugepage") => {
             return Err(unsupported(
@@ -1622,7 +1628,12 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
             Err(Error::Unsupported { reason, .. }) => reason,
             other => panic!("{line}: {other:?}"),
         };
-        assert!(reason("7f00-7f01 rw-s 00000000 00:01 32768 /SYSV00000000 (deleted)\n").contains("SysV shared memory"));
+        assert!(reason("7f00-7f01 rw-p 00000000 00:01 32768 /SYSV00000000 (deleted)\n").contains("SysV shared memory"));
+        let attached = parse_maps(7, "7f00-7f01 rw-s 00000000 00:01 32768 /SYSV00000000 (deleted)\n").unwrap();
+        assert_eq!(
+            backing_of(7, &attached[0]).unwrap(),
+            Some(Backing::SysvShm { id: 32768 })
+        );
         assert!(reason("7f00-7f01 rw-s 00000000 00:14 3 /[aio] (deleted)\n").contains("AIO ring"));
         assert!(reason("7f00-7f01 rw-p 00000000 00:10 5 /anon_hugepage (deleted)\n").contains("MAP_HUGETLB"));
         assert!(reason("7f00-7f01 rw-s 00000000 fe:01 9 /tmp/x (deleted)\n").contains("deleted"));
