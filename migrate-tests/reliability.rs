@@ -319,6 +319,7 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
             "tcp-bound",
             "fd 3 is a TCP socket (IPv4) bound to 127.0.0.1:7777, not listening",
         ),
+        ("mbind", "has a NUMA memory policy of its own (bind:0, mbind)"),
         (
             "sysv-partial",
             "of SysV shared memory segment 0 is attached only in part (a part was unmapped)",

@@ -966,6 +966,26 @@ fn capture_proc(pid: i32, tasks: &[(i32, i32)], pids: &Pids, files: &mut Files, 
         items.push(item(&format!("cgroup {h}"), &rel, ""));
         items.push(host_item(&format!("cgroup {h}"), path));
     }
+    // The scheduling policy, priority and time slice of each thread, and
+    // the NUMA memory policies of the mappings (a mapping without its own
+    // shows the process's), but the default one.
+    for &(tid, ctid) in tasks {
+        for l in read(&format!("{base}/task/{tid}/sched")).lines() {
+            if let Some((k, v)) = l.split_once(':').map(|(k, v)| (k.trim(), v.trim())) {
+                if ["policy", "prio", "se.slice"].contains(&k) {
+                    items.push(item(&format!("thread {ctid} sched {k}"), v, ""));
+                }
+            }
+        }
+    }
+    for l in read(&format!("{base}/numa_maps")).lines() {
+        let mut cols = l.split_whitespace();
+        if let (Some(at), Some(policy)) = (cols.next(), cols.next()) {
+            if policy != "default" {
+                items.push(item(&format!("numa policy {at}"), policy, ""));
+            }
+        }
+    }
     auxv_items(&base, &mut items);
     timers_items(&base, pids, &mut items);
     fd_items(pid, pids, files, &mut items);

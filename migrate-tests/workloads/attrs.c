@@ -5,7 +5,10 @@
  * (PR_TSC_SIGSEGV), early machine-check kill, and where the kernel lets
  * it: store bypass speculation disabled, KSM merging of the whole address
  * space, memory-deny-write-execute; core dump filter 0x7f. Every beat each
- * must still be so. */
+ * must still be so. And per thread, the NUMA memory policy and the time
+ * slice asked for (sched_runtime, Linux 6.12 on): the main thread
+ * MPOL_PREFERRED node 0 with 3 ms, a second thread MPOL_INTERLEAVE with
+ * MPOL_F_STATIC_NODES over node 0 with 7 ms, which checks its own. */
 #define _GNU_SOURCE
 #include "beat.h"
 #include <errno.h>
@@ -15,6 +18,8 @@
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <linux/securebits.h>
+#include <pthread.h>
+#include <stdint.h>
 
 #ifndef PR_SET_MDWE
 #define PR_SET_MDWE 65
@@ -28,6 +33,48 @@
 static int spec = -1, ksm = -1, mdwe = -1;
 
 static long slack = 123456;
+
+struct attr {
+    uint32_t size, policy;
+    uint64_t flags;
+    int32_t nice;
+    uint32_t priority;
+    uint64_t runtime, deadline, period;
+};
+#define MPOL_PREFERRED 1
+#define MPOL_INTERLEAVE 3
+#define MPOL_F_STATIC_NODES (1 << 15)
+/* Whether the kernel takes a time slice (-1: not known yet). */
+static int slices = -1;
+
+/* Asks for a time slice of `ns` for the calling thread. */
+static void set_slice(uint64_t ns) {
+    struct attr a = {.size = sizeof a, .policy = SCHED_BATCH, .nice = 5, .runtime = ns}, got = {0};
+    if (syscall(SYS_sched_setattr, 0, &a, 0)) fail("sched_setattr", errno, 0);
+    syscall(SYS_sched_getattr, 0, &got, sizeof got, 0);
+    if (slices < 0) slices = got.runtime == ns;
+}
+
+/* Checks the calling thread's memory policy and time slice. */
+static void check_thread(const char *who, int mode, uint64_t ns) {
+    int m = -1;
+    unsigned long mask = 0;
+    struct attr a = {0};
+    if (syscall(SYS_get_mempolicy, &m, &mask, 64, 0, 0) || m != mode || mask != 1) fail(who, m, mode);
+    syscall(SYS_sched_getattr, 0, &a, sizeof a, 0);
+    if (slices == 1 && a.runtime != ns) fail(who, a.runtime, ns);
+}
+
+static void *second(void *arg) {
+    unsigned long node0 = 1;
+    (void)arg;
+    if (syscall(SYS_set_mempolicy, MPOL_INTERLEAVE | MPOL_F_STATIC_NODES, &node0, 64)) fail("set_mempolicy", errno, 0);
+    set_slice(7000000);
+    for (;;) {
+        check_thread("second thread's memory policy or slice", MPOL_INTERLEAVE | MPOL_F_STATIC_NODES, 7000000);
+        nap_ms(50);
+    }
+}
 /* IOPRIO_CLASS_BE, level 6. */
 #define IOPRIO ((2 << 13) | 6)
 
@@ -95,8 +142,14 @@ int main(void) {
         fail("set attributes", errno, 0);
         return 1;
     }
+    unsigned long node0 = 1;
+    if (syscall(SYS_set_mempolicy, MPOL_PREFERRED, &node0, 64)) fail("set_mempolicy", errno, 0);
+    set_slice(3000000);
+    pthread_t t;
+    if (pthread_create(&t, NULL, second, NULL)) fail("pthread_create", 0, 0);
     for (long n = 1;; n++) {
         check();
+        check_thread("memory policy or slice", MPOL_PREFERRED, 3000000);
         beat(n);
         nap_ms(100);
     }

@@ -3,6 +3,8 @@
  * stops anything.
  *   tcp-unbound  a TCP socket, never bound
  *   tcp-bound    a TCP socket bound to 127.0.0.1, not listening
+ *   mbind        a mapping of 4 pages bound to node 0 (mbind), its own
+ *                memory policy
  *   sysv-partial a SysV shared memory segment of two pages, attached, its
  *                second page unmapped
  *   aio          an AIO ring (io_setup)
@@ -122,6 +124,11 @@ int main(int argc, char **argv) {
             (tcp ? connect(c, (struct sockaddr *)&a, sizeof a)
                  : (sendto(c, "dgram", 5, 0, (struct sockaddr *)&a, sizeof a) != 5)))
             fail(what, errno, 0);
+    } else if (!strcmp(what, "mbind")) {
+        unsigned long node0 = 1;
+        char *p = mmap(NULL, 4 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED || syscall(SYS_mbind, p, 4 * 4096, 2 /* MPOL_BIND */, &node0, 64, 0)) fail(what, errno, 0);
+        else p[0] = 1;
     } else if (!strcmp(what, "sysv-partial")) {
         int id = shmget(IPC_PRIVATE, 2 * 4096, IPC_CREAT | 0600);
         char *p = shmat(id, NULL, 0);

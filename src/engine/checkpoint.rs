@@ -426,6 +426,7 @@ fn refuse_namespaces_and_mounts(st: &crate::runtime::ContainerState, procs: &[(i
 /// The refusals of one process's own threads' state.
 fn refuse_uncarried_by(host: i32, ns: i32, tids: &[i32]) -> Result<()> {
     creds::refuse_uncarried(host, ns, tids)?;
+    crate::kinds::policies::refuse_uncarried(host, ns)?;
     Ok(crate::kinds::procattrs::refuse_uncarried(host, ns, tids)?)
 }
 
@@ -611,6 +612,7 @@ fn dump(
     let mut sig_images = Vec::new();
     let mut attrs = Vec::new();
     let mut prctls = Vec::new();
+    let mut policies = Vec::new();
     let mut seen_pages = SeenPages::default();
     seen_pages.ghost_cap = what.file_cap;
     let mut stats = DumpStats::default();
@@ -691,6 +693,7 @@ fn dump(
         a.chroot = crate::kinds::procattrs::chroot_of(*host, st.pid);
         attrs.push((s.ns_pid, a));
         prctls.push((s.ns_pid, crate::kinds::prctls::dump(&main, tids)?));
+        policies.push((s.ns_pid, crate::kinds::policies::dump(&main, tids)?));
         let host_to_ns_tid = |tid: i32| ns_tid(*host, tid);
         p.timers = Some(timers::dump(&main, &host_to_ns_tid)?);
         tracing::debug!(
@@ -749,6 +752,7 @@ fn dump(
     put::<crate::kinds::procattrs::Section>(sink, &attrs)?;
     put::<crate::kinds::fdattrs::Section>(sink, &fdattrs)?;
     put::<crate::kinds::prctls::Section>(sink, &prctls)?;
+    put::<crate::kinds::policies::Section>(sink, &policies)?;
     put::<memory::Ghosts>(sink, &seen_pages.ghosts)?;
     put::<crate::kinds::uts::Section>(sink, &crate::kinds::uts::dump(st.pid)?)?;
     put::<crate::kinds::ipcns::Section>(sink, &crate::kinds::ipcns::dump(st.pid, what.file_cap)?)?;

@@ -53,6 +53,7 @@ pub const SECTIONS: &[SectionInfo] = &[
     info::<mounts::Section>(),
     info::<crate::kinds::procattrs::Section>(),
     info::<crate::kinds::prctls::Section>(),
+    info::<crate::kinds::policies::Section>(),
     info::<crate::kinds::uts::Section>(),
     info::<crate::kinds::ipcns::Section>(),
     info::<crate::kinds::fdattrs::Section>(),
@@ -190,6 +191,8 @@ pub enum Error {
     Multicast(#[from] crate::kinds::multicast::Error),
     #[error(transparent)]
     Prctls(#[from] crate::kinds::prctls::Error),
+    #[error(transparent)]
+    Policies(#[from] crate::kinds::policies::Error),
     #[error(transparent)]
     FdAttrs(#[from] crate::kinds::fdattrs::Error),
     #[error(transparent)]

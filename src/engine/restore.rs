@@ -84,6 +84,7 @@ struct Image {
     ipc: Option<crate::kinds::ipcns::IpcImage>,
     fdattrs: fdattrs::Image,
     prctls: Vec<(i32, crate::kinds::prctls::Prctls)>,
+    policies: Vec<(i32, Vec<crate::kinds::policies::ThreadPolicies>)>,
     ghosts: Vec<memory::GhostFile>,
 }
 
@@ -102,6 +103,7 @@ fn load(src: &mut dyn ImageSource) -> Result<Image> {
         ipc: get_since::<crate::kinds::ipcns::Section>(src)?,
         fdattrs: get_since::<fdattrs::Section>(src)?.unwrap_or_default(),
         prctls: get_since::<crate::kinds::prctls::Section>(src)?.unwrap_or_default(),
+        policies: get_since::<crate::kinds::policies::Section>(src)?.unwrap_or_default(),
         ghosts: get_since::<memory::Ghosts>(src)?.unwrap_or_default(),
     };
     check(&img)?;
@@ -142,6 +144,10 @@ fn check(img: &Image) -> Result<()> {
     named(
         crate::kinds::prctls::Section::SECTION,
         img.prctls.iter().map(|(p, _)| *p).collect(),
+    )?;
+    named(
+        crate::kinds::policies::Section::SECTION,
+        img.policies.iter().map(|(p, _)| *p).collect(),
     )?;
     fdattrs::check(&img.fdattrs, &|pid| {
         let fds = img.files.procs.iter().find(|(p, _)| *p == pid)?;
@@ -592,6 +598,7 @@ fn restore_inner<'r>(
             attrs: &img.attrs,
             fdattrs: &img.fdattrs,
             prctls: &img.prctls,
+            policies: &img.policies,
             files: &img.files,
         };
         crate::fault::check_pid("restore:process", p.pid)?;
@@ -732,6 +739,8 @@ struct Rebuild<'a> {
     fdattrs: &'a fdattrs::Image,
     /// prctl state /proc does not show (none in older images).
     prctls: &'a [(i32, crate::kinds::prctls::Prctls)],
+    /// NUMA memory policies and time slices (none in older images).
+    policies: &'a [(i32, Vec<crate::kinds::policies::ThreadPolicies>)],
     files: &'a FilesImage,
 }
 
@@ -856,6 +865,9 @@ fn rebuild(
     }
     if let Some(a) = attrs {
         procattrs::restore(&remote, &tids, a)?;
+    }
+    if let Some((_, t)) = with.policies.iter().find(|(pid, _)| *pid == p.pid) {
+        crate::kinds::policies::restore(&remote, &tids, t)?;
     }
     // After the memory (its rebuild closes files, which drops POSIX
     // locks) and the credentials (F_SETOWN records the setter's).

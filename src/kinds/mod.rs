@@ -13,6 +13,7 @@ pub mod mounts;
 pub mod multicast;
 pub mod pidfd;
 pub mod pipes;
+pub mod policies;
 pub mod prctls;
 pub mod precopy;
 pub mod procattrs;

@@ -904,3 +904,46 @@ pub fn set_domainname(name: &str) -> Result<(), Errno> {
         Ok(())
     }
 }
+
+/// The scheduling attributes of a task (struct sched_attr, first version:
+/// no utilization clamps).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SchedAttr {
+    pub size: u32,
+    pub policy: u32,
+    pub flags: u64,
+    pub nice: i32,
+    pub priority: u32,
+    /// For a fair policy (since Linux 6.12), the task's time slice.
+    pub runtime: u64,
+    pub deadline: u64,
+    pub period: u64,
+}
+
+/// sched_getattr(2) of task `tid` (0: the calling thread).
+pub fn sched_getattr(tid: i32) -> Result<SchedAttr, Errno> {
+    let mut attr = SchedAttr::default();
+    let size = std::mem::size_of::<SchedAttr>() as u32;
+    // SAFETY: the kernel writes at most `size` bytes into `attr`, a
+    // repr(C) struct of that size.
+    let ret = unsafe { libc::syscall(libc::SYS_sched_getattr, tid, &mut attr as *mut SchedAttr, size, 0) };
+    if ret < 0 {
+        return Err(Errno::last());
+    }
+    Ok(attr)
+}
+
+/// sched_setattr(2) of task `tid`.
+pub fn sched_setattr(tid: i32, attr: &SchedAttr) -> Result<(), Errno> {
+    let attr = SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        ..*attr
+    };
+    // SAFETY: the kernel reads `attr.size` bytes of `attr`.
+    let ret = unsafe { libc::syscall(libc::SYS_sched_setattr, tid, &attr as *const SchedAttr, 0) };
+    if ret < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
