@@ -978,14 +978,16 @@ fn capture_proc(pid: i32, tasks: &[(i32, i32)], pids: &Pids, files: &mut Files, 
             }
         }
     }
-    for l in read(&format!("{base}/numa_maps")).lines() {
-        let mut cols = l.split_whitespace();
-        if let (Some(at), Some(policy)) = (cols.next(), cols.next()) {
-            if policy != "default" {
-                items.push(item(&format!("numa policy {at}"), policy, ""));
-            }
+    // (As a set: a migration may split a mapping in pieces.)
+    let mut policies: Vec<&str> = Vec::new();
+    let numa = read(&format!("{base}/numa_maps"));
+    for policy in numa.lines().filter_map(|l| l.split_whitespace().nth(1)) {
+        if !policies.contains(&policy) {
+            policies.push(policy);
         }
     }
+    policies.sort_unstable();
+    items.push(item("numa policies", &policies.join(" "), ""));
     auxv_items(&base, &mut items);
     timers_items(&base, pids, &mut items);
     fd_items(pid, pids, files, &mut items);

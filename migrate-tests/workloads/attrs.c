@@ -8,7 +8,8 @@
  * must still be so. And per thread, the NUMA memory policy and the time
  * slice asked for (sched_runtime, Linux 6.12 on): the main thread
  * MPOL_PREFERRED node 0 with 3 ms, a second thread MPOL_INTERLEAVE with
- * MPOL_F_STATIC_NODES over node 0 with 7 ms, which checks its own. */
+ * MPOL_F_STATIC_NODES over node 0 with 7 ms, which checks its own (and
+ * its timer slack and personality, the process's). */
 #define _GNU_SOURCE
 #include "beat.h"
 #include <errno.h>
@@ -63,6 +64,9 @@ static void check_thread(const char *who, int mode, uint64_t ns) {
     if (syscall(SYS_get_mempolicy, &m, &mask, 64, 0, 0) || m != mode || mask != 1) fail(who, m, mode);
     syscall(SYS_sched_getattr, 0, &a, sizeof a, 0);
     if (slices == 1 && a.runtime != ns) fail(who, a.runtime, ns);
+    /* Per thread too, though carried for the process. */
+    if (prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) != slack) fail("thread's timerslack", prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0), slack);
+    if (personality(0xffffffff) != ADDR_NO_RANDOMIZE) fail("thread's personality", personality(0xffffffff), ADDR_NO_RANDOMIZE);
 }
 
 static void *second(void *arg) {

@@ -431,8 +431,18 @@ pub fn restore(remote: &Remote, tids: &[i32], a: &ProcAttrs) -> Result<()> {
             nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(tid), &set_of).map_err(set("CPU affinity"))?;
         }
     }
-    if a.personality != 0 {
-        remote.call("personality", libc::SYS_personality, &[u64::from(a.personality)])?;
+    // Per thread: every thread of the process had the process's (others
+    // are refused). Before, only the main thread got them back.
+    for &tid in tids {
+        let thread = remote.thread(tid)?;
+        if a.personality != 0 {
+            thread.call("personality", libc::SYS_personality, &[u64::from(a.personality)])?;
+        }
+        thread.call(
+            "prctl(PR_SET_TIMERSLACK)",
+            nr::PRCTL,
+            &[PR_SET_TIMERSLACK, a.timerslack_ns],
+        )?;
     }
     let write = |what: &'static str, value: String| {
         std::fs::write(format!("/proc/{pid}/{what}"), value).map_err(|source| Error::Write { pid, what, source })
@@ -453,7 +463,6 @@ pub fn restore(remote: &Remote, tids: &[i32], a: &ProcAttrs) -> Result<()> {
         PR_SET_THP_DISABLE,
         u64::from(a.thp_disable),
     )?;
-    prctl("prctl(PR_SET_TIMERSLACK)", PR_SET_TIMERSLACK, a.timerslack_ns)?;
     prctl(
         "prctl(PR_SET_CHILD_SUBREAPER)",
         PR_SET_CHILD_SUBREAPER,
