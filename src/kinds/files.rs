@@ -8,9 +8,14 @@
 //!   so that every task inherits them and shares them as before;
 //! - epoll: rebuilt by its owner once its other fds are in place.
 //!
-//! Anything else (io_uring, perf events, BPF, TCP sockets for now...) is
-//! refused at checkpoint time, naming the process and the fd, so that
-//! nothing is silently dropped.
+//! The dump dispatches each fd through [`FD_TYPES`], one entry per type
+//! of fd (the log, pipe ends, sockets, anonymous inodes, files by path):
+//! the first that claims the fd by its link reads it into the image, with
+//! a [`DumpCtx`] that knows the objects already seen.
+//!
+//! Anything else (io_uring, perf events, BPF...) is refused at checkpoint
+//! time, naming the process and the fd, so that nothing is silently
+//! dropped.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
@@ -583,6 +588,89 @@ pub(crate) fn list_fds(pid: i32) -> Result<Vec<i32>> {
 /// A process's fd to read an object's state through.
 type Holder = (i32, i32);
 
+/// One fd of a process, as the dump finds it.
+struct OpenFd<'a> {
+    pid: i32,
+    ns_pid: i32,
+    fd: i32,
+    /// Its link in /proc/PID/fd, as a path and as text.
+    target: &'a std::path::Path,
+    path: &'a str,
+    info: &'a str,
+    flags: i32,
+    pos: u64,
+}
+
+impl OpenFd<'_> {
+    /// The refusal of this fd, naming what it is.
+    fn unsupported(&self, kind: String) -> Error {
+        Error::Unsupported {
+            pid: self.pid,
+            ns_pid: self.ns_pid,
+            fd: self.fd,
+            kind,
+        }
+    }
+}
+
+/// What the dump of every fd shares: the image being built, the objects
+/// already seen (an object several fds refer to is dumped once), and the
+/// container's sockets as sock_diag lists them.
+struct DumpCtx<'a> {
+    procs: &'a [(i32, i32)],
+    log: &'a std::path::Path,
+    netns_pid: i32,
+    file_cap: u64,
+    tcp_mode: EstablishedTcp,
+    repaired: &'a mut Repaired,
+    ns_pid_of: &'a dyn Fn(i32) -> Option<i32>,
+    img: FilesImage,
+    diag: HashMap<u64, unix::Diag>,
+    inet_diag: HashMap<u64, inet::Diag>,
+    /// A fresh socket's options, by family and type.
+    opt_defaults: HashMap<(i32, i32), Vec<super::sockopts::SockOpt>>,
+    tcp_idx: HashMap<u64, u32>,
+    inet_idx: HashMap<u64, u32>,
+    pipe_idx: HashMap<u64, (u32, Option<Holder>)>,
+    sock_idx: HashMap<u64, (u32, Holder)>,
+    anon_holders: Vec<(String, Holder, u32)>,
+    file_holders: Vec<(Holder, u32)>,
+    fifos_seen: std::collections::HashSet<u64>,
+    reachable: KnownMounts,
+}
+
+/// A type of fd: which fds it takes (by their link), and how one is read
+/// into the image. [`FD_TYPES`] lists them; the first that takes an fd
+/// dumps it, and an fd none takes is refused.
+struct FdType {
+    claims: fn(&DumpCtx<'_>, &OpenFd<'_>) -> bool,
+    dump: fn(&mut DumpCtx<'_>, &OpenFd<'_>) -> Result<FdKind>,
+}
+
+/// Every type of fd the dump carries, in the order they are tried.
+const FD_TYPES: [FdType; 5] = [
+    FdType {
+        claims: |c, f| f.target == c.log,
+        dump: |_, _| Ok(FdKind::Log),
+    },
+    FdType {
+        claims: |_, f| bracket_id(f.path, "pipe:").is_some(),
+        dump: dump_pipe_end,
+    },
+    FdType {
+        claims: |_, f| bracket_id(f.path, "socket:").is_some(),
+        dump: dump_socket,
+    },
+    FdType {
+        claims: |_, f| f.path.starts_with("anon_inode:"),
+        dump: dump_anon_inode,
+    },
+    FdType {
+        claims: |_, f| f.path.starts_with('/'),
+        dump: dump_file,
+    },
+];
+
 /// Reads the fd tables of `procs` (host pid, container pid) and the state
 /// of every object they refer to. `netns_pid` is a process of the
 /// container (for its network namespace).
@@ -595,252 +683,302 @@ pub fn dump_all(
     repaired: &mut Repaired,
     ns_pid_of: &dyn Fn(i32) -> Option<i32>,
 ) -> Result<FilesImage> {
-    let mut tcp_idx: HashMap<u64, u32> = HashMap::new();
-    let diag = unix::diag(netns_pid)?;
-    let inet_diag = inet::diag(netns_pid)?;
-    // A fresh socket's options, by family and type.
-    let mut opt_defaults = HashMap::new();
-    let mut inet_idx: HashMap<u64, u32> = HashMap::new();
-    let mut img = FilesImage::default();
-    let mut pipe_idx: HashMap<u64, (u32, Option<Holder>)> = HashMap::new();
-    let mut sock_idx: HashMap<u64, (u32, Holder)> = HashMap::new();
-    let mut anon_holders: Vec<(String, Holder, u32)> = Vec::new();
-    let mut file_holders: Vec<(Holder, u32)> = Vec::new();
-    let mut fifos_seen = std::collections::HashSet::new();
-    let reachable = KnownMounts::of(procs)?;
-    let mounts = &reachable.container;
+    let mut ctx = DumpCtx {
+        procs,
+        log,
+        netns_pid,
+        file_cap,
+        tcp_mode,
+        repaired,
+        ns_pid_of,
+        img: FilesImage::default(),
+        diag: unix::diag(netns_pid)?,
+        inet_diag: inet::diag(netns_pid)?,
+        opt_defaults: HashMap::new(),
+        tcp_idx: HashMap::new(),
+        inet_idx: HashMap::new(),
+        pipe_idx: HashMap::new(),
+        sock_idx: HashMap::new(),
+        anon_holders: Vec::new(),
+        file_holders: Vec::new(),
+        fifos_seen: std::collections::HashSet::new(),
+        reachable: KnownMounts::of(procs)?,
+    };
     for &(pid, ns_pid) in procs {
         let dir = format!("/proc/{pid}/fd");
-        let fds = list_fds(pid)?;
         let mut out = Vec::new();
-        for fd in fds {
+        for fd in list_fds(pid)? {
             let proc_err = |what| move |source| Error::Proc { pid, fd, what, source };
             let target = std::fs::read_link(format!("{dir}/{fd}")).map_err(proc_err("readlink"))?;
             let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).map_err(proc_err("fdinfo"))?;
             let (pos, flags) = parse_fdinfo(&info);
             let path = target.to_string_lossy().into_owned();
             refuse_fd(pid, ns_pid, fd, &path, &info)?;
-            let unsupported = |kind: String| Error::Unsupported { pid, ns_pid, fd, kind };
-            let kind = if target == log {
-                FdKind::Log
-            } else if let Some(ino) = bracket_id(&path, "pipe:") {
-                let n = pipe_idx.len() as u32;
-                let entry = pipe_idx.entry(ino).or_insert((n, None));
-                let write = flags & libc::O_ACCMODE == libc::O_WRONLY;
-                if !write && entry.1.is_none() {
-                    entry.1 = Some((pid, fd));
-                }
-                FdKind::Pipe { pipe: entry.0, write }
-            } else if let Some(ino) = bracket_id(&path, "socket:") {
-                if let Some(why) = steal(pid, fd).ok().as_ref().and_then(uncarried_option) {
-                    return Err(unsupported(why));
-                }
-                if let Some(d) = inet_diag
-                    .get(&ino)
-                    .filter(|d| d.tcp && d.state == inet::TCP_ESTABLISHED)
-                {
-                    let kind = match tcp_mode {
-                        EstablishedTcp::Refuse => {
-                            return Err(unsupported(format!(
-                                "{}; checkpoint and restore with --tcp-established to keep it, or --tcp-close to restore it closed",
-                                d.describe()
-                            )))
-                        }
-                        EstablishedTcp::Repair => {
-                            let conn = match tcp_idx.get(&ino) {
-                                Some(i) => *i,
-                                None => {
-                                    let dup = steal(pid, fd)?;
-                                    let opts = super::sockopts::dump_cached(
-                                        dup.as_fd(),
-                                        netns_pid,
-                                        inet::fresh(d),
-                                        &mut opt_defaults,
-                                    )
-                                    .map_err(|source| Error::SockOpts { pid: netns_pid, source })?;
-                                    let t = tcp::dump(&dup, d.local, d.remote, opts)?;
-                                    repaired.0.push(dup);
-                                    img.tcp.push(t);
-                                    let i = img.tcp.len() as u32 - 1;
-                                    tcp_idx.insert(ino, i);
-                                    i
-                                }
-                            };
-                            FdKind::Tcp { conn }
-                        }
-                        EstablishedTcp::Close => {
-                            // A TCP socket that is not connected.
-                            img.inet.push(InetImage {
-                                tcp: true,
-                                v6: d.local.is_ipv6(),
-                                state: inet::TCP_CLOSE,
-                                local: std::net::SocketAddr::new(d.local.ip(), 0),
-                                remote: std::net::SocketAddr::new(d.remote.ip(), 0),
-                                backlog: 1,
-                                reuseaddr: false,
-                                reuseport: false,
-                                v6only: false,
-                                opts: Vec::new(),
-                            });
-                            FdKind::Inet {
-                                sock: img.inet.len() as u32 - 1,
-                            }
-                        }
-                    };
-                    out.push(FdImage { fd, flags, kind });
-                    continue;
-                }
-                if let Some(d) = inet_diag.get(&ino) {
-                    if let Some(what) = d.waiting() {
-                        return Err(unsupported(what));
-                    }
-                    if !d.supported() {
-                        return Err(unsupported(format!(
-                            "{} (established TCP connections are not supported yet)",
-                            d.describe()
-                        )));
-                    }
-                    let sock = match inet_idx.get(&ino) {
-                        Some(i) => *i,
-                        None => {
-                            let dup = steal(pid, fd)?;
-                            let opts =
-                                super::sockopts::dump_cached(dup.as_fd(), netns_pid, inet::fresh(d), &mut opt_defaults)
-                                    .map_err(|source| Error::SockOpts { pid: netns_pid, source })?;
-                            img.inet.push(inet::dump(d, &dup, opts)?);
-                            let i = img.inet.len() as u32 - 1;
-                            inet_idx.insert(ino, i);
-                            i
-                        }
-                    };
-                    out.push(FdImage {
-                        fd,
-                        flags,
-                        kind: FdKind::Inet { sock },
-                    });
-                    continue;
-                }
-                if !diag.contains_key(&ino) {
-                    return Err(unsupported(inet::describe_unlisted(&steal(pid, fd)?)));
-                }
-                let n = sock_idx.len() as u32;
-                FdKind::Socket {
-                    sock: sock_idx.entry(ino).or_insert((n, (pid, fd))).0,
-                }
-            } else if let Some(anon) = path.strip_prefix("anon_inode:") {
-                let anon = anon.trim_matches(|c| c == '[' || c == ']');
-                match anon {
-                    // An epoll a child inherited by fork is rebuilt in each
-                    // holder from the same interest list: separate
-                    // instances, with the same registrations.
-                    "eventpoll" => {
-                        // A registration made through an fd number since
-                        // closed (or reused) is rebuilt only if some holder
-                        // of the epoll still has that file at that number.
-                        let has = |p: i32, n: i32, ino: u64| {
-                            use std::os::unix::fs::MetadataExt;
-                            std::fs::metadata(format!("/proc/{p}/fd/{n}")).is_ok_and(|m| m.ino() == ino)
-                        };
-                        for (n, ino) in anonfd::epoll_target_inodes(&info) {
-                            let held = has(pid, n, ino)
-                                || procs.iter().any(|&(q, _)| {
-                                    q != pid
-                                        && list_fds(q).unwrap_or_default().into_iter().any(|e| {
-                                            crate::sys::same_file(pid, fd, q, e).unwrap_or(false) && has(q, n, ino)
-                                        })
-                                });
-                            if !held {
-                                return Err(unsupported(format!(
-                                    "epoll with a registration made through fd {n}, which is closed now or another file"
-                                )));
-                            }
-                        }
-                        FdKind::Epoll {
-                            targets: anonfd::parse_epoll(&info),
-                        }
-                    }
-                    "pidfd" => {
-                        let target = super::pidfd::target(&info).and_then(ns_pid_of);
-                        FdKind::Pidfd {
-                            pid: target
-                                .ok_or_else(|| unsupported("pidfd of a process outside the container".into()))?,
-                        }
-                    }
-                    "eventfd" | "timerfd" | "signalfd" | "inotify" => {
-                        let known = anon_holders
-                            .iter()
-                            .find(|(k, (p, f), _)| k == anon && crate::sys::same_file(*p, *f, pid, fd).unwrap_or(false))
-                            .map(|(_, _, i)| *i);
-                        let obj = match known {
-                            Some(i) => i,
-                            None => {
-                                let a = if anon == "inotify" {
-                                    anonfd::dump_inotify(pid, &info).map_err(unsupported)?
-                                } else {
-                                    anonfd::parse(anon, &info)
-                                        .ok_or_else(|| unsupported(format!("{anon} with unreadable state")))?
-                                };
-                                img.anon.push(a);
-                                let i = img.anon.len() as u32 - 1;
-                                anon_holders.push((anon.to_string(), (pid, fd), i));
-                                i
-                            }
-                        };
-                        FdKind::Anon { obj }
-                    }
-                    other => return Err(unsupported(other.to_string())),
-                }
-            } else if path.starts_with('/') {
-                let meta = std::fs::metadata(format!("{dir}/{fd}")).map_err(proc_err("stat"))?;
-                use std::os::unix::fs::FileTypeExt;
-                let ft = meta.file_type();
-                if !(ft.is_file() || ft.is_char_device() || ft.is_dir() || ft.is_fifo()) {
-                    return Err(unsupported(format!("special file {path}")));
-                }
-                // One image file per open file description.
-                let known = file_holders
-                    .iter()
-                    .find(|((p, f), _)| crate::sys::same_file(*p, *f, pid, fd).unwrap_or(false))
-                    .map(|(_, i)| *i);
-                let file = match known {
-                    Some(i) => i,
-                    None => {
-                        if !path.starts_with("/memfd:") && reachable.unreachable(&info) {
-                            return Err(unsupported(format!("{UNREACHABLE_MOUNT} ({path})")));
-                        }
-                        let outside = fdinfo_mnt_id(&info).is_some_and(|m| !mounts.contains(&m));
-                        let mut f = regfile::dump(pid, fd, &path, flags, pos, file_cap, outside)?;
-                        // A FIFO's bytes go back in once, with its first
-                        // open description.
-                        use std::os::unix::fs::MetadataExt;
-                        if let regfile::FileKind::Fifo { data } | regfile::FileKind::SizedFifo { data, .. } =
-                            &mut f.kind
-                        {
-                            if !fifos_seen.insert(meta.ino()) {
-                                data.clear();
-                            }
-                        }
-                        img.files.push(f);
-                        file_holders.push(((pid, fd), img.files.len() as u32 - 1));
-                        img.files.len() as u32 - 1
-                    }
-                };
-                FdKind::File { file }
-            } else {
-                return Err(unsupported(describe(&path)));
+            let open = OpenFd {
+                pid,
+                ns_pid,
+                fd,
+                target: &target,
+                path: &path,
+                info: &info,
+                flags,
+                pos,
+            };
+            let kind = match FD_TYPES.iter().find(|t| (t.claims)(&ctx, &open)) {
+                Some(t) => (t.dump)(&mut ctx, &open)?,
+                None => return Err(open.unsupported(describe(&path))),
             };
             out.push(FdImage { fd, flags, kind });
         }
-        img.procs.push((ns_pid, out));
+        ctx.img.procs.push((ns_pid, out));
     }
-    // Pipe contents, through a duplicate of a read end.
-    let mut pipes: Vec<(u64, u32, Option<Holder>)> = pipe_idx.into_iter().map(|(ino, (i, h))| (ino, i, h)).collect();
+    dump_pipes(&mut ctx)?;
+    dump_unix_sockets(&mut ctx)?;
+    Ok(ctx.img)
+}
+
+/// One end of a pipe: the pipe is numbered by its inode; its contents are
+/// read once every fd is known ([`dump_pipes`]).
+fn dump_pipe_end(ctx: &mut DumpCtx<'_>, f: &OpenFd<'_>) -> Result<FdKind> {
+    let ino = bracket_id(f.path, "pipe:").unwrap_or(0);
+    let n = ctx.pipe_idx.len() as u32;
+    let entry = ctx.pipe_idx.entry(ino).or_insert((n, None));
+    let write = f.flags & libc::O_ACCMODE == libc::O_WRONLY;
+    if !write && entry.1.is_none() {
+        entry.1 = Some((f.pid, f.fd));
+    }
+    Ok(FdKind::Pipe { pipe: entry.0, write })
+}
+
+/// A socket: a TCP or UDP one (from inet_diag), or a unix one (from
+/// unix_diag, its queue read once every fd is known:
+/// [`dump_unix_sockets`]). Options a program set that are not carried are
+/// refused.
+fn dump_socket(ctx: &mut DumpCtx<'_>, f: &OpenFd<'_>) -> Result<FdKind> {
+    let ino = bracket_id(f.path, "socket:").unwrap_or(0);
+    if let Some(why) = steal(f.pid, f.fd).ok().as_ref().and_then(uncarried_option) {
+        return Err(f.unsupported(why));
+    }
+    if let Some(d) = ctx
+        .inet_diag
+        .get(&ino)
+        .filter(|d| d.tcp && d.state == inet::TCP_ESTABLISHED)
+        .cloned()
+    {
+        return dump_established(ctx, f, ino, &d);
+    }
+    if let Some(d) = ctx.inet_diag.get(&ino).cloned() {
+        if let Some(what) = d.waiting() {
+            return Err(f.unsupported(what));
+        }
+        if !d.supported() {
+            return Err(f.unsupported(format!(
+                "{} (established TCP connections are not supported yet)",
+                d.describe()
+            )));
+        }
+        let sock = match ctx.inet_idx.get(&ino) {
+            Some(i) => *i,
+            None => {
+                let dup = steal(f.pid, f.fd)?;
+                let opts =
+                    super::sockopts::dump_cached(dup.as_fd(), ctx.netns_pid, inet::fresh(&d), &mut ctx.opt_defaults)
+                        .map_err(|source| Error::SockOpts {
+                            pid: ctx.netns_pid,
+                            source,
+                        })?;
+                ctx.img.inet.push(inet::dump(&d, &dup, opts)?);
+                let i = ctx.img.inet.len() as u32 - 1;
+                ctx.inet_idx.insert(ino, i);
+                i
+            }
+        };
+        return Ok(FdKind::Inet { sock });
+    }
+    if !ctx.diag.contains_key(&ino) {
+        return Err(f.unsupported(inet::describe_unlisted(&steal(f.pid, f.fd)?)));
+    }
+    let n = ctx.sock_idx.len() as u32;
+    Ok(FdKind::Socket {
+        sock: ctx.sock_idx.entry(ino).or_insert((n, (f.pid, f.fd))).0,
+    })
+}
+
+/// An established TCP connection, as `--tcp-established` / `--tcp-close`
+/// say: in repair mode (its queues and sequence numbers), as a closed
+/// socket, or refused.
+fn dump_established(ctx: &mut DumpCtx<'_>, f: &OpenFd<'_>, ino: u64, d: &inet::Diag) -> Result<FdKind> {
+    match ctx.tcp_mode {
+        EstablishedTcp::Refuse => Err(f.unsupported(format!(
+            "{}; checkpoint and restore with --tcp-established to keep it, or --tcp-close to restore it closed",
+            d.describe()
+        ))),
+        EstablishedTcp::Repair => {
+            let conn = match ctx.tcp_idx.get(&ino) {
+                Some(i) => *i,
+                None => {
+                    let dup = steal(f.pid, f.fd)?;
+                    let opts =
+                        super::sockopts::dump_cached(dup.as_fd(), ctx.netns_pid, inet::fresh(d), &mut ctx.opt_defaults)
+                            .map_err(|source| Error::SockOpts {
+                                pid: ctx.netns_pid,
+                                source,
+                            })?;
+                    let t = tcp::dump(&dup, d.local, d.remote, opts)?;
+                    ctx.repaired.0.push(dup);
+                    ctx.img.tcp.push(t);
+                    let i = ctx.img.tcp.len() as u32 - 1;
+                    ctx.tcp_idx.insert(ino, i);
+                    i
+                }
+            };
+            Ok(FdKind::Tcp { conn })
+        }
+        EstablishedTcp::Close => {
+            // A TCP socket that is not connected.
+            ctx.img.inet.push(InetImage {
+                tcp: true,
+                v6: d.local.is_ipv6(),
+                state: inet::TCP_CLOSE,
+                local: std::net::SocketAddr::new(d.local.ip(), 0),
+                remote: std::net::SocketAddr::new(d.remote.ip(), 0),
+                backlog: 1,
+                reuseaddr: false,
+                reuseport: false,
+                v6only: false,
+                opts: Vec::new(),
+            });
+            Ok(FdKind::Inet {
+                sock: ctx.img.inet.len() as u32 - 1,
+            })
+        }
+    }
+}
+
+/// An anonymous inode: epoll, pidfd, eventfd, timerfd, signalfd, inotify
+/// (any other is refused by its name).
+fn dump_anon_inode(ctx: &mut DumpCtx<'_>, f: &OpenFd<'_>) -> Result<FdKind> {
+    let anon = f
+        .path
+        .strip_prefix("anon_inode:")
+        .unwrap_or(f.path)
+        .trim_matches(|c| c == '[' || c == ']');
+    let (pid, fd) = (f.pid, f.fd);
+    match anon {
+        // An epoll a child inherited by fork is rebuilt in each holder
+        // from the same interest list: separate instances, with the same
+        // registrations.
+        "eventpoll" => {
+            // A registration made through an fd number since closed (or
+            // reused) is rebuilt only if some holder of the epoll still
+            // has that file at that number.
+            let has = |p: i32, n: i32, ino: u64| {
+                use std::os::unix::fs::MetadataExt;
+                std::fs::metadata(format!("/proc/{p}/fd/{n}")).is_ok_and(|m| m.ino() == ino)
+            };
+            for (n, ino) in anonfd::epoll_target_inodes(f.info) {
+                let held = has(pid, n, ino)
+                    || ctx.procs.iter().any(|&(q, _)| {
+                        q != pid
+                            && list_fds(q)
+                                .unwrap_or_default()
+                                .into_iter()
+                                .any(|e| crate::sys::same_file(pid, fd, q, e).unwrap_or(false) && has(q, n, ino))
+                    });
+                if !held {
+                    return Err(f.unsupported(format!(
+                        "epoll with a registration made through fd {n}, which is closed now or another file"
+                    )));
+                }
+            }
+            Ok(FdKind::Epoll {
+                targets: anonfd::parse_epoll(f.info),
+            })
+        }
+        "pidfd" => {
+            let target = super::pidfd::target(f.info).and_then(ctx.ns_pid_of);
+            Ok(FdKind::Pidfd {
+                pid: target.ok_or_else(|| f.unsupported("pidfd of a process outside the container".into()))?,
+            })
+        }
+        "eventfd" | "timerfd" | "signalfd" | "inotify" => {
+            let known = ctx
+                .anon_holders
+                .iter()
+                .find(|(k, (p, h), _)| k == anon && crate::sys::same_file(*p, *h, pid, fd).unwrap_or(false))
+                .map(|(_, _, i)| *i);
+            let obj = match known {
+                Some(i) => i,
+                None => {
+                    let a = if anon == "inotify" {
+                        anonfd::dump_inotify(pid, f.info).map_err(|k| f.unsupported(k))?
+                    } else {
+                        anonfd::parse(anon, f.info)
+                            .ok_or_else(|| f.unsupported(format!("{anon} with unreadable state")))?
+                    };
+                    ctx.img.anon.push(a);
+                    let i = ctx.img.anon.len() as u32 - 1;
+                    ctx.anon_holders.push((anon.to_string(), (pid, fd), i));
+                    i
+                }
+            };
+            Ok(FdKind::Anon { obj })
+        }
+        other => Err(f.unsupported(other.to_string())),
+    }
+}
+
+/// A file by path: a regular file, directory, FIFO or device; a deleted
+/// file or memfd with its contents (kinds::regfile). One image file per
+/// open file description.
+fn dump_file(ctx: &mut DumpCtx<'_>, f: &OpenFd<'_>) -> Result<FdKind> {
+    let (pid, fd, path) = (f.pid, f.fd, f.path);
+    let meta = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).map_err(|source| Error::Proc {
+        pid,
+        fd,
+        what: "stat",
+        source,
+    })?;
+    use std::os::unix::fs::FileTypeExt;
+    let ft = meta.file_type();
+    if !(ft.is_file() || ft.is_char_device() || ft.is_dir() || ft.is_fifo()) {
+        return Err(f.unsupported(format!("special file {path}")));
+    }
+    let known = ctx
+        .file_holders
+        .iter()
+        .find(|((p, h), _)| crate::sys::same_file(*p, *h, pid, fd).unwrap_or(false))
+        .map(|(_, i)| *i);
+    if let Some(file) = known {
+        return Ok(FdKind::File { file });
+    }
+    if !path.starts_with("/memfd:") && ctx.reachable.unreachable(f.info) {
+        return Err(f.unsupported(format!("{UNREACHABLE_MOUNT} ({path})")));
+    }
+    let outside = fdinfo_mnt_id(f.info).is_some_and(|m| !ctx.reachable.container.contains(&m));
+    let mut file = regfile::dump(pid, fd, path, f.flags, f.pos, ctx.file_cap, outside)?;
+    // A FIFO's bytes go back in once, with its first open description.
+    use std::os::unix::fs::MetadataExt;
+    if let regfile::FileKind::Fifo { data } | regfile::FileKind::SizedFifo { data, .. } = &mut file.kind {
+        if !ctx.fifos_seen.insert(meta.ino()) {
+            data.clear();
+        }
+    }
+    ctx.img.files.push(file);
+    let i = ctx.img.files.len() as u32 - 1;
+    ctx.file_holders.push(((pid, fd), i));
+    Ok(FdKind::File { file: i })
+}
+
+/// Pipe contents, through a duplicate of a read end.
+fn dump_pipes(ctx: &mut DumpCtx<'_>) -> Result<()> {
+    let mut pipes: Vec<(u64, u32, Option<Holder>)> = ctx.pipe_idx.iter().map(|(ino, (i, h))| (*ino, *i, *h)).collect();
     pipes.sort_by_key(|p| p.1);
     // A pipe read only from outside the container (a runtime's or conmon's
     // stdio pipe): after a restore nothing would read it, so what the
     // container writes there goes to its log instead.
     let unread: Vec<u32> = pipes.iter().filter(|p| p.2.is_none()).map(|p| p.1).collect();
-    for (_, fds) in img.procs.iter_mut() {
+    for (_, fds) in ctx.img.procs.iter_mut() {
         for f in fds.iter_mut() {
             if let FdKind::Pipe { pipe, write: true } = f.kind {
                 if unread.contains(&pipe) {
@@ -858,14 +996,18 @@ pub fn dump_all(
             what: "read pipe buffer",
             source,
         })?;
-        img.pipes.push(image);
+        ctx.img.pipes.push(image);
     }
-    // Unix sockets: state from sock_diag, queues through a duplicate.
-    let mut socks: Vec<(u64, u32, Holder)> = sock_idx.iter().map(|(ino, (i, h))| (*ino, *i, *h)).collect();
+    Ok(())
+}
+
+/// Unix sockets: state from sock_diag, queues through a duplicate.
+fn dump_unix_sockets(ctx: &mut DumpCtx<'_>) -> Result<()> {
+    let mut socks: Vec<(u64, u32, Holder)> = ctx.sock_idx.iter().map(|(ino, (i, h))| (*ino, *i, *h)).collect();
     socks.sort_by_key(|s| s.1);
     for (ino, _, (pid, fd)) in socks {
-        let d = &diag[&ino];
-        let ns_pid = procs.iter().find(|p| p.0 == pid).map(|p| p.1).unwrap_or(0);
+        let d = &ctx.diag[&ino];
+        let ns_pid = ctx.procs.iter().find(|p| p.0 == pid).map(|p| p.1).unwrap_or(0);
         let unsupported = |kind: String| Error::Unsupported { pid, ns_pid, fd, kind };
         if let Some(why) = d.uncarried() {
             return Err(unsupported(why));
@@ -877,20 +1019,23 @@ pub fn dump_all(
             )));
         }
         if let Some(peer) = d.peer {
-            if !sock_idx.contains_key(&peer) && diag.get(&peer).is_none_or(|p| p.name.is_none()) {
+            if !ctx.sock_idx.contains_key(&peer) && ctx.diag.get(&peer).is_none_or(|p| p.name.is_none()) {
                 return Err(unsupported(
                     "unix socket connected to a socket outside the container".into(),
                 ));
             }
         }
         let dup = steal(pid, fd)?;
-        let opts = super::sockopts::dump_cached(dup.as_fd(), netns_pid, unix::fresh(d.kind), &mut opt_defaults)
-            .map_err(|source| Error::SockOpts { pid: netns_pid, source })?;
+        let opts = super::sockopts::dump_cached(dup.as_fd(), ctx.netns_pid, unix::fresh(d.kind), &mut ctx.opt_defaults)
+            .map_err(|source| Error::SockOpts {
+                pid: ctx.netns_pid,
+                source,
+            })?;
         let queue = match unix::peek_queue(ino, d, &dup)? {
             unix::Queue::Data(q) => q,
             unix::Queue::FdsInFlight => return Err(unsupported(FDS_IN_FLIGHT.into())),
         };
-        img.sockets.push(UnixImage {
+        ctx.img.sockets.push(UnixImage {
             ino,
             kind: d.kind,
             listening: d.listening,
@@ -901,7 +1046,7 @@ pub fn dump_all(
             opts,
         });
     }
-    Ok(img)
+    Ok(())
 }
 
 /// SO_PASSPIDFD (Linux 6.5; not in the libc crate yet).
