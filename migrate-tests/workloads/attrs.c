@@ -9,7 +9,8 @@
  * slice asked for (sched_runtime, Linux 6.12 on): the main thread
  * MPOL_PREFERRED node 0 with 3 ms, a second thread MPOL_INTERLEAVE with
  * MPOL_F_STATIC_NODES over node 0 with 7 ms, which checks its own (and
- * its timer slack and personality, the process's). */
+ * its timer slack and personality, the process's), and the audit login
+ * uid 1000 in both, where the process may set it. */
 #define _GNU_SOURCE
 #include "beat.h"
 #include <errno.h>
@@ -47,6 +48,16 @@ struct attr {
 #define MPOL_F_STATIC_NODES (1 << 15)
 /* Whether the kernel takes a time slice (-1: not known yet). */
 static int slices = -1;
+/* Whether this process could set its audit login uid to 1000. */
+static int loginuid;
+
+static long thread_loginuid(void) {
+    long v = -1;
+    FILE *f = fopen("/proc/thread-self/loginuid", "r");
+    if (f && fscanf(f, "%ld", &v) != 1) v = -1;
+    if (f) fclose(f);
+    return v;
+}
 
 /* Asks for a time slice of `ns` for the calling thread. */
 static void set_slice(uint64_t ns) {
@@ -67,6 +78,7 @@ static void check_thread(const char *who, int mode, uint64_t ns) {
     /* Per thread too, though carried for the process. */
     if (prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) != slack) fail("thread's timerslack", prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0), slack);
     if (personality(0xffffffff) != ADDR_NO_RANDOMIZE) fail("thread's personality", personality(0xffffffff), ADDR_NO_RANDOMIZE);
+    if (loginuid && thread_loginuid() != 1000) fail("thread's loginuid", thread_loginuid(), 1000);
 }
 
 static void *second(void *arg) {
@@ -146,6 +158,8 @@ int main(void) {
         fail("set attributes", errno, 0);
         return 1;
     }
+    FILE *lu = fopen("/proc/self/loginuid", "w");
+    loginuid = lu && fprintf(lu, "1000") > 0 && !fclose(lu);
     unsigned long node0 = 1;
     if (syscall(SYS_set_mempolicy, MPOL_PREFERRED, &node0, 64)) fail("set_mempolicy", errno, 0);
     set_slice(3000000);

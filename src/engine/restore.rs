@@ -809,6 +809,8 @@ fn rebuild(
     // the filters by (the tasks are seized with seccomp suspended).
     let attrs = with.attrs.iter().find(|(pid, _)| *pid == p.pid).map(|(_, a)| a);
     if let Some(a) = attrs {
+        // Through the container's /proc: before a chroot.
+        procattrs::restore_loginuid(&remote, &tids, a)?;
         procattrs::restore_chroot(&remote, a)?;
     }
     let filtered = p.creds.as_ref().is_some_and(|c| !c.seccomp.is_empty());

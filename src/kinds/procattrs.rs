@@ -413,6 +413,33 @@ pub fn restore_chroot(remote: &Remote, a: &ProcAttrs) -> Result<()> {
     Ok(())
 }
 
+/// Sets the audit login uid of every thread `tids` of the restored process
+/// behind `remote` again, where it differs from the restorer's: each
+/// thread writes its own (/proc/thread-self/loginuid: the kernel lets no
+/// other task set it), before the credentials (changing a set one takes
+/// CAP_AUDIT_CONTROL). Before, the restorer wrote the main thread's from
+/// outside, which the kernel refuses: such a restore failed.
+pub fn restore_loginuid(remote: &Remote, tids: &[i32], a: &ProcAttrs) -> Result<()> {
+    let Some(uid) = a.loginuid else { return Ok(()) };
+    let pid = remote.pid;
+    for &tid in tids {
+        let what = "loginuid";
+        let now = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/loginuid"))
+            .map_err(|source| Error::Read { pid, what, source })?;
+        if now.trim().parse().ok() == Some(uid) {
+            continue;
+        }
+        let thread = remote.thread(tid)?;
+        let fd = thread.open("/proc/thread-self/loginuid", libc::O_WRONLY | libc::O_CLOEXEC)?;
+        let text = uid.to_string();
+        let at = thread.put_cstr(remote::PAGE, &text)?;
+        let wrote = thread.call("write loginuid", libc::SYS_write, &[fd, at, text.len() as u64]);
+        thread.close(fd)?;
+        wrote?;
+    }
+    Ok(())
+}
+
 /// Sets the attributes again on the restored process behind `remote`
 /// (host PID) and its threads `tids`, after its credentials (which reset
 /// dumpable) and before it runs.
@@ -448,11 +475,7 @@ pub fn restore(remote: &Remote, tids: &[i32], a: &ProcAttrs) -> Result<()> {
         std::fs::write(format!("/proc/{pid}/{what}"), value).map_err(|source| Error::Write { pid, what, source })
     };
     write("oom_score_adj", a.oom_score_adj.to_string())?;
-    if let Some(uid) = a.loginuid {
-        if read_proc(pid, "loginuid")?.and_then(|v| v.parse().ok()) != Some(uid) {
-            write("loginuid", uid.to_string())?;
-        }
-    }
+
     let prctl = |what, op, value| remote.call(what, nr::PRCTL, &[op, value]).map(|_| ());
     // 2 (suid_dumpable) is the kernel's to set, on exec of a set-id file.
     if a.dumpable <= 1 {
