@@ -28,6 +28,8 @@ pub enum Error {
     },
     #[error("process {pid}: section prctls holds {what} this build does not know; the image is damaged")]
     Damaged { pid: i32, what: &'static str },
+    #[error("process {pid}, thread {tid}: {what}, which migrate does not carry yet")]
+    Uncarried { pid: i32, tid: i32, what: &'static str },
     #[error("process {pid}, thread {tid}: has a {what} of its own ({value}, its process's is {main}), which migrate does not carry")]
     ThreadOwn {
         pid: i32,
@@ -167,6 +169,34 @@ pub fn dump(remote: &Remote, tids: &[i32]) -> Result<Prctls> {
                 value: own[i],
                 main: main[i],
             });
+        }
+        // x86 state a process may ask for that is not carried: CPUID
+        // faulting (per thread), the AMX tile data permission (per process,
+        // and it grows the xsave area). Kernels or CPUs without them say
+        // EINVAL or ENODEV.
+        const ARCH_GET_CPUID: u64 = 0x1011;
+        const ARCH_GET_XCOMP_PERM: u64 = 0x1022;
+        const XFEATURE_XTILE_DATA: u64 = 1 << 18;
+        let uncarried = |what| Error::Uncarried {
+            pid: remote.pid,
+            tid,
+            what,
+        };
+        if t.call("arch_prctl(ARCH_GET_CPUID)", libc::SYS_arch_prctl, &[ARCH_GET_CPUID, 0])
+            .ok()
+            == Some(0)
+        {
+            return Err(uncarried("runs with CPUID faulting (arch_prctl ARCH_SET_CPUID)"));
+        }
+        let perm = t
+            .call(
+                "arch_prctl(ARCH_GET_XCOMP_PERM)",
+                libc::SYS_arch_prctl,
+                &[ARCH_GET_XCOMP_PERM, remote.scratch],
+            )
+            .and_then(|_| t.read_u64(remote.scratch));
+        if perm.is_ok_and(|m| m & XFEATURE_XTILE_DATA != 0) {
+            return Err(uncarried("may use AMX tile data (arch_prctl ARCH_REQ_XCOMP_PERM)"));
         }
         let get = |what, args: &[u64]| t.call(what, nr::PRCTL, args).map(|v| v as u32);
         let mut spec = [0; 2];
