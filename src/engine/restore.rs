@@ -954,9 +954,11 @@ fn host_pids(pid1: i32) -> Result<HashMap<i32, i32>> {
     Ok(map)
 }
 
-/// Reads "ok PID" / "err PID MESSAGE" lines until `count` tasks are ready.
+/// Reads "ok PID" / "err PID MESSAGE" lines until `count` tasks are ready,
+/// or until none more has been for [`READY_TIMEOUT`] (a deep tree is
+/// forked one level after another: it takes as long as it is deep).
 fn wait_ready(rd: OwnedFd, count: usize) -> Result<()> {
-    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut deadline = Instant::now() + READY_TIMEOUT;
     let mut reader = BufReader::new(File::from(rd));
     let mut ready = 0;
     let mut line = String::new();
@@ -972,7 +974,7 @@ fn wait_ready(rd: OwnedFd, count: usize) -> Result<()> {
             && nix::poll::poll(&mut fds, timeout).map_err(|e| stage("wait for the tree")(e.to_string()))? == 0
         {
             return Err(stage("wait for the tree")(format!(
-                "{ready} of {count} processes ready after {READY_TIMEOUT:?}"
+                "{ready} of {count} processes ready, and none more for {READY_TIMEOUT:?}"
             )));
         }
         line.clear();
@@ -986,7 +988,10 @@ fn wait_ready(rd: OwnedFd, count: usize) -> Result<()> {
             )));
         }
         match line.trim_end().split_once(' ') {
-            Some(("ok", _)) => ready += 1,
+            Some(("ok", _)) => {
+                ready += 1;
+                deadline = Instant::now() + READY_TIMEOUT;
+            }
             Some(("err", rest)) => {
                 let (pid, msg) = rest.split_once(' ').unwrap_or(("?", rest));
                 return Err(stage("fork the tree")(format!("process {pid}: {msg}")));
