@@ -562,24 +562,7 @@ fn uts_names_and_ipc_limits_set_inside_survive() -> Result<()> {
 fn sysv_ipc_objects_survive() -> Result<()> {
     let pair = Pair::new("ipc")?;
     pair.a.run_d("w", &[], &[workload("ipc").to_str().unwrap()])?;
-    let last = wait_beats(&pair.a, "w", 2)?;
-    let dir = pair.a.dir.join("image-capped");
-    let out = pair
-        .a
-        .cmd(&["checkpoint", "w", "--dir", dir.to_str().unwrap(), "--file-cap", "4096"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    ensure!(
-        !out.status.success() && err.contains("over the cap of 4096 (--file-cap)"),
-        "{err}"
-    );
-    ensure!(err.contains("still running"), "{err}");
-    wait_beats(&pair.a, "w", last + 2)?;
-    let before = crate::checkpoint::cycles_keeping_state(&pair.a, "w")?;
-    let last = check_heartbeat(&pair.a.log("w"))?;
-    migrate(&pair.a, &pair.b, "w", &[])?;
-    wait_beats(&pair.b, "w", last + 2)?;
-    differ::diff_migrated(&before, &differ::capture_quiet(&pair.b, "w")?).context("after migration")?;
-    Ok(())
+    refused_over_cap_then_cycles(&pair, "4096", "over the cap of 4096 (--file-cap)")
 }
 
 /// Workload `program` (which checks its own state every beat) through
@@ -587,6 +570,29 @@ fn sysv_ipc_objects_survive() -> Result<()> {
 fn cycles_and_migration(tag: &str, program: &str) -> Result<()> {
     let pair = Pair::new(tag)?;
     pair.a.run_d("w", &[], &[workload(program).to_str().unwrap()])?;
+    cycles_then_migration(&pair)
+}
+
+/// Container "w" of `pair`, checkpointed with `--file-cap CAP`: refused
+/// with `expect`, it runs on unchanged; then through [`cycles_then_migration`].
+fn refused_over_cap_then_cycles(pair: &Pair, cap: &str, expect: &str) -> Result<()> {
+    let last = wait_beats(&pair.a, "w", 2)?;
+    let before = differ::capture_quiet(&pair.a, "w")?;
+    let dir = pair.a.dir.join("image-capped");
+    let out = pair
+        .a
+        .cmd(&["checkpoint", "w", "--dir", dir.to_str().unwrap(), "--file-cap", cap]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "a checkpoint over the file cap succeeded");
+    ensure!(err.contains(expect) && err.contains("still running"), "{err}");
+    wait_beats(&pair.a, "w", last + 2)?;
+    differ::diff_same_host(&before, &differ::capture_quiet(&pair.a, "w")?)?;
+    cycles_then_migration(pair)
+}
+
+/// Container "w" of `pair` through checkpoint/restore twice,
+/// suspend/resume and a migration, its state compared before and after.
+fn cycles_then_migration(pair: &Pair) -> Result<()> {
     let before = crate::checkpoint::cycles_keeping_state(&pair.a, "w")?;
     let last = check_heartbeat(&pair.a.log("w"))?;
     migrate(&pair.a, &pair.b, "w", &[])?;
@@ -608,26 +614,7 @@ fn mlocked_memory_stays_locked() -> Result<()> {
 fn memfd_seals_and_o_path_survive() -> Result<()> {
     let pair = Pair::new("seals")?;
     pair.a.run_d("w", &[], &[workload("fdkinds").to_str().unwrap()])?;
-    let last = wait_beats(&pair.a, "w", 2)?;
-    let before = differ::capture_quiet(&pair.a, "w")?;
-    let dir = pair.a.dir.join("image-capped");
-    let out = pair
-        .a
-        .cmd(&["checkpoint", "w", "--dir", dir.to_str().unwrap(), "--file-cap", "6"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    ensure!(!out.status.success(), "a checkpoint over the file cap succeeded");
-    ensure!(
-        err.contains("over the 6-byte cap") && err.contains("still running"),
-        "{err}"
-    );
-    wait_beats(&pair.a, "w", last + 2)?;
-    differ::diff_same_host(&before, &differ::capture_quiet(&pair.a, "w")?)?;
-    let before = crate::checkpoint::cycles_keeping_state(&pair.a, "w")?;
-    let last = check_heartbeat(&pair.a.log("w"))?;
-    migrate(&pair.a, &pair.b, "w", &[])?;
-    wait_beats(&pair.b, "w", last + 2)?;
-    differ::diff_migrated(&before, &differ::capture_quiet(&pair.b, "w")?).context("after migration")?;
-    Ok(())
+    refused_over_cap_then_cycles(&pair, "6", "over the 6-byte cap")
 }
 
 /// Process and file state checked together in one container (workload
