@@ -37,6 +37,9 @@ impl TestRoot {
             .arg("--root")
             .arg(&self.dir)
             .args(args)
+            // Every restore and resume of the tests checks the restored
+            // processes against the image before they run.
+            .env("MIGRATE_VERIFY", "1")
             .envs(env.iter().copied())
             .output()
             .expect("run migrate")

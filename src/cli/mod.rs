@@ -118,6 +118,11 @@ pub enum Command {
         /// then discard it without starting it.
         #[arg(long)]
         check: bool,
+        /// Before the container runs, read its processes' kernel state back
+        /// (threads, mappings, fds with their flags and offsets) and fail,
+        /// removing it, if it differs from the image.
+        #[arg(long, env = "MIGRATE_VERIFY", value_parser = clap::builder::FalseyValueParser::new())]
+        verify: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -133,6 +138,9 @@ pub enum Command {
     /// Restore a suspended container.
     Resume {
         name: String,
+        /// As restore --verify.
+        #[arg(long, env = "MIGRATE_VERIFY", value_parser = clap::builder::FalseyValueParser::new())]
+        verify: bool,
         #[arg(long)]
         json: bool,
     },

@@ -135,7 +135,7 @@ pub fn run() -> Result<i32> {
     check(last_tick(root) == at_suspend, "the suspended container kept counting")?;
 
     println!("6. resume (restore it: same PIDs, memory, registers and clocks)");
-    let restored = crate::engine::resume(root, NAME)?;
+    let restored = crate::engine::resume(root, NAME, true)?;
     let resumed = wait_for_tick(root, at_suspend + 3)?;
     println!(
         "   restored in {:.0} ms as host pid {}; counter moves on from {at_suspend}: {resumed}",

@@ -185,6 +185,7 @@ pub struct RestoreArgs {
     pub name: Option<String>,
     pub tcp_established: bool,
     pub check: bool,
+    pub verify: bool,
     pub json: bool,
 }
 
@@ -193,12 +194,14 @@ pub fn restore_cmd(root: &Root, dir: &Path, args: RestoreArgs, to: HandBackTo) -
         name,
         tcp_established,
         check,
+        verify,
         json,
     } = args;
     let mut src = DirSource::open(dir)?;
     let opts = RestoreOptions {
         name,
         tcp_established,
+        verify,
         ..Default::default()
     };
     if check {
@@ -225,8 +228,8 @@ pub fn suspend_cmd(root: &Root, name: &str, json: bool) -> Result<i32> {
     Ok(0)
 }
 
-pub fn resume_cmd(root: &Root, name: &str, json: bool) -> Result<i32> {
-    let r = crate::engine::resume(root, name)?;
+pub fn resume_cmd(root: &Root, name: &str, verify: bool, json: bool) -> Result<i32> {
+    let r = crate::engine::resume(root, name, verify)?;
     finish_restore(root, &r, &HandBackTo::Origin, json)
 }
 

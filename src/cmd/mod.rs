@@ -73,6 +73,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             bundle,
             runtime_root,
             check,
+            verify,
             json,
         } => {
             let to = image::HandBackTo::from_args(runtime, bundle, runtime_root)?;
@@ -80,6 +81,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 name,
                 tcp_established,
                 check,
+                verify,
                 json,
             };
             image::restore_cmd(&root()?, &dir, opts, to)
@@ -88,7 +90,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             let root = root()?;
             with_adopted(&root, &oci, &name, || image::suspend_cmd(&root, &name, json))
         }
-        Command::Resume { name, json } => image::resume_cmd(&root()?, &name, json),
+        Command::Resume { name, verify, json } => image::resume_cmd(&root()?, &name, verify, json),
         Command::Inspect { dir, json } => image::inspect_cmd(&dir, json),
         Command::Identity => {
             let root = root()?;

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod inspect;
 pub mod live;
 pub mod restore;
+pub mod verify;
 
 use std::path::PathBuf;
 
@@ -194,6 +195,8 @@ pub enum Error {
     #[error(transparent)]
     Policies(#[from] crate::kinds::policies::Error),
     #[error(transparent)]
+    Verify(#[from] verify::Error),
+    #[error(transparent)]
     FdAttrs(#[from] crate::kinds::fdattrs::Error),
     #[error(transparent)]
     Fault(#[from] crate::fault::Injected),
@@ -329,7 +332,9 @@ pub fn suspend(root: &runtime::Root, name: &str) -> Result<checkpoint::Checkpoin
 }
 
 /// Restores a suspended container; its image is removed once it runs.
-pub fn resume(root: &runtime::Root, name: &str) -> Result<restore::RestoreReport> {
+/// Restores suspended container `name` (checking the restored processes
+/// against the image first with `verify`, see [`verify`]).
+pub fn resume(root: &runtime::Root, name: &str, verify: bool) -> Result<restore::RestoreReport> {
     let st = root.load(name)?;
     let status = st.status();
     let dir = match (&st.image, status) {
@@ -348,6 +353,7 @@ pub fn resume(root: &runtime::Root, name: &str) -> Result<restore::RestoreReport
         &restore::RestoreOptions {
             name: Some(name.to_string()),
             tcp_established: false,
+            verify,
             ..Default::default()
         },
     )?;

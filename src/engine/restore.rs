@@ -55,6 +55,9 @@ pub struct RestoreOptions {
     /// The container's log so far, written before it runs (live migration
     /// brings it along).
     pub log: Option<Vec<u8>>,
+    /// Compare the restored processes' kernel state with the image before
+    /// they run, and fail on a difference (engine::verify).
+    pub verify: bool,
 }
 
 /// What a restore did.
@@ -621,6 +624,10 @@ fn restore_inner<'r>(
     // Segments removed while attached are removed again, now attached.
     if let Some(ipc) = &img.ipc {
         crate::kinds::ipcns::remove_destroyed(pid1.as_raw(), ipc)?;
+    }
+    if opts.verify {
+        super::verify::restored(&img.procs, &img.mm, &img.files, &|pid| hosts.get(&pid).copied())?;
+        tracing::debug!(ms = ms_since(t0), "restore: verified");
     }
     report.processes = img.procs.len();
 

@@ -79,6 +79,7 @@ fn restore_and_wait(
         tcp_established,
         lease_from: lease_owner.map(Into::into),
         log,
+        verify: false,
     };
     let prepared = restore::prepare(root, &mut src, &opts)?;
     let restore_ms = t.elapsed().as_secs_f64() * 1000.0;
