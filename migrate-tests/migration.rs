@@ -82,7 +82,9 @@ impl Receiver {
             }
             None => Command::new(MIGRATE),
         };
-        cmd.arg("--root")
+        // Its restores check the restored processes against the image.
+        cmd.env("MIGRATE_VERIFY", "1")
+            .arg("--root")
             .arg(&root.dir)
             .args(["recv", "--listen", &addr, "--json"]);
         if once {

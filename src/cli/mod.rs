@@ -197,13 +197,20 @@ pub enum Command {
         /// Also trusted: every file in ROOT/trusted/.
         #[arg(long = "peer-cert")]
         peer_cert: Vec<PathBuf>,
+        /// As restore --verify, for each container received.
+        #[arg(long, env = "MIGRATE_VERIFY", value_parser = clap::builder::FalseyValueParser::new())]
+        verify: bool,
         /// Print each migration's stats as a JSON document.
         #[arg(long)]
         json: bool,
     },
-    /// (Internal) the receiver's restore helper: reads one migration on stdin.
+    /// (Internal) the receiver's restore helper: reads one migration on
+    /// stdin.
     #[command(hide = true)]
-    RestoreHelper,
+    RestoreHelper {
+        #[arg(long)]
+        verify: bool,
+    },
     /// (Internal) stands in for `criu swrk FD` when an OCI runtime takes a
     /// restored container back.
     #[command(hide = true)]

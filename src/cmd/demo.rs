@@ -211,6 +211,7 @@ fn migrate_to(a: &Root, b: &Root) -> Result<(crate::engine::live::LiveReport, u6
             what: "find own executable".into(),
             source,
         })?,
+        verify: true,
     };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let dir_b = b.dir().to_path_buf();

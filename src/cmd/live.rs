@@ -71,14 +71,26 @@ pub fn send_cmd(
     Ok(0)
 }
 
-pub fn recv_cmd(root: &Root, listen: &str, once: bool, peer_certs: &[PathBuf], json: bool) -> Result<i32> {
+/// `migrate recv`; `(once, verify)` as its options say.
+pub fn recv_cmd(
+    root: &Root,
+    listen: &str,
+    (once, verify): (bool, bool),
+    peer_certs: &[PathBuf],
+    json: bool,
+) -> Result<i32> {
     let peers = crate::transport::tls::trusted(root.dir(), peer_certs)?;
     let listen = crate::transport::send::resolve(listen)?;
     let exe = std::env::current_exe().map_err(|source| Error::Io {
         what: "find this program".into(),
         source,
     })?;
-    let opts = RecvOptions { listen, once, exe };
+    let opts = RecvOptions {
+        listen,
+        once,
+        exe,
+        verify,
+    };
     let mut bar: Option<(ProgressBar, Instant)> = None;
     let mut on = |e: Event| match e {
         Event::Listening(addr) => eprintln!("migrate: listening on {addr}"),
@@ -137,10 +149,10 @@ pub fn recv_cmd(root: &Root, listen: &str, once: bool, peer_certs: &[PathBuf], j
     })
 }
 
-pub fn helper_cmd(root: &Root) -> Result<i32> {
+pub fn helper_cmd(root: &Root, verify: bool) -> Result<i32> {
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
-    match crate::transport::helper::serve(root, &mut stdin.lock(), &mut stdout.lock()) {
+    match crate::transport::helper::serve(root, &mut stdin.lock(), &mut stdout.lock(), verify) {
         Ok(_) => Ok(0),
         Err(e) => {
             tracing::info!("restore helper: {e}");

@@ -136,9 +136,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             listen,
             once,
             peer_cert,
+            verify,
             json,
-        } => live::recv_cmd(&root()?, &listen, once, &peer_cert, json),
-        Command::RestoreHelper => live::helper_cmd(&root()?),
+        } => live::recv_cmd(&root()?, &listen, (once, verify), &peer_cert, json),
+        Command::RestoreHelper { verify } => live::helper_cmd(&root()?, verify),
         Command::Swrk { fd } => {
             let sock = crate::sys::take_inherited_fd(fd).map_err(|e| {
                 Error::Usage(format!(

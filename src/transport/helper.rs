@@ -31,9 +31,11 @@ const MAX_WAITING: u64 = 256;
 /// At most this many page segments (4 MiB each: 4 TiB).
 const MAX_SEGMENTS: u64 = 1 << 20;
 
-/// Serves one migration. On failure, a `Failed` message says why (if the
-/// receiver still listens) and nothing is left behind.
-pub fn serve(root: &Root, input: &mut impl Read, output: &mut impl Write) -> Result<(), Error> {
+/// Serves one migration (checking the restored processes against the
+/// image with `verify`, see engine::verify). On failure, a `Failed`
+/// message says why (if the receiver still listens) and nothing is left
+/// behind.
+pub fn serve(root: &Root, input: &mut impl Read, output: &mut impl Write, verify: bool) -> Result<(), Error> {
     let hello = wire::read_sync(input)?.ok_or_else(|| lost("the receiver closed before the hello"))?;
     let Msg::Hello {
         container,
@@ -45,7 +47,7 @@ pub fn serve(root: &Root, input: &mut impl Read, output: &mut impl Write) -> Res
         return Err(Error::Protocol(format!("expected a hello, got {}", name_of(&hello))));
     };
     let existed = root.container_dir(&container).exists();
-    let result = restore_and_wait(root, input, output, &container, tcp_established, lease_owner);
+    let result = restore_and_wait(root, input, output, &container, (tcp_established, verify), lease_owner);
     if let Err(e) = &result {
         let _ = wire::write_sync(output, &Msg::Failed { reason: e.to_string() });
         if !existed {
@@ -67,7 +69,7 @@ fn restore_and_wait(
     input: &mut impl Read,
     output: &mut impl Write,
     name: &str,
-    tcp_established: bool,
+    (tcp_established, verify): (bool, bool),
     lease_owner: Option<String>,
 ) -> Result<(), Error> {
     let t_in = Instant::now();
@@ -79,7 +81,7 @@ fn restore_and_wait(
         tcp_established,
         lease_from: lease_owner.map(Into::into),
         log,
-        verify: false,
+        verify,
     };
     let prepared = restore::prepare(root, &mut src, &opts)?;
     let restore_ms = t.elapsed().as_secs_f64() * 1000.0;

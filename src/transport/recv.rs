@@ -32,6 +32,9 @@ pub struct RecvOptions {
     pub once: bool,
     /// The program to run as the restore helper (this binary).
     pub exe: PathBuf,
+    /// Check each restored container against its image before it runs
+    /// (restore --verify).
+    pub verify: bool,
 }
 
 /// What one migration did, from the destination's side.
@@ -333,6 +336,7 @@ async fn relay(
         .arg("--root")
         .arg(root)
         .arg("restore-helper")
+        .args(opts.verify.then_some("--verify"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
