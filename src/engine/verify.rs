@@ -1,15 +1,17 @@
 //! `restore --verify`: before a restored container runs, the kernel's view
 //! of every restored process is read back from /proc and compared with
 //! the image; a difference fails the restore (everything made is removed)
-//! and is named. It reads kernel state, not memory: the threads, every
-//! mapping's range, protection and sharing, the fd table with each fd's
-//! status flags and a regular file's offset.
+//! and is named. It reads kernel state, not memory: the threads with their
+//! blocked signals and credentials, the umask, every mapping's range,
+//! protection and sharing, the fd table with each fd's status flags and a
+//! regular file's offset.
 //!
 //! What a restore is known to change is not compared: the order mappings
 //! are split or merged in (only that each image mapping is covered, with
 //! its protection and sharing), what backs a mapping (a memfd for shared
 //! memory), the flags the kernel adds on its own (O_LARGEFILE).
 
+use crate::kinds::creds::Creds;
 use crate::kinds::files::{FdKind, FilesImage};
 use crate::kinds::memory::{Backing, MemoryImage};
 use crate::kinds::pstree::ProcessImage;
@@ -71,11 +73,60 @@ pub fn restored(
                 restored,
             })
         };
-        let threads = std::fs::read_dir(format!("/proc/{host}/task"))
-            .map(|d| d.count())
-            .unwrap_or(0);
-        if threads != p.threads.len() {
-            return differs("threads".into(), p.threads.len().to_string(), threads.to_string());
+        let tids: Vec<i32> = std::fs::read_dir(format!("/proc/{host}/task"))
+            .map_err(|source| Error::Read {
+                pid,
+                host,
+                what: "task",
+                source,
+            })?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        if tids.len() != p.threads.len() {
+            return differs("threads".into(), p.threads.len().to_string(), tids.len().to_string());
+        }
+        // Each thread's blocked signals and credentials, the umask.
+        for tid in tids {
+            let text =
+                std::fs::read_to_string(format!("/proc/{host}/task/{tid}/status")).map_err(|source| Error::Read {
+                    pid,
+                    host,
+                    what: "task/TID/status",
+                    source,
+                })?;
+            let Ok(st) = crate::proc::parse_status(tid, &text) else {
+                return differs("a thread's status".into(), "one".into(), "none readable".into());
+            };
+            let Some(t) = p.threads.iter().find(|t| t.tid == st.ns_pid) else {
+                return differs(format!("thread {}", st.ns_pid), "none".into(), "one".into());
+            };
+            let blocked = crate::proc::field(&text, "SigBlk").and_then(|v| u64::from_str_radix(v, 16).ok());
+            if blocked != Some(t.sigmask) {
+                return differs(
+                    format!("thread {} blocked signals", t.tid),
+                    format!("{:#x}", t.sigmask),
+                    format!("{blocked:#x?}"),
+                );
+            }
+            if let Some(c) = &p.creds {
+                let want = Creds {
+                    pdeathsig: 0,
+                    seccomp: Vec::new(),
+                    ..c.clone()
+                };
+                let got = Creds::from_status(&st);
+                if got != want {
+                    return differs(
+                        format!("thread {} credentials", t.tid),
+                        format!("{want:?}"),
+                        format!("{got:?}"),
+                    );
+                }
+            }
+            if st.ns_pid == pid && st.umask != p.umask {
+                return differs("umask".into(), format!("{:o}", p.umask), format!("{:o}", st.umask));
+            }
         }
         if let Some((_, m)) = mm.iter().find(|(q, _)| *q == pid) {
             let maps = parse_maps(&read("maps")?);
