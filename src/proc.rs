@@ -134,6 +134,17 @@ pub fn running(pid: i32) -> bool {
     !exiting && read_status(pid).is_ok_and(|s| !matches!(s.state, 'Z' | 'X'))
 }
 
+/// Whether process `pid` is on its way out (PF_EXITING) but not a zombie
+/// yet: its address space may be gone already.
+pub fn exiting(pid: i32) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| stat_flags(&s))
+        .is_some_and(|f| f & PF_EXITING != 0)
+        && read_status(pid).is_ok_and(|s| !matches!(s.state, 'Z' | 'X'))
+}
+
 /// The task flags (PF_*) of a /proc/PID/stat line: the ninth field, the
 /// seventh after the command name (which may hold spaces and parentheses).
 fn stat_flags(stat: &str) -> Option<u64> {

@@ -494,8 +494,18 @@ fn dump(
     let (seized, repaired) = (&mut *held.seized, &mut *held.repaired);
     let (root, st, cg) = (what.root, what.st, what.cg);
     crate::fault::check("checkpoint:after-freeze")?;
+    // Exiting tasks do not freeze: one caught on its way out is let become
+    // a zombie first (it takes microseconds), so that no task without an
+    // address space is taken for a live one.
+    let mut tree = proc::walk(st.pid)?;
+    for _ in 0..200 {
+        if !tree.iter().any(|p| proc::exiting(*p)) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        tree = proc::walk(st.pid)?;
+    }
     // The tree, and anything in the cgroup outside it.
-    let tree = proc::walk(st.pid)?;
     let in_tree: HashSet<i32> = tree.iter().copied().collect();
     if let Some(stray) = cg.procs()?.into_iter().find(|p| !in_tree.contains(p)) {
         return Err(pstree::Error::Stray { host_pid: stray }.into());
@@ -585,8 +595,19 @@ fn dump(
     }
     let mut views = std::collections::HashMap::new();
     // A tracked process that exited before the freeze is not dumped.
+    // One exiting as it was frozen has no address space left to scan
+    // (ESRCH): without a view, its memory is read whole, if it is dumped.
     for t in precopy.iter_mut().filter(|t| alive.iter().any(|(h, _)| *h == t.host)) {
-        views.insert(t.host, t.finish()?);
+        match t.finish() {
+            Ok(v) => {
+                views.insert(t.host, v);
+            }
+            Err(crate::kinds::precopy::Error::Sys {
+                source: crate::sys::Errno::ESRCH,
+                ..
+            }) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     tracing::debug!(ms = ms_since(t_phase), "dump: pre-copy views done");
 
