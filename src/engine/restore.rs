@@ -451,7 +451,7 @@ fn restore_inner<'r>(
     };
     let mut shadows = src.precopied().map(|p| p.all_shadows()).unwrap_or_default();
     shadows.extend(preloaded.iter().flat_map(|p| p.users()));
-    let (go_rd, go_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| stage("pipe")(e.to_string()))?;
+    let (go_rd, go_wr) = crate::runtime::spawn::go_channel().map_err(|e| stage("socketpair")(e.to_string()))?;
     let ctx = TreeCtx {
         img: &img,
         log: &log,
@@ -519,7 +519,7 @@ fn restore_inner<'r>(
         undo.net = Some(n.clone());
         crate::net::attach(n, pid1.as_raw()).map_err(|e| stage("network")(e.to_string()))?;
     }
-    let _ = nix::unistd::write(&go_wr, &[1]);
+    crate::runtime::spawn::send_go(&go_wr);
     drop(go_wr);
     let ready_fd = ready_wr.as_raw_fd();
     drop(ready_wr);

@@ -432,7 +432,7 @@ impl Root {
             None => None,
         };
         guard.lease = net.as_ref().map(|n| (n.ip, self.state_path(&spec.name)));
-        let (go_rd, go_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys_err("pipe", 0))?;
+        let (go_rd, go_wr) = spawn::go_channel().map_err(sys_err("socketpair", 0))?;
         let setup = spawn::ChildSetup {
             hostname: &hostname,
             rootfs: rootfs.as_deref(),
@@ -483,7 +483,7 @@ impl Root {
                 return Err(Error::Net(e));
             }
         }
-        let _ = nix::unistd::write(&go_wr, &[1]);
+        spawn::send_go(&go_wr);
         drop(go_wr);
         let mut msg = String::new();
         let _ = File::from(err_rd).read_to_string(&mut msg);

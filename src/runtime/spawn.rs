@@ -63,6 +63,26 @@ pub(super) fn child_main(setup: ChildSetup<'_>, err_pipe: OwnedFd) -> ! {
     exec_or_report(&setup.argv, err_pipe)
 }
 
+/// The channel on which a parent tells its new child "go" (a socketpair,
+/// close-on-exec): (the child's end, the parent's end).
+pub(crate) fn go_channel() -> nix::Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
+}
+
+/// Says "go" to the child, if it still listens: one that has failed and
+/// exited meanwhile closed its end, and a write to a pipe would raise
+/// SIGPIPE, which kills migrate before it can clean up or say why (a
+/// restore failing early in PID 1 did, now and then). So a socket, sent
+/// to without SIGPIPE; the child's own report says what went wrong.
+pub(crate) fn send_go(go: &OwnedFd) {
+    let _ = nix::sys::socket::send(
+        std::os::fd::AsRawFd::as_raw_fd(go),
+        &[1],
+        nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+    );
+}
+
 /// Waits for the parent's "go" byte; false if the parent gave up (EOF).
 pub(crate) fn wait_go(go: &OwnedFd) -> bool {
     let mut b = [0u8; 1];
