@@ -102,7 +102,10 @@ fn threads_survive() -> Result<()> {
 
 #[test]
 fn clocks_continue() -> Result<()> {
-    workload_cycles("clock", "clock", &[])
+    // A jump of up to 1.4 s is the downtime under load (CI saw 1.19 s
+    // next to the 512 MiB test); the 1.5 s spent checkpointed would show
+    // as more.
+    workload_cycles("clock", "clock", &["1400"])
 }
 
 #[test]
