@@ -381,8 +381,7 @@ pub(crate) fn preflight(st: &crate::runtime::ContainerState, file_cap: u64) -> R
     crate::kinds::fdattrs::dump(&procs, &ns_tid, true)?;
     // After the processes: their mappings of SysV segments are checked
     // against the segments.
-    let hosts: Vec<i32> = procs.iter().map(|p| p.0).collect();
-    crate::kinds::ipcns::refuse_uncarried(st.pid, &hosts, file_cap)?;
+    crate::kinds::ipcns::refuse_uncarried(st.pid, &procs, file_cap)?;
     refuse_multicast(st)
 }
 
@@ -410,8 +409,7 @@ fn refuse_uncarried(
     for (host, ns, tids) in procs {
         refuse_uncarried_by(*host, *ns, tids)?;
     }
-    let hosts: Vec<i32> = procs.iter().map(|p| p.0).collect();
-    crate::kinds::ipcns::refuse_uncarried(st.pid, &hosts, file_cap)?;
+    crate::kinds::ipcns::refuse_uncarried(st.pid, procs, file_cap)?;
     refuse_multicast(st)
 }
 

@@ -13,7 +13,7 @@
 
 use crate::kinds::creds::Creds;
 use crate::kinds::files::{FdKind, FilesImage};
-use crate::kinds::memory::{Backing, MemoryImage};
+use crate::kinds::memory::{Backing, MapLine, MemoryImage};
 use crate::kinds::pstree::ProcessImage;
 
 #[derive(Debug, thiserror::Error)]
@@ -129,7 +129,7 @@ pub fn restored(
             }
         }
         if let Some((_, m)) = mm.iter().find(|(q, _)| *q == pid) {
-            let maps = parse_maps(&read("maps")?);
+            let maps = crate::kinds::memory::parse_maps(pid, &read("maps")?).unwrap_or_default();
             for v in m.vmas.iter().filter(|v| !matches!(v.backing, Backing::Special { .. })) {
                 let want = perms(v.prot, v.shared);
                 if let Some(got) = cover(&maps, v.start, v.end, &want) {
@@ -138,17 +138,13 @@ pub fn restored(
             }
         }
         let fds = files.of(pid);
-        let mut table: Vec<i32> = std::fs::read_dir(format!("/proc/{host}/fd"))
-            .map_err(|source| Error::Read {
-                pid,
-                host,
-                what: "fd",
-                source,
-            })?
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse().ok())
-            .collect();
-        table.sort_unstable();
+        // Sorted.
+        let table = crate::kinds::files::list_fds(host).map_err(|e| Error::Read {
+            pid,
+            host,
+            what: "fd",
+            source: std::io::Error::other(e.to_string()),
+        })?;
         let mut want: Vec<i32> = fds.iter().map(|f| f.fd).collect();
         want.sort_unstable();
         if table != want {
@@ -198,30 +194,14 @@ fn perms(prot: u32, shared: bool) -> String {
     )
 }
 
-/// (start, end, perms) of each line of a maps file.
-fn parse_maps(text: &str) -> Vec<(u64, u64, String)> {
-    text.lines()
-        .filter_map(|l| {
-            let mut cols = l.split_whitespace();
-            let (a, b) = cols.next()?.split_once('-')?;
-            let perms = cols.next()?.to_string();
-            Some((
-                u64::from_str_radix(a, 16).ok()?,
-                u64::from_str_radix(b, 16).ok()?,
-                perms,
-            ))
-        })
-        .collect()
-}
-
 /// None if `start..end` is covered by mappings of `maps` with `perms`;
 /// else what is there instead.
-fn cover(maps: &[(u64, u64, String)], start: u64, end: u64, perms: &str) -> Option<String> {
+fn cover(maps: &[MapLine], start: u64, end: u64, perms: &str) -> Option<String> {
     let mut at = start;
     while at < end {
-        match maps.iter().find(|(a, b, _)| *a <= at && at < *b) {
-            Some((_, b, p)) if p == perms => at = *b,
-            Some((a, b, p)) => return Some(format!("{p} at {a:#x}-{b:#x}")),
+        match maps.iter().find(|m| m.start <= at && at < m.end) {
+            Some(m) if m.perms == perms => at = m.end,
+            Some(m) => return Some(format!("{} at {:#x}-{:#x}", m.perms, m.start, m.end)),
             None => return Some(format!("nothing mapped at {at:#x}")),
         }
     }
@@ -234,7 +214,11 @@ mod tests {
 
     #[test]
     fn mappings_are_covered_with_their_protection() {
-        let maps = parse_maps("1000-3000 rw-p 0 00:00 0\n3000-4000 rw-p 0 00:00 0\n5000-6000 r--s 0 00:01 3 /x\n");
+        let maps = crate::kinds::memory::parse_maps(
+            1,
+            "1000-3000 rw-p 0 00:00 0\n3000-4000 rw-p 0 00:00 0\n5000-6000 r--s 0 00:01 3 /x\n",
+        )
+        .unwrap();
         assert_eq!(cover(&maps, 0x1000, 0x4000, "rw-p"), None);
         assert_eq!(cover(&maps, 0x2000, 0x3000, "rw-p"), None);
         assert!(cover(&maps, 0x1000, 0x5000, "rw-p")

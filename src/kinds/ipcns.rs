@@ -248,8 +248,7 @@ fn check_object(o: &IpcObject, before: &[IpcObject]) -> Result<()> {
 /// the stopped tree: nothing may send, signal or write meanwhile. A
 /// segment's pages are read through an attachment of the reader's own.
 pub fn dump(pid: i32, cap: u64) -> Result<IpcImage> {
-    let mut too_big = None;
-    let img = super::in_namespace(pid, "ipc", nix::sched::CloneFlags::CLONE_NEWIPC, || {
+    super::in_namespace(pid, "ipc", nix::sched::CloneFlags::CLONE_NEWIPC, || {
         let mut limits = Vec::new();
         for name in LIMITS {
             // A kernel without SysV IPC or POSIX queues has no such limit.
@@ -284,26 +283,27 @@ pub fn dump(pid: i32, cap: u64) -> Result<IpcImage> {
             let pages = segment_pages(owner.id, size, row.num("swap")? > 0)?;
             let bytes = pages.iter().map(|(_, p)| p.len() as u64).sum();
             if bytes > cap {
-                too_big = Some(Error::TooBig {
+                return Err(std::io::Error::other(Error::TooBig {
                     id: owner.id,
                     bytes,
                     cap,
-                });
+                }));
             }
             objects.push(IpcObject::Segment { owner, size, pages });
         }
-        if let Some(q) = posix_queues()?.into_iter().next() {
-            return Err(std::io::Error::other(Error::Uncarried(q)));
-        }
+        // POSIX message queues were refused on the stopped tree already
+        // (refuse_uncarried), just before.
         Ok(IpcImage { limits, objects })
     })
-    .map_err(|source| match source.downcast::<Error>() {
+    .map_err(read_error(pid))
+}
+
+/// The error of a reader thread in the IPC namespace of process `pid`: a
+/// refusal it made, or a failure to read.
+fn read_error(pid: i32) -> impl Fn(std::io::Error) -> Error {
+    move |source| match source.downcast::<Error>() {
         Ok(e) => e,
         Err(source) => Error::Read { pid, source },
-    })?;
-    match too_big {
-        Some(e) => Err(e),
-        None => Ok(img),
     }
 }
 
@@ -528,32 +528,29 @@ pub fn remove_destroyed(pid: i32, img: &IpcImage) -> Result<()> {
     .map_err(|source| Error::Read { pid, source })
 }
 
-/// Whether every attachment of a SysV segment among `vmas` (its mappings
-/// from offset 0 on, in order) covers a segment of `objects` whole.
+/// Whether the SysV attachments among `vmas` (see
+/// [`super::memory::sysv_attachments`]) each cover a segment of `objects`
+/// whole.
 pub fn attachments_fit(objects: &[IpcObject], vmas: &[super::memory::Vma]) -> bool {
-    let size = |id: i32| {
-        objects.iter().find_map(|o| match o {
-            IpcObject::Segment { owner, size, .. } if owner.id == id => Some(size.next_multiple_of(PAGE)),
-            _ => None,
-        })
-    };
-    let mut groups: Vec<(i32, u64)> = Vec::new();
-    for v in vmas {
-        if let super::memory::Backing::SysvShm { id } = v.backing {
-            match groups.last_mut() {
-                Some((g, len)) if *g == id && v.offset != 0 => *len += v.len(),
-                _ => groups.push((id, v.len())),
-            }
-        }
-    }
-    groups.iter().all(|(id, len)| size(*id) == Some(*len))
+    let sizes = segment_sizes(objects.iter().filter_map(|o| match o {
+        IpcObject::Segment { owner, size, .. } => Some((owner.id, *size)),
+        _ => None,
+    }));
+    super::memory::sysv_attachments(vmas.iter().filter_map(super::memory::Vma::sysv_piece))
+        .is_ok_and(|all| all.iter().all(|(id, _, _, len)| sizes.get(id) == Some(len)))
+}
+
+/// Segment sizes by id, rounded up to whole pages (what an attachment
+/// maps).
+fn segment_sizes(segments: impl Iterator<Item = (i32, u64)>) -> std::collections::HashMap<i32, u64> {
+    segments.map(|(id, size)| (id, size.next_multiple_of(PAGE))).collect()
 }
 
 /// Refuses, while the container runs, what a checkpoint would not carry
 /// of its IPC namespace: a POSIX message queue, a segment holding more
 /// than `cap` bytes, a segment some process (of `procs`, host PIDs) has
 /// attached only in part.
-pub fn refuse_uncarried(pid: i32, procs: &[i32], cap: u64) -> Result<()> {
+pub fn refuse_uncarried(pid: i32, procs: &[(i32, i32, Vec<i32>)], cap: u64) -> Result<()> {
     let segments = super::in_namespace(pid, "ipc", nix::sched::CloneFlags::CLONE_NEWIPC, || {
         if let Some(q) = posix_queues()?.into_iter().next() {
             return Err(std::io::Error::other(Error::Uncarried(q)));
@@ -567,16 +564,13 @@ pub fn refuse_uncarried(pid: i32, procs: &[i32], cap: u64) -> Result<()> {
             }
             sizes.push((id, row.num("size")? as u64));
         }
-        Ok(sizes)
+        Ok(segment_sizes(sizes.into_iter()))
     })
-    .map_err(|source| match source.downcast::<Error>() {
-        Ok(e) => e,
-        Err(source) => Error::Read { pid, source },
-    })?;
+    .map_err(read_error(pid))?;
     if segments.is_empty() {
         return Ok(());
     }
-    for &p in procs {
+    for &(p, _, _) in procs {
         let maps = match super::memory::mappings_fast(p) {
             Ok(m) => m,
             Err(_) if !crate::proc::running(p) => continue,
@@ -594,52 +588,42 @@ pub fn refuse_uncarried(pid: i32, procs: &[i32], cap: u64) -> Result<()> {
 
 /// Refuses an attachment a restore's `shmat` would not make again: one of
 /// which a part was unmapped (or moved), one of a segment not in the
-/// namespace. Its mappings must follow each other from offset 0 to the
-/// segment's end (mprotect may have split it).
-fn refuse_partial(pid: i32, maps: &[super::memory::MapLine], sizes: &[(i32, u64)]) -> Result<()> {
-    let mut open: Option<(i32, u64, u64)> = None; // id, end address, offset reached
-    let attachments = maps.iter().filter(|m| m.path.starts_with("/SYSV"));
-    let close = |open: Option<(i32, u64, u64)>, m: &super::memory::MapLine| match open {
-        Some((id, _, reached))
-            if sizes.iter().find(|s| s.0 == id).map(|s| s.1.next_multiple_of(PAGE)) != Some(reached) =>
-        {
-            Err(Error::Attachment {
-                pid,
-                start: m.start,
-                end: m.end,
-                id,
-                why: "is attached only in part (a part was unmapped), or its segment is gone",
-            })
-        }
-        _ => Ok(()),
+/// namespace (`sizes`, by id, in whole pages).
+fn refuse_partial(
+    pid: i32,
+    maps: &[super::memory::MapLine],
+    sizes: &std::collections::HashMap<i32, u64>,
+) -> Result<()> {
+    let pieces = maps
+        .iter()
+        .filter(|m| m.path.starts_with("/SYSV"))
+        // The inode of a segment's file is its id.
+        .map(|m| (m.inode as i32, m.start, m.end, m.offset));
+    let refuse = |id, start, end, why| Error::Attachment {
+        pid,
+        start,
+        end,
+        id,
+        why,
     };
-    let mut last = None;
-    for m in attachments {
-        let id = m.inode as i32;
-        match open {
-            Some((o, end, reached)) if o == id && end == m.start && reached == m.offset => {
-                open = Some((id, m.end, reached + (m.end - m.start)));
-            }
-            _ => {
-                if let Some(prev) = last {
-                    close(open, prev)?;
-                }
-                if m.offset != 0 {
-                    return Err(Error::Attachment {
-                        pid,
-                        start: m.start,
-                        end: m.end,
-                        id,
-                        why: "is attached only in part (its start was unmapped, or it was moved)",
-                    });
-                }
-                open = Some((id, m.end, m.end - m.start));
-            }
-        }
-        last = Some(m);
-    }
-    match last {
-        Some(m) => close(open, m),
+    let attachments = super::memory::sysv_attachments(pieces).map_err(|(id, start, end, _)| {
+        refuse(
+            id,
+            start,
+            end,
+            "is attached only in part (its start was unmapped, or it was moved)",
+        )
+    })?;
+    match attachments
+        .into_iter()
+        .find(|(id, _, _, len)| sizes.get(id) != Some(len))
+    {
+        Some((id, start, end, _)) => Err(refuse(
+            id,
+            start,
+            end,
+            "is attached only in part (a part was unmapped), or its segment is gone",
+        )),
         None => Ok(()),
     }
 }
@@ -684,7 +668,7 @@ mod tests {
 
     #[test]
     fn attachments_must_cover_their_segment() {
-        let sizes = [(5, 3 * 4096 + 100), (6, 4096)];
+        let sizes = segment_sizes([(5, 3 * 4096 + 100), (6, 4096)].into_iter());
         // Whole, split by mprotect, two attachments of one segment, another.
         let whole = [
             map(0x10000, 0x12000, 0, 5),

@@ -110,6 +110,30 @@ pub enum Backing {
     SysvShm { id: i32 },
 }
 
+/// One mapping of an attachment of a SysV segment: (the segment's id,
+/// start, end, offset in the segment).
+pub type SysvPiece = (i32, u64, u64, u64);
+
+/// The attachments of SysV segments that `pieces` (in address order) make
+/// up, each as (id, its first mapping's start, its last one's end, bytes
+/// covered): a piece at offset 0 starts one; each other piece must follow
+/// the one before it (mprotect split them), or it is returned as the error:
+/// an attachment that was partly unmapped or moved.
+pub fn sysv_attachments(pieces: impl IntoIterator<Item = SysvPiece>) -> std::result::Result<Vec<SysvPiece>, SysvPiece> {
+    let mut out: Vec<SysvPiece> = Vec::new();
+    for piece @ (id, start, end, offset) in pieces {
+        match out.last_mut() {
+            _ if offset == 0 => out.push((id, start, end, end - start)),
+            Some((g, _, last_end, len)) if *g == id && *last_end == start && *len == offset => {
+                *last_end = end;
+                *len += end - start;
+            }
+            _ => return Err(piece),
+        }
+    }
+    Ok(out)
+}
+
 /// The section `ghosts`: the contents of deleted mapped files (from
 /// image format 4). Each is checked where a mapping names it.
 pub struct Ghosts;
@@ -188,6 +212,14 @@ impl Vma {
     }
 
     /// The name it was given with PR_SET_VMA_ANON_NAME, if any.
+    /// This mapping as a piece of a SysV attachment, if it is one.
+    pub fn sysv_piece(&self) -> Option<SysvPiece> {
+        match self.backing {
+            Backing::SysvShm { id } => Some((id, self.start, self.end, self.offset)),
+            _ => None,
+        }
+    }
+
     pub fn anon_name(&self) -> Option<&str> {
         self.flags.iter().find_map(|f| f.strip_prefix(ANON_NAME))
     }
@@ -305,15 +337,8 @@ impl MemoryImage {
                 return Err(bad("has a name prctl(PR_SET_VMA_ANON_NAME) would not take"));
             }
             if let Backing::SysvShm { id } = v.backing {
-                // An attachment's mappings follow each other from offset 0.
-                let prev = self.vmas.iter().take_while(|p| p.start < v.start).last();
-                let follows = prev.is_some_and(|p| {
-                    p.backing == v.backing && p.end == v.start && p.offset.checked_add(p.len()) == Some(v.offset)
-                });
-                if id < 0 || !v.shared || !v.runs.is_empty() || (v.offset != 0 && !follows) {
-                    return Err(bad(
-                        "is a SysV attachment that does not start at its segment, or holds pages",
-                    ));
+                if id < 0 || !v.shared || !v.runs.is_empty() {
+                    return Err(bad("is a SysV attachment that holds pages"));
                 }
             }
             prev_end = v.end;
@@ -346,6 +371,16 @@ impl MemoryImage {
                     }
                 }
             }
+        }
+        // An attachment's mappings follow each other from offset 0.
+        if let Err((_, start, end, offset)) = sysv_attachments(self.vmas.iter().filter_map(Vma::sysv_piece)) {
+            return Err(Error::BadVma {
+                pid,
+                start,
+                end,
+                offset,
+                reason: "is a SysV attachment that does not start at its segment",
+            });
         }
         for &(addr, pages) in &self.guards {
             let end = pages.checked_mul(PAGE).and_then(|l| addr.checked_add(l));
