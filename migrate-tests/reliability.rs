@@ -299,8 +299,7 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
     let path = path.to_str().unwrap();
     for (what, expect) in [
         ("lease", "fd 3 is a file with a lease or delegation on it (LEASE"),
-        ("deleted-fifo", "fd 3 is a FIFO that was deleted"),
-        ("deleted-dir", "fd 3 is a directory that was deleted"),
+        ("deleted-block", "fd 3 is a block device node that was deleted"),
         ("shared-files", "shares its fd table with process 2 (CLONE_FILES)"),
         (
             "shared-vm",

@@ -3,12 +3,16 @@
  * at one shared offset; a file deleted while open whose contents must
  * survive; a memfd with contents; a read-only file read at an offset; a
  * directory of 40 files read part-way (getdents64), whose next entry must
- * stay the same; a FIFO grown to 128 KiB holding records. */
+ * stay the same; a FIFO grown to 128 KiB holding records; a FIFO (holding
+ * bytes, open at both ends), a directory and a device node (null), each
+ * deleted while open, which must stay what they were. */
 #define _GNU_SOURCE
 #include "beat.h"
+#include <errno.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 
 int main(int argc, char **argv) {
@@ -43,6 +47,23 @@ int main(int argc, char **argv) {
         snprintf(rec, sizeof rec, "f%08ld\n", fifo_w++);
         if (write(fw, rec, 10) != 10) return 1;
     }
+    snprintf(path, sizeof path, "%s/gone-fifo", dir);
+    unlink(path);
+    if (mkfifo(path, 0640)) return 1;
+    int gfr = open(path, O_RDONLY | O_NONBLOCK), gfw = open(path, O_WRONLY);
+    unlink(path);
+    if (gfr < 0 || gfw < 0 || write(gfw, "ghost fifo\n", 11) != 11) return 1;
+    snprintf(path, sizeof path, "%s/gone-dir", dir);
+    rmdir(path);
+    if (mkdir(path, 0751)) return 1;
+    int gd = open(path, O_RDONLY | O_DIRECTORY);
+    rmdir(path);
+    snprintf(path, sizeof path, "%s/gone-null", dir);
+    unlink(path);
+    if (mknod(path, S_IFCHR | 0604, makedev(1, 3))) return 1;
+    int gn = open(path, O_WRONLY);
+    unlink(path);
+    if (gd < 0 || gn < 0) return 1;
     snprintf(path, sizeof path, "%s/listing", dir);
     int d = make_listing(path, 40, 0);
     char want_next[512], next[512];
@@ -72,6 +93,16 @@ int main(int argc, char **argv) {
         if (pread(m, buf, 15, 0) != 15 || memcmp(buf, "memfd contents\n", 15)) fail("memfd", 0, 0);
         if (lseek(ro, 0, SEEK_CUR) != 4) fail("ro offset", lseek(ro, 0, SEEK_CUR), 4);
         if (fcntl(fr, F_GETPIPE_SZ) != 131072) fail("fifo size", fcntl(fr, F_GETPIPE_SZ), 131072);
+        struct stat sr, sw, sd, sn;
+        if (fstat(gfr, &sr) || fstat(gfw, &sw) || fstat(gd, &sd) || fstat(gn, &sn)) fail("fstat ghosts", errno, 0);
+        if (!S_ISFIFO(sr.st_mode) || sr.st_nlink || (sr.st_mode & 07777) != 0640) fail("deleted fifo", sr.st_mode, sr.st_nlink);
+        if (sr.st_ino != sw.st_ino || sr.st_dev != sw.st_dev) fail("deleted fifo ends", sr.st_ino, sw.st_ino);
+        if (read(gfr, buf, 11) != 11 || memcmp(buf, "ghost fifo\n", 11)) fail("deleted fifo bytes", 0, 0);
+        if (write(gfw, "ghost fifo\n", 11) != 11) fail("deleted fifo write", errno, 0);
+        if (!S_ISDIR(sd.st_mode) || sd.st_nlink || (sd.st_mode & 07777) != 0751) fail("deleted dir", sd.st_mode, sd.st_nlink);
+        if (!S_ISCHR(sn.st_mode) || sn.st_rdev != makedev(1, 3) || sn.st_nlink || (sn.st_mode & 07777) != 0604)
+            fail("deleted null", sn.st_mode, sn.st_rdev);
+        if (write(gn, "x", 1) != 1) fail("deleted null write", errno, 0);
         next_entry(d, next, sizeof next);
         if (strcmp(next, want_next)) {
             printf("FAIL directory: next entry %s, was %s\n", next, want_next);

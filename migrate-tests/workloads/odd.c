@@ -15,7 +15,8 @@
  *   inotify-deleted  an inotify watch on file argv[2], open, then removed
  *   pidfd-reaped a pidfd of a child that exited and was reaped
  *   lease        a read lease on file argv[2]
- *   deleted-fifo, deleted-dir   a FIFO / directory argv[2], open, removed
+ *   deleted-block  a block device node argv[2] (loop0), open (O_PATH),
+ *                removed
  *   shared-files a child made with CLONE_FILES (one fd table for two)
  *   shared-vm    a child made with CLONE_VM (one address space for two
  *                processes)
@@ -70,6 +71,7 @@
 #include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <sys/inotify.h>
 #include <sys/epoll.h>
@@ -166,10 +168,9 @@ int main(int argc, char **argv) {
     } else if (!strcmp(what, "lease")) {
         int fd = open(argv[2], O_RDONLY | O_CREAT, 0600);
         if (fd < 0 || fcntl(fd, F_SETLEASE, F_RDLCK)) fail(what, fd, errno);
-    } else if (!strcmp(what, "deleted-fifo")) {
-        if (mkfifo(argv[2], 0600) || open(argv[2], O_RDWR) < 0 || unlink(argv[2])) fail("fifo", errno, 0);
-    } else if (!strcmp(what, "deleted-dir")) {
-        if (mkdir(argv[2], 0700) || open(argv[2], O_RDONLY | O_DIRECTORY) < 0 || rmdir(argv[2])) fail("dir", errno, 0);
+    } else if (!strcmp(what, "deleted-block")) {
+        if (mknod(argv[2], S_IFBLK | 0600, makedev(7, 0)) || open(argv[2], O_PATH) < 0 || unlink(argv[2]))
+            fail("block", errno, 0);
     } else if (!strcmp(what, "shared-files")) {
         if (clone(sleeper, stack + sizeof stack, CLONE_FILES | SIGCHLD, NULL) < 0) fail("clone", errno, 0);
     } else if (!strcmp(what, "shared-vm") || !strcmp(what, "shared-fs")) {

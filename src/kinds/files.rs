@@ -277,6 +277,9 @@ impl FilesImage {
                     if !self.files[file as usize].extents_fit() {
                         return Err(bad("is a file whose data lies outside its size"));
                     }
+                    if let Some(why) = self.files[file as usize].unsafe_node() {
+                        return Err(bad(why));
+                    }
                 }
                 let opts = match f.kind {
                     FdKind::Inet { sock } => Some(&self.inet[sock as usize].opts),
@@ -465,32 +468,26 @@ impl Sockets {
 
 /// Refuses fd `fd` of process `pid` (link `target`, fdinfo `info`) if it
 /// is of a kind never carried (io_uring, perf events, BPF objects,
-/// userfaultfd...), a deleted directory, FIFO or device node, or a file
-/// with a lease on it.
+/// userfaultfd...), a deleted block device, a file deleted under one name
+/// and linked under another, or a file with a lease on it.
 fn refuse_fd(pid: i32, ns_pid: i32, fd: i32, target: &str, info: &str) -> Result<()> {
     let unsupported = |kind: String| Error::Unsupported { pid, ns_pid, fd, kind };
     if target.starts_with('/') && !target.starts_with("/memfd:") && target.ends_with(" (deleted)") {
-        // Only regular files are carried when deleted.
         if let Ok(meta) = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")) {
             use std::os::unix::fs::FileTypeExt;
             let ft = meta.file_type();
             use std::os::unix::fs::MetadataExt;
             // Deleted under this name, but still linked under another: a
             // copy would no longer be that file.
-            if ft.is_file() && meta.nlink() > 0 {
+            if !ft.is_dir() && meta.nlink() > 0 {
                 return Err(unsupported(format!(
                     "file deleted under this name and still linked under another ({target})"
                 )));
             }
-            let what = match () {
-                _ if ft.is_file() => None,
-                _ if ft.is_dir() => Some("directory"),
-                _ if ft.is_fifo() => Some("FIFO"),
-                _ if ft.is_char_device() || ft.is_block_device() => Some("device node"),
-                _ => Some("special file"),
-            };
-            if let Some(what) = what {
-                return Err(unsupported(format!("{what} that was deleted ({target})")));
+            // Regular files, FIFOs, directories and memory devices are made
+            // again (kinds::regfile; other devices are refused below).
+            if ft.is_block_device() {
+                return Err(unsupported(format!("block device node that was deleted ({target})")));
             }
         }
     }
@@ -561,10 +558,9 @@ fn stateful_device(fd_path: &str) -> Option<&'static str> {
     if !meta.file_type().is_char_device() {
         return None;
     }
-    let (major, minor) = (libc::major(meta.rdev()), libc::minor(meta.rdev()));
-    match (major, minor) {
-        (1, 3 | 5 | 7 | 8 | 9) => None,
-        (2..=5 | 128..=143, _) => Some("terminal (a pty or tty)"),
+    match libc::major(meta.rdev()) {
+        _ if regfile::memory_device(meta.rdev()) => None,
+        2..=5 | 128..=143 => Some("terminal (a pty or tty)"),
         _ => Some("character device whose state lives in the open file"),
     }
 }
@@ -959,7 +955,13 @@ fn dump_file(ctx: &mut DumpCtx<'_>, f: &OpenFd<'_>) -> Result<FdKind> {
     let mut file = regfile::dump(pid, fd, path, f.flags, f.pos, ctx.file_cap, outside)?;
     // A FIFO's bytes go back in once, with its first open description.
     use std::os::unix::fs::MetadataExt;
-    if let regfile::FileKind::Fifo { data } | regfile::FileKind::SizedFifo { data, .. } = &mut file.kind {
+    if let regfile::FileKind::Fifo { data }
+    | regfile::FileKind::SizedFifo { data, .. }
+    | regfile::FileKind::Ghost {
+        what: regfile::GhostNode::Fifo { data, .. },
+        ..
+    } = &mut file.kind
+    {
         if !ctx.fifos_seen.insert(meta.ino()) {
             data.clear();
         }
@@ -1165,7 +1167,7 @@ pub fn make_objects(img: &FilesImage, above: RawFd, host_files: &HashMap<u32, Ow
         };
         objs.files.push(high(fd, "file")?);
     }
-    regfile::release_fifos();
+    regfile::release_keepers();
     for p in &img.pipes {
         let (r, w) = pipes::restore(p).map_err(|source| Error::Reopen {
             fd: -1,
@@ -1380,6 +1382,35 @@ mod tests {
         assert!(matches!(img.check(), Err(Error::BadFd { fd: 3, .. })), "fd 3 twice");
         img.procs[0].1.pop();
         img.check().unwrap();
+    }
+
+    /// A deleted device node is made again only if it is a memory device:
+    /// an image may not give a container a disk.
+    #[test]
+    fn deleted_devices_other_than_memory_devices_are_refused() {
+        let node = |rdev| regfile::FileImage {
+            path: "/tmp/gone".into(),
+            flags: libc::O_RDWR,
+            pos: 0,
+            size: 0,
+            regular: false,
+            kind: regfile::FileKind::Ghost {
+                node: (1, 2),
+                what: regfile::GhostNode::CharDevice { rdev },
+                mode: 0o600,
+                uid: 0,
+                gid: 0,
+            },
+            dir_entries: None,
+        };
+        let mut img = FilesImage {
+            procs: vec![(1, vec![FdImage { fd: 3, flags: 0, kind: FdKind::File { file: 0 } }])],
+            files: vec![node(libc::makedev(1, 3))],
+            ..Default::default()
+        };
+        img.check().unwrap();
+        img.files[0] = node(libc::makedev(8, 0));
+        assert!(matches!(img.check(), Err(Error::BadFd { fd: 3, .. })), "a disk");
     }
 
     /// A layout-5 section (unix sockets without options) still decodes.

@@ -57,6 +57,36 @@ pub enum FileKind {
     /// A FIFO as [`FileKind::Fifo`], with the size of its buffer
     /// (F_SETPIPE_SZ; files layout 6).
     SizedFifo { data: Vec<u8>, capacity: u32 },
+    /// A FIFO, directory or device node deleted while open: made again
+    /// under its old name, opened and removed, once for every open
+    /// description of the same node (`node`: its device and inode at
+    /// checkpoint), with its permission bits and owner (files layout 6).
+    Ghost {
+        node: (u64, u64),
+        what: GhostNode,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+}
+
+/// What a [`FileKind::Ghost`] is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GhostNode {
+    /// With the bytes buffered in it (with the first open description of
+    /// it) and the size of its buffer.
+    Fifo { data: Vec<u8>, capacity: u32 },
+    Directory,
+    /// A memory device (see [`memory_device`]), by its device number.
+    CharDevice { rdev: u64 },
+}
+
+/// Whether device number `rdev` (of a character device) is one whose
+/// state is all in the kernel, not in the open file: null, zero, full,
+/// random, urandom. Reopened by path, or made again when deleted; any
+/// other device is refused.
+pub(crate) fn memory_device(rdev: u64) -> bool {
+    matches!((libc::major(rdev), libc::minor(rdev)), (1, 3 | 5 | 7 | 8 | 9))
 }
 
 impl FileImage {
@@ -66,6 +96,19 @@ impl FileImage {
         match &self.kind {
             FileKind::SparseFile { size, extents, .. } => extents_fit(*size, extents),
             _ => true,
+        }
+    }
+
+    /// Why the restore would not make this file again, if it would not: a
+    /// deleted device node other than a memory device (an image must not
+    /// give a container a device it did not have).
+    pub fn unsafe_node(&self) -> Option<&'static str> {
+        match &self.kind {
+            FileKind::Ghost {
+                what: GhostNode::CharDevice { rdev },
+                ..
+            } if !memory_device(*rdev) => Some("is a deleted device node other than null, zero, full, random or urandom"),
+            _ => None,
         }
     }
 }
@@ -258,6 +301,22 @@ pub fn dump(pid: i32, fd: i32, target: &str, flags: i32, pos: u64, cap: u64, out
             })?;
         Ok(v)
     };
+    // A FIFO's buffered bytes and its size, through a read end of our own
+    // onto it (which consumes nothing).
+    let fifo_buffer = || -> Result<(Vec<u8>, u32)> {
+        let read = |e: Errno| Error::Read {
+            path: target.to_string(),
+            source: e.into(),
+        };
+        let reader = nix::fcntl::open(
+            link.as_str(),
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(read)?;
+        let image = super::pipes::dump(meta.ino(), Some(&reader)).map_err(read)?;
+        Ok((image.data, image.capacity))
+    };
     let (path, kind) = if let Some(name) = target.strip_prefix("/memfd:") {
         let name = name.strip_suffix(" (deleted)").unwrap_or(name).to_string();
         let contents = carried(target)?;
@@ -272,29 +331,29 @@ pub fn dump(pid: i32, fd: i32, target: &str, flags: i32, pos: u64, cap: u64, out
             seals => FileKind::SealedMemfd { name, contents, seals },
         };
         (target.to_string(), kind)
-    } else if meta.file_type().is_fifo() {
-        // A read end of our own onto the same FIFO, to copy its buffer
-        // without consuming it.
-        let reader = nix::fcntl::open(
-            link.as_str(),
-            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .map_err(|e| Error::Read {
-            path: target.to_string(),
-            source: e.into(),
-        })?;
-        let image = super::pipes::dump(meta.ino(), Some(&reader)).map_err(|e| Error::Read {
-            path: target.to_string(),
-            source: e.into(),
-        })?;
+    } else if let Some(orig) = target.strip_suffix(" (deleted)").filter(|_| !meta.is_file()) {
+        use std::os::unix::fs::PermissionsExt;
+        let what = match meta.file_type() {
+            t if t.is_fifo() => {
+                let (data, capacity) = fifo_buffer()?;
+                GhostNode::Fifo { data, capacity }
+            }
+            t if t.is_dir() => GhostNode::Directory,
+            _ => GhostNode::CharDevice { rdev: meta.rdev() },
+        };
         (
-            target.to_string(),
-            FileKind::SizedFifo {
-                data: image.data,
-                capacity: image.capacity,
+            orig.to_string(),
+            FileKind::Ghost {
+                node: (meta.dev(), meta.ino()),
+                what,
+                mode: meta.permissions().mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
             },
         )
+    } else if meta.file_type().is_fifo() {
+        let (data, capacity) = fifo_buffer()?;
+        (target.to_string(), FileKind::SizedFifo { data, capacity })
     } else if let Some(orig) = target.strip_suffix(" (deleted)") {
         use std::os::unix::fs::PermissionsExt;
         let read = |source| Error::Read {
@@ -333,7 +392,8 @@ pub fn dump(pid: i32, fd: i32, target: &str, flags: i32, pos: u64, cap: u64, out
         (target.to_string(), FileKind::Path)
     };
     // Counted on a description of its own, from the start.
-    let dir_entries = match meta.is_dir() && pos > 0 {
+    // (A deleted directory has no entries to count: reading it fails.)
+    let dir_entries = match meta.is_dir() && pos > 0 && !matches!(kind, FileKind::Ghost { .. }) {
         true => std::fs::File::open(&link)
             .and_then(|dir| read_until(dir, |_, offset| offset == pos))
             .map(|hit| hit.map(|(count, _)| count))
@@ -419,14 +479,36 @@ pub fn restore(f: &FileImage) -> Result<OwnedFd> {
                 }
             }
             write_all(&keeper, data).map_err(err)?;
-            let fd = open(f.path.as_str(), flags | OFlag::O_NONBLOCK, Mode::empty()).map_err(err)?;
-            nix::fcntl::fcntl(
-                &fd,
-                nix::fcntl::FcntlArg::F_SETFL(OFlag::from_bits_retain(f.flags & !libc::O_ACCMODE)),
-            )
-            .map_err(err)?;
-            FIFO_KEEPERS.with(|k| k.borrow_mut().push(keeper));
+            let fd = open_fifo_end(&f.path, f.flags).map_err(err)?;
+            KEEPERS.with(|k| k.borrow_mut().push(keeper));
             fd
+        }
+        FileKind::Ghost {
+            node,
+            what,
+            mode,
+            uid,
+            gid,
+        } => {
+            let made = GHOSTS.with(|g| g.borrow().get(node).map(|k| k.try_clone())).transpose();
+            let keeper = match made.map_err(|e| err(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF))))? {
+                Some(keeper) => keeper,
+                None => {
+                    let keeper = make_node(&f.path, node.1, what, (*mode, *uid, *gid)).map_err(err)?;
+                    let dup = keeper.try_clone().map_err(|e| err(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF))))?;
+                    GHOSTS.with(|g| g.borrow_mut().insert(*node, dup));
+                    keeper
+                }
+            };
+            // The node, unnamed now, opened again through its keeper.
+            let again = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&keeper));
+            match what {
+                GhostNode::Fifo { data, .. } => {
+                    write_all(&keeper, data).map_err(err)?;
+                    open_fifo_end(&again, f.flags).map_err(err)?
+                }
+                _ => open(again.as_str(), flags, Mode::empty()).map_err(err)?,
+            }
         }
         FileKind::Memfd { name, contents } => memfd(name, contents, None).map_err(err)?,
         FileKind::SealedMemfd { name, contents, seals } => memfd(name, contents, Some(*seals)).map_err(err)?,
@@ -459,6 +541,83 @@ pub fn restore(f: &FileImage) -> Result<OwnedFd> {
         nix::unistd::lseek(&fd, pos as i64, nix::unistd::Whence::SeekSet).map_err(err)?;
     }
     Ok(fd)
+}
+
+/// Opens an end of the FIFO at `path` with open(2) flags `flags`, without
+/// blocking (a read-write open of it is held meanwhile).
+fn open_fifo_end(path: &str, flags: i32) -> std::result::Result<OwnedFd, Errno> {
+    use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+    let opened = OFlag::from_bits_retain(flags & REOPEN_FLAGS) | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+    let fd = open(path, opened, nix::sys::stat::Mode::empty())?;
+    fcntl(&fd, FcntlArg::F_SETFL(OFlag::from_bits_retain(flags & !libc::O_ACCMODE)))?;
+    Ok(fd)
+}
+
+/// Makes a FIFO, directory or device node deleted while open again: under
+/// its old name `path` if that is free (so that the links of its fds read
+/// the same, "PATH (deleted)"), or else beside it or in /tmp; opens it,
+/// gives it its permission bits and owner (`meta`), and removes it.
+/// Returns a keeper opened on it, through which each open description is
+/// opened (a FIFO's keeper is open for reading and writing, holding its
+/// buffer and size).
+fn make_node(path: &str, ino: u64, what: &GhostNode, meta: (u32, u32, u32)) -> std::result::Result<OwnedFd, Errno> {
+    use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+    use nix::sys::stat::Mode;
+    let wanted = std::path::Path::new(path);
+    let dir = wanted
+        .parent()
+        .filter(|d| d.is_dir())
+        .unwrap_or(std::path::Path::new("/tmp"));
+    let name = match wanted.symlink_metadata() {
+        Err(_) if dir == wanted.parent().unwrap_or(dir) => wanted.to_path_buf(),
+        _ => dir.join(format!(".migrate-ghost-{ino}-{}", std::process::id())),
+    };
+    let private = Mode::from_bits_truncate(0o600);
+    let keep = match what {
+        GhostNode::Fifo { .. } => {
+            nix::unistd::mkfifo(&name, private)?;
+            OFlag::O_RDWR | OFlag::O_NONBLOCK
+        }
+        GhostNode::Directory => {
+            nix::unistd::mkdir(&name, Mode::from_bits_truncate(0o700))?;
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY
+        }
+        GhostNode::CharDevice { rdev } => {
+            nix::sys::stat::mknod(&name, nix::sys::stat::SFlag::S_IFCHR, private, *rdev)?;
+            OFlag::O_PATH
+        }
+    };
+    let (mode, uid, gid) = meta;
+    let opened = open(&name, keep | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty()).and_then(|keeper| {
+        if let GhostNode::Fifo { capacity, .. } = what {
+            if fcntl(&keeper, FcntlArg::F_GETPIPE_SZ)? != *capacity as i32 {
+                fcntl(&keeper, FcntlArg::F_SETPIPE_SZ(*capacity as i32))?;
+            }
+        }
+        // Owner first: a change of owner clears set-id bits.
+        nix::unistd::fchownat(
+            nix::fcntl::AT_FDCWD,
+            &name,
+            Some(uid.into()),
+            Some(gid.into()),
+            nix::unistd::FchownatFlags::AT_SYMLINK_NOFOLLOW,
+        )?;
+        nix::sys::stat::fchmodat(
+            nix::fcntl::AT_FDCWD,
+            &name,
+            Mode::from_bits_truncate(mode),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )?;
+        Ok(keeper)
+    });
+    // Removed whatever happened.
+    let removed = match what {
+        GhostNode::Directory => nix::unistd::unlinkat(nix::fcntl::AT_FDCWD, &name, nix::unistd::UnlinkatFlags::RemoveDir),
+        _ => nix::unistd::unlink(&name),
+    };
+    let keeper = opened?;
+    removed?;
+    Ok(keeper)
 }
 
 /// A file deleted while open, made again (under its old name, then
@@ -559,14 +718,20 @@ fn memfd(name: &str, contents: &[u8], seals: Option<i32>) -> std::result::Result
 
 thread_local! {
     /// Read-write opens of FIFOs, kept while the rest of a restore opens
-    /// their ends (see [`release_fifos`]).
-    static FIFO_KEEPERS: std::cell::RefCell<Vec<OwnedFd>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// their ends (see [`release_keepers`]).
+    static KEEPERS: std::cell::RefCell<Vec<OwnedFd>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Deleted nodes made again (see [`make_node`]), by their device and
+    /// inode at checkpoint: every open description of one opens the same.
+    static GHOSTS: std::cell::RefCell<std::collections::HashMap<(u64, u64), OwnedFd>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
-/// Closes the read-write opens made to restore FIFOs, once every end of
-/// them is open.
-pub fn release_fifos() {
-    FIFO_KEEPERS.with(|k| k.borrow_mut().clear());
+/// Closes the opens held while a restore opens files: FIFOs' read-write
+/// opens, and the keepers of deleted nodes made again, once every open
+/// description of them exists.
+pub fn release_keepers() {
+    KEEPERS.with(|k| k.borrow_mut().clear());
+    GHOSTS.with(|g| g.borrow_mut().clear());
 }
 
 fn write_all(fd: &OwnedFd, mut data: &[u8]) -> std::result::Result<(), Errno> {
