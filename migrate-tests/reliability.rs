@@ -298,7 +298,7 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
     let path = root.dir.join("odd-file");
     let path = path.to_str().unwrap();
     for (what, expect) in [
-        ("lease", "fd 3 is a file with a lease or delegation on it (LEASE"),
+        ("lease-breaking", "fd 3 is a file with a lease being broken (LEASE BREAKING"),
         ("deleted-block", "fd 3 is a block device node that was deleted"),
         ("shared-files", "shares its fd table with process 2 (CLONE_FILES)"),
         (

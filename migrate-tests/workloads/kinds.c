@@ -3,7 +3,8 @@
  * - a POSIX write lock on bytes 10-19 of a file and a read lock from byte
  *   50 to EOF (an OFD probe through another open file sees both, owned by
  *   this process); an OFD write lock on a second file; flock LOCK_SH on a
- *   third (another open of it can not take LOCK_EX);
+ *   third (another open of it can not take LOCK_EX); a read lease on a
+ *   fourth file (F_SETLEASE; files.c holds a write lease);
  * - a pipe whose read end signals this thread (F_SETOWN_EX F_OWNER_TID,
  *   O_ASYNC) with SIGRTMIN+1 (F_SETSIG): a byte written must raise it;
  * - membarrier registered for private expedited barriers (which fail
@@ -174,6 +175,15 @@ int main(int argc, char **argv) {
     if (fcntl(fds[0], F_SETLK, &w) || fcntl(fds[0], F_SETLK, &r) || fcntl(fds[1], F_OFD_SETLK, &ofd) ||
         flock(fds[2], LOCK_SH | LOCK_NB)) {
         fail("lock", errno, 0);
+        return 1;
+    }
+    char lease_path[300];
+    snprintf(lease_path, sizeof lease_path, "%s/leased", dir);
+    int made = open(lease_path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (made < 0 || close(made)) fail("lease file", errno, 0);
+    int lease = open(lease_path, O_RDONLY);
+    if (lease < 0 || fcntl(lease, F_SETLEASE, F_RDLCK)) {
+        fail("lease", errno, 0);
         return 1;
     }
     int p[2];
@@ -384,6 +394,7 @@ int main(int argc, char **argv) {
         errno = 0;
         if (other < 0 || flock(other, LOCK_EX | LOCK_NB) == 0 || errno != EWOULDBLOCK) fail("flock", errno, EWOULDBLOCK);
         if (other >= 0) close(other);
+        if (fcntl(lease, F_GETLEASE) != F_RDLCK) fail("read lease", fcntl(lease, F_GETLEASE), F_RDLCK);
         struct f_owner_ex got = {0};
         if (fcntl(p[0], F_GETOWN_EX, &got) || got.type != F_OWNER_TID || got.pid != own.pid) fail("owner", got.type, got.pid);
         if (fcntl(p[0], F_GETSIG) != SIGRTMIN + 1) fail("F_GETSIG", fcntl(p[0], F_GETSIG), SIGRTMIN + 1);

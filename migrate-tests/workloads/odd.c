@@ -14,7 +14,8 @@
  *   proc-gone    a file of /proc/N of a child that exited and was reaped
  *   inotify-deleted  an inotify watch on file argv[2], open, then removed
  *   pidfd-reaped a pidfd of a child that exited and was reaped
- *   lease        a read lease on file argv[2]
+ *   lease-breaking  a write lease on file argv[2] (fd 3), being broken by
+ *                a child blocked opening the file
  *   deleted-block  a block device node argv[2] (loop0), open (O_PATH),
  *                removed
  *   shared-files a child made with CLONE_FILES (one fd table for two)
@@ -165,9 +166,15 @@ int main(int argc, char **argv) {
         if (fd < 0 || link(argv[2], other) || unlink(argv[2])) fail("link", errno, 0);
     } else if (!strcmp(what, "uffd")) {
         if (syscall(SYS_userfaultfd, 0) < 0) fail("userfaultfd", 0, 0);
-    } else if (!strcmp(what, "lease")) {
-        int fd = open(argv[2], O_RDONLY | O_CREAT, 0600);
-        if (fd < 0 || fcntl(fd, F_SETLEASE, F_RDLCK)) fail(what, fd, errno);
+    } else if (!strcmp(what, "lease-breaking")) {
+        signal(SIGIO, SIG_IGN);
+        int fd = open(argv[2], O_RDWR | O_CREAT, 0600);
+        if (fd < 0 || fcntl(fd, F_SETLEASE, F_WRLCK)) fail(what, fd, errno);
+        if (fork() == 0) {
+            open(argv[2], O_RDONLY);
+            for (;;) pause();
+        }
+        nap_ms(200);
     } else if (!strcmp(what, "deleted-block")) {
         if (mknod(argv[2], S_IFBLK | 0600, makedev(7, 0)) || open(argv[2], O_PATH) < 0 || unlink(argv[2]))
             fail("block", errno, 0);

@@ -13,12 +13,14 @@
 //!   description). Owners are translated to container PIDs; an owner
 //!   outside the container, or a thread other than the main one of
 //!   another process, is refused.
-//!   Leases and delegations are refused.
+//!   Leases are carried (read or write; one being broken is refused), as
+//!   are their owner and signal; delegations are refused.
 //! - Restore: injected into the restored process, after its memory is
 //!   rebuilt (closing any fd of a file drops the process's POSIX locks on
 //!   it, and the rebuild opens and closes mapped files) and after its
 //!   credentials (F_SETOWN records the setter's credentials): `fcntl`
-//!   F_SETLK / F_OFD_SETLK with the same range and type, `flock`, then
+//!   F_SETLK / F_OFD_SETLK with the same range and type, `flock`,
+//!   F_SETLEASE (which makes the caller the file's owner), then
 //!   F_SETOWN_EX and F_SETSIG.
 
 use std::collections::HashMap;
@@ -52,6 +54,8 @@ pub enum Error {
         #[source]
         source: Errno,
     },
+    #[error("task {tid}: fd {fd}: its lease can not be taken again: the file is open elsewhere (for a write lease, open at all; for a read lease, open for writing), by the source of a migration on this host or a process outside the container; checkpoint and restore instead, or migrate to a host that does not share the file")]
+    LeaseTaken { tid: i32, fd: i32 },
     #[error("process {pid}: fd {fd} in section fdattrs {reason}; the image is damaged")]
     Damaged { pid: i32, fd: i32, reason: &'static str },
 }
@@ -67,6 +71,8 @@ pub enum LockKind {
     Ofd,
     /// flock(2).
     Flock,
+    /// A lease (F_SETLEASE), held by the open file; read or write.
+    Lease,
 }
 
 /// One lock held through an fd.
@@ -118,8 +124,8 @@ const F_OWNER_PGRP: i32 = 2;
 
 /// The lock an fdinfo `lock:` line describes ("1: POSIX  ADVISORY  WRITE
 /// 1234 00:2a:1234 0 EOF"); None for a request still waiting ("1: ->
-/// ..."), which the interrupted syscall makes again; Err naming a lease,
-/// delegation or anything else migrate does not carry.
+/// ..."), which the interrupted syscall makes again; Err naming a lease
+/// being broken, a delegation or anything else migrate does not carry.
 fn parse_lock(line: &str) -> std::result::Result<Option<Lock>, String> {
     let t: Vec<&str> = line.split_whitespace().collect();
     if t.get(1) == Some(&"->") {
@@ -130,7 +136,11 @@ fn parse_lock(line: &str) -> std::result::Result<Option<Lock>, String> {
         Some("POSIX") => LockKind::Posix,
         Some("OFDLCK") => LockKind::Ofd,
         Some("FLOCK") => LockKind::Flock,
-        _ => return Err(format!("file with a lease or delegation on it ({})", what())),
+        // A lease being broken has a process waiting for it to go (its
+        // open blocks), and a deadline: neither is carried.
+        Some("LEASE") if t.get(2) == Some(&"ACTIVE") => LockKind::Lease,
+        Some("LEASE") => return Err(format!("file with a lease being broken ({})", what())),
+        _ => return Err(format!("file with a delegation or lock migrate does not know on it ({})", what())),
     };
     let write = match t.get(3).copied() {
         Some("WRITE") => true,
@@ -329,6 +339,15 @@ fn take(remote: &Remote, fd: i32, l: &Lock) -> Result<()> {
             remote.call(&format!("flock(fd {fd})"), libc::SYS_flock, &[fd as u64, op as u64])?;
             Ok(())
         }
+        LockKind::Lease => {
+            let kind = if l.write { libc::F_WRLCK } else { libc::F_RDLCK };
+            match fcntl(remote, "F_SETLEASE", fd, libc::F_SETLEASE as u64, kind as u64) {
+                Err(Error::Remote(remote::Error::Sys {
+                    source: Errno::EAGAIN, ..
+                })) => Err(Error::LeaseTaken { tid: remote.tid, fd }),
+                other => other,
+            }
+        }
     }
 }
 
@@ -364,6 +383,19 @@ impl Released {
                     }
                     LockKind::Flock => {
                         remote.call("flock(LOCK_UN)", libc::SYS_flock, &[a.fd as u64, libc::LOCK_UN as u64])?;
+                    }
+                    // Else the destination's open of the file would wait
+                    // for the frozen source to give it up. A lease is the
+                    // open file's: let go of already (EAGAIN) through a
+                    // process sharing it.
+                    LockKind::Lease => {
+                        let unlock = libc::F_UNLCK as u64;
+                        match fcntl(remote, "F_SETLEASE F_UNLCK", a.fd, libc::F_SETLEASE as u64, unlock) {
+                            Err(Error::Remote(remote::Error::Sys {
+                                source: Errno::EAGAIN, ..
+                            })) => {}
+                            other => other?,
+                        }
                     }
                 }
             }
@@ -447,8 +479,19 @@ mod tests {
                 },
             ]
         );
-        let lease = locks_of("lock:\t1: LEASE  ACTIVE    READ  1 00:2a:1 0 EOF\n").unwrap_err();
-        assert!(lease.contains("lease"), "{lease}");
+        let lease = locks_of("lock:\t1: LEASE  ACTIVE    WRITE 1 00:2a:1 0 EOF\n").unwrap();
+        assert_eq!(
+            lease,
+            vec![Lock {
+                kind: LockKind::Lease,
+                write: true,
+                start: 0,
+                end: None
+            }]
+        );
+        let breaking = locks_of("lock:\t1: LEASE  BREAKING  READ  1 00:2a:1 0 EOF\n").unwrap_err();
+        assert!(breaking.contains("lease being broken"), "{breaking}");
+        assert!(locks_of("lock:\t1: DELEG  ACTIVE    READ  1 00:2a:1 0 EOF\n").is_err());
         assert!(locks_of("lock:\t1: POSIX ADVISORY WRITE 1 00:2a:1 x EOF\n").is_err());
         let b = flock_bytes(&got[0]);
         assert_eq!(i64::from_le_bytes(b[16..24].try_into().unwrap()), 10);
