@@ -361,8 +361,8 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
             "fd 3 is a file deleted under this name and still linked under another",
         ),
         (
-            "epoll-closed",
-            "fd 3 is a epoll with a registration made through fd 4, which is closed now or another file",
+            "epoll-elsewhere",
+            "fd 3 is a epoll with a registration made through fd 4, whose file no fd of the process holds any more",
         ),
         (
             "proc-gone",

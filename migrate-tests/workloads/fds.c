@@ -13,7 +13,10 @@
  *   on the monotonic clock (TFD_TIMER_ABSTIME); each must keep its flags
  *   (fdinfo) and its deadline (now plus what is left);
  * - a pipe shrunk to one page and one grown to 256 KiB (F_SETPIPE_SZ),
- *   which must keep their sizes. */
+ *   which must keep their sizes;
+ * - an epoll watching a pipe through an fd number closed since and taken
+ *   by another file (the pipe held at another number): it must report the
+ *   pipe readable, and know the registration by its old number only. */
 #include "beat.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -99,7 +102,22 @@ int main(void) {
     if (pipe(small) || pipe(big) || fcntl(small[1], F_SETPIPE_SZ, 4096) != 4096 ||
         fcntl(big[0], F_SETPIPE_SZ, 262144) != 262144 || write(small[1], "s", 1) != 1)
         return 1;
+    int ep2 = epoll_create1(0), q[2];
+    if (ep2 < 0 || pipe(q)) return 1;
+    int q_old = q[0], q_held = dup(q[0]);
+    struct epoll_event e2 = {EPOLLIN, {.u64 = 77}};
+    if (q_held < 0 || epoll_ctl(ep2, EPOLL_CTL_ADD, q_old, &e2) || close(q_old)) return 1;
+    if (eventfd(0, 0) != q_old) return 1;
     for (long n = 1;; n++) {
+        if (write(q[1], "q", 1) != 1) fail("ep2 pipe write", errno, 0);
+        struct epoll_event got;
+        if (epoll_wait(ep2, &got, 1, 0) != 1 || got.data.u64 != 77) fail("epoll through a closed number", got.data.u64, 77);
+        char qb;
+        if (read(q_held, &qb, 1) != 1) fail("ep2 pipe read", errno, 0);
+        /* Known by the number it was made through, not by the file's
+         * number now. */
+        if (epoll_ctl(ep2, EPOLL_CTL_MOD, q_held, &e2) != -1 || errno != ENOENT) fail("epoll key", errno, ENOENT);
+        if (epoll_ctl(ep2, EPOLL_CTL_MOD, q_old, &e2) != -1 || errno != ENOENT) fail("epoll key (reused)", errno, ENOENT);
         if (fcntl(small[0], F_GETPIPE_SZ) != 4096) fail("shrunk pipe's size", fcntl(small[0], F_GETPIPE_SZ), 4096);
         if (fcntl(big[1], F_GETPIPE_SZ) != 262144) fail("grown pipe's size", fcntl(big[1], F_GETPIPE_SZ), 262144);
         /* Every object is ready: epoll must say so for the queues. */

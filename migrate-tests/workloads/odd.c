@@ -10,7 +10,8 @@
  *   aio          an AIO ring (io_setup)
  *   uffd         a userfaultfd
  *   deleted-linked  file argv[2], open, linked as argv[2].link, then removed
- *   epoll-closed an epoll registration made through an fd since closed
+ *   epoll-elsewhere  an epoll (fd 3) with a registration made through an fd
+ *                the process closed since, whose file only a child holds
  *   proc-gone    a file of /proc/N of a child that exited and was reaped
  *   inotify-deleted  an inotify watch on file argv[2], open, then removed
  *   pidfd-reaped a pidfd of a child that exited and was reaped
@@ -154,11 +155,16 @@ int main(int argc, char **argv) {
         char path[64];
         snprintf(path, sizeof path, "/proc/%d/status", c);
         if (open(path, O_RDONLY) < 0 || waitpid(c, NULL, 0) != c) fail("proc", errno, 0);
-    } else if (!strcmp(what, "epoll-closed")) {
+    } else if (!strcmp(what, "epoll-elsewhere")) {
         int ep = epoll_create1(0), p[2];
         struct epoll_event ev = {.events = EPOLLIN};
-        if (ep < 0 || pipe(p) || dup(p[0]) < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, p[0], &ev) || close(p[0]))
-            fail("epoll", errno, 0);
+        if (ep != 3 || pipe(p) || epoll_ctl(ep, EPOLL_CTL_ADD, p[0], &ev)) fail("epoll", errno, 0);
+        pid_t child = fork();
+        if (child == 0) {
+            close(ep);
+            for (;;) pause();
+        }
+        if (child < 0 || close(p[0])) fail("epoll", errno, 0);
     } else if (!strcmp(what, "deleted-linked")) {
         char other[300];
         snprintf(other, sizeof other, "%s.link", argv[2]);

@@ -887,10 +887,7 @@ fn rebuild(
     let fds = with.files.of(p.pid);
     let epolls: Vec<(i32, &[crate::kinds::anonfd::EpollTarget])> = fds
         .iter()
-        .filter_map(|f| match &f.kind {
-            files::FdKind::Epoll { targets } => Some((f.fd, targets.as_slice())),
-            _ => None,
-        })
+        .filter_map(|f| f.kind.epoll().map(|(targets, _)| (f.fd, targets)))
         .collect();
     for f in fds {
         if let files::FdKind::Pidfd { pid } = f.kind {

@@ -107,6 +107,39 @@ pub enum FdKind {
     Epoll { targets: Vec<EpollTarget> },
     /// A pidfd of process `pid` of the container (kinds::pidfd).
     Pidfd { pid: i32 },
+    /// An epoll instance as [`FdKind::Epoll`], some of whose registrations
+    /// were made through fd numbers closed (or reused) since: for each
+    /// target, where its file is (files layout 6; before, such an epoll
+    /// was refused).
+    EpollVia {
+        targets: Vec<EpollTarget>,
+        via: Vec<TargetFile>,
+    },
+}
+
+/// Where the holder of an epoll has the file of one of its registrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TargetFile {
+    /// At the number the registration was made through.
+    AtNumber,
+    /// At this fd: the number was closed or reused since. The restore
+    /// registers the file under its old number.
+    Fd(i32),
+    /// Nowhere: another holder of the epoll (which a child inherited) has
+    /// it; this holder's copy is built without it.
+    NotHere,
+}
+
+impl FdKind {
+    /// An epoll's interest list, and for each target where its file is
+    /// (empty: every target's at its number).
+    pub fn epoll(&self) -> Option<(&[EpollTarget], &[TargetFile])> {
+        match self {
+            FdKind::Epoll { targets } => Some((targets, &[])),
+            FdKind::EpollVia { targets, via } => Some((targets, via)),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -268,6 +301,16 @@ impl FilesImage {
                     FdKind::Tcp { conn } => (*conn, self.tcp.len()),
                     FdKind::Anon { obj } => (*obj, self.anon.len()),
                     FdKind::Pidfd { pid } if *pid <= 0 => return Err(bad("is a pidfd of no process")),
+                    FdKind::EpollVia { targets, via } => {
+                        let own = |v: &TargetFile| match v {
+                            TargetFile::Fd(v) => fds.iter().any(|o| o.fd == *v && o.fd != f.fd),
+                            _ => true,
+                        };
+                        if via.len() != targets.len() || !via.iter().all(own) {
+                            return Err(bad("is an epoll whose registrations name fds the process does not have"));
+                        }
+                        continue;
+                    }
                     FdKind::Log | FdKind::Epoll { .. } | FdKind::Pidfd { .. } => continue,
                 };
                 if index as usize >= count {
@@ -851,6 +894,59 @@ fn dump_established(ctx: &mut DumpCtx<'_>, f: &OpenFd<'_>, ino: u64, d: &inet::D
     }
 }
 
+/// Where the holder of epoll `f` has the file of each of its registrations
+/// (`targets`, in fdinfo order). A registration whose file the holder has
+/// under no number is refused, unless another holder of the epoll has it
+/// at its number.
+fn epoll_via(ctx: &DumpCtx<'_>, f: &OpenFd<'_>, targets: &[EpollTarget]) -> Result<Vec<TargetFile>> {
+    let (pid, fd) = (f.pid, f.fd);
+    let inodes = anonfd::epoll_target_inodes(f.info);
+    // kcmp where the kernel has it, else the inode at the number.
+    let is = |p: i32, e: i32, n: i32, toff: u32| {
+        crate::sys::epoll_target_is(p, e, pid, fd, n, toff).unwrap_or_else(|_| {
+            use std::os::unix::fs::MetadataExt;
+            let ino = inodes.iter().find(|(t, _)| *t == n).map(|(_, i)| *i);
+            std::fs::metadata(format!("/proc/{p}/fd/{e}")).is_ok_and(|m| Some(m.ino()) == ino)
+        })
+    };
+    let own = list_fds(pid)?;
+    let mut seen: HashMap<i32, u32> = HashMap::new();
+    let mut via = Vec::with_capacity(targets.len());
+    for t in targets {
+        let n = t.fd;
+        let toff = *seen.entry(n).and_modify(|k| *k += 1).or_insert(0);
+        if is(pid, n, n, toff) {
+            via.push(TargetFile::AtNumber);
+            continue;
+        }
+        if let Some(e) = own.iter().copied().find(|&e| e != n && is(pid, e, n, toff)) {
+            let link = std::fs::read_link(format!("/proc/{pid}/fd/{e}")).unwrap_or_default();
+            // A pidfd holds a placeholder while the epolls are built.
+            if link.to_string_lossy() == "anon_inode:[pidfd]" {
+                return Err(f.unsupported(format!(
+                    "epoll with a pidfd registered through fd {n}, which is closed now or another file"
+                )));
+            }
+            via.push(TargetFile::Fd(e));
+            continue;
+        }
+        let elsewhere = ctx.procs.iter().any(|&(q, _)| {
+            q != pid
+                && list_fds(q)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .any(|e| crate::sys::same_file(pid, fd, q, e).unwrap_or(false) && is(q, n, n, toff))
+        });
+        if !elsewhere {
+            return Err(f.unsupported(format!(
+                "epoll with a registration made through fd {n}, whose file no fd of the process holds any more"
+            )));
+        }
+        via.push(TargetFile::NotHere);
+    }
+    Ok(via)
+}
+
 /// An anonymous inode: epoll, pidfd, eventfd, timerfd, signalfd, inotify
 /// (any other is refused by its name).
 fn dump_anon_inode(ctx: &mut DumpCtx<'_>, f: &OpenFd<'_>) -> Result<FdKind> {
@@ -865,30 +961,11 @@ fn dump_anon_inode(ctx: &mut DumpCtx<'_>, f: &OpenFd<'_>) -> Result<FdKind> {
         // from the same interest list: separate instances, with the same
         // registrations.
         "eventpoll" => {
-            // A registration made through an fd number since closed (or
-            // reused) is rebuilt only if some holder of the epoll still
-            // has that file at that number.
-            let has = |p: i32, n: i32, ino: u64| {
-                use std::os::unix::fs::MetadataExt;
-                std::fs::metadata(format!("/proc/{p}/fd/{n}")).is_ok_and(|m| m.ino() == ino)
-            };
-            for (n, ino) in anonfd::epoll_target_inodes(f.info) {
-                let held = has(pid, n, ino)
-                    || ctx.procs.iter().any(|&(q, _)| {
-                        q != pid
-                            && list_fds(q)
-                                .unwrap_or_default()
-                                .into_iter()
-                                .any(|e| crate::sys::same_file(pid, fd, q, e).unwrap_or(false) && has(q, n, ino))
-                    });
-                if !held {
-                    return Err(f.unsupported(format!(
-                        "epoll with a registration made through fd {n}, which is closed now or another file"
-                    )));
-                }
-            }
-            Ok(FdKind::Epoll {
-                targets: anonfd::parse_epoll(f.info),
+            let targets = anonfd::parse_epoll(f.info);
+            let via = epoll_via(ctx, f, &targets)?;
+            Ok(match via.iter().all(|v| *v == TargetFile::AtNumber) {
+                true => FdKind::Epoll { targets },
+                false => FdKind::EpollVia { targets, via },
             })
         }
         "pidfd" => {
@@ -1231,7 +1308,7 @@ pub unsafe fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&O
         // Held until every process exists, when the pidfd replaces it.
         let placeholder;
         let (source, what): (std::os::fd::BorrowedFd<'_>, String) = match &f.kind {
-            FdKind::Epoll { .. } => continue,
+            FdKind::Epoll { .. } | FdKind::EpollVia { .. } => continue,
             FdKind::Pidfd { .. } => {
                 placeholder = nix::sys::memfd::memfd_create(c"pidfd", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
                     .map_err(err("pidfd placeholder"))?;
@@ -1278,7 +1355,7 @@ pub unsafe fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&O
     // skipped), not register one of ours.
     let mut open_set: Vec<RawFd> = fds
         .iter()
-        .filter(|f| !matches!(f.kind, FdKind::Epoll { .. }))
+        .filter(|f| f.kind.epoll().is_none())
         .map(|f| f.fd)
         .collect();
     open_set.extend_from_slice(keep);
@@ -1291,20 +1368,25 @@ pub unsafe fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&O
     })?;
     // Epolls last: their interest lists name the fds just placed. An epoll
     // that watches another is built after it (the kernel allows no loops).
-    let mut epolls: Vec<&FdImage> = fds.iter().filter(|f| matches!(f.kind, FdKind::Epoll { .. })).collect();
+    let mut epolls: Vec<&FdImage> = fds.iter().filter(|f| f.kind.epoll().is_some()).collect();
     let mut order: Vec<&FdImage> = Vec::with_capacity(epolls.len());
     while !epolls.is_empty() {
-        let waiting = |f: &FdImage| match &f.kind {
-            FdKind::Epoll { targets } => targets
-                .iter()
-                .any(|t| epolls.iter().any(|e| e.fd == t.fd && e.fd != f.fd)),
-            _ => false,
+        let waiting = |f: &FdImage| {
+            f.kind.epoll().is_some_and(|(targets, via)| {
+                targets.iter().enumerate().any(|(i, t)| {
+                    let at = match via.get(i) {
+                        Some(TargetFile::Fd(v)) => *v,
+                        _ => t.fd,
+                    };
+                    epolls.iter().any(|e| e.fd == at && e.fd != f.fd)
+                })
+            })
         };
         let next = epolls.iter().position(|f| !waiting(f)).unwrap_or(0);
         order.push(epolls.remove(next));
     }
     for f in order {
-        let FdKind::Epoll { targets } = &f.kind else { continue };
+        let Some((targets, via)) = f.kind.epoll() else { continue };
         let err = |source| Error::Reopen {
             fd: f.fd,
             path: "epoll".into(),
@@ -1315,8 +1397,23 @@ pub unsafe fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&O
         // The first descriptor may hold a number an interest list names.
         drop(ep);
         let ep = high;
-        for t in targets {
-            match crate::sys::epoll_add(ep.as_fd(), t.fd, t.events, t.data) {
+        for (i, t) in targets.iter().enumerate() {
+            let added = match via.get(i).copied().unwrap_or(TargetFile::AtNumber) {
+                TargetFile::AtNumber => crate::sys::epoll_add(ep.as_fd(), t.fd, t.events, t.data),
+                TargetFile::NotHere => continue,
+                // SAFETY: the function's contract; `via` is a placed fd,
+                // and what is at `t.fd` is put back as it was.
+                TargetFile::Fd(v) => unsafe {
+                    crate::sys::epoll_add_as(
+                        ep.as_fd(),
+                        std::os::fd::BorrowedFd::borrow_raw(v),
+                        t.fd,
+                        (t.events, t.data),
+                        top,
+                    )
+                },
+            };
+            match added {
                 // A registration on an fd this holder does not have (an
                 // epoll inherited by a child that closed it).
                 Err(Errno::EBADF) | Err(Errno::EPERM) => {}
@@ -1382,6 +1479,39 @@ mod tests {
         assert!(matches!(img.check(), Err(Error::BadFd { fd: 3, .. })), "fd 3 twice");
         img.procs[0].1.pop();
         img.check().unwrap();
+    }
+
+    /// An epoll's registration through a closed number names a file the
+    /// process holds at another fd, which must be in the image.
+    #[test]
+    fn epoll_registrations_through_closed_numbers_name_held_fds() {
+        let target = EpollTarget {
+            fd: 9,
+            events: 1,
+            data: 7,
+        };
+        let epoll = |via| FdImage {
+            fd: 3,
+            flags: 0,
+            kind: FdKind::EpollVia {
+                targets: vec![target],
+                via: vec![via],
+            },
+        };
+        let held = FdImage {
+            fd: 4,
+            flags: 0,
+            kind: FdKind::Log,
+        };
+        let mut img = FilesImage {
+            procs: vec![(1, vec![epoll(TargetFile::Fd(4)), held])],
+            ..Default::default()
+        };
+        img.check().unwrap();
+        img.procs[0].1[0] = epoll(TargetFile::Fd(5));
+        assert!(matches!(img.check(), Err(Error::BadFd { fd: 3, .. })), "fd 5 is not held");
+        img.procs[0].1[0] = epoll(TargetFile::Fd(3));
+        assert!(matches!(img.check(), Err(Error::BadFd { fd: 3, .. })), "the epoll itself");
     }
 
     /// A deleted device node is made again only if it is a memory device:

@@ -572,6 +572,85 @@ pub fn same_file(pid_a: i32, a: RawFd, pid_b: i32, b: RawFd) -> Result<bool, Err
     }
 }
 
+/// kcmp(KCMP_EPOLL_TFD): whether fd `fd` of `pid` is the open file
+/// registered in the epoll at fd `efd` of `epoll_pid` as the `toff`-th
+/// registration made through fd number `tfd` (an epoll keys registrations
+/// by file and number, so one number can name several).
+pub fn epoll_target_is(pid: i32, fd: RawFd, epoll_pid: i32, efd: RawFd, tfd: RawFd, toff: u32) -> Result<bool, Errno> {
+    const KCMP_EPOLL_TFD: libc::c_int = 7;
+    // struct kcmp_epoll_slot.
+    #[repr(C)]
+    struct Slot {
+        efd: u32,
+        tfd: u32,
+        toff: u32,
+    }
+    let slot = Slot {
+        efd: efd as u32,
+        tfd: tfd as u32,
+        toff,
+    };
+    // SAFETY: kcmp reads one kcmp_epoll_slot from `slot`, which lives for
+    // the call; it writes nothing.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid,
+            epoll_pid,
+            KCMP_EPOLL_TFD,
+            fd,
+            &slot as *const Slot,
+        )
+    };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(ret == 0)
+    }
+}
+
+/// Registers the open file of `file` in epoll `epfd` under descriptor
+/// number `number` (the number a program made the registration through
+/// and has closed since): `file` is placed at `number` for the call, then
+/// what was open there is put back with its close-on-exec flag (parked
+/// meanwhile at `above` or higher), or the number is closed again.
+///
+/// # Safety
+/// As [`place_fd`]: no Rust object of this process may own or use
+/// `number`.
+pub unsafe fn epoll_add_as(
+    epfd: BorrowedFd<'_>,
+    file: BorrowedFd<'_>,
+    number: RawFd,
+    (events, data): (u32, u64),
+    above: RawFd,
+) -> Result<(), Errno> {
+    // SAFETY: F_GETFD reads a descriptor's flags; EBADF for a free number.
+    let fd_flags = unsafe { libc::fcntl(number, libc::F_GETFD) };
+    let parked = match fd_flags {
+        // SAFETY: `number` is open (F_GETFD said so) for the duration of
+        // the borrow, which only duplicates it.
+        f if f >= 0 => Some(dup_above(unsafe { BorrowedFd::borrow_raw(number) }, above)?),
+        _ => None,
+    };
+    // SAFETY: the caller vouches for `number` (the function's contract).
+    unsafe { place_fd(file, number, true) }?;
+    let added = epoll_add(epfd, number, events, data);
+    let back = match &parked {
+        // SAFETY: as above.
+        Some(p) => unsafe { place_fd(p.as_fd(), number, fd_flags & libc::FD_CLOEXEC != 0) },
+        None => {
+            // SAFETY: `number` holds only the duplicate placed above, which
+            // no Rust object owns.
+            match unsafe { libc::close(number) } {
+                0 => Ok(()),
+                _ => Err(Errno::last()),
+            }
+        }
+    };
+    added.and(back)
+}
+
 /// kcmp(2) kinds: the address space, the fd table, the filesystem
 /// information (cwd, root, umask).
 pub const KCMP_VM: i32 = 1;
