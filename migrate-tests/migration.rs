@@ -266,6 +266,30 @@ fn files_migrate() -> Result<()> {
     workload_with_dir_there_and_back("mig-files", "files", "data")
 }
 
+/// A write lease can not come back on this host while the source still
+/// has its file open: the destination fails, naming it, and the container
+/// runs on at the source with its lease.
+#[test]
+fn a_write_lease_fails_a_migration_to_the_same_host_cleanly() -> Result<()> {
+    let pair = Pair::new("mig-lease")?;
+    let dir = pair.a.dir.join("data");
+    std::fs::create_dir_all(&dir)?;
+    pair.a.run_d(
+        "f",
+        &[],
+        &[workload("files").to_str().unwrap(), dir.to_str().unwrap(), "lease"],
+    )?;
+    wait_beats(&pair.a, "f", 3)?;
+    let mut recv = Receiver::start(&pair.b, "127.0.0.1", true, None)?;
+    let out = pair.a.cmd(&["send", "f", &recv.addr]);
+    ensure!(!out.status.success(), "a migration with a write lease on this host succeeded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(err.contains("its lease can not be taken again"), "{err}");
+    ensure!(!recv.wait(Duration::from_secs(30))?.success());
+    still_healthy(&pair.a, "f")?;
+    nothing_left(&pair.b, "f")
+}
+
 #[test]
 fn inotify_migrates() -> Result<()> {
     workload_with_dir_there_and_back("mig-ino", "inotify", "watched")

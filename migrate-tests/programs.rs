@@ -250,7 +250,7 @@ fn files_share_offsets_and_deleted_files_survive() -> Result<()> {
     root.run_d(
         "files",
         &[],
-        &[workload("files").to_str().unwrap(), dir.to_str().unwrap()],
+        &[workload("files").to_str().unwrap(), dir.to_str().unwrap(), "lease"],
     )?;
     survives_all_cycles(&root, "files")?;
     // A file opened read-only that changed is refused at restore.
