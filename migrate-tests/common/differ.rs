@@ -46,28 +46,6 @@ pub const KNOWN_DIFFERENCES: &[(&[&str], &str, &str)] = &[
     ),
     (
         RESTORED,
-        "*: map * [* (deleted)]: * (deleted) -> * /memfd:* (deleted)",
-        "a private mapping of a deleted file comes back from a memfd named after the file: maps show /memfd:PATH \
-         (documented)",
-    ),
-    (
-        RESTORED,
-        "*: exe []: * (deleted) -> /memfd:* (deleted)",
-        "a deleted executable comes back as the memfd its mappings come from (documented)",
-    ),
-    (
-        RESTORED,
-        "*: map * [* (deleted)]: * (deleted) -> <absent>",
-        "adjacent pieces of a deleted file's mapping that differed only in VmFlags ac merge into one when mapped \
-         from the memfd",
-    ),
-    (
-        RESTORED,
-        "*: map * flags [* (deleted)]: * -> <absent>",
-        "... the merged piece's flags",
-    ),
-    (
-        RESTORED,
         "* (T): stat exit_code []: 0 -> 19",
         "a stopped process is stopped again by a new SIGSTOP: its parent, which had waited for the stop, can wait for it \
          again (documented)",

@@ -395,6 +395,11 @@ fn restore_inner<'r>(
     let timens_set = timens::restore(&img.container.clocks);
 
     let shmem_fds: Vec<i32> = shmem.values().map(|f| f.as_raw_fd()).collect();
+    let ghost_fds: Vec<(u64, i32)> = img
+        .ghosts
+        .iter()
+        .filter_map(|g| shmem.get(&g.id).map(|f| (g.id, f.as_raw_fd())))
+        .collect();
     // Files outside the container, opened here while this process still
     // sees the host's mounts; PID 1 inherits them, above every fd number of
     // the image.
@@ -457,6 +462,7 @@ fn restore_inner<'r>(
         log: &log,
         ready: &ready_wr,
         shmem: &shmem_fds,
+        ghost_fds: &ghost_fds,
         objects: None,
         host_files: &host_files,
         go: &go_rd,
@@ -1014,6 +1020,8 @@ struct TreeCtx<'a> {
     ready: &'a OwnedFd,
     /// The restorer's memfds, kept open in every task until mapped.
     shmem: &'a [i32],
+    /// Which of them holds each deleted mapped file: (ghost id, number).
+    ghost_fds: &'a [(u64, i32)],
     /// The shared objects (pipes, sockets...), once PID 1 has made them.
     objects: Option<&'a Objects>,
     /// Files outside the container, opened by the restorer (by file number).
@@ -1071,6 +1079,8 @@ fn prepare_task(ctx: &TreeCtx<'_>, idx: usize) -> std::result::Result<(), String
             crate::kinds::ipcns::restore(ipc)?;
         }
         crate::kinds::mounts::restore(&ctx.img.tmpfs)?;
+        // Once the container's mounts are there.
+        memory::name_ghosts(&ctx.img.ghosts, ctx.ghost_fds);
         if !crate::runtime::spawn::wait_go(ctx.go) {
             return Err("the restorer gave up before the network was ready".into());
         }

@@ -1273,7 +1273,7 @@ fn map_vma(remote: &Remote, v: &Vma, shmem: &ShmemFds) -> Result<()> {
                 )?;
             }
         }
-        Backing::Shmem { id } | Backing::Ghost { id } => {
+        Backing::Shmem { id } => {
             let memfd = shmem.get(id).expect("restorer made every shmem and ghost object");
             let fd = memfd.as_raw_fd() as u64;
             remote.call(
@@ -1281,6 +1281,20 @@ fn map_vma(remote: &Remote, v: &Vma, shmem: &ShmemFds) -> Result<()> {
                 nr::MMAP,
                 &[v.start, v.len(), u64::from(v.prot), flags, fd, v.offset],
             )?;
+        }
+        Backing::Ghost { id } => {
+            // Through an open of its own, as a file mapping is: pieces of
+            // one open file that differ only in VM_ACCOUNT (a RELRO piece,
+            // written before it was made read-only) would merge.
+            let file = shmem.get(id).expect("restorer made every shmem and ghost object");
+            let fd = remote.open(&format!("/proc/self/fd/{}", file.as_raw_fd()), libc::O_RDONLY | libc::O_CLOEXEC)?;
+            let r = remote.call(
+                &what,
+                nr::MMAP,
+                &[v.start, v.len(), u64::from(v.prot), flags, fd, v.offset],
+            );
+            remote.close(fd)?;
+            r?;
         }
     }
     advise(remote, v, v.start, v.len())
@@ -1544,6 +1558,47 @@ fn not_precopied(pid: i32, at: u64) -> Error {
     Error::Image(crate::image::Error::Pages(format!(
         "page {at:#x} of process {pid} was not pre-copied"
     )))
+}
+
+/// Gives deleted mapped files their names back. Runs in PID 1 of a
+/// restore, in the container's mount namespace, before anything is
+/// forked: each ghost whose path is free is made there again (mode 0755:
+/// an executable's exe link needs one), filled, removed, and put at the
+/// number of the memfd that holds it now (`fds`: ghost id, number), so that
+/// maps and exe links read "PATH (deleted)" as at checkpoint. Where the
+/// path is taken (a library an upgrade replaced since) or can not be made,
+/// the memfd stays, and maps show /memfd:PATH. A memfd's ghost stays one.
+pub fn name_ghosts(ghosts: &[GhostFile], fds: &[(u64, i32)]) {
+    use nix::fcntl::{open, OFlag};
+    for g in ghosts.iter().filter(|g| !g.path.starts_with("/memfd:")) {
+        let Some(&(_, number)) = fds.iter().find(|(id, _)| *id == g.id) else {
+            continue;
+        };
+        let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+        let Ok(fd) = open(g.path.as_str(), flags, nix::sys::stat::Mode::from_bits_truncate(0o755)) else {
+            continue;
+        };
+        let file = File::from(fd);
+        // (Whatever the umask.)
+        use std::os::unix::fs::PermissionsExt;
+        let filled = file.set_permissions(std::fs::Permissions::from_mode(0o755)).is_ok()
+            && file.set_len(g.size).is_ok()
+            && g.extents
+                .iter()
+                .all(|(off, bytes)| std::os::unix::fs::FileExt::write_all_at(&file, bytes, *off).is_ok());
+        let removed = nix::unistd::unlink(g.path.as_str()).is_ok();
+        // Read-only from here: an exe link may not be set to a file open
+        // for writing (and the mappings are private).
+        let again = format!("/proc/self/fd/{}", file.as_raw_fd());
+        let read_only = open(again.as_str(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty());
+        if let (true, true, Ok(ro)) = (filled, removed, read_only) {
+            // SAFETY: `number` stays an open descriptor (of this file now
+            // instead of the memfd), and whatever owns it owns an open file
+            // still, with the same contents.
+            #[allow(unsafe_code)]
+            let _ = unsafe { crate::sys::place_fd(std::os::fd::AsFd::as_fd(&ro), number, true) };
+        }
+    }
 }
 
 /// Sets the mm descriptor fields and the exe link (PR_SET_MM_MAP). An
