@@ -17,6 +17,8 @@
  *   pidfd-reaped a pidfd of a child that exited and was reaped
  *   lease-breaking  a write lease on file argv[2] (fd 3), being broken by
  *                a child blocked opening the file
+ *   zombie-leader  a zombie leading a process group whose other member is
+ *                not its sibling (the zombie's child, orphaned to PID 1)
  *   deleted-block  a block device node argv[2] (loop0), open (O_PATH),
  *                removed
  *   shared-files a child made with CLONE_FILES (one fd table for two)
@@ -178,6 +180,18 @@ int main(int argc, char **argv) {
         if (fd < 0 || fcntl(fd, F_SETLEASE, F_WRLCK)) fail(what, fd, errno);
         if (fork() == 0) {
             open(argv[2], O_RDONLY);
+            for (;;) pause();
+        }
+        nap_ms(200);
+    } else if (!strcmp(what, "zombie-leader")) {
+        if (fork() == 0) {
+            pid_t lead = fork();
+            if (lead == 0) {
+                setpgid(0, 0);
+                if (fork() == 0)
+                    for (;;) pause();
+                _exit(0);
+            }
             for (;;) pause();
         }
         nap_ms(200);

@@ -1111,9 +1111,11 @@ fn prepare_task(ctx: &TreeCtx<'_>, idx: usize) -> std::result::Result<(), String
         nix::unistd::setpgid(me, Pid::from_raw(p.pgid)).map_err(|e| format!("setpgid {}: {e}", p.pgid))?;
     }
     let procs = &ctx.img.procs;
-    let mine: Vec<usize> = (0..procs.len())
+    // Group leaders first: their groups exist before a member joins.
+    let mut mine: Vec<usize> = (0..procs.len())
         .filter(|&ci| ci != idx && procs[ci].ppid == p.pid)
         .collect();
+    mine.sort_by_key(|&ci| procs[ci].pgid != procs[ci].pid);
     let exists = |pid: i32| procs.iter().any(|q| q.pid == pid);
     // Children in a session whose leader has exited (a daemon's double
     // fork): a helper takes the leader's PID, makes the session and forks
@@ -1224,10 +1226,42 @@ fn fork_child(ctx: &TreeCtx<'_>, ci: usize) -> std::result::Result<Pid, String> 
     }
     match forked.map_err(|e| format!("clone3 pid {}: {e}", child.pid))? {
         Forked::Child => match child.zombie {
-            Some(status) => become_zombie(status, &child.comm),
+            Some(status) => {
+                if let Err(e) = join_group(child) {
+                    let _ = nix::unistd::write(ctx.ready, format!("err {} {e}\n", child.pid).as_bytes());
+                }
+                become_zombie(status, &child.comm)
+            }
             None => pre_image(ctx, ci),
         },
-        Forked::Parent(pid) => Ok(pid),
+        Forked::Parent(pid) => {
+            if child.zombie.is_some() {
+                // Its group or session exists (it made or joined it) before
+                // anything else is forked.
+                use nix::sys::wait::{waitid, Id, WaitPidFlag};
+                waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
+                    .map_err(|e| format!("wait for zombie {} to exit: {e}", child.pid))?;
+            } else if child.pgid == child.pid && child.sid != child.pid {
+                // Done by the parent too, so that the group exists before a
+                // sibling forked next asks to join it.
+                let _ = nix::unistd::setpgid(pid, pid);
+            }
+            Ok(pid)
+        }
+    }
+}
+
+/// Puts a zombie-to-be in its session and process group, as it was.
+fn join_group(p: &ProcessImage) -> std::result::Result<(), String> {
+    let me = Pid::from_raw(0);
+    if p.sid == p.pid {
+        nix::unistd::setsid().map(|_| ()).map_err(|e| format!("setsid: {e}"))
+    } else if p.pgid == p.pid {
+        nix::unistd::setpgid(me, me).map_err(|e| format!("setpgid: {e}"))
+    } else if p.pgid > 0 && nix::unistd::getpgrp().as_raw() != p.pgid {
+        nix::unistd::setpgid(me, Pid::from_raw(p.pgid)).map_err(|e| format!("setpgid {}: {e}", p.pgid))
+    } else {
+        Ok(())
     }
 }
 

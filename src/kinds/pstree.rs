@@ -202,15 +202,28 @@ pub fn refuse_uncarried(statuses: &[(i32, Status)]) -> Result<()> {
                 );
             }
         }
-        // A leader that is a zombie can not lead again at restore.
+        // A zombie makes its group or session again before it exits, and
+        // joins a group a sibling forked before it leads; its parent waits
+        // for that before it forks the next child (a shell's job whose
+        // first command ended). Members of a zombie's group must be its
+        // siblings, and a zombie's session its own.
         let zombie = |pid: i32| statuses.iter().any(|(_, t)| t.ns_pid == pid && t.state == 'Z');
-        if (s.ns_pgid != s.ns_pid && zombie(s.ns_pgid)) || (s.ns_sid != s.ns_pid && zombie(s.ns_sid)) {
-            return refuse("is in a process group or session whose leader is a zombie");
+        let sibling = |pid: i32| statuses.iter().any(|(_, t)| t.ns_pid == pid && t.host_ppid == s.host_ppid);
+        if s.ns_sid != s.ns_pid && zombie(s.ns_sid) {
+            return refuse("is in a session whose leader is a zombie");
+        }
+        if s.ns_pgid != s.ns_pid && zombie(s.ns_pgid) && !sibling(s.ns_pgid) {
+            return refuse("is in a process group whose leader is a zombie of another parent");
         }
         if s.state == 'Z' {
-            let parent = statuses.iter().find(|(h, _)| *h == s.host_ppid).map(|(_, p)| p);
-            if parent.is_some_and(|p| p.ns_pgid != s.ns_pgid || p.ns_sid != s.ns_sid) {
-                return refuse("is a zombie in another process group or session than its parent's");
+            if let Some(p) = parent {
+                if s.ns_sid != p.ns_sid && s.ns_sid != s.ns_pid {
+                    return refuse("is a zombie in another session than its parent's, which it does not lead");
+                }
+                let leads = s.ns_pgid == s.ns_pid;
+                if s.ns_pgid != p.ns_pgid && !leads && !sibling(s.ns_pgid) {
+                    return refuse("is a zombie in the process group of a process other than its parent or a sibling");
+                }
             }
             continue;
         }
