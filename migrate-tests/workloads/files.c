@@ -5,7 +5,8 @@
  * directory of 40 files read part-way (getdents64), whose next entry must
  * stay the same; a FIFO grown to 128 KiB holding records; a FIFO (holding
  * bytes, open at both ends), a directory and a device node (null), each
- * deleted while open, which must stay what they were; with argv[2]
+ * deleted while open, which must stay what they were; O_PATH fds on a
+ * symlink itself (O_NOFOLLOW), a unix socket's node and a file; with argv[2]
  * "lease", a write lease (F_SETLEASE) on a file nothing else opens (not
  * on a migration to the same host: the source keeps the file open). */
 #define _GNU_SOURCE
@@ -14,7 +15,9 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
 #include <sys/sysmacros.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 
 int main(int argc, char **argv) {
@@ -66,6 +69,19 @@ int main(int argc, char **argv) {
     int gn = open(path, O_WRONLY);
     unlink(path);
     if (gd < 0 || gn < 0) return 1;
+    snprintf(path, sizeof path, "%s/link", dir);
+    unlink(path);
+    if (symlink("ro.txt", path)) return 1;
+    int o_link = open(path, O_PATH | O_NOFOLLOW);
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    snprintf(un.sun_path, sizeof un.sun_path, "%s/sock", dir);
+    unlink(un.sun_path);
+    int sk = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (sk < 0 || bind(sk, (struct sockaddr *)&un, sizeof un) || close(sk)) return 1;
+    int o_sock = open(un.sun_path, O_PATH);
+    snprintf(path, sizeof path, "%s/ro.txt", dir);
+    int o_file = open(path, O_PATH);
+    if (o_link < 0 || o_sock < 0 || o_file < 0) return 1;
     snprintf(path, sizeof path, "%s/leased", dir);
     int leased = argc > 2 && !strcmp(argv[2], "lease");
     int lease = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
@@ -110,6 +126,12 @@ int main(int argc, char **argv) {
             fail("deleted null", sn.st_mode, sn.st_rdev);
         if (write(gn, "x", 1) != 1) fail("deleted null write", errno, 0);
         if (leased && fcntl(lease, F_GETLEASE) != F_WRLCK) fail("write lease", fcntl(lease, F_GETLEASE), F_WRLCK);
+        int kinds[] = {S_IFLNK, S_IFSOCK, S_IFREG}, opath[] = {o_link, o_sock, o_file};
+        for (int i = 0; i < 3; i++) {
+            struct stat so;
+            if (fstatat(opath[i], "", &so, AT_EMPTY_PATH) || (so.st_mode & S_IFMT) != kinds[i]) fail("O_PATH fd's file", i, so.st_mode);
+            if (!(fcntl(opath[i], F_GETFL) & O_PATH)) fail("O_PATH", i, fcntl(opath[i], F_GETFL));
+        }
         next_entry(d, next, sizeof next);
         if (strcmp(next, want_next)) {
             printf("FAIL directory: next entry %s, was %s\n", next, want_next);

@@ -532,6 +532,9 @@ fn refuse_fd(pid: i32, ns_pid: i32, fd: i32, target: &str, info: &str) -> Result
             if ft.is_block_device() {
                 return Err(unsupported(format!("block device node that was deleted ({target})")));
             }
+            if !(ft.is_file() || ft.is_dir() || ft.is_fifo() || ft.is_char_device()) {
+                return Err(unsupported(format!("special file that was deleted ({target})")));
+            }
         }
     }
     // Locks are carried (kinds::fdattrs); leases are not.
@@ -1014,7 +1017,10 @@ fn dump_file(ctx: &mut DumpCtx<'_>, f: &OpenFd<'_>) -> Result<FdKind> {
     })?;
     use std::os::unix::fs::FileTypeExt;
     let ft = meta.file_type();
-    if !(ft.is_file() || ft.is_char_device() || ft.is_dir() || ft.is_fifo()) {
+    // A symlink or a socket's node can only be held by an O_PATH fd,
+    // which is reopened the same way (with O_NOFOLLOW for the symlink).
+    let by_path = f.flags & libc::O_PATH != 0 && (ft.is_symlink() || ft.is_socket());
+    if !(ft.is_file() || ft.is_char_device() || ft.is_dir() || ft.is_fifo() || by_path) {
         return Err(f.unsupported(format!("special file {path}")));
     }
     let known = ctx

@@ -339,7 +339,13 @@ pub fn dump(pid: i32, fd: i32, target: &str, flags: i32, pos: u64, cap: u64, out
                 GhostNode::Fifo { data, capacity }
             }
             t if t.is_dir() => GhostNode::Directory,
-            _ => GhostNode::CharDevice { rdev: meta.rdev() },
+            t if t.is_char_device() => GhostNode::CharDevice { rdev: meta.rdev() },
+            _ => {
+                return Err(Error::Read {
+                    path: orig.to_string(),
+                    source: std::io::Error::other("a deleted file of a kind that is not made again"),
+                })
+            }
         };
         (
             orig.to_string(),
@@ -423,6 +429,7 @@ const REOPEN_FLAGS: i32 = libc::O_ACCMODE
     | libc::O_NOATIME
     | libc::O_LARGEFILE
     | libc::O_DIRECTORY
+    | libc::O_NOFOLLOW
     | libc::O_PATH;
 
 /// Opens the file again (close-on-exec), at its offset.
