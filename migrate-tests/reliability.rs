@@ -310,7 +310,6 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
             "shared-fs",
             "shares its working directory, root and umask with process 2 (CLONE_FS)",
         ),
-        ("deadline", "runs under SCHED_DEADLINE (runtime, deadline and period)"),
         (
             "tcp-unbound",
             "fd 3 is a TCP socket (IPv4) not bound, listening or connected",

@@ -10,7 +10,9 @@
  * MPOL_PREFERRED node 0 with 3 ms, a second thread MPOL_INTERLEAVE with
  * MPOL_F_STATIC_NODES over node 0 with 7 ms, which checks its own (and
  * its timer slack and personality, the process's), and the audit login
- * uid 1000 in both, where the process may set it. */
+ * uid 1000 in both, where the process may set it. And a child under
+ * SCHED_DEADLINE (10 ms of every 30), which checks its parameters every
+ * 100 ms. */
 #define _GNU_SOURCE
 #include "beat.h"
 #include <errno.h>
@@ -129,7 +131,22 @@ static void check(void) {
     if (mdwe >= 0 && prctl(PR_GET_MDWE, 0, 0, 0, 0) != mdwe) fail("MDWE", prctl(PR_GET_MDWE, 0, 0, 0, 0), mdwe);
 }
 
+/* A child under SCHED_DEADLINE, forked before the rest is set. */
+static void deadline_child(void) {
+    if (fork() != 0) return;
+    struct attr a = {.size = sizeof a, .policy = 6, .runtime = 10000000, .deadline = 30000000, .period = 30000000};
+    if (syscall(SYS_sched_setattr, 0, &a, 0)) fail("SCHED_DEADLINE", errno, 0);
+    for (;;) {
+        struct attr got = {0};
+        if (syscall(SYS_sched_getattr, 0, &got, sizeof got, 0) || got.policy != 6 || got.runtime != a.runtime ||
+            got.deadline != a.deadline || got.period != a.period)
+            fail("SCHED_DEADLINE parameters", got.policy, got.runtime);
+        nap_ms(100);
+    }
+}
+
 int main(void) {
+    deadline_child();
     struct sched_param p = {0};
     FILE *f = fopen("/proc/self/oom_score_adj", "w");
     if (!f || fprintf(f, "500\n") < 0 || fclose(f)) fail("set oom_score_adj", errno, 0);

@@ -25,7 +25,6 @@
  *   shared-vm    a child made with CLONE_VM (one address space for two
  *                processes)
  *   shared-fs    a child made with CLONE_FS (one cwd, root and umask)
- *   deadline     the process under SCHED_DEADLINE
  *   bind-mount   directory argv[2].a bound onto argv[2].b (a mount made
  *                inside the container)
  *   own-netns    a child in a network namespace of its own
@@ -203,10 +202,6 @@ int main(int argc, char **argv) {
     } else if (!strcmp(what, "shared-vm") || !strcmp(what, "shared-fs")) {
         int flag = !strcmp(what, "shared-vm") ? CLONE_VM : CLONE_FS;
         if (clone(sleeper, stack + sizeof stack, flag | SIGCHLD, NULL) < 0) fail("clone", errno, 0);
-    } else if (!strcmp(what, "deadline")) {
-        struct { uint32_t size, policy; uint64_t flags; int32_t nice; uint32_t prio; uint64_t runtime, deadline, period; } at = {
-            sizeof at, 6, 0, 0, 0, 10000000, 30000000, 30000000};
-        if (syscall(SYS_sched_setattr, 0, &at, 0)) fail(what, errno, 0);
     } else if (!strcmp(what, "bind-mount")) {
         char a[4096], b[4096];
         snprintf(a, sizeof a, "%s.a", argv[2]);

@@ -3,7 +3,11 @@
 //! read and set by injected `get_mempolicy` / `set_mempolicy` in the
 //! thread; and the time slice a thread under a fair policy asked for
 //! (`sched_setattr` with `sched_runtime`, Linux 6.12 on), read and set
-//! from outside with `sched_getattr` / `sched_setattr`.
+//! from outside with `sched_getattr` / `sched_setattr`; and a thread under
+//! SCHED_DEADLINE, with its runtime, deadline, period and flags (layout 5),
+//! set from outside with `sched_setattr` in place of the policy
+//! kinds::procattrs sets for others. Its budget in the current period is
+//! not carried: it starts a new period, as after any wakeup.
 //!
 //! Section `policies` (from image format 4; an image without it restores
 //! with the default policy and slice, as before). The slice is set after
@@ -56,6 +60,24 @@ pub struct ThreadPolicies {
     pub mempolicy: Option<(u32, Vec<u64>)>,
     /// A time slice asked for (ns), if not the default.
     pub slice_ns: Option<u64>,
+    /// SCHED_DEADLINE: its flags, runtime, deadline and period (ns).
+    pub deadline: Option<Deadline>,
+}
+
+/// A thread's SCHED_DEADLINE parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deadline {
+    pub flags: u64,
+    pub runtime: u64,
+    pub deadline: u64,
+    pub period: u64,
+}
+
+/// [`ThreadPolicies`] as layout 4 wrote it.
+#[derive(Deserialize)]
+struct ThreadPoliciesV4 {
+    mempolicy: Option<(u32, Vec<u64>)>,
+    slice_ns: Option<u64>,
 }
 
 /// The section `policies`: (PID in the container, its threads' in the
@@ -64,10 +86,34 @@ pub struct Section;
 
 impl super::Kind for Section {
     const SECTION: &'static str = "policies";
-    const VERSION: u32 = 4;
+    const VERSION: u32 = 5;
     const SINCE_FORMAT: u32 = 4;
     type State = Vec<(i32, Vec<ThreadPolicies>)>;
     type Error = Error;
+
+    /// Layout 4 had no SCHED_DEADLINE (it was refused).
+    fn decode(bytes: &[u8]) -> crate::image::Result<Self::State> {
+        crate::image::decode_versioned(
+            Self::SECTION,
+            bytes,
+            Self::VERSION,
+            |old: Vec<(i32, Vec<ThreadPoliciesV4>)>| {
+                old.into_iter()
+                    .map(|(pid, threads)| {
+                        let threads = threads
+                            .into_iter()
+                            .map(|t| ThreadPolicies {
+                                mempolicy: t.mempolicy,
+                                slice_ns: t.slice_ns,
+                                deadline: None,
+                            })
+                            .collect();
+                        (pid, threads)
+                    })
+                    .collect()
+            },
+        )
+    }
 
     /// Modes and flags set_mempolicy knows, masks of up to 1024 nodes,
     /// slices the kernel takes (0.1 to 100 ms).
@@ -82,6 +128,12 @@ impl super::Kind for Section {
                 }
                 if t.slice_ns.is_some_and(|s| !(100_000..=100_000_000).contains(&s)) {
                     return bad("a time slice out of range");
+                }
+                // The kernel's own rule: runtime <= deadline <= period.
+                if t.deadline.is_some_and(|d| {
+                    d.runtime < 1024 || d.runtime > d.deadline || (d.period != 0 && d.deadline > d.period)
+                }) {
+                    return bad("SCHED_DEADLINE parameters the kernel would refuse");
                 }
             }
         }
@@ -98,6 +150,26 @@ const MASK_WORDS: usize = 16;
 /// SCHED_OTHER, SCHED_BATCH, SCHED_IDLE: the fair policies.
 const FAIR: [u32; 3] = [0, 3, 5];
 const SCHED_FLAG_RESET_ON_FORK: u64 = 1;
+/// SCHED_DEADLINE.
+pub const SCHED_DEADLINE: u32 = 6;
+/// The sched_setattr flags a deadline thread keeps: SCHED_FLAG_RESET_ON_FORK,
+/// SCHED_FLAG_RECLAIM, SCHED_FLAG_DL_OVERRUN.
+const DEADLINE_FLAGS: u64 = 0x1 | 0x2 | 0x4;
+
+/// The SCHED_DEADLINE parameters of thread `tid`, if it runs under it.
+fn deadline_of(tid: i32) -> Result<Option<Deadline>> {
+    let a = sys::sched_getattr(tid).map_err(|source| Error::Sched {
+        tid,
+        what: "sched_getattr",
+        source,
+    })?;
+    Ok((a.policy == SCHED_DEADLINE).then_some(Deadline {
+        flags: a.flags & DEADLINE_FLAGS,
+        runtime: a.runtime,
+        deadline: a.deadline,
+        period: a.period,
+    }))
+}
 
 /// The time slice of thread `tid`, if it asked for one (it differs from
 /// this thread's, the default).
@@ -141,6 +213,7 @@ pub fn dump(remote: &Remote, tids: &[i32]) -> Result<Vec<ThreadPolicies>> {
         out.push(ThreadPolicies {
             mempolicy: (mode != 0).then_some((mode, nodes)),
             slice_ns: slice_of(tid)?,
+            deadline: deadline_of(tid)?,
         });
     }
     Ok(out)
@@ -167,6 +240,22 @@ pub fn restore(remote: &Remote, tids: &[i32], policies: &[ThreadPolicies]) -> Re
                 libc::SYS_set_mempolicy,
                 &[u64::from(*mode), at, maxnode],
             )?;
+        }
+        if let Some(d) = p.deadline {
+            let attr = sys::SchedAttr {
+                size: std::mem::size_of::<sys::SchedAttr>() as u32,
+                policy: SCHED_DEADLINE,
+                flags: d.flags,
+                runtime: d.runtime,
+                deadline: d.deadline,
+                period: d.period,
+                ..Default::default()
+            };
+            sys::sched_setattr(tid, &attr).map_err(|source| Error::Sched {
+                tid,
+                what: "sched_setattr (SCHED_DEADLINE)",
+                source,
+            })?;
         }
         if let Some(slice) = p.slice_ns {
             let now = sys::sched_getattr(tid).map_err(|source| Error::Sched {
@@ -247,7 +336,16 @@ mod tests {
 
     #[test]
     fn policies_the_kernel_would_refuse_are_damage() {
-        let img = |mempolicy, slice_ns| vec![(1, vec![ThreadPolicies { mempolicy, slice_ns }])];
+        let img = |mempolicy, slice_ns| {
+            vec![(
+                1,
+                vec![ThreadPolicies {
+                    mempolicy,
+                    slice_ns,
+                    deadline: None,
+                }],
+            )]
+        };
         assert!(Section::validate(&img(Some((2 | (1 << 15), vec![1])), Some(5_000_000))).is_ok());
         assert!(Section::validate(&img(None, None)).is_ok());
         for bad in [
@@ -259,5 +357,44 @@ mod tests {
         ] {
             assert!(Section::validate(&bad).is_err(), "{bad:?}");
         }
+        let dl = |runtime, deadline, period| {
+            vec![(
+                1,
+                vec![ThreadPolicies {
+                    deadline: Some(Deadline {
+                        flags: 0,
+                        runtime,
+                        deadline,
+                        period,
+                    }),
+                    ..Default::default()
+                }],
+            )]
+        };
+        assert!(Section::validate(&dl(10_000_000, 30_000_000, 30_000_000)).is_ok());
+        assert!(Section::validate(&dl(40_000_000, 30_000_000, 30_000_000)).is_err());
+        assert!(Section::validate(&dl(10_000_000, 30_000_000, 20_000_000)).is_err());
+    }
+
+    /// A layout-4 section (no SCHED_DEADLINE) still decodes.
+    #[test]
+    fn layout_4_reads_without_deadlines() {
+        use crate::kinds::Kind;
+        #[derive(Serialize)]
+        struct V4 {
+            mempolicy: Option<(u32, Vec<u64>)>,
+            slice_ns: Option<u64>,
+        }
+        let old = vec![(
+            3,
+            vec![V4 {
+                mempolicy: None,
+                slice_ns: Some(3_000_000),
+            }],
+        )];
+        let bytes = crate::image::encode_section_at(4, &old);
+        let got = Section::decode(&bytes).unwrap();
+        assert_eq!(got[0].1[0].slice_ns, Some(3_000_000));
+        assert_eq!(got[0].1[0].deadline, None);
     }
 }

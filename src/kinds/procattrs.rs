@@ -57,8 +57,6 @@ pub enum Error {
     },
     #[error("process {pid}: section procattrs has membarrier or mlockall flags this build does not know, or a bad chroot path; the image is damaged")]
     Damaged { pid: i32 },
-    #[error("process {pid} (pid {ns_pid} in the container): thread {tid} runs under SCHED_DEADLINE (runtime, deadline and period), which migrate does not carry yet")]
-    Deadline { pid: i32, ns_pid: i32, tid: i32 },
     #[error("process {pid} (pid {ns_pid} in the container): thread {tid} has another {what} than the process, which migrate does not carry yet")]
     ThreadsDiffer {
         pid: i32,
@@ -236,13 +234,6 @@ fn read_proc(pid: i32, what: &'static str) -> Result<Option<String>> {
 /// nice value, scheduling policy, I/O priority, CPU affinity or
 /// personality (only the process's are carried).
 pub fn refuse_uncarried(pid: i32, ns_pid: i32, tids: &[i32]) -> Result<()> {
-    const SCHED_DEADLINE: i32 = 6;
-    if let Some(&tid) = tids
-        .iter()
-        .find(|t| sys::get_scheduler(**t).is_ok_and(|p| p & 0xff == SCHED_DEADLINE))
-    {
-        return Err(Error::Deadline { pid, ns_pid, tid });
-    }
     let main = (sched_of(pid, pid)?, sys::get_scheduler(pid).ok());
     let personality = |tid: i32| std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/personality")).ok();
     for &tid in tids.iter().filter(|t| **t != pid) {
@@ -447,7 +438,11 @@ pub fn restore(remote: &Remote, tids: &[i32], a: &ProcAttrs) -> Result<()> {
     let pid = remote.pid;
     let set = |what| move |source| Error::Set { pid, what, source };
     for &tid in tids {
-        sys::set_scheduler(tid, a.policy, a.rt_priority).map_err(set("scheduling policy"))?;
+        // SCHED_DEADLINE is kinds::policies' (sched_setattr, with its
+        // parameters); sched_setscheduler can not set it.
+        if a.policy & 0xff != super::policies::SCHED_DEADLINE as i32 {
+            sys::set_scheduler(tid, a.policy, a.rt_priority).map_err(set("scheduling policy"))?;
+        }
         sys::set_nice(tid, a.nice).map_err(set("nice value"))?;
         sys::set_ioprio(tid, a.ioprio).map_err(set("I/O priority"))?;
         if let Some(cpus) = &a.affinity {
