@@ -282,7 +282,10 @@ fn a_write_lease_fails_a_migration_to_the_same_host_cleanly() -> Result<()> {
     wait_beats(&pair.a, "f", 3)?;
     let mut recv = Receiver::start(&pair.b, "127.0.0.1", true, None)?;
     let out = pair.a.cmd(&["send", "f", &recv.addr]);
-    ensure!(!out.status.success(), "a migration with a write lease on this host succeeded");
+    ensure!(
+        !out.status.success(),
+        "a migration with a write lease on this host succeeded"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(err.contains("its lease can not be taken again"), "{err}");
     ensure!(!recv.wait(Duration::from_secs(30))?.success());

@@ -298,9 +298,15 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
     let path = root.dir.join("odd-file");
     let path = path.to_str().unwrap();
     for (what, expect) in [
-        ("lease-breaking", "fd 3 is a file with a lease being broken (LEASE BREAKING"),
+        (
+            "lease-breaking",
+            "fd 3 is a file with a lease being broken (LEASE BREAKING",
+        ),
         ("deleted-block", "fd 3 is a block device node that was deleted"),
-        ("zombie-leader", "is in a process group whose leader is a zombie of another parent"),
+        (
+            "zombie-leader",
+            "is in a process group whose leader is a zombie of another parent",
+        ),
         ("shared-files", "shares its fd table with process 2 (CLONE_FILES)"),
         (
             "shared-vm",

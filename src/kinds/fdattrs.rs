@@ -140,7 +140,12 @@ fn parse_lock(line: &str) -> std::result::Result<Option<Lock>, String> {
         // open blocks), and a deadline: neither is carried.
         Some("LEASE") if t.get(2) == Some(&"ACTIVE") => LockKind::Lease,
         Some("LEASE") => return Err(format!("file with a lease being broken ({})", what())),
-        _ => return Err(format!("file with a delegation or lock migrate does not know on it ({})", what())),
+        _ => {
+            return Err(format!(
+                "file with a delegation or lock migrate does not know on it ({})",
+                what()
+            ))
+        }
     };
     let write = match t.get(3).copied() {
         Some("WRITE") => true,

@@ -307,7 +307,9 @@ impl FilesImage {
                             _ => true,
                         };
                         if via.len() != targets.len() || !via.iter().all(own) {
-                            return Err(bad("is an epoll whose registrations name fds the process does not have"));
+                            return Err(bad(
+                                "is an epoll whose registrations name fds the process does not have",
+                            ));
                         }
                         continue;
                     }
@@ -1359,11 +1361,7 @@ pub unsafe fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&O
     // Nothing of the restorer's may be open when the epolls are built: an
     // interest list naming an fd this task does not have must fail (and be
     // skipped), not register one of ours.
-    let mut open_set: Vec<RawFd> = fds
-        .iter()
-        .filter(|f| f.kind.epoll().is_none())
-        .map(|f| f.fd)
-        .collect();
+    let mut open_set: Vec<RawFd> = fds.iter().filter(|f| f.kind.epoll().is_none()).map(|f| f.fd).collect();
     open_set.extend_from_slice(keep);
     // SAFETY: the function's contract; `parked` was dropped above, and what
     // stays open is the placed table and `keep`.
@@ -1515,9 +1513,15 @@ mod tests {
         };
         img.check().unwrap();
         img.procs[0].1[0] = epoll(TargetFile::Fd(5));
-        assert!(matches!(img.check(), Err(Error::BadFd { fd: 3, .. })), "fd 5 is not held");
+        assert!(
+            matches!(img.check(), Err(Error::BadFd { fd: 3, .. })),
+            "fd 5 is not held"
+        );
         img.procs[0].1[0] = epoll(TargetFile::Fd(3));
-        assert!(matches!(img.check(), Err(Error::BadFd { fd: 3, .. })), "the epoll itself");
+        assert!(
+            matches!(img.check(), Err(Error::BadFd { fd: 3, .. })),
+            "the epoll itself"
+        );
     }
 
     /// A deleted device node is made again only if it is a memory device:
@@ -1540,7 +1544,14 @@ mod tests {
             dir_entries: None,
         };
         let mut img = FilesImage {
-            procs: vec![(1, vec![FdImage { fd: 3, flags: 0, kind: FdKind::File { file: 0 } }])],
+            procs: vec![(
+                1,
+                vec![FdImage {
+                    fd: 3,
+                    flags: 0,
+                    kind: FdKind::File { file: 0 },
+                }],
+            )],
             files: vec![node(libc::makedev(1, 3))],
             ..Default::default()
         };

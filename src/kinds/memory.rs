@@ -1287,7 +1287,10 @@ fn map_vma(remote: &Remote, v: &Vma, shmem: &ShmemFds) -> Result<()> {
             // one open file that differ only in VM_ACCOUNT (a RELRO piece,
             // written before it was made read-only) would merge.
             let file = shmem.get(id).expect("restorer made every shmem and ghost object");
-            let fd = remote.open(&format!("/proc/self/fd/{}", file.as_raw_fd()), libc::O_RDONLY | libc::O_CLOEXEC)?;
+            let fd = remote.open(
+                &format!("/proc/self/fd/{}", file.as_raw_fd()),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            )?;
             let r = remote.call(
                 &what,
                 nr::MMAP,
@@ -1590,7 +1593,11 @@ pub fn name_ghosts(ghosts: &[GhostFile], fds: &[(u64, i32)]) {
         // Read-only from here: an exe link may not be set to a file open
         // for writing (and the mappings are private).
         let again = format!("/proc/self/fd/{}", file.as_raw_fd());
-        let read_only = open(again.as_str(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty());
+        let read_only = open(
+            again.as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        );
         if let (true, true, Ok(ro)) = (filled, removed, read_only) {
             // SAFETY: `number` stays an open descriptor (of this file now
             // instead of the memfd), and whatever owns it owns an open file

@@ -208,7 +208,11 @@ pub fn refuse_uncarried(statuses: &[(i32, Status)]) -> Result<()> {
         // first command ended). Members of a zombie's group must be its
         // siblings, and a zombie's session its own.
         let zombie = |pid: i32| statuses.iter().any(|(_, t)| t.ns_pid == pid && t.state == 'Z');
-        let sibling = |pid: i32| statuses.iter().any(|(_, t)| t.ns_pid == pid && t.host_ppid == s.host_ppid);
+        let sibling = |pid: i32| {
+            statuses
+                .iter()
+                .any(|(_, t)| t.ns_pid == pid && t.host_ppid == s.host_ppid)
+        };
         if s.ns_sid != s.ns_pid && zombie(s.ns_sid) {
             return refuse("is in a session whose leader is a zombie");
         }

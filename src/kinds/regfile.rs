@@ -75,10 +75,15 @@ pub enum FileKind {
 pub enum GhostNode {
     /// With the bytes buffered in it (with the first open description of
     /// it) and the size of its buffer.
-    Fifo { data: Vec<u8>, capacity: u32 },
+    Fifo {
+        data: Vec<u8>,
+        capacity: u32,
+    },
     Directory,
     /// A memory device (see [`memory_device`]), by its device number.
-    CharDevice { rdev: u64 },
+    CharDevice {
+        rdev: u64,
+    },
 }
 
 /// Whether device number `rdev` (of a character device) is one whose
@@ -107,7 +112,9 @@ impl FileImage {
             FileKind::Ghost {
                 what: GhostNode::CharDevice { rdev },
                 ..
-            } if !memory_device(*rdev) => Some("is a deleted device node other than null, zero, full, random or urandom"),
+            } if !memory_device(*rdev) => {
+                Some("is a deleted device node other than null, zero, full, random or urandom")
+            }
             _ => None,
         }
     }
@@ -502,7 +509,9 @@ pub fn restore(f: &FileImage) -> Result<OwnedFd> {
                 Some(keeper) => keeper,
                 None => {
                     let keeper = make_node(&f.path, node.1, what, (*mode, *uid, *gid)).map_err(err)?;
-                    let dup = keeper.try_clone().map_err(|e| err(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF))))?;
+                    let dup = keeper
+                        .try_clone()
+                        .map_err(|e| err(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF))))?;
                     GHOSTS.with(|g| g.borrow_mut().insert(*node, dup));
                     keeper
                 }
@@ -556,7 +565,10 @@ fn open_fifo_end(path: &str, flags: i32) -> std::result::Result<OwnedFd, Errno> 
     use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
     let opened = OFlag::from_bits_retain(flags & REOPEN_FLAGS) | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
     let fd = open(path, opened, nix::sys::stat::Mode::empty())?;
-    fcntl(&fd, FcntlArg::F_SETFL(OFlag::from_bits_retain(flags & !libc::O_ACCMODE)))?;
+    fcntl(
+        &fd,
+        FcntlArg::F_SETFL(OFlag::from_bits_retain(flags & !libc::O_ACCMODE)),
+    )?;
     Ok(fd)
 }
 
@@ -619,7 +631,9 @@ fn make_node(path: &str, ino: u64, what: &GhostNode, meta: (u32, u32, u32)) -> s
     });
     // Removed whatever happened.
     let removed = match what {
-        GhostNode::Directory => nix::unistd::unlinkat(nix::fcntl::AT_FDCWD, &name, nix::unistd::UnlinkatFlags::RemoveDir),
+        GhostNode::Directory => {
+            nix::unistd::unlinkat(nix::fcntl::AT_FDCWD, &name, nix::unistd::UnlinkatFlags::RemoveDir)
+        }
         _ => nix::unistd::unlink(&name),
     };
     let keeper = opened?;

@@ -592,16 +592,7 @@ pub fn epoll_target_is(pid: i32, fd: RawFd, epoll_pid: i32, efd: RawFd, tfd: Raw
     };
     // SAFETY: kcmp reads one kcmp_epoll_slot from `slot`, which lives for
     // the call; it writes nothing.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_kcmp,
-            pid,
-            epoll_pid,
-            KCMP_EPOLL_TFD,
-            fd,
-            &slot as *const Slot,
-        )
-    };
+    let ret = unsafe { libc::syscall(libc::SYS_kcmp, pid, epoll_pid, KCMP_EPOLL_TFD, fd, &slot as *const Slot) };
     if ret < 0 {
         Err(Errno::last())
     } else {
