@@ -1233,14 +1233,7 @@ fn map_vma(remote: &Remote, v: &Vma, shmem: &ShmemFds) -> Result<()> {
             } else {
                 libc::O_RDONLY
             };
-            let fd = remote.open(path, mode | libc::O_CLOEXEC)?;
-            let r = remote.call(
-                &what,
-                nr::MMAP,
-                &[v.start, v.len(), u64::from(v.prot), flags, fd, v.offset],
-            );
-            remote.close(fd)?;
-            r?;
+            map_opened(remote, v, flags, path, mode)?;
         }
         Backing::SysvShm { id } => {
             // The first mapping attaches the whole segment; each gets its
@@ -1287,20 +1280,25 @@ fn map_vma(remote: &Remote, v: &Vma, shmem: &ShmemFds) -> Result<()> {
             // one open file that differ only in VM_ACCOUNT (a RELRO piece,
             // written before it was made read-only) would merge.
             let file = shmem.get(id).expect("restorer made every shmem and ghost object");
-            let fd = remote.open(
-                &format!("/proc/self/fd/{}", file.as_raw_fd()),
-                libc::O_RDONLY | libc::O_CLOEXEC,
-            )?;
-            let r = remote.call(
-                &what,
-                nr::MMAP,
-                &[v.start, v.len(), u64::from(v.prot), flags, fd, v.offset],
-            );
-            remote.close(fd)?;
-            r?;
+            let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+            map_opened(remote, v, flags, &path, libc::O_RDONLY)?;
         }
     }
     advise(remote, v, v.start, v.len())
+}
+
+/// Maps `v` (mmap `flags`) from the file at `path`, which the process
+/// opens (`mode`) for the call.
+fn map_opened(remote: &Remote, v: &Vma, flags: u64, path: &str, mode: i32) -> Result<()> {
+    let fd = remote.open(path, mode | libc::O_CLOEXEC)?;
+    let r = remote.call(
+        &format!("mmap {:#x}-{:#x}", v.start, v.end),
+        nr::MMAP,
+        &[v.start, v.len(), u64::from(v.prot), flags, fd, v.offset],
+    );
+    remote.close(fd)?;
+    r?;
+    Ok(())
 }
 
 /// Applies the mapping's madvise flags to `start..start+len` of it.
