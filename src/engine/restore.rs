@@ -631,6 +631,27 @@ fn restore_inner<'r>(
     if let Some(ipc) = &img.ipc {
         crate::kinds::ipcns::remove_destroyed(pid1.as_raw(), ipc)?;
     }
+    // Last of everything that opens files in the container: what the
+    // rebuild opened under an inotify watch is not the program's event.
+    for (i, _) in img
+        .files
+        .anon
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| matches!(a, crate::kinds::anonfd::AnonImage::Inotify { .. }))
+    {
+        let holder = img.files.procs.iter().find_map(|(pid, fds)| {
+            fds.iter()
+                .find(|f| f.kind == files::FdKind::Anon { obj: i as u32 })
+                .and_then(|f| Some((*hosts.get(pid)?, f.fd)))
+        });
+        if let Some((host, fd)) = holder {
+            let err = |e: sys::Errno| stage("empty a restored inotify queue")(format!("process {host} fd {fd}: {e}"));
+            let pidfd = sys::pidfd_open(Pid::from_raw(host)).map_err(err)?;
+            let dup = sys::pidfd_getfd(pidfd.as_fd(), fd).map_err(err)?;
+            crate::kinds::anonfd::drop_restore_events(&dup).map_err(err)?;
+        }
+    }
     if opts.verify {
         super::verify::restored(&img.procs, &img.mm, &img.files, &|pid| hosts.get(&pid).copied())?;
         tracing::debug!(ms = ms_since(t0), "restore: verified");

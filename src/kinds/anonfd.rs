@@ -276,6 +276,48 @@ pub fn epoll_target_inodes(info: &str) -> Vec<(i32, u64)> {
         .collect()
 }
 
+/// Takes from a new inotify instance the `count` IN_IGNORED events that
+/// removing the watches made to step its counter queued (before, the
+/// restored program read them: one event for each gap in its watch
+/// numbers). Anything else queued is left, and fails the restore.
+fn drop_ignored(fd: &OwnedFd, count: usize) -> Result<(), Errno> {
+    // struct inotify_event without a name: wd, mask, cookie, len.
+    const EVENT: usize = 16;
+    const IN_IGNORED: u32 = 0x8000;
+    if count == 0 {
+        return Ok(());
+    }
+    let queued = crate::sys::ioctl_int(fd.as_fd(), libc::FIONREAD as libc::c_ulong)? as usize;
+    if queued != count * EVENT {
+        return Err(Errno::EBUSY);
+    }
+    let mut buf = vec![0u8; queued];
+    if nix::unistd::read(fd, &mut buf)? != queued {
+        return Err(Errno::EBUSY);
+    }
+    let ours = buf
+        .chunks(EVENT)
+        .all(|e| u32::from_ne_bytes(e[4..8].try_into().expect("four bytes")) == IN_IGNORED && e[12..16] == [0; 4]);
+    match ours {
+        true => Ok(()),
+        false => Err(Errno::EBUSY),
+    }
+}
+
+/// Empties the queue of a restored inotify instance (`fd`, a duplicate of
+/// a task's) of the events the restore made: the rebuild opens the files
+/// the processes map, and their exe links, under watches it has already
+/// added (before, a program watching such a directory read IN_OPEN and
+/// IN_CLOSE_NOWRITE events after every restore). Returns how many bytes.
+pub fn drop_restore_events(fd: &OwnedFd) -> Result<usize, Errno> {
+    let queued = crate::sys::ioctl_int(fd.as_fd(), libc::FIONREAD as libc::c_ulong)? as usize;
+    if queued > 0 {
+        let mut buf = vec![0u8; queued];
+        nix::unistd::read(fd, &mut buf)?;
+    }
+    Ok(queued)
+}
+
 /// Makes the object again (close-on-exec; the caller sets file flags).
 pub fn restore(a: &AnonImage) -> Result<OwnedFd, Errno> {
     match *a {
@@ -339,6 +381,7 @@ pub fn restore(a: &AnonImage) -> Result<OwnedFd, Errno> {
         AnonImage::SignalFd { mask } => crate::sys::signalfd(mask),
         AnonImage::Inotify { ref watches } => {
             let fd: OwnedFd = nix::sys::inotify::Inotify::init(nix::sys::inotify::InitFlags::IN_CLOEXEC)?.into();
+            let mut stepped = 0usize;
             for w in watches {
                 // Step the cyclic counter up to the old descriptor.
                 let mut tries = 0;
@@ -348,12 +391,14 @@ pub fn restore(a: &AnonImage) -> Result<OwnedFd, Errno> {
                         break;
                     }
                     crate::sys::inotify_rm(fd.as_fd(), wd)?;
+                    stepped += 1;
                     tries += 1;
                     if wd > w.wd || tries > 65536 {
                         return Err(Errno::EEXIST);
                     }
                 }
             }
+            drop_ignored(&fd, stepped)?;
             Ok(fd)
         }
     }
