@@ -364,7 +364,7 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
         ),
         (
             "deleted-linked",
-            "fd 3 is a file deleted under this name and still linked under another",
+            "fd 3 is a file deleted under this name and still linked under another, which migrate can not find again",
         ),
         (
             "epoll-elsewhere",

@@ -6,7 +6,10 @@
  * stay the same; a FIFO grown to 128 KiB holding records; a FIFO (holding
  * bytes, open at both ends), a directory and a device node (null), each
  * deleted while open, which must stay what they were; O_PATH fds on a
- * symlink itself (O_NOFOLLOW), a unix socket's node and a file; with argv[2]
+ * symlink itself (O_NOFOLLOW), a unix socket's node and a file; a file
+ * deleted under the name it was opened by and still linked under another,
+ * which must stay that one file (a write through the fd is read by the
+ * other name); with argv[2]
  * "lease", a write lease (F_SETLEASE) on a file nothing else opens (not
  * on a migration to the same host: the source keeps the file open). */
 #define _GNU_SOURCE
@@ -82,6 +85,12 @@ int main(int argc, char **argv) {
     snprintf(path, sizeof path, "%s/ro.txt", dir);
     int o_file = open(path, O_PATH);
     if (o_link < 0 || o_sock < 0 || o_file < 0) return 1;
+    char other_name[512];
+    snprintf(path, sizeof path, "%s/first-name", dir);
+    snprintf(other_name, sizeof other_name, "%s/second-name", dir);
+    unlink(other_name);
+    int hl = open(path, O_RDWR | O_CREAT | O_TRUNC, 0640);
+    if (hl < 0 || link(path, other_name) || unlink(path)) return 1;
     snprintf(path, sizeof path, "%s/leased", dir);
     int leased = argc > 2 && !strcmp(argv[2], "lease");
     int lease = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
@@ -126,6 +135,15 @@ int main(int argc, char **argv) {
             fail("deleted null", sn.st_mode, sn.st_rdev);
         if (write(gn, "x", 1) != 1) fail("deleted null write", errno, 0);
         if (leased && fcntl(lease, F_GETLEASE) != F_WRLCK) fail("write lease", fcntl(lease, F_GETLEASE), F_WRLCK);
+        char mark[16], seen[16] = {0};
+        int mark_len = snprintf(mark, sizeof mark, "%ld", n);
+        if (pwrite(hl, mark, mark_len, 0) != mark_len) fail("hard-linked write", errno, 0);
+        int by_name = open(other_name, O_RDONLY);
+        if (by_name < 0 || pread(by_name, seen, mark_len, 0) != mark_len || memcmp(seen, mark, mark_len))
+            fail("hard-linked file is another file now", errno, n);
+        if (by_name >= 0) close(by_name);
+        struct stat sh;
+        if (fstat(hl, &sh) || sh.st_nlink != 1) fail("hard-linked file's links", sh.st_nlink, 1);
         int kinds[] = {S_IFLNK, S_IFSOCK, S_IFREG}, opath[] = {o_link, o_sock, o_file};
         for (int i = 0; i < 3; i++) {
             struct stat so;

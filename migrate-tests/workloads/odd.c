@@ -9,7 +9,7 @@
  *                second page unmapped
  *   aio          an AIO ring (io_setup)
  *   uffd         a userfaultfd
- *   deleted-linked  file argv[2], open, linked as argv[2].link, then removed
+ *   deleted-linked  FIFO argv[2], open, linked as argv[2].link, then removed
  *   epoll-elsewhere  an epoll (fd 3) with a registration made through an fd
  *                the process closed since, whose file only a child holds
  *   proc-gone    a file of /proc/N of a child that exited and was reaped
@@ -169,8 +169,8 @@ int main(int argc, char **argv) {
     } else if (!strcmp(what, "deleted-linked")) {
         char other[300];
         snprintf(other, sizeof other, "%s.link", argv[2]);
-        int fd = open(argv[2], O_RDWR | O_CREAT, 0600);
-        if (fd < 0 || link(argv[2], other) || unlink(argv[2])) fail("link", errno, 0);
+        if (mkfifo(argv[2], 0600) || open(argv[2], O_RDWR) < 0 || link(argv[2], other) || unlink(argv[2]))
+            fail("link", errno, 0);
     } else if (!strcmp(what, "uffd")) {
         if (syscall(SYS_userfaultfd, 0) < 0) fail("userfaultfd", 0, 0);
     } else if (!strcmp(what, "lease-breaking")) {

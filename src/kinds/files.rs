@@ -522,12 +522,22 @@ fn refuse_fd(pid: i32, ns_pid: i32, fd: i32, target: &str, info: &str) -> Result
             use std::os::unix::fs::FileTypeExt;
             let ft = meta.file_type();
             use std::os::unix::fs::MetadataExt;
-            // Deleted under this name, but still linked under another: a
-            // copy would no longer be that file.
+            // Deleted under this name, but still linked under another: it
+            // is found again by its file handle (kinds::regfile), if its
+            // file system gives one.
             if !ft.is_dir() && meta.nlink() > 0 {
-                return Err(unsupported(format!(
-                    "file deleted under this name and still linked under another ({target})"
-                )));
+                // (Only a regular file is opened here: a FIFO's open would
+                // wait for a writer.)
+                let handle = ft
+                    .is_file()
+                    .then(|| std::fs::File::open(format!("/proc/{pid}/fd/{fd}")).ok())
+                    .flatten()
+                    .and_then(|f| crate::sys::name_to_handle(f.as_fd()).ok());
+                if handle.is_none() {
+                    return Err(unsupported(format!(
+                        "file deleted under this name and still linked under another, which migrate can not find again ({target})"
+                    )));
+                }
             }
             // Regular files, FIFOs, directories and memory devices are made
             // again (kinds::regfile; other devices are refused below).

@@ -68,6 +68,17 @@ pub enum FileKind {
         uid: u32,
         gid: u32,
     },
+    /// A file deleted under the name it was opened by and still linked
+    /// under another: the same file, found again by its file handle on its
+    /// mount (`mount`, where the container sees it), linked under its old
+    /// name for the open and unlinked again (files layout 6). On another
+    /// file system (another host) the handle finds nothing, and the restore
+    /// fails, naming the file.
+    Linked {
+        handle_type: i32,
+        handle: Vec<u8>,
+        mount: String,
+    },
 }
 
 /// What a [`FileKind::Ghost`] is.
@@ -240,6 +251,24 @@ impl From<FileImageV5> for FileImage {
     }
 }
 
+/// Where the mount of fd `fd` of process `pid` is, as the process sees it
+/// (fdinfo `mnt_id`, then mountinfo).
+fn mount_point_of(pid: i32, fd: i32) -> std::io::Result<String> {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))?;
+    let id = info
+        .lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .map(str::trim)
+        .ok_or_else(|| std::io::Error::other("no mnt_id in fdinfo"))?;
+    std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))?
+        .lines()
+        .find_map(|l| {
+            let mut it = l.split_whitespace();
+            (it.next()? == id).then(|| it.nth(3).map(str::to_string))?
+        })
+        .ok_or_else(|| std::io::Error::other(format!("mount {id} is not in mountinfo")))
+}
+
 /// Reads directory `dir` from its start until `found(count, offset)`
 /// holds, with `count` entries read and `offset` the directory's offset
 /// after them; returns both then, or `None` at its end.
@@ -338,7 +367,10 @@ pub fn dump(pid: i32, fd: i32, target: &str, flags: i32, pos: u64, cap: u64, out
             seals => FileKind::SealedMemfd { name, contents, seals },
         };
         (target.to_string(), kind)
-    } else if let Some(orig) = target.strip_suffix(" (deleted)").filter(|_| !meta.is_file()) {
+    } else if let Some(orig) = target
+        .strip_suffix(" (deleted)")
+        .filter(|_| !meta.is_file() && (meta.is_dir() || meta.nlink() == 0))
+    {
         use std::os::unix::fs::PermissionsExt;
         let what = match meta.file_type() {
             t if t.is_fifo() => {
@@ -362,6 +394,25 @@ pub fn dump(pid: i32, fd: i32, target: &str, flags: i32, pos: u64, cap: u64, out
                 mode: meta.permissions().mode() & 0o7777,
                 uid: meta.uid(),
                 gid: meta.gid(),
+            },
+        )
+    } else if let Some(orig) = target
+        .strip_suffix(" (deleted)")
+        .filter(|_| meta.is_file() && meta.nlink() > 0)
+    {
+        let read = |source| Error::Read {
+            path: orig.to_string(),
+            source,
+        };
+        let file = std::fs::File::open(&link).map_err(read)?;
+        let (handle_type, handle) = crate::sys::name_to_handle(file.as_fd()).map_err(|e| read(e.into()))?;
+        let mount = mount_point_of(pid, fd).map_err(read)?;
+        (
+            orig.to_string(),
+            FileKind::Linked {
+                handle_type,
+                handle,
+                mount,
             },
         )
     } else if meta.file_type().is_fifo() {
@@ -526,6 +577,11 @@ pub fn restore(f: &FileImage) -> Result<OwnedFd> {
                 _ => open(again.as_str(), flags, Mode::empty()).map_err(err)?,
             }
         }
+        FileKind::Linked {
+            handle_type,
+            handle,
+            mount,
+        } => linked(&f.path, mount, *handle_type, handle, flags).map_err(err)?,
         FileKind::Memfd { name, contents } => memfd(name, contents, None).map_err(err)?,
         FileKind::SealedMemfd { name, contents, seals } => memfd(name, contents, Some(*seals)).map_err(err)?,
     };
@@ -557,6 +613,33 @@ pub fn restore(f: &FileImage) -> Result<OwnedFd> {
         nix::unistd::lseek(&fd, pos as i64, nix::unistd::Whence::SeekSet).map_err(err)?;
     }
     Ok(fd)
+}
+
+/// Opens a file deleted under `path` and still linked under another name
+/// (see [`FileKind::Linked`]): found by its handle on `mount`, linked at
+/// `path` for the open (so that its fd's link reads "PATH (deleted)"),
+/// then unlinked; if `path` is taken, opened by its handle alone.
+fn linked(
+    path: &str,
+    mount: &str,
+    handle_type: i32,
+    handle: &[u8],
+    flags: nix::fcntl::OFlag,
+) -> std::result::Result<OwnedFd, Errno> {
+    use nix::fcntl::{open, OFlag, AT_FDCWD};
+    // (Not O_PATH: open_by_handle_at takes no O_PATH descriptor.)
+    let m = open(mount, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())?;
+    let inode = crate::sys::open_by_handle(m.as_fd(), handle_type, handle)?;
+    let again = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&inode));
+    match nix::unistd::linkat(&inode, "", AT_FDCWD, path, nix::fcntl::AtFlags::AT_EMPTY_PATH) {
+        Ok(()) => {
+            let opened = open(path, flags, nix::sys::stat::Mode::empty());
+            nix::unistd::unlink(path)?;
+            opened
+        }
+        Err(Errno::EEXIST) => open(again.as_str(), flags, nix::sys::stat::Mode::empty()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Opens an end of the FIFO at `path` with open(2) flags `flags`, without

@@ -833,6 +833,35 @@ pub fn ioctl_int(fd: BorrowedFd<'_>, request: libc::c_ulong) -> Result<i32, Errn
     }
 }
 
+/// name_to_handle_at(2) of the file open at `fd` (AT_EMPTY_PATH): its
+/// handle type and bytes.
+pub fn name_to_handle(fd: BorrowedFd<'_>) -> Result<(i32, Vec<u8>), Errno> {
+    const MAX_HANDLE_SZ: usize = 128;
+    // struct file_handle { u32 handle_bytes; i32 handle_type; u8 f_handle[]; }
+    let mut buf = vec![0u8; 8 + MAX_HANDLE_SZ];
+    buf[..4].copy_from_slice(&(MAX_HANDLE_SZ as u32).to_ne_bytes());
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: `buf` holds a struct file_handle with room for handle_bytes
+    // bytes, `mount_id` an int, the path a NUL-terminated empty string;
+    // all live for the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_name_to_handle_at,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            buf.as_mut_ptr(),
+            &mut mount_id as *mut libc::c_int,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if ret < 0 {
+        return Err(Errno::last());
+    }
+    let len = (u32::from_ne_bytes(buf[..4].try_into().expect("four bytes")) as usize).min(MAX_HANDLE_SZ);
+    let handle_type = i32::from_ne_bytes(buf[4..8].try_into().expect("four bytes"));
+    Ok((handle_type, buf[8..8 + len].to_vec()))
+}
+
 /// open_by_handle_at(2) with O_PATH: the file behind a file handle, found
 /// through a descriptor on its mount.
 pub fn open_by_handle(mount: BorrowedFd<'_>, handle_type: i32, handle: &[u8]) -> Result<OwnedFd, Errno> {
