@@ -33,7 +33,7 @@ int main(int argc, char **argv) {
             nap_ms(20);
         }
     }
-    long last_shared = -1;
+    long last_shared = -1, stalled = 0;
     for (long n = 1;; n++) {
         for (size_t i = 0; i < words; i += 509)
             if (big[i] != i * 2654435761UL) { fail("big pattern", big[i], i); break; }
@@ -43,7 +43,11 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < hot_len / 8; i++) hot[i] = n + i;
         if (memcmp(cow, "COWDATA!", 8) != 0) fail("cow page", cow[0], 'C');
         long s = shared[0];
-        if (n > 5 && s <= last_shared) fail("shared page stopped", s, last_shared);
+        /* Three beats without a step: not a child the scheduler left behind
+         * for a moment under load (a thaw does not wake all at once), but a
+         * page no longer shared. */
+        stalled = s <= last_shared ? stalled + 1 : 0;
+        if (n > 5 && stalled >= 3) fail("shared page stopped", s, last_shared);
         last_shared = s;
         beat(n);
         nap_ms(100);

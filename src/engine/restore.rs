@@ -1124,13 +1124,7 @@ fn prepare_task(ctx: &TreeCtx<'_>, idx: usize) -> std::result::Result<(), String
         ctx
     };
     let me = Pid::from_raw(0);
-    if p.sid == p.pid {
-        nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
-    } else if p.pgid == p.pid {
-        nix::unistd::setpgid(me, me).map_err(|e| format!("setpgid: {e}"))?;
-    } else if nix::unistd::getpgrp().as_raw() != p.pgid {
-        nix::unistd::setpgid(me, Pid::from_raw(p.pgid)).map_err(|e| format!("setpgid {}: {e}", p.pgid))?;
-    }
+    join_group(p)?;
     let procs = &ctx.img.procs;
     // Group leaders first: their groups exist before a member joins.
     let mut mine: Vec<usize> = (0..procs.len())
@@ -1272,7 +1266,8 @@ fn fork_child(ctx: &TreeCtx<'_>, ci: usize) -> std::result::Result<Pid, String> 
     }
 }
 
-/// Puts a zombie-to-be in its session and process group, as it was.
+/// Puts the calling task (process `p` of the image, a zombie-to-be too)
+/// in its session and process group, as it was.
 fn join_group(p: &ProcessImage) -> std::result::Result<(), String> {
     let me = Pid::from_raw(0);
     if p.sid == p.pid {

@@ -628,7 +628,11 @@ fn linked(
 ) -> std::result::Result<OwnedFd, Errno> {
     use nix::fcntl::{open, OFlag, AT_FDCWD};
     // (Not O_PATH: open_by_handle_at takes no O_PATH descriptor.)
-    let m = open(mount, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())?;
+    let m = open(
+        mount,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
     let inode = crate::sys::open_by_handle(m.as_fd(), handle_type, handle)?;
     let again = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&inode));
     match nix::unistd::linkat(&inode, "", AT_FDCWD, path, nix::fcntl::AtFlags::AT_EMPTY_PATH) {
