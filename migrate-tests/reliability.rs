@@ -371,10 +371,6 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
             "fd 3 is a epoll with a registration made through fd 4, whose file no fd of the process holds any more",
         ),
         (
-            "proc-gone",
-            "fd 3 is a file of /proc/2 (/proc/2/status), a process that has exited",
-        ),
-        (
             "pidfd-reaped",
             "fd 3 is a pidfd of a process that has exited and been reaped",
         ),

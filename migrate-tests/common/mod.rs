@@ -219,6 +219,14 @@ pub fn workload(name: &str) -> PathBuf {
             .ok();
         a.modified().ok() >= b.modified().ok() && a.modified().ok() >= hdr
     };
+    if fresh(&out) {
+        return out;
+    }
+    // One compiler at a time (test binaries run in parallel): a second
+    // install would replace the binary under a workload already running,
+    // whose executable would then read "(deleted)".
+    let lock = std::fs::File::create(out_dir.join(format!("{name}.lock"))).expect("workload lock");
+    let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).expect("lock workload");
     if !fresh(&out) {
         let tmp = out_dir.join(format!("{name}.{}.tmp", std::process::id()));
         let st = Command::new("cc")

@@ -9,7 +9,8 @@
  * symlink itself (O_NOFOLLOW), a unix socket's node and a file; a file
  * deleted under the name it was opened by and still linked under another,
  * which must stay that one file (a write through the fd is read by the
- * other name); with argv[2]
+ * other name); /proc/N/status of a child that has exited and been reaped
+ * since, which must fail to read with ESRCH; with argv[2]
  * "lease", a write lease (F_SETLEASE) on a file nothing else opens (not
  * on a migration to the same host: the source keeps the file open). */
 #define _GNU_SOURCE
@@ -85,6 +86,12 @@ int main(int argc, char **argv) {
     snprintf(path, sizeof path, "%s/ro.txt", dir);
     int o_file = open(path, O_PATH);
     if (o_link < 0 || o_sock < 0 || o_file < 0) return 1;
+    pid_t gone = fork();
+    if (gone == 0) _exit(0);
+    char gone_path[64];
+    snprintf(gone_path, sizeof gone_path, "/proc/%d/status", (int)gone);
+    int of_gone = open(gone_path, O_RDONLY);
+    if (of_gone < 0 || waitpid(gone, NULL, 0) != gone) return 1;
     char other_name[512];
     snprintf(path, sizeof path, "%s/first-name", dir);
     snprintf(other_name, sizeof other_name, "%s/second-name", dir);
@@ -135,6 +142,9 @@ int main(int argc, char **argv) {
             fail("deleted null", sn.st_mode, sn.st_rdev);
         if (write(gn, "x", 1) != 1) fail("deleted null write", errno, 0);
         if (leased && fcntl(lease, F_GETLEASE) != F_WRLCK) fail("write lease", fcntl(lease, F_GETLEASE), F_WRLCK);
+        char gone_buf[64];
+        errno = 0;
+        if (pread(of_gone, gone_buf, sizeof gone_buf, 0) != -1 || errno != ESRCH) fail("/proc/N of a reaped child", errno, ESRCH);
         char mark[16], seen[16] = {0};
         int mark_len = snprintf(mark, sizeof mark, "%ld", n);
         if (pwrite(hl, mark, mark_len, 0) != mark_len) fail("hard-linked write", errno, 0);

@@ -12,7 +12,6 @@
  *   deleted-linked  FIFO argv[2], open, linked as argv[2].link, then removed
  *   epoll-elsewhere  an epoll (fd 3) with a registration made through an fd
  *                the process closed since, whose file only a child holds
- *   proc-gone    a file of /proc/N of a child that exited and was reaped
  *   inotify-deleted  an inotify watch on file argv[2], open, then removed
  *   pidfd-reaped a pidfd of a child that exited and was reaped
  *   lease-breaking  a write lease on file argv[2] (fd 3), being broken by
@@ -150,12 +149,6 @@ int main(int argc, char **argv) {
         int in = inotify_init1(0);
         int keep = open(argv[2], O_RDWR | O_CREAT, 0600);
         if (in < 0 || keep < 0 || inotify_add_watch(in, argv[2], IN_MODIFY) < 0 || unlink(argv[2])) fail("inotify", errno, 0);
-    } else if (!strcmp(what, "proc-gone")) {
-        pid_t c = fork();
-        if (c == 0) _exit(0);
-        char path[64];
-        snprintf(path, sizeof path, "/proc/%d/status", c);
-        if (open(path, O_RDONLY) < 0 || waitpid(c, NULL, 0) != c) fail("proc", errno, 0);
     } else if (!strcmp(what, "epoll-elsewhere")) {
         int ep = epoll_create1(0), p[2];
         struct epoll_event ev = {.events = EPOLLIN};

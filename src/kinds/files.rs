@@ -563,19 +563,6 @@ fn refuse_fd(pid: i32, ns_pid: i32, fd: i32, target: &str, info: &str) -> Result
             return Err(unsupported(format!("{what} ({target})")));
         }
     }
-    // A file of /proc/N is reopened by its path: N must still be there
-    // (the container's /proc, seen through the process's root).
-    if let Some(n) = target
-        .strip_prefix("/proc/")
-        .and_then(|r| r.split('/').next())
-        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-    {
-        if !std::path::Path::new(&format!("/proc/{pid}/root/proc/{n}")).exists() {
-            return Err(unsupported(format!(
-                "file of /proc/{n} ({target}), a process that has exited"
-            )));
-        }
-    }
     if let Some(anon) = target.strip_prefix("anon_inode:") {
         let anon = anon.trim_matches(|c| c == '[' || c == ']');
         if !ANON_CARRIED.contains(&anon) {

@@ -79,6 +79,22 @@ pub enum FileKind {
         handle: Vec<u8>,
         mount: String,
     },
+    /// A file of /proc/N (`pid`: N, in the container) opened while process
+    /// N lived, which has exited and been reaped since: opened again in a
+    /// helper given PID N, which then ends and is reaped, so that reading
+    /// it fails with ESRCH as it did (files layout 6; before, refused).
+    OfExited { pid: i32 },
+}
+
+/// The PID N of a file of /proc/N (`target`, as process `pid` sees it)
+/// whose process has exited (its /proc/N is gone).
+fn exited_proc(pid: i32, target: &str) -> Option<i32> {
+    let n = target
+        .strip_prefix("/proc/")
+        .and_then(|r| r.split('/').next())
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))?;
+    let gone = !std::path::Path::new(&format!("/proc/{pid}/root/proc/{n}")).exists();
+    gone.then(|| n.parse().ok()).flatten()
 }
 
 /// What a [`FileKind::Ghost`] is.
@@ -120,6 +136,7 @@ impl FileImage {
     /// give a container a device it did not have).
     pub fn unsafe_node(&self) -> Option<&'static str> {
         match &self.kind {
+            FileKind::OfExited { pid } if *pid <= 1 => Some("is a file of /proc of a PID a helper can not take"),
             FileKind::Ghost {
                 what: GhostNode::CharDevice { rdev },
                 ..
@@ -450,6 +467,8 @@ pub fn dump(pid: i32, fd: i32, target: &str, flags: i32, pos: u64, cap: u64, out
                 gid: meta.gid(),
             },
         )
+    } else if let Some(n) = exited_proc(pid, target) {
+        (target.to_string(), FileKind::OfExited { pid: n })
     } else if outside {
         (target.to_string(), FileKind::HostPath)
     } else {
@@ -582,6 +601,7 @@ pub fn restore(f: &FileImage) -> Result<OwnedFd> {
             handle,
             mount,
         } => linked(&f.path, mount, *handle_type, handle, flags).map_err(err)?,
+        FileKind::OfExited { pid } => of_exited(&f.path, *pid, flags).map_err(err)?,
         FileKind::Memfd { name, contents } => memfd(name, contents, None).map_err(err)?,
         FileKind::SealedMemfd { name, contents, seals } => memfd(name, contents, Some(*seals)).map_err(err)?,
     };
@@ -613,6 +633,29 @@ pub fn restore(f: &FileImage) -> Result<OwnedFd> {
         nix::unistd::lseek(&fd, pos as i64, nix::unistd::Whence::SeekSet).map_err(err)?;
     }
     Ok(fd)
+}
+
+/// Opens `path`, a file of /proc/`pid`, while a helper holds PID `pid`
+/// (it must be free: the process had exited), then ends and reaps the
+/// helper (see [`FileKind::OfExited`]). Runs in the container's PID 1.
+fn of_exited(path: &str, pid: i32, flags: nix::fcntl::OFlag) -> std::result::Result<OwnedFd, Errno> {
+    use crate::sys::{clone3, CloneOpts, Forked};
+    let opts = CloneOpts {
+        flags: 0,
+        cgroup: None,
+        set_tid: &[pid],
+    };
+    let helper = match clone3(&opts)? {
+        // Ended by SIGKILL below; it runs nothing of ours meanwhile.
+        Forked::Child => loop {
+            nix::unistd::pause();
+        },
+        Forked::Parent(helper) => helper,
+    };
+    let opened = nix::fcntl::open(path, flags, nix::sys::stat::Mode::empty());
+    let _ = nix::sys::signal::kill(helper, nix::sys::signal::Signal::SIGKILL);
+    nix::sys::wait::waitpid(helper, None)?;
+    opened
 }
 
 /// Opens a file deleted under `path` and still linked under another name
