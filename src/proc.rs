@@ -126,23 +126,25 @@ pub fn read_task_status(pid: i32, tid: i32) -> Result<Status> {
 /// on its way to becoming one (PF_EXITING, which pidfd_getfd, for one,
 /// already answers with ESRCH).
 pub fn running(pid: i32) -> bool {
-    const PF_EXITING: u64 = 0x4;
-    let exiting = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| stat_flags(&s))
-        .is_none_or(|f| f & PF_EXITING != 0);
-    !exiting && read_status(pid).is_ok_and(|s| !matches!(s.state, 'Z' | 'X'))
+    exit_flag(pid) == Some(false) && not_dead(pid)
 }
 
 /// Whether process `pid` is on its way out (PF_EXITING) but not a zombie
 /// yet: its address space may be gone already.
 pub fn exiting(pid: i32) -> bool {
+    exit_flag(pid) == Some(true) && not_dead(pid)
+}
+
+/// Whether process `pid` has PF_EXITING set; None if it can not be read.
+fn exit_flag(pid: i32) -> Option<bool> {
     const PF_EXITING: u64 = 0x4;
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| stat_flags(&s))
-        .is_some_and(|f| f & PF_EXITING != 0)
-        && read_status(pid).is_ok_and(|s| !matches!(s.state, 'Z' | 'X'))
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_flags(&stat).map(|f| f & PF_EXITING != 0)
+}
+
+/// Whether process `pid` exists and is neither a zombie nor dead.
+fn not_dead(pid: i32) -> bool {
+    read_status(pid).is_ok_and(|s| !matches!(s.state, 'Z' | 'X'))
 }
 
 /// The task flags (PF_*) of a /proc/PID/stat line: the ninth field, the
