@@ -211,7 +211,6 @@ impl Vma {
         self.end == self.start
     }
 
-    /// The name it was given with PR_SET_VMA_ANON_NAME, if any.
     /// This mapping as a piece of a SysV attachment, if it is one.
     pub fn sysv_piece(&self) -> Option<SysvPiece> {
         match self.backing {
@@ -220,6 +219,7 @@ impl Vma {
         }
     }
 
+    /// The name it was given with PR_SET_VMA_ANON_NAME, if any.
     pub fn anon_name(&self) -> Option<&str> {
         self.flags.iter().find_map(|f| f.strip_prefix(ANON_NAME))
     }
