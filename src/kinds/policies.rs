@@ -156,42 +156,37 @@ pub const SCHED_DEADLINE: u32 = 6;
 /// SCHED_FLAG_RECLAIM, SCHED_FLAG_DL_OVERRUN.
 const DEADLINE_FLAGS: u64 = 0x1 | 0x2 | 0x4;
 
-/// The SCHED_DEADLINE parameters of thread `tid`, if it runs under it.
-fn deadline_of(tid: i32) -> Result<Option<Deadline>> {
-    let a = sys::sched_getattr(tid).map_err(|source| Error::Sched {
-        tid,
-        what: "sched_getattr",
-        source,
-    })?;
-    Ok((a.policy == SCHED_DEADLINE).then_some(Deadline {
+/// The SCHED_DEADLINE parameters of a thread's attributes `a`, if it runs
+/// under it.
+fn deadline_of(a: &sys::SchedAttr) -> Option<Deadline> {
+    (a.policy == SCHED_DEADLINE).then_some(Deadline {
         flags: a.flags & DEADLINE_FLAGS,
         runtime: a.runtime,
         deadline: a.deadline,
         period: a.period,
-    }))
+    })
 }
 
-/// The time slice of thread `tid`, if it asked for one (it differs from
-/// this thread's, the default).
-fn slice_of(tid: i32) -> Result<Option<u64>> {
-    let sched = |t| {
-        sys::sched_getattr(t).map_err(|source| Error::Sched {
-            tid: t,
-            what: "sched_getattr",
-            source,
-        })
-    };
-    let (theirs, ours) = (sched(tid)?, sched(0)?);
-    Ok(
-        (FAIR.contains(&theirs.policy) && theirs.runtime != 0 && theirs.runtime != ours.runtime)
-            .then_some(theirs.runtime),
-    )
+/// sched_getattr of thread `tid` (0: this one).
+fn sched_attr(tid: i32) -> Result<sys::SchedAttr> {
+    sys::sched_getattr(tid).map_err(|source| Error::Sched {
+        tid,
+        what: "sched_getattr",
+        source,
+    })
+}
+
+/// The time slice of a thread whose attributes are `theirs`, if it asked
+/// for one (it differs from `ours`, this thread's: the default).
+fn slice_of(theirs: &sys::SchedAttr, ours: &sys::SchedAttr) -> Option<u64> {
+    (FAIR.contains(&theirs.policy) && theirs.runtime != 0 && theirs.runtime != ours.runtime).then_some(theirs.runtime)
 }
 
 /// Reads the policies of the stopped process behind `remote`, whose
 /// threads (host TIDs) are `tids`, the main thread first.
 pub fn dump(remote: &Remote, tids: &[i32]) -> Result<Vec<ThreadPolicies>> {
     let mut out = Vec::with_capacity(tids.len());
+    let ours = sched_attr(0)?;
     for &tid in tids {
         let t = remote.thread(tid)?;
         let (mode_at, mask_at) = (remote.scratch, remote.scratch + 8);
@@ -210,10 +205,11 @@ pub fn dump(remote: &Remote, tids: &[i32]) -> Result<Vec<ThreadPolicies>> {
         while nodes.last() == Some(&0) {
             nodes.pop();
         }
+        let theirs = sched_attr(tid)?;
         out.push(ThreadPolicies {
             mempolicy: (mode != 0).then_some((mode, nodes)),
-            slice_ns: slice_of(tid)?,
-            deadline: deadline_of(tid)?,
+            slice_ns: slice_of(&theirs, &ours),
+            deadline: deadline_of(&theirs),
         });
     }
     Ok(out)
@@ -258,11 +254,7 @@ pub fn restore(remote: &Remote, tids: &[i32], policies: &[ThreadPolicies]) -> Re
             })?;
         }
         if let Some(slice) = p.slice_ns {
-            let now = sys::sched_getattr(tid).map_err(|source| Error::Sched {
-                tid,
-                what: "sched_getattr",
-                source,
-            })?;
+            let now = sched_attr(tid)?;
             let attr = sys::SchedAttr {
                 flags: now.flags & SCHED_FLAG_RESET_ON_FORK,
                 runtime: slice,
