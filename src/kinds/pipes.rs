@@ -49,14 +49,21 @@ pub fn dump(ino: u64, read_end: Option<&OwnedFd>) -> Result<PipeImage, Errno> {
     Ok(PipeImage { ino, capacity, data })
 }
 
+/// Gives the pipe or FIFO open at `fd` the buffer size `capacity`, where a
+/// new one's differs: grown or shrunk (F_SETPIPE_SZ), or made small by the
+/// user's pipe limits, as it was (before, only a grown one was).
+pub fn resize(fd: &impl AsFd, capacity: u32) -> Result<(), Errno> {
+    use nix::fcntl::{fcntl, FcntlArg};
+    if fcntl(fd, FcntlArg::F_GETPIPE_SZ)? != capacity as i32 {
+        fcntl(fd, FcntlArg::F_SETPIPE_SZ(capacity as i32))?;
+    }
+    Ok(())
+}
+
 /// Makes the pipe again, with its bytes; returns (read end, write end).
 pub fn restore(p: &PipeImage) -> Result<(OwnedFd, OwnedFd), Errno> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    // Grown or shrunk (F_SETPIPE_SZ), or made small by the user's pipe
-    // limits: as it was (before, only a grown one was).
-    if nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_GETPIPE_SZ)? != p.capacity as i32 {
-        nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(p.capacity as i32))?;
-    }
+    resize(&w, p.capacity)?;
     let mut off = 0;
     while off < p.data.len() {
         off += nix::unistd::write(&w, &p.data[off..])?;

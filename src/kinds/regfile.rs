@@ -557,10 +557,7 @@ pub fn restore(f: &FileImage) -> Result<OwnedFd> {
             )
             .map_err(err)?;
             if let FileKind::SizedFifo { capacity, .. } = &f.kind {
-                use nix::fcntl::{fcntl, FcntlArg};
-                if fcntl(&keeper, FcntlArg::F_GETPIPE_SZ).map_err(err)? != *capacity as i32 {
-                    fcntl(&keeper, FcntlArg::F_SETPIPE_SZ(*capacity as i32)).map_err(err)?;
-                }
+                super::pipes::resize(&keeper, *capacity).map_err(err)?;
             }
             write_all(&keeper, data).map_err(err)?;
             let fd = open_fifo_end(&f.path, f.flags).map_err(err)?;
@@ -710,7 +707,7 @@ fn open_fifo_end(path: &str, flags: i32) -> std::result::Result<OwnedFd, Errno> 
 /// opened (a FIFO's keeper is open for reading and writing, holding its
 /// buffer and size).
 fn make_node(path: &str, ino: u64, what: &GhostNode, meta: (u32, u32, u32)) -> std::result::Result<OwnedFd, Errno> {
-    use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+    use nix::fcntl::{open, OFlag};
     use nix::sys::stat::Mode;
     let wanted = std::path::Path::new(path);
     let dir = wanted
@@ -739,9 +736,7 @@ fn make_node(path: &str, ino: u64, what: &GhostNode, meta: (u32, u32, u32)) -> s
     let (mode, uid, gid) = meta;
     let opened = open(&name, keep | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty()).and_then(|keeper| {
         if let GhostNode::Fifo { capacity, .. } = what {
-            if fcntl(&keeper, FcntlArg::F_GETPIPE_SZ)? != *capacity as i32 {
-                fcntl(&keeper, FcntlArg::F_SETPIPE_SZ(*capacity as i32))?;
-            }
+            super::pipes::resize(&keeper, *capacity)?;
         }
         // Owner first: a change of owner clears set-id bits.
         nix::unistd::fchownat(
