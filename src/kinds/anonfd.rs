@@ -279,7 +279,7 @@ pub fn epoll_target_inodes(info: &str) -> Vec<(i32, u64)> {
 /// Takes from a new inotify instance the `count` IN_IGNORED events that
 /// removing the watches made to step its counter queued (before, the
 /// restored program read them: one event for each gap in its watch
-/// numbers). Anything else queued is left, and fails the restore.
+/// numbers). Anything else queued fails the restore.
 fn drop_ignored(fd: &OwnedFd, count: usize) -> Result<(), Errno> {
     // struct inotify_event without a name: wd, mask, cookie, len.
     const EVENT: usize = 16;
@@ -287,12 +287,8 @@ fn drop_ignored(fd: &OwnedFd, count: usize) -> Result<(), Errno> {
     if count == 0 {
         return Ok(());
     }
-    let queued = crate::sys::ioctl_int(fd.as_fd(), libc::FIONREAD as libc::c_ulong)? as usize;
-    if queued != count * EVENT {
-        return Err(Errno::EBUSY);
-    }
-    let mut buf = vec![0u8; queued];
-    if nix::unistd::read(fd, &mut buf)? != queued {
+    let buf = take_queue(fd)?;
+    if buf.len() != count * EVENT {
         return Err(Errno::EBUSY);
     }
     let ours = buf
@@ -310,12 +306,19 @@ fn drop_ignored(fd: &OwnedFd, count: usize) -> Result<(), Errno> {
 /// added (before, a program watching such a directory read IN_OPEN and
 /// IN_CLOSE_NOWRITE events after every restore). Returns how many bytes.
 pub fn drop_restore_events(fd: &OwnedFd) -> Result<usize, Errno> {
+    take_queue(fd).map(|events| events.len())
+}
+
+/// Reads every event queued in inotify instance `fd` (FIONREAD says how
+/// many bytes), without waiting.
+fn take_queue(fd: &OwnedFd) -> Result<Vec<u8>, Errno> {
     let queued = crate::sys::ioctl_int(fd.as_fd(), libc::FIONREAD as libc::c_ulong)? as usize;
+    let mut buf = vec![0u8; queued];
     if queued > 0 {
-        let mut buf = vec![0u8; queued];
-        nix::unistd::read(fd, &mut buf)?;
+        let got = nix::unistd::read(fd, &mut buf)?;
+        buf.truncate(got);
     }
-    Ok(queued)
+    Ok(buf)
 }
 
 /// Makes the object again (close-on-exec; the caller sets file flags).
