@@ -75,45 +75,9 @@ pub const KNOWN_DIFFERENCES: &[(&[&str], &str, &str)] = &[
         "* (Z): signal * []: * -> *",
         "a zombie comes back with the restorer's signal dispositions",
     ),
-    // A live migration maps the pages it brought with it in pieces, some
-    // of them with MAP_NORESERVE (VmFlags nr): a private anonymous mapping
-    // becomes several, with nr on some (an mremap() that resizes the whole
-    // of it now fails with EFAULT: the range must be one mapping). Its
-    // symptoms:
-    (
-        MIGRATED,
-        "*: map * [*]: *-* rw-p 00000000 - * -> *-* rw-p 00000000 - *",
-        "migration splits an anonymous mapping (it ends earlier)",
-    ),
-    (
-        MIGRATED,
-        "*: map * [*]: <absent> -> *-* rw-p 00000000 - *",
-        "migration splits an anonymous mapping (the rest is a mapping of its own)",
-    ),
-    (
-        MIGRATED,
-        "*: map * flags [*]: <absent> -> *",
-        "migration splits an anonymous mapping (the pieces' flags)",
-    ),
-    (
-        MIGRATED,
-        "*: map * flags [*]: * -> * (+nr)",
-        "migration makes pieces of anonymous mappings MAP_NORESERVE",
-    ),
-    (
-        MIGRATED,
-        "*: map * flags [*]: * -> * (-lf +nr)",
-        "migration makes pieces of anonymous mappings MAP_NORESERVE (and -lf: see above)",
-    ),
-    (
-        MIGRATED,
-        "*: map * flags [*]: * -> * (-gu +nr)",
-        "migration makes pieces of anonymous mappings MAP_NORESERVE (and only the piece with the guard pages is marked gu)",
-    ),
 ];
 
 const RESTORED: &[&str] = &["restore", "migration"];
-const MIGRATED: &[&str] = &["migration"];
 
 /// What workloads change by themselves while they run, so that no two
 /// captures agree on it (found by [`capture_quiet`]'s second capture):

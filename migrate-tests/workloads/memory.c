@@ -1,6 +1,8 @@
 /* Memory: a large region with a fixed pattern, a region rewritten every
- * beat, a private copy-on-write file page, and an anonymous shared page
- * that a child increments while the parent watches.
+ * beat, a region where each beat rewrites one page and drops another
+ * (MADV_DONTNEED: it must read as zero, also when a live migration had
+ * sent it earlier), a private copy-on-write file page, and an anonymous
+ * shared page that a child increments while the parent watches.
  * usage: memory [MiB]   (default 32) */
 #include "beat.h"
 #include <fcntl.h>
@@ -33,8 +35,22 @@ int main(int argc, char **argv) {
             nap_ms(20);
         }
     }
+    enum { MIX = 256 };
+    unsigned long *mix = mmap(0, MIX * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    static unsigned long mix_want[MIX];
+    if (mix == MAP_FAILED) { fail("mmap mix", 0, 0); return 1; }
+    for (size_t p = 0; p < MIX; p++) mix[p * 512] = mix_want[p] = p + 1;
     long last_shared = -1, stalled = 0;
     for (long n = 1;; n++) {
+        for (size_t p = 0; p < MIX; p++)
+            for (size_t w = 0; w < 512; w += 511)
+                if (mix[p * 512 + w] != (w ? 0 : mix_want[p])) { fail("mixed region page", mix[p * 512 + w], p); break; }
+        size_t wr = (size_t)n % MIX, drop = ((size_t)n * 7 + 3) % MIX;
+        mix[wr * 512] = mix_want[wr] = (unsigned long)n << 8 | wr;
+        if (drop != wr) {
+            madvise(mix + drop * 512, 4096, MADV_DONTNEED);
+            mix_want[drop] = 0;
+        }
         for (size_t i = 0; i < words; i += 509)
             if (big[i] != i * 2654435761UL) { fail("big pattern", big[i], i); break; }
         if (n > 1)

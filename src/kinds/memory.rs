@@ -1406,9 +1406,50 @@ impl ShadowMem for sys::Reserved {
 }
 
 /// Reserves the memory of a shadow of pre-copied pages: `len` bytes of
-/// this process's address space (see [`PrecopyPages::new`]).
+/// this process's address space (see [`PrecopyPages::new`]). Without
+/// MAP_NORESERVE: a mapping moved out of it whole keeps the shadow's flags,
+/// and the mappings moved whole are the ones without MAP_NORESERVE (the
+/// kernel's default overcommit heuristic lets such a reservation be; it
+/// costs memory only as its pages are written).
 pub fn reserve_shadow(len: usize) -> std::io::Result<Box<dyn ShadowMem>> {
-    Ok(Box::new(sys::Reserved::new(len)?))
+    Ok(Box::new(sys::Reserved::anon(len, false)?))
+}
+
+/// Moves a private anonymous mapping `v` with pre-copied pages into place
+/// whole, from the process's shadow (`moved`, from [`restore_layout`]),
+/// with one mremap: one mapping, as it was, not one per run of pre-copied
+/// pages. Only where the mapping lies in one shadow and lacks
+/// MAP_NORESERVE (the shadow's flags become the mapping's); returns false
+/// (nothing done) otherwise, and its pre-copied runs are then moved in one
+/// by one. Pages of the shadow that the image has as holes are dropped
+/// first; the image's other pages are written over it afterwards.
+fn move_whole(remote: &Remote, v: &Vma, moved: &[(u64, u64, u64)]) -> Result<bool> {
+    let span = crate::image::precopy::SHADOW_SPAN;
+    let mirrors = v.start - v.start % span;
+    let Some(&(_, base, _)) = moved.iter().find(|m| m.0 == mirrors) else {
+        return Ok(false);
+    };
+    if (v.end - 1) / span != v.start / span || v.flags.iter().any(|f| f == "nr") {
+        return Ok(false);
+    }
+    let shadow = base + v.start % span;
+    let mut runs: Vec<(u64, u64)> = v.runs.iter().map(|r| (r.addr, r.addr + u64::from(r.pages) * PAGE)).collect();
+    runs.sort_unstable();
+    let mut from = v.start;
+    for (a, b) in runs.into_iter().chain([(v.end, v.end)]) {
+        if a > from {
+            let what = format!("madvise({:#x}, MADV_DONTNEED) a hole of the shadow", shadow + (from - v.start));
+            remote.call(&what, nr::MADVISE, &[shadow + (from - v.start), a - from, libc::MADV_DONTNEED as u64])?;
+        }
+        from = from.max(b);
+    }
+    let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
+    remote.call("mremap a mapping with pre-copied pages", nr::MREMAP, &[shadow, v.len(), v.len(), flags, v.start])?;
+    if v.prot != (libc::PROT_READ | libc::PROT_WRITE) as u32 {
+        remote.call("mprotect", libc::SYS_mprotect, &[v.start, v.len(), u64::from(v.prot)])?;
+    }
+    advise(remote, v, v.start, v.len())?;
+    Ok(true)
 }
 
 /// Moves pre-copied pages `at..at+len` of a private anonymous mapping into
@@ -1462,13 +1503,32 @@ pub fn restore_pages(
     let zeros = vec![0u8; READ_BATCH];
     let mut copy = vec![0u8; READ_BATCH];
     let mut sources: HashMap<i32, File> = HashMap::new();
-    // Private anonymous memory, not a stack: pre-copied runs move in.
-    let movable = |v: &Vma| v.backing == Backing::Anon && !v.shared && !v.flags.iter().any(|f| f == "gd");
+    // Private anonymous memory, not a stack nor droppable: pre-copied runs
+    // move in.
+    let movable = |v: &Vma| v.backing == Backing::Anon && !v.shared && !v.flags.iter().any(|f| f == "gd" || f == "dp");
     for v in &img.vmas {
         // A mapping moved in from a shared shadow has its owner's pages
         // already (see kinds::cow).
         let shared = cow.iter().find(|s| s.0 == v.start).map(|s| s.3);
+        let precopied_here = v.runs.iter().any(|r| r.precopied);
+        let whole = match precopied {
+            Some((store, pid)) if precopied_here && shared.is_none() && movable(v) => {
+                let all = v
+                    .runs
+                    .iter()
+                    .filter(|r| r.precopied)
+                    .all(|r| store.has_all(pid, r.addr, u64::from(r.pages) * PAGE));
+                if !all {
+                    return Err(not_precopied(remote.pid, v.start));
+                }
+                move_whole(remote, v, moved)?
+            }
+            _ => false,
+        };
         for run in &v.runs {
+            if whole && run.precopied {
+                continue;
+            }
             match shared {
                 Some(None) if run.from.is_none() => continue,
                 Some(Some(owner)) if super::cow::same_as(run, owner) => continue,

@@ -399,18 +399,14 @@ pub fn default_sigpipe() {
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
-/// A private anonymous mapping reserved without committing memory
-/// (MAP_NORESERVE): pages exist only once written. Unmapped when dropped.
+/// A private anonymous mapping of this process: pages exist only once
+/// written. Unmapped when dropped.
 pub struct Reserved {
     addr: usize,
     len: usize,
 }
 
 impl Reserved {
-    pub fn new(len: usize) -> Result<Self, Errno> {
-        Self::anon(len, true)
-    }
-
     /// A private anonymous mapping of `len` bytes, readable and writable,
     /// with MAP_NORESERVE if `noreserve`: a restored mapping moved out of
     /// it keeps its flags.
