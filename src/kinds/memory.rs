@@ -1418,8 +1418,7 @@ pub fn reserve_shadow(len: usize) -> std::io::Result<Box<dyn ShadowMem>> {
 /// Moves a private anonymous mapping `v` with pre-copied pages into place
 /// whole, from the process's shadow (`moved`, from [`restore_layout`]),
 /// with one mremap: one mapping, as it was, not one per run of pre-copied
-/// pages. Only where the mapping lies in one shadow and lacks
-/// MAP_NORESERVE (the shadow's flags become the mapping's); returns false
+/// pages. Only where the mapping lies in one shadow; returns false
 /// (nothing done) otherwise, and its pre-copied runs are then moved in one
 /// by one. Pages of the shadow that the image has as holes are dropped
 /// first; the image's other pages are written over it afterwards.
@@ -1429,7 +1428,7 @@ fn move_whole(remote: &Remote, v: &Vma, moved: &[(u64, u64, u64)]) -> Result<boo
     let Some(&(_, base, _)) = moved.iter().find(|m| m.0 == mirrors) else {
         return Ok(false);
     };
-    if (v.end - 1) / span != v.start / span || v.flags.iter().any(|f| f == "nr") {
+    if (v.end - 1) / span != v.start / span {
         return Ok(false);
     }
     let shadow = base + v.start % span;
@@ -1503,9 +1502,10 @@ pub fn restore_pages(
     let zeros = vec![0u8; READ_BATCH];
     let mut copy = vec![0u8; READ_BATCH];
     let mut sources: HashMap<i32, File> = HashMap::new();
-    // Private anonymous memory, not a stack nor droppable: pre-copied runs
-    // move in.
-    let movable = |v: &Vma| v.backing == Backing::Anon && !v.shared && !v.flags.iter().any(|f| f == "gd" || f == "dp");
+    // Private anonymous memory, not a stack, droppable nor MAP_NORESERVE
+    // (the shadows are not): pre-copied pages move in. Others' are copied.
+    let movable =
+        |v: &Vma| v.backing == Backing::Anon && !v.shared && !v.flags.iter().any(|f| f == "gd" || f == "dp" || f == "nr");
     for v in &img.vmas {
         // A mapping moved in from a shared shadow has its owner's pages
         // already (see kinds::cow).
