@@ -360,6 +360,14 @@ pub(crate) fn preflight(st: &crate::runtime::ContainerState, file_cap: u64) -> R
     pstree::refuse_uncarried(&statuses)?;
     refuse_namespaces_and_mounts(st, &procs)?;
     st.cgroup().refuse_nested()?;
+    // A vfork not done yet shares its parent's address space for the
+    // moment its child takes to exec or exit (dash runs commands so).
+    for _ in 0..VFORK_WAITS {
+        if !vfork_pending(&statuses) {
+            break;
+        }
+        std::thread::sleep(VFORK_WAIT);
+    }
     refuse_shared_with_processes(&procs)?;
     let pairs: Vec<(i32, i32)> = procs.iter().map(|(h, n, _)| (*h, *n)).collect();
     let mounts = files::KnownMounts::of(&pairs)?;
@@ -426,6 +434,22 @@ fn refuse_uncarried_by(host: i32, ns: i32, tids: &[i32]) -> Result<()> {
     creds::refuse_uncarried(host, ns, tids)?;
     crate::kinds::policies::refuse_uncarried(host, ns)?;
     Ok(crate::kinds::procattrs::refuse_uncarried(host, ns, tids)?)
+}
+
+/// How long a checkpoint lets a vfork in the container finish (an exec or
+/// exit of the child), before it refuses the shared address space.
+const VFORK_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
+const VFORK_WAITS: usize = 250;
+
+/// Whether a process of `statuses` (host PID, status) shares its parent's
+/// address space without being a thread of it: a vfork not done yet (or a
+/// clone with CLONE_VM, which does not end by itself).
+fn vfork_pending(statuses: &[(i32, proc::Status)]) -> bool {
+    statuses.iter().any(|(host, s)| {
+        s.state != 'Z'
+            && statuses.iter().any(|(p, _)| *p == s.host_ppid)
+            && crate::sys::kcmp_same(*host, s.host_ppid, crate::sys::KCMP_VM).unwrap_or(false)
+    })
 }
 
 /// Processes sharing one fd table (CLONE_FILES), one address space
@@ -501,6 +525,18 @@ fn dump(
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(1));
+        tree = proc::walk(st.pid)?;
+    }
+    // A vfork caught by the freeze is let finish: thawed for a moment,
+    // frozen again (see [`preflight`]).
+    for _ in 0..VFORK_WAITS {
+        let statuses: Vec<_> = tree.iter().filter_map(|p| Some((*p, proc::read_status(*p).ok()?))).collect();
+        if !vfork_pending(&statuses) {
+            break;
+        }
+        cg.set_frozen(false, FREEZE_TIMEOUT)?;
+        std::thread::sleep(VFORK_WAIT);
+        cg.set_frozen(true, FREEZE_TIMEOUT)?;
         tree = proc::walk(st.pid)?;
     }
     // The tree, and anything in the cgroup outside it.
