@@ -41,11 +41,6 @@ pub const KNOWN_DIFFERENCES: &[(&[&str], &str, &str)] = &[
     ),
     (
         RESTORED,
-        "*: map * [/dev/zero (deleted)]: * /dev/zero (deleted) -> * /memfd:migrate-shmem (deleted)",
-        "a shared anonymous mapping comes back as a mapping of a memfd named migrate-shmem (its path in maps changes)",
-    ),
-    (
-        RESTORED,
         "* (T): stat exit_code []: 0 -> 19",
         "a stopped process is stopped again by a new SIGSTOP: its parent, which had waited for the stop, can wait for it \
          again (documented)",

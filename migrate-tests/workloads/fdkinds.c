@@ -4,7 +4,15 @@
  * sealing; an O_PATH fd on a directory stays O_PATH; a file deleted while
  * open keeps its mode (0751) and owner (123:456); a sparse file deleted
  * while open (4 bytes at 0 and at 1 MiB) keeps its hole. Every beat: the
- * seals, the contents, the flags, the mode and owner, the hole. */
+ * seals, the contents, the flags, the mode and owner, the hole.
+ * A memfd is one object with its fds and mappings: the sealable one is
+ * mapped shared and opened a second time (/proc/self/fd); a write through
+ * either fd shows in the mapping and the other, and the reverse; the
+ * second open's position is its own. The write-sealed one is mapped
+ * read-only (it may not be made writable); a third, sealed with
+ * F_SEAL_FUTURE_WRITE after it was mapped writable, is still written
+ * through that mapping, but not through its fd or a new mapping. A memfd
+ * closed while mapped shared keeps its name (the state differ reads it). */
 #define _GNU_SOURCE
 #include "beat.h"
 #include <fcntl.h>
@@ -35,7 +43,39 @@ int main(void) {
         fail("seal", 0, 0);
         return 1;
     }
+    if (ftruncate(open_, 4096)) { fail("size", 0, 0); return 1; }
+    char name[64];
+    snprintf(name, sizeof name, "/proc/self/fd/%d", open_);
+    int again = open(name, O_RDWR);
+    char *om = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, open_, 0);
+    const char *sm = mmap(0, 4096, PROT_READ, MAP_SHARED, sealed, 0);
+    int future = memfd_create("future", MFD_ALLOW_SEALING);
+    char *fm = future < 0 || ftruncate(future, 4096) ? MAP_FAILED
+             : mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, future, 0);
+    if (again < 0 || om == MAP_FAILED || sm == MAP_FAILED || fm == MAP_FAILED ||
+        fcntl(future, F_ADD_SEALS, F_SEAL_FUTURE_WRITE) || lseek(again, 5, SEEK_SET) != 5) {
+        fail("memfd mappings", 0, 0);
+        return 1;
+    }
+    int closed = memfd_create("closed-shared", 0);
+    char *cm = closed < 0 || ftruncate(closed, 8192) ? MAP_FAILED
+             : mmap(0, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, closed, 0);
+    if (cm == MAP_FAILED || close(closed)) { fail("closed memfd mapping", 0, 0); return 1; }
     for (long n = 1;; n++) {
+        if (n > 1 && cm[4096] != (char)(n - 1)) fail("closed memfd's mapping", cm[4096], n - 1);
+        cm[4096] = (char)n;
+        long v = n, got = 0;
+        if (pwrite(open_, &v, sizeof v, 0) != sizeof v || memcmp(om, &v, sizeof v)) fail("memfd write, seen mapped", *(long *)om, n);
+        om[8] = (char)n;
+        if (pread(again, &got, 1, 8) != 1 || (char)got != (char)n) fail("mapped write, seen by the second open", got, n);
+        if (lseek(again, 0, SEEK_CUR) != 5 || lseek(open_, 0, SEEK_CUR) != 0) fail("memfd positions", lseek(again, 0, SEEK_CUR), 5);
+        if (memcmp(sm, "sealed\n", 7)) fail("write-sealed memfd mapped", sm[0], 's');
+        if (mprotect((void *)sm, 4096, PROT_READ | PROT_WRITE) == 0) fail("write-sealed mapping made writable", 0, 0);
+        fm[0] = (char)n;
+        if (pwrite(future, "x", 1, 1) != -1) fail("write through F_SEAL_FUTURE_WRITE", 1, -1);
+        if (pread(future, &got, 1, 0) != 1 || (char)got != (char)n) fail("F_SEAL_FUTURE_WRITE memfd's mapping", got, n);
+        if (mmap(0, 4096, PROT_WRITE, MAP_SHARED, future, 0) != MAP_FAILED) fail("new writable mapping of a sealed memfd", 0, 0);
+        if (fcntl(future, F_GET_SEALS) != F_SEAL_FUTURE_WRITE) fail("future seals", fcntl(future, F_GET_SEALS), F_SEAL_FUTURE_WRITE);
         if (fcntl(sealed, F_GET_SEALS) != want) fail("seals", fcntl(sealed, F_GET_SEALS), want);
         if (fcntl(open_, F_GET_SEALS) != 0) fail("no seals", fcntl(open_, F_GET_SEALS), 0);
         if (fcntl(plain, F_GET_SEALS) != F_SEAL_SEAL) fail("plain seals", fcntl(plain, F_GET_SEALS), F_SEAL_SEAL);

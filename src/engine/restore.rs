@@ -337,7 +337,35 @@ fn restore_inner<'r>(
     let max_fd = img.files.max_fd();
     // Shared memory objects, one memfd each, sized to what is mapped.
     let mut shmem: ShmemFds = HashMap::new();
+    // Memfds first, once each (their open descriptions, and mappings of
+    // them, are opened from these); sealed once every process is rebuilt.
+    let mut seals: Vec<(u64, i32)> = Vec::new();
+    for f in &img.files.files {
+        let crate::kinds::regfile::FileKind::MemfdOf { id, name, contents, seals: s } = &f.kind else {
+            continue;
+        };
+        if shmem.contains_key(id) {
+            continue;
+        }
+        let fail = |e: sys::Errno| stage("make a memfd again")(format!("{}: {e}", f.path));
+        let m = crate::kinds::regfile::memfd_again(name, contents, *s != libc::F_SEAL_SEAL).map_err(fail)?;
+        // Sealed against writes now, before it is mapped: a shared mapping
+        // of it made then, through an fd open for writing, is VM_SHARED
+        // but not VM_MAYWRITE, as it was (the pages it would have written
+        // are its contents already). The other seals once it is mapped:
+        // F_SEAL_FUTURE_WRITE forbids a writable mapping made after it.
+        if s & libc::F_SEAL_WRITE != 0 {
+            let write = nix::fcntl::SealFlag::F_SEAL_WRITE;
+            nix::fcntl::fcntl(&m, nix::fcntl::FcntlArg::F_ADD_SEALS(write)).map_err(fail)?;
+        }
+        let high = sys::dup_above(m.as_fd(), max_fd.max(100) + 1).map_err(fail)?;
+        shmem.insert(*id, File::from(high));
+        seals.push((*id, *s & !libc::F_SEAL_WRITE));
+    }
     for g in &img.ghosts {
+        if shmem.contains_key(&g.id) {
+            continue;
+        }
         let fail = |e: std::io::Error| stage("make a deleted mapped file again")(format!("{}: {e}", g.path));
         // Named after the file: a memfd's own name comes back as it was.
         let name = g.path.strip_prefix("/memfd:").unwrap_or(&g.path);
@@ -355,15 +383,26 @@ fn restore_inner<'r>(
     for (_, mm) in &img.mm {
         for v in &mm.vmas {
             if let Backing::Shmem { id } = v.backing {
+                // A memfd's size is its own, whatever is mapped.
+                if seals.iter().any(|s| s.0 == id) {
+                    continue;
+                }
+                let need = v.offset + v.len();
                 let f = match shmem.get(&id) {
                     Some(f) => f,
                     None => {
-                        let fd =
-                            nix::sys::memfd::memfd_create(c"migrate-shmem", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-                                .map_err(|e| Error::Stage {
-                                    phase: "create shared memory",
-                                    message: e.to_string(),
-                                })?;
+                        // Made as it was: shared anonymous memory (maps
+                        // reads /dev/zero), or a memfd under its name.
+                        let memfd = |name: &str| {
+                            let name = std::ffi::CString::new(name).map_err(|_| sys::Errno::EINVAL)?;
+                            nix::sys::memfd::memfd_create(name.as_c_str(), nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+                        };
+                        let fd = match v.shmem_name() {
+                            Some("/dev/zero") => sys::shared_anon(need as usize),
+                            Some(name) => memfd(name.strip_prefix("/memfd:").unwrap_or(name)),
+                            None => memfd("migrate-shmem"),
+                        }
+                        .map_err(|e| stage("create shared memory")(e.to_string()))?;
                         // Above every fd number of the image: the tasks
                         // inherit it there and keep it until mapped.
                         let high = sys::dup_above(fd.as_fd(), max_fd.max(100) + 1)
@@ -371,7 +410,6 @@ fn restore_inner<'r>(
                         shmem.entry(id).or_insert(File::from(high))
                     }
                 };
-                let need = v.offset + v.len();
                 if f.metadata().map(|m| m.len()).unwrap_or(0) < need {
                     f.set_len(need)
                         .map_err(|e| stage("size shared memory")(e.to_string()))?;
@@ -394,12 +432,7 @@ fn restore_inner<'r>(
         .map_err(|e| stage("unshare time namespace")(e.to_string()))?;
     let timens_set = timens::restore(&img.container.clocks);
 
-    let shmem_fds: Vec<i32> = shmem.values().map(|f| f.as_raw_fd()).collect();
-    let ghost_fds: Vec<(u64, i32)> = img
-        .ghosts
-        .iter()
-        .filter_map(|g| shmem.get(&g.id).map(|f| (g.id, f.as_raw_fd())))
-        .collect();
+    let shmem_fds: Vec<(u64, i32)> = shmem.iter().map(|(id, f)| (*id, f.as_raw_fd())).collect();
     // Files outside the container, opened here while this process still
     // sees the host's mounts; PID 1 inherits them, above every fd number of
     // the image.
@@ -462,14 +495,13 @@ fn restore_inner<'r>(
         log: &log,
         ready: &ready_wr,
         shmem: &shmem_fds,
-        ghost_fds: &ghost_fds,
         objects: None,
         host_files: &host_files,
         go: &go_rd,
         shadows: &shadows,
         above: shmem_fds
             .iter()
-            .copied()
+            .map(|s| s.1)
             .chain(host_files.values().map(|f| f.as_raw_fd()))
             .chain([ready_wr.as_raw_fd()])
             .max()
@@ -627,6 +659,13 @@ fn restore_inner<'r>(
     }
     report.memory_ms = ms_since(t_mem);
     tracing::debug!(ms = ms_since(t0), "restore: processes rebuilt");
+    // Memfds' seals, now that their pages are written and every mapping
+    // of them made (a write seal forbids both).
+    for &(id, s) in seals.iter().filter(|s| s.1 != libc::F_SEAL_SEAL && s.1 != 0) {
+        let f = shmem.get(&id).expect("made above");
+        nix::fcntl::fcntl(f, nix::fcntl::FcntlArg::F_ADD_SEALS(nix::fcntl::SealFlag::from_bits_retain(s)))
+            .map_err(|e| stage("seal a memfd")(format!("seals {s:#x}: {e}")))?;
+    }
     // Segments removed while attached are removed again, now attached.
     if let Some(ipc) = &img.ipc {
         crate::kinds::ipcns::remove_destroyed(pid1.as_raw(), ipc)?;
@@ -1039,10 +1078,10 @@ struct TreeCtx<'a> {
     img: &'a Image,
     log: &'a OwnedFd,
     ready: &'a OwnedFd,
-    /// The restorer's memfds, kept open in every task until mapped.
-    shmem: &'a [i32],
-    /// Which of them holds each deleted mapped file: (ghost id, number).
-    ghost_fds: &'a [(u64, i32)],
+    /// The restorer's memfds, kept open in every task until mapped, by the
+    /// object id of the shared memory, memfd or deleted mapped file each
+    /// holds: (id, number).
+    shmem: &'a [(u64, i32)],
     /// The shared objects (pipes, sockets...), once PID 1 has made them.
     objects: Option<&'a Objects>,
     /// Files outside the container, opened by the restorer (by file number).
@@ -1074,7 +1113,7 @@ fn pre_image(ctx: &TreeCtx<'_>, idx: usize) -> ! {
     // the memfds and the ready pipe, which the restorer closes once the
     // task is seized: it may be seized any time after the report.
     let mut fds: Vec<i32> = ctx.img.files.of(p.pid).iter().map(|f| f.fd).collect();
-    fds.extend(ctx.shmem);
+    fds.extend(ctx.shmem.iter().map(|s| s.1));
     fds.push(ctx.ready.as_raw_fd());
     // SAFETY: this forked task never returns (it pauses until it is
     // replaced) and drops nothing: no Rust object uses what is closed.
@@ -1101,7 +1140,7 @@ fn prepare_task(ctx: &TreeCtx<'_>, idx: usize) -> std::result::Result<(), String
         }
         crate::kinds::mounts::restore(&ctx.img.tmpfs)?;
         // Once the container's mounts are there.
-        memory::name_ghosts(&ctx.img.ghosts, ctx.ghost_fds);
+        memory::name_ghosts(&ctx.img.ghosts, ctx.shmem);
         if !crate::runtime::spawn::wait_go(ctx.go) {
             return Err("the restorer gave up before the network was ready".into());
         }
@@ -1113,7 +1152,7 @@ fn prepare_task(ctx: &TreeCtx<'_>, idx: usize) -> std::result::Result<(), String
         // Leaked on purpose: their descriptors become the restored tasks'
         // own (or are closed by number), and must never be dropped here.
         let objects: &'static Objects = Box::leak(Box::new(
-            files::make_objects(&ctx.img.files, ctx.above, ctx.host_files).map_err(|e| e.to_string())?,
+            files::make_objects(&ctx.img.files, ctx.above, ctx.host_files, ctx.shmem).map_err(|e| e.to_string())?,
         ));
         with_objects = TreeCtx {
             objects: Some(objects),
@@ -1205,7 +1244,7 @@ fn prepare_task(ctx: &TreeCtx<'_>, idx: usize) -> std::result::Result<(), String
         sys::set_rlimit(l.resource, l.soft, l.hard).map_err(|e| format!("setrlimit {}: {e}", l.resource))?;
     }
     let fds = ctx.img.files.of(p.pid);
-    let mut keep = ctx.shmem.to_vec();
+    let mut keep: Vec<i32> = ctx.shmem.iter().map(|s| s.1).collect();
     keep.push(ctx.ready.as_raw_fd());
     // SAFETY: only pre_image calls this, in a forked task that never
     // returns and drops nothing afterwards; it writes to the ready pipe

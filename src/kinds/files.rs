@@ -677,6 +677,8 @@ struct DumpCtx<'a> {
     anon_holders: Vec<(String, Holder, u32)>,
     file_holders: Vec<(Holder, u32)>,
     fifos_seen: std::collections::HashSet<u64>,
+    /// Memfds stored with their contents, by object id.
+    memfds_seen: std::collections::HashSet<u64>,
     reachable: KnownMounts,
 }
 
@@ -743,6 +745,7 @@ pub fn dump_all(
         anon_holders: Vec::new(),
         file_holders: Vec::new(),
         fifos_seen: std::collections::HashSet::new(),
+        memfds_seen: std::collections::HashSet::new(),
         reachable: KnownMounts::of(procs)?,
     };
     for &(pid, ns_pid) in procs {
@@ -1048,6 +1051,12 @@ fn dump_file(ctx: &mut DumpCtx<'_>, f: &OpenFd<'_>) -> Result<FdKind> {
             data.clear();
         }
     }
+    // A memfd's contents too, with its first open description.
+    if let regfile::FileKind::MemfdOf { id, contents, .. } = &mut file.kind {
+        if !ctx.memfds_seen.insert(*id) {
+            contents.clear();
+        }
+    }
     ctx.img.files.push(file);
     let i = ctx.img.files.len() as u32 - 1;
     ctx.file_holders.push(((pid, fd), i));
@@ -1204,7 +1213,7 @@ pub fn open_host_files(img: &FilesImage) -> Result<HashMap<u32, OwnedFd>> {
     let mut out = HashMap::new();
     for (i, f) in img.files.iter().enumerate() {
         if f.kind == regfile::FileKind::HostPath {
-            out.insert(i as u32, regfile::restore(f)?);
+            out.insert(i as u32, regfile::restore(f, &[])?);
         }
     }
     Ok(out)
@@ -1212,8 +1221,14 @@ pub fn open_host_files(img: &FilesImage) -> Result<HashMap<u32, OwnedFd>> {
 
 /// Makes every pipe, socket and eventfd/timerfd/signalfd of the image, at
 /// descriptor numbers of `above` or more. `host_files` are the files
-/// [`open_host_files`] opened.
-pub fn make_objects(img: &FilesImage, above: RawFd, host_files: &HashMap<u32, OwnedFd>) -> Result<Objects> {
+/// [`open_host_files`] opened; `memfds` the memfds the restorer made (see
+/// [`regfile::restore`]).
+pub fn make_objects(
+    img: &FilesImage,
+    above: RawFd,
+    host_files: &HashMap<u32, OwnedFd>,
+    memfds: &[(u64, RawFd)],
+) -> Result<Objects> {
     let high = |fd: OwnedFd, what: &'static str| {
         crate::sys::dup_above(fd.as_fd(), above).map_err(|source| Error::Reopen {
             fd: -1,
@@ -1245,7 +1260,7 @@ pub fn make_objects(img: &FilesImage, above: RawFd, host_files: &HashMap<u32, Ow
                 path: f.path.clone(),
                 source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF)),
             })?,
-            None => regfile::restore(f)?,
+            None => regfile::restore(f, memfds)?,
         };
         objs.files.push(high(fd, "file")?);
     }

@@ -224,6 +224,12 @@ impl Vma {
         self.flags.iter().find_map(|f| f.strip_prefix(ANON_NAME))
     }
 
+    /// The path maps showed for a shared memory object ("/dev/zero",
+    /// "/memfd:NAME"), without " (deleted)", if the image has it.
+    pub fn shmem_name(&self) -> Option<&str> {
+        self.flags.iter().find_map(|f| f.strip_prefix(SHMEM_NAME))
+    }
+
     /// Pages in the page stream (not zero, not copied from another process).
     pub fn stored_pages(&self) -> u64 {
         self.runs
@@ -335,6 +341,14 @@ impl MemoryImage {
                 .is_some_and(|n| n.len() > ANON_NAME_MAX || n.bytes().any(|b| b < 0x20 || b == 0x7f))
             {
                 return Err(bad("has a name prctl(PR_SET_VMA_ANON_NAME) would not take"));
+            }
+            if v.shmem_name().is_some_and(|n| {
+                !matches!(v.backing, Backing::Shmem { .. })
+                    || !(n == "/dev/zero" || n.starts_with("/memfd:"))
+                    || n.len() > SHMEM_NAME_MAX
+                    || n.contains('\0')
+            }) {
+                return Err(bad("names a shared memory object that is not /dev/zero or a memfd"));
             }
             if let Backing::SysvShm { id } = v.backing {
                 if id < 0 || !v.shared || !v.runs.is_empty() {
@@ -517,13 +531,20 @@ const ANON_NAME: &str = "anon:";
 /// The longest name the kernel takes, without its NUL.
 const ANON_NAME_MAX: usize = 79;
 
+/// A shared memory object's path as maps shows it, in [`Vma::flags`] after
+/// this prefix (memory images from before it have none, and such objects
+/// come back as memfds named migrate-shmem).
+const SHMEM_NAME: &str = "shmem:";
+/// Longest memfd name (249 bytes, and "/memfd:").
+const SHMEM_NAME_MAX: usize = 256;
+
 /// The name of mapping `m`, if it is a named private anonymous one.
 fn anon_name(m: &MapLine) -> Option<&str> {
     m.path.strip_prefix("[anon:")?.strip_suffix(']')
 }
 
-const KEPT_FLAGS: [&str; 15] = [
-    "gd", "dc", "wf", "hg", "nh", "dd", "sr", "rr", "mg", "lo", "dp", "mw", "nr", "lf", "sl",
+const KEPT_FLAGS: [&str; 16] = [
+    "gd", "dc", "wf", "hg", "nh", "dd", "sr", "rr", "mg", "lo", "dp", "mw", "nr", "lf", "sl", "sh",
 ];
 
 /// The VmFlags a mapping may show: those carried ([`KEPT_FLAGS`]), those
@@ -594,23 +615,16 @@ fn backing_by_path(pid: i32, m: &MapLine) -> Result<Option<Backing>> {
             ))
         }
         p if shared && m.inode != 0 && (p.starts_with("/dev/zero") || p.starts_with("/memfd:") || p.is_empty()) => {
-            // shmem: dev:inode identify the object across processes.
-            let dev = m.dev.replace(':', "");
-            let dev = u64::from_str_radix(&dev, 16).unwrap_or(0);
             Backing::Shmem {
-                id: (dev << 40) ^ m.inode,
+                id: object_id(&m.dev, m.inode),
             }
         }
         "" | "[heap]" | "[stack]" if !shared => Backing::Anon,
         p if p.starts_with("[anon:") && !shared => Backing::Anon,
         p if p.starts_with('[') => return Err(unsupported("special mapping not supported")),
-        p if p.ends_with(" (deleted)") && !shared && m.inode != 0 => {
-            let dev = m.dev.replace(':', "");
-            let dev = u64::from_str_radix(&dev, 16).unwrap_or(0);
-            Backing::Ghost {
-                id: (dev << 40) ^ m.inode,
-            }
-        }
+        p if p.ends_with(" (deleted)") && !shared && m.inode != 0 => Backing::Ghost {
+            id: object_id(&m.dev, m.inode),
+        },
         p if p.ends_with(" (deleted)") => {
             return Err(unsupported(
                 "the file was deleted (deleted files are not supported yet)",
@@ -619,6 +633,15 @@ fn backing_by_path(pid: i32, m: &MapLine) -> Result<Option<Backing>> {
         p if p.starts_with('/') => Backing::File { path: p.to_string() },
         _ => return Err(unsupported("unknown mapping kind")),
     }))
+}
+
+/// The number that names a shared memory object or deleted file across
+/// processes (and across the fds and mappings of it: see
+/// [`super::regfile::FileKind::MemfdOf`]): its device as maps shows it
+/// (`MAJOR:MINOR` in hex) and its inode.
+pub fn object_id(dev: &str, inode: u64) -> u64 {
+    let dev = u64::from_str_radix(&dev.replace(':', ""), 16).unwrap_or(0);
+    (dev << 40) ^ inode
 }
 
 // pagemap bits
@@ -723,6 +746,12 @@ pub fn dump<W: std::io::Write + Send + 'static>(
                 .filter(|f| KEPT_FLAGS.contains(&f.as_str()))
                 .cloned()
                 .chain(anon_name(m).map(|n| format!("{ANON_NAME}{n}")))
+                .chain(
+                    matches!(backing, Backing::Shmem { .. })
+                        .then(|| m.path.strip_suffix(" (deleted)").unwrap_or(&m.path))
+                        .filter(|p| !p.is_empty())
+                        .map(|p| format!("{SHMEM_NAME}{p}")),
+                )
                 .collect(),
             runs: Vec::new(),
         };
@@ -1224,17 +1253,7 @@ fn map_vma(remote: &Remote, v: &Vma, shmem: &ShmemFds) -> Result<()> {
                 &[v.start, v.len(), u64::from(v.prot), flags, u64::MAX, 0],
             )?;
         }
-        Backing::File { path } => {
-            // A shared mapping may be made writable (mprotect) when its
-            // file was open for writing: VM_MAYWRITE (`mw`).
-            let may_write = v.prot & libc::PROT_WRITE as u32 != 0 || v.flags.iter().any(|f| f == "mw");
-            let mode = if v.shared && may_write {
-                libc::O_RDWR
-            } else {
-                libc::O_RDONLY
-            };
-            map_opened(remote, v, flags, path, mode)?;
-        }
+        Backing::File { path } => map_opened(remote, v, flags, path, shared_mode(v))?,
         Backing::SysvShm { id } => {
             // The first mapping attaches the whole segment; each gets its
             // own protection (the attachment's is read and write, or read
@@ -1267,13 +1286,12 @@ fn map_vma(remote: &Remote, v: &Vma, shmem: &ShmemFds) -> Result<()> {
             }
         }
         Backing::Shmem { id } => {
+            // Through an open of its own, read-only unless the mapping may
+            // be written: a memfd sealed against writes (F_SEAL_WRITE, once
+            // every mapping is made) may have no mapping that could be.
             let memfd = shmem.get(id).expect("restorer made every shmem and ghost object");
-            let fd = memfd.as_raw_fd() as u64;
-            remote.call(
-                &what,
-                nr::MMAP,
-                &[v.start, v.len(), u64::from(v.prot), flags, fd, v.offset],
-            )?;
+            let path = format!("/proc/self/fd/{}", memfd.as_raw_fd());
+            map_opened(remote, v, flags, &path, shared_mode(v))?;
         }
         Backing::Ghost { id } => {
             // Through an open of its own, as a file mapping is: pieces of
@@ -1285,6 +1303,21 @@ fn map_vma(remote: &Remote, v: &Vma, shmem: &ShmemFds) -> Result<()> {
         }
     }
     advise(remote, v, v.start, v.len())
+}
+
+/// How a file is opened to map `v`: read and write for a shared mapping
+/// that is writable or may be made so (mprotect) because its file was open
+/// for writing (VM_MAYWRITE, `mw`), or that was made through a file open
+/// for writing (VM_SHARED, `sh`, without `mw`: a memfd sealed against
+/// writes, F_SEAL_WRITE, which the restorer seals before it is mapped);
+/// else read-only (the kernel then drops VM_SHARED, as it had).
+fn shared_mode(v: &Vma) -> i32 {
+    let may_write = v.prot & libc::PROT_WRITE as u32 != 0 || v.flags.iter().any(|f| f == "mw" || f == "sh");
+    if v.shared && may_write {
+        libc::O_RDWR
+    } else {
+        libc::O_RDONLY
+    }
 }
 
 /// Maps `v` (mmap `flags`) from the file at `path`, which the process
@@ -1595,6 +1628,13 @@ pub fn restore_pages(
                 match &v.backing {
                     Backing::Shmem { id } => {
                         let f = shmem.get(id).expect("restorer made every shmem object");
+                        // A memfd sealed against writes holds its contents
+                        // already (its fd's, the same pages).
+                        if write_sealed(f) {
+                            at += n;
+                            left -= n;
+                            continue;
+                        }
                         f.write_all_at(data, at).map_err(|source| Error::Proc {
                             pid: remote.pid,
                             what: "write shared memory".into(),
@@ -1613,6 +1653,11 @@ pub fn restore_pages(
         remote.call("munmap shadow", nr::MUNMAP, &[at, len])?;
     }
     Ok(())
+}
+
+/// Whether memfd `f` is sealed against writes (F_SEAL_WRITE).
+fn write_sealed(f: &File) -> bool {
+    nix::fcntl::fcntl(f, nix::fcntl::FcntlArg::F_GET_SEALS).is_ok_and(|s| s & libc::F_SEAL_WRITE != 0)
 }
 
 fn not_precopied(pid: i32, at: u64) -> Error {

@@ -84,6 +84,21 @@ pub enum FileKind {
     /// helper given PID N, which then ends and is reaped, so that reading
     /// it fails with ESRCH as it did (files layout 6; before, refused).
     OfExited { pid: i32 },
+    /// A memfd (files layout 6; before, [`FileKind::Memfd`] and
+    /// [`FileKind::SealedMemfd`], made anew for each open description): `id`
+    /// names it as memory mappings name it (see
+    /// [`super::memory::object_id`]). The restorer makes each memfd once,
+    /// named `name`, with `contents` (held by its first open description
+    /// only) and, once every process is rebuilt, its `seals` (F_SEAL_*;
+    /// F_SEAL_SEAL alone for one made without MFD_ALLOW_SEALING). Every
+    /// open description and every mapping of it opens that one memfd: a
+    /// write through an fd shows in the mappings, as it did.
+    MemfdOf {
+        id: u64,
+        name: String,
+        contents: Vec<u8>,
+        seals: i32,
+    },
 }
 
 /// The PID N of a file of /proc/N (`target`, as process `pid` sees it)
@@ -379,9 +394,12 @@ pub fn dump(pid: i32, fd: i32, target: &str, flags: i32, pos: u64, cap: u64, out
                 path: target.to_string(),
                 source,
             })?;
-        let kind = match seals {
-            libc::F_SEAL_SEAL => FileKind::Memfd { name, contents },
-            seals => FileKind::SealedMemfd { name, contents, seals },
+        let dev = format!("{:02x}:{:02x}", libc::major(meta.dev()), libc::minor(meta.dev()));
+        let kind = FileKind::MemfdOf {
+            id: super::memory::object_id(&dev, meta.ino()),
+            name,
+            contents,
+            seals,
         };
         (target.to_string(), kind)
     } else if let Some(orig) = target
@@ -510,7 +528,9 @@ const REOPEN_FLAGS: i32 = libc::O_ACCMODE
     | libc::O_PATH;
 
 /// Opens the file again (close-on-exec), at its offset.
-pub fn restore(f: &FileImage) -> Result<OwnedFd> {
+/// `memfds`: the memfds the restorer made ([`FileKind::MemfdOf`]), by
+/// object id, at the descriptor numbers this process inherited them at.
+pub fn restore(f: &FileImage, memfds: &[(u64, std::os::fd::RawFd)]) -> Result<OwnedFd> {
     use nix::fcntl::{open, OFlag};
     use nix::sys::stat::Mode;
     let err = |source| Error::Reopen {
@@ -599,6 +619,10 @@ pub fn restore(f: &FileImage) -> Result<OwnedFd> {
             mount,
         } => linked(&f.path, mount, *handle_type, handle, flags).map_err(err)?,
         FileKind::OfExited { pid } => of_exited(&f.path, *pid, flags).map_err(err)?,
+        FileKind::MemfdOf { id, .. } => {
+            let &(_, n) = memfds.iter().find(|m| m.0 == *id).ok_or_else(|| err(Errno::EBADF))?;
+            open(format!("/proc/self/fd/{n}").as_str(), flags, Mode::empty()).map_err(err)?
+        }
         FileKind::Memfd { name, contents } => memfd(name, contents, None).map_err(err)?,
         FileKind::SealedMemfd { name, contents, seals } => memfd(name, contents, Some(*seals)).map_err(err)?,
     };
@@ -842,17 +866,28 @@ fn ghost_sparse(
     )
 }
 
-/// A memfd named `name` holding `contents`; with `seals`, made to allow
-/// sealing and then sealed with them.
-fn memfd(name: &str, contents: &[u8], seals: Option<i32>) -> std::result::Result<OwnedFd, Errno> {
+/// A memfd named `name` holding `contents`, made to allow sealing if
+/// `sealable`; its position is 0.
+pub fn memfd_again(name: &str, contents: &[u8], sealable: bool) -> std::result::Result<OwnedFd, Errno> {
     use nix::sys::memfd::MFdFlags;
     let cname = std::ffi::CString::new(name).map_err(|_| Errno::EINVAL)?;
-    let flags = match seals {
-        Some(_) => MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
-        None => MFdFlags::MFD_CLOEXEC,
+    let flags = match sealable {
+        true => MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+        false => MFdFlags::MFD_CLOEXEC,
     };
     let m = nix::sys::memfd::memfd_create(cname.as_c_str(), flags)?;
-    write_all(&m, contents)?;
+    // At offsets: the position stays at 0 (the caller sets the image's).
+    let mut at = 0;
+    while at < contents.len() {
+        at += nix::sys::uio::pwrite(&m, &contents[at..], at as i64)?;
+    }
+    Ok(m)
+}
+
+/// A memfd of an image before files layout 6's [`FileKind::MemfdOf`]:
+/// [`memfd_again`], sealed with `seals` if given.
+fn memfd(name: &str, contents: &[u8], seals: Option<i32>) -> std::result::Result<OwnedFd, Errno> {
+    let m = memfd_again(name, contents, seals.is_some())?;
     if let Some(s) = seals.filter(|s| *s != 0) {
         nix::fcntl::fcntl(
             &m,

@@ -378,6 +378,40 @@ pub fn set_rlimit(resource: u32, soft: u64, hard: u64) -> Result<(), Errno> {
     }
 }
 
+/// Shared anonymous memory of `len` bytes (what mmap(MAP_SHARED |
+/// MAP_ANONYMOUS) makes, which maps shows as /dev/zero), as an fd: mapped
+/// here for a moment, opened through /proc/self/map_files, and unmapped.
+/// Mappings of the fd share its pages and show as /dev/zero too.
+pub fn shared_anon(len: usize) -> Result<OwnedFd, Errno> {
+    // SAFETY: a fresh shared anonymous mapping at an address the kernel
+    // picks; it aliases nothing, and nothing reads or writes it here.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(Errno::last());
+    }
+    let (start, end) = (p as usize, p as usize + len);
+    let opened = nix::fcntl::open(
+        format!("/proc/self/map_files/{start:x}-{end:x}").as_str(),
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    );
+    // SAFETY: our own mapping from above, unmapped once; no reference to
+    // it exists.
+    unsafe {
+        libc::munmap(p, len);
+    }
+    opened
+}
+
 /// fcntl(F_DUPFD_CLOEXEC): a close-on-exec duplicate of `fd` numbered
 /// `min` or above.
 pub fn dup_above(fd: BorrowedFd<'_>, min: RawFd) -> Result<OwnedFd, Errno> {
