@@ -47,17 +47,6 @@ pub const KNOWN_DIFFERENCES: &[(&[&str], &str, &str)] = &[
     ),
     (
         RESTORED,
-        "fds (*): fd 14 open file [anon_inode:[eventpoll]]: * -> *",
-        "an epoll a child inherited becomes a separate instance (documented in checkpoint-restore.md)",
-    ),
-    (
-        RESTORED,
-        "fds (*): fd 14 epoll tfd 9 [anon_inode:[eventpoll]]: * -> <absent>",
-        "... and the child's instance lacks the target whose fd the child had closed (not \"the same registrations\" \
-         as documented)",
-    ),
-    (
-        RESTORED,
         "*: fd * pos [*/tmpfs/list]: * -> *",
         "a directory read part-way on a tmpfs the container mounted: the tmpfs made again numbers its entries anew, \
          and the offset is placed after as many entries (the entry read next is the same: kinds.c checks it), but a \

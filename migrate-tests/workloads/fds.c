@@ -7,7 +7,9 @@
  * - a periodic timerfd that must keep expiring,
  * - a signalfd for SIGUSR1 (blocked) that must see the signal sent to self,
  * - an epoll over all of them that must report the readable ones,
- * - a child holding the other ends of a second pipe, writing to it,
+ * - a child holding the other ends of a second pipe, writing to it, which
+ *   shares the epoll (inherited) and registers its write end in it: the
+ *   parent, which closed that end, must see it reported (one instance),
  * - two absolute timerfds an hour away: on the real-time clock, cancelled
  *   if the clock is set (TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET), and
  *   on the monotonic clock (TFD_TIMER_ABSTIME); each must keep its flags
@@ -71,6 +73,8 @@ int main(void) {
     }
     if (fork() == 0) {
         close(c[0]);
+        struct epoll_event e = {EPOLLOUT, {.u64 = 1010}};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, c[1], &e)) _exit(1);
         for (long i = 0;; i++) {
             char b[16];
             int n = snprintf(b, sizeof b, "c%08ld\n", i);
@@ -131,6 +135,7 @@ int main(void) {
         int seen = 0;
         for (int i = 0; i < k; i++) seen |= 1 << (out[i].data.u64 - 1000);
         if ((seen & 0x3f) != 0x3f) fail("epoll readiness", seen, 0x3f);
+        if (n > 1 && !(seen & 1 << 10)) fail("the child's registration in the shared epoll", seen, 1 << 10);
         uint64_t v;
         if (read(ev, &v, 8) != 8) fail("eventfd read", 0, 0);
         taken += v;

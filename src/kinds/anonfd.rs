@@ -37,6 +37,10 @@ pub enum AnonImage {
     Inotify {
         watches: Vec<InotifyWatch>,
     },
+    /// An epoll instance, made empty: its holders register their targets
+    /// (see `files::FdKind::EpollOf`; files layout 6, a variant at the end
+    /// that earlier builds never wrote).
+    Epoll,
 }
 
 /// [`AnonImage`] as files layout 4 wrote it: timerfds without their
@@ -382,6 +386,7 @@ pub fn restore(a: &AnonImage) -> Result<OwnedFd, Errno> {
             Ok(fd)
         }
         AnonImage::SignalFd { mask } => crate::sys::signalfd(mask),
+        AnonImage::Epoll => Ok(nix::sys::epoll::Epoll::new(nix::sys::epoll::EpollCreateFlags::EPOLL_CLOEXEC)?.0),
         AnonImage::Inotify { ref watches } => {
             let fd: OwnedFd = nix::sys::inotify::Inotify::init(nix::sys::inotify::InitFlags::IN_CLOEXEC)?.into();
             let mut stepped = 0usize;

@@ -115,6 +115,18 @@ pub enum FdKind {
         targets: Vec<EpollTarget>,
         via: Vec<TargetFile>,
     },
+    /// An epoll instance, object number `obj` of the image
+    /// ([`AnonImage::Epoll`]): one instance for every fd of it, in any
+    /// process (a child inherited it, or it was duplicated), as it was;
+    /// with its interest list and where this holder has each target's file
+    /// (as [`FdKind::EpollVia`]). Each holder registers the targets it has,
+    /// and what another holder registered already is there (files layout 6,
+    /// a variant at the end; before, one instance per fd).
+    EpollOf {
+        obj: u32,
+        targets: Vec<EpollTarget>,
+        via: Vec<TargetFile>,
+    },
 }
 
 /// Where the holder of an epoll has the file of one of its registrations.
@@ -136,7 +148,7 @@ impl FdKind {
     pub fn epoll(&self) -> Option<(&[EpollTarget], &[TargetFile])> {
         match self {
             FdKind::Epoll { targets } => Some((targets, &[])),
-            FdKind::EpollVia { targets, via } => Some((targets, via)),
+            FdKind::EpollVia { targets, via } | FdKind::EpollOf { targets, via, .. } => Some((targets, via)),
             _ => None,
         }
     }
@@ -301,7 +313,7 @@ impl FilesImage {
                     FdKind::Tcp { conn } => (*conn, self.tcp.len()),
                     FdKind::Anon { obj } => (*obj, self.anon.len()),
                     FdKind::Pidfd { pid } if *pid <= 0 => return Err(bad("is a pidfd of no process")),
-                    FdKind::EpollVia { targets, via } => {
+                    FdKind::EpollVia { targets, via } | FdKind::EpollOf { targets, via, .. } => {
                         let own = |v: &TargetFile| match v {
                             TargetFile::Fd(v) => fds.iter().any(|o| o.fd == *v && o.fd != f.fd),
                             _ => true,
@@ -311,7 +323,13 @@ impl FilesImage {
                                 "is an epoll whose registrations name fds the process does not have",
                             ));
                         }
-                        continue;
+                        match f.kind {
+                            FdKind::EpollOf { obj, .. } => match self.anon.get(obj as usize) {
+                                Some(AnonImage::Epoll) => continue,
+                                _ => return Err(bad("is an epoll whose object is not an epoll")),
+                            },
+                            _ => continue,
+                        }
                     }
                     FdKind::Log | FdKind::Epoll { .. } | FdKind::Pidfd { .. } => continue,
                 };
@@ -960,18 +978,15 @@ fn dump_anon_inode(ctx: &mut DumpCtx<'_>, f: &OpenFd<'_>) -> Result<FdKind> {
         .strip_prefix("anon_inode:")
         .unwrap_or(f.path)
         .trim_matches(|c| c == '[' || c == ']');
-    let (pid, fd) = (f.pid, f.fd);
+    let pid = f.pid;
     match anon {
-        // An epoll a child inherited by fork is rebuilt in each holder
-        // from the same interest list: separate instances, with the same
-        // registrations.
+        // One instance for all its fds (a child inherited it, or it was
+        // duplicated), which each holder fills with what it holds.
         "eventpoll" => {
             let targets = anonfd::parse_epoll(f.info);
             let via = epoll_via(ctx, f, &targets)?;
-            Ok(match via.iter().all(|v| *v == TargetFile::AtNumber) {
-                true => FdKind::Epoll { targets },
-                false => FdKind::EpollVia { targets, via },
-            })
+            let obj = anon_object(ctx, f, anon, || Ok(AnonImage::Epoll))?;
+            Ok(FdKind::EpollOf { obj, targets, via })
         }
         "pidfd" => {
             let target = super::pidfd::target(f.info).and_then(ctx.ns_pid_of);
@@ -980,30 +995,41 @@ fn dump_anon_inode(ctx: &mut DumpCtx<'_>, f: &OpenFd<'_>) -> Result<FdKind> {
             })
         }
         "eventfd" | "timerfd" | "signalfd" | "inotify" => {
-            let known = ctx
-                .anon_holders
-                .iter()
-                .find(|(k, (p, h), _)| k == anon && crate::sys::same_file(*p, *h, pid, fd).unwrap_or(false))
-                .map(|(_, _, i)| *i);
-            let obj = match known {
-                Some(i) => i,
-                None => {
-                    let a = if anon == "inotify" {
-                        anonfd::dump_inotify(pid, f.info).map_err(|k| f.unsupported(k))?
-                    } else {
-                        anonfd::parse(anon, f.info)
-                            .ok_or_else(|| f.unsupported(format!("{anon} with unreadable state")))?
-                    };
-                    ctx.img.anon.push(a);
-                    let i = ctx.img.anon.len() as u32 - 1;
-                    ctx.anon_holders.push((anon.to_string(), (pid, fd), i));
-                    i
+            let obj = anon_object(ctx, f, anon, || {
+                if anon == "inotify" {
+                    anonfd::dump_inotify(pid, f.info).map_err(|k| f.unsupported(k))
+                } else {
+                    anonfd::parse(anon, f.info).ok_or_else(|| f.unsupported(format!("{anon} with unreadable state")))
                 }
-            };
+            })?;
             Ok(FdKind::Anon { obj })
         }
         other => Err(f.unsupported(other.to_string())),
     }
+}
+
+/// The object number of anonymous-inode file `f` (of kind `anon`): the
+/// one an fd of the same open description has already, else a new one
+/// that `read` describes.
+fn anon_object(
+    ctx: &mut DumpCtx<'_>,
+    f: &OpenFd<'_>,
+    anon: &str,
+    read: impl FnOnce() -> Result<AnonImage>,
+) -> Result<u32> {
+    let (pid, fd) = (f.pid, f.fd);
+    let known = ctx
+        .anon_holders
+        .iter()
+        .find(|(k, (p, h), _)| k == anon && crate::sys::same_file(*p, *h, pid, fd).unwrap_or(false))
+        .map(|(_, _, i)| *i);
+    if let Some(i) = known {
+        return Ok(i);
+    }
+    ctx.img.anon.push(read()?);
+    let i = ctx.img.anon.len() as u32 - 1;
+    ctx.anon_holders.push((anon.to_string(), (pid, fd), i));
+    Ok(i)
 }
 
 /// A file by path: a regular file, directory, FIFO or device; a deleted
@@ -1329,6 +1355,8 @@ pub unsafe fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&O
         let placeholder;
         let (source, what): (std::os::fd::BorrowedFd<'_>, String) = match &f.kind {
             FdKind::Epoll { .. } | FdKind::EpollVia { .. } => continue,
+            // Placed now, filled with the epolls below.
+            FdKind::EpollOf { obj, .. } => (object(|o| &o.anon, *obj)?, "epoll".into()),
             FdKind::Pidfd { .. } => {
                 placeholder = nix::sys::memfd::memfd_create(c"pidfd", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
                     .map_err(err("pidfd placeholder"))?;
@@ -1373,7 +1401,8 @@ pub unsafe fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&O
     // Nothing of the restorer's may be open when the epolls are built: an
     // interest list naming an fd this task does not have must fail (and be
     // skipped), not register one of ours.
-    let mut open_set: Vec<RawFd> = fds.iter().filter(|f| f.kind.epoll().is_none()).map(|f| f.fd).collect();
+    let built = |f: &FdImage| matches!(f.kind, FdKind::Epoll { .. } | FdKind::EpollVia { .. });
+    let mut open_set: Vec<RawFd> = fds.iter().filter(|f| !built(f)).map(|f| f.fd).collect();
     open_set.extend_from_slice(keep);
     // SAFETY: the function's contract; `parked` was dropped above, and what
     // stays open is the placed table and `keep`.
@@ -1408,11 +1437,21 @@ pub unsafe fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&O
             path: "epoll".into(),
             source,
         };
-        let ep = nix::sys::epoll::Epoll::new(nix::sys::epoll::EpollCreateFlags::EPOLL_CLOEXEC).map_err(err)?;
-        let high = crate::sys::dup_above(ep.0.as_fd(), top).map_err(err)?;
-        // The first descriptor may hold a number an interest list names.
-        drop(ep);
-        let ep = high;
+        // An epoll object is placed already: this holder adds what it has
+        // (another holder may have added it: EEXIST).
+        let placed = matches!(f.kind, FdKind::EpollOf { .. });
+        let ep = match placed {
+            // SAFETY: `f.fd` was placed above and stays open. (A copy above
+            // `top`: a free number below may be one an interest list names.)
+            true => crate::sys::dup_above(unsafe { std::os::fd::BorrowedFd::borrow_raw(f.fd) }, top).map_err(err)?,
+            false => {
+                let ep =
+                    nix::sys::epoll::Epoll::new(nix::sys::epoll::EpollCreateFlags::EPOLL_CLOEXEC).map_err(err)?;
+                // The first descriptor may hold a number an interest list
+                // names.
+                crate::sys::dup_above(ep.0.as_fd(), top).map_err(err)?
+            }
+        };
         for (i, t) in targets.iter().enumerate() {
             let added = match via.get(i).copied().unwrap_or(TargetFile::AtNumber) {
                 TargetFile::AtNumber => crate::sys::epoll_add(ep.as_fd(), t.fd, t.events, t.data),
@@ -1433,11 +1472,14 @@ pub unsafe fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&O
                 // A registration on an fd this holder does not have (an
                 // epoll inherited by a child that closed it).
                 Err(Errno::EBADF) | Err(Errno::EPERM) => {}
+                Err(Errno::EEXIST) if placed => {}
                 other => other.map_err(err)?,
             }
         }
-        // SAFETY: the function's contract; `ep` is parked above `top`.
-        unsafe { crate::sys::place_fd(ep.as_fd(), f.fd, f.flags & libc::O_CLOEXEC != 0) }.map_err(err)?;
+        if !placed {
+            // SAFETY: the function's contract; `ep` is parked above `top`.
+            unsafe { crate::sys::place_fd(ep.as_fd(), f.fd, f.flags & libc::O_CLOEXEC != 0) }.map_err(err)?;
+        }
     }
     Ok(())
 }

@@ -80,11 +80,20 @@ pub fn restore(
             ev[0..4].copy_from_slice(&t.events.to_le_bytes());
             ev[4..12].copy_from_slice(&t.data.to_le_bytes());
             remote.write(remote.scratch, &ev)?;
-            remote.call(
+            let added = remote.call(
                 &format!("epoll_ctl(fd {epfd}, ADD, pidfd {fd})"),
                 libc::SYS_epoll_ctl,
                 &[*epfd as u64, libc::EPOLL_CTL_ADD as u64, fd as u64, remote.scratch],
-            )?;
+            );
+            match added {
+                // An epoll another holder registered it in already.
+                Err(remote::Error::Sys {
+                    source: crate::sys::Errno::EEXIST, ..
+                }) => {}
+                other => {
+                    other?;
+                }
+            }
         }
     }
     Ok(())
