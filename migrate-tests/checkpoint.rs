@@ -166,7 +166,7 @@ fn inspect_shows_the_tree() -> Result<()> {
     root.ok(&["checkpoint", "t", "--dir", dir.to_str().unwrap()])?;
     let v: serde_json::Value = serde_json::from_str(&root.ok(&["inspect", dir.to_str().unwrap(), "--json"])?)?;
     let procs = v["processes"].as_array().cloned().unwrap_or_default();
-    ensure!(procs.len() == 9, "processes: {procs:?}");
+    ensure!(procs.len() == 10, "processes: {procs:?}");
     ensure!(
         procs.iter().any(|p| p["zombie"].as_i64() == Some(7 << 8)),
         "no zombie with status 7"

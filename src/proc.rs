@@ -46,6 +46,9 @@ pub struct Status {
     pub no_new_privs: bool,
     /// The seccomp mode: 0 none, 1 strict, 2 filter.
     pub seccomp: u32,
+    /// Signals ignored and caught (bit N-1 for signal N): SigIgn, SigCgt.
+    pub sig_ign: u64,
+    pub sig_cgt: u64,
 }
 
 /// Field `key` of a status file's text, trimmed.
@@ -99,6 +102,8 @@ pub fn parse_status(pid: i32, text: &str) -> Result<Status> {
         cap_amb: hex("CapAmb"),
         no_new_privs: or_empty("NoNewPrivs") == "1",
         seccomp: or_empty("Seccomp").parse().unwrap_or(0),
+        sig_ign: hex("SigIgn"),
+        sig_cgt: hex("SigCgt"),
     })
 }
 

@@ -52,13 +52,6 @@ pub const KNOWN_DIFFERENCES: &[(&[&str], &str, &str)] = &[
          and the offset is placed after as many entries (the entry read next is the same: kinds.c checks it), but a \
          position the program saved with telldir would point elsewhere (documented)",
     ),
-    // A zombie comes back as a copy of the restorer that exited (its
-    // name is set again).
-    (
-        RESTORED,
-        "* (Z): signal * []: * -> *",
-        "a zombie comes back with the restorer's signal dispositions",
-    ),
 ];
 
 const RESTORED: &[&str] = &["restore", "migration"];

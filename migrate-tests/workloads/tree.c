@@ -1,5 +1,7 @@
 /* A process tree: PID 1 with a child that has a grandchild, and a zombie
- * child (exit status 7) that is never reaped. Everyone checks its PID and
+ * child (exit status 7) that is never reaped, which had ignored SIGUSR1 and
+ * caught SIGUSR2 (the state differ compares a zombie's dispositions), and
+ * a zombie killed by SIGTERM that had ignored SIGINT. Everyone checks its PID and
  * parent every beat. Besides, as a shell's jobs leave them: a zombie that
  * leads its process group (status 3) with a member still running (the
  * first command of a pipeline ended); a zombie (status 4) in the group of
@@ -8,6 +10,8 @@
 #include "beat.h"
 #include <signal.h>
 #include <sys/wait.h>
+
+static void on_signal(int sig) { (void)sig; }
 
 static void watch_parent(pid_t me, pid_t parent) {
     for (;;) {
@@ -19,7 +23,11 @@ static void watch_parent(pid_t me, pid_t parent) {
 
 int main(void) {
     pid_t zombie = fork();
-    if (zombie == 0) _exit(7);
+    if (zombie == 0) {
+        signal(SIGUSR1, SIG_IGN);
+        signal(SIGUSR2, on_signal);
+        _exit(7);
+    }
     int forked[2];
     if (pipe(forked)) return 1;
     pid_t child = fork();
@@ -34,6 +42,13 @@ int main(void) {
     /* The grandchild is PID 4 (tests name it), the jobs come after. */
     char g;
     if (read(forked[0], &g, 1) != 1) return 1;
+    pid_t killed = fork();
+    if (killed == 0) {
+        signal(SIGINT, SIG_IGN);
+        signal(SIGHUP, on_signal);
+        raise(SIGTERM);
+        _exit(1);
+    }
     pid_t parent = getpid();
     pid_t lead = fork();
     if (lead == 0) {
@@ -72,12 +87,16 @@ int main(void) {
     /* Start checking once the tree is complete. */
     siginfo_t first = {0};
     waitid(P_PID, zombie, &first, WEXITED | WNOWAIT);
+    waitid(P_PID, killed, &first, WEXITED | WNOWAIT);
     while (getpgid(child) != child) nap_ms(5);
     for (long n = 1;; n++) {
         if (getpid() != me) fail("pid 1 changed", getpid(), me);
         siginfo_t si = {0};
         if (waitid(P_PID, zombie, &si, WEXITED | WNOHANG | WNOWAIT) != 0 || si.si_pid != zombie || si.si_status != 7)
             fail("zombie lost", si.si_pid, zombie);
+        si.si_pid = 0;
+        if (waitid(P_PID, killed, &si, WEXITED | WNOHANG | WNOWAIT) != 0 || si.si_code != CLD_KILLED || si.si_status != SIGTERM)
+            fail("killed zombie lost", si.si_code, si.si_status);
         if (kill(child, 0) != 0) fail("child gone", child, 0);
         if (getpgid(child) != child) fail("child pgid", getpgid(child), child);
         pid_t zs[] = {lead, joined, alone};

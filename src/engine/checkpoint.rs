@@ -692,6 +692,19 @@ fn dump(
         if s.state == 'Z' {
             p.zombie = Some(pstree::zombie_status(*host));
             report.zombies += 1;
+            // Its dispositions, as its status shows them.
+            let actions = signals::of_zombie(s.sig_ign, s.sig_cgt);
+            if !actions.is_empty() {
+                sig_images.push((
+                    s.ns_pid,
+                    signals::SignalsImage {
+                        actions,
+                        shared: Vec::new(),
+                        threads: Vec::new(),
+                        altstacks: Vec::new(),
+                    },
+                ));
+            }
             processes.push(p);
             continue;
         }

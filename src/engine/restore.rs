@@ -137,7 +137,20 @@ fn check(img: &Image) -> Result<()> {
         }
     };
     named(memory::Section::SECTION, img.mm.iter().map(|(p, _)| *p).collect())?;
-    named(signals::Section::SECTION, img.signals.iter().map(|(p, _)| *p).collect())?;
+    // A zombie's dispositions are there too (and nothing else of it).
+    let zombie = |pid: i32| img.procs.iter().any(|p| p.pid == pid && p.zombie.is_some());
+    let (of_zombies, of_live): (Vec<_>, Vec<_>) = img.signals.iter().partition(|(p, _)| zombie(*p));
+    named(signals::Section::SECTION, of_live.iter().map(|(p, _)| *p).collect())?;
+    for (i, (pid, s)) in of_zombies.iter().enumerate() {
+        let again = of_zombies[..i].iter().any(|(q, _)| q == pid);
+        if again || !s.shared.is_empty() || !s.threads.is_empty() || !s.altstacks.is_empty() {
+            return Err(Error::Damaged {
+                section: signals::Section::SECTION,
+                pid: *pid,
+                what: "signal state of a zombie other than its dispositions, or named twice",
+            });
+        }
+    }
     named(
         files::Section::SECTION,
         img.files.procs.iter().map(|(p, _)| *p).collect(),
@@ -1284,7 +1297,8 @@ fn fork_child(ctx: &TreeCtx<'_>, ci: usize) -> std::result::Result<Pid, String> 
                 if let Err(e) = join_group(child) {
                     let _ = nix::unistd::write(ctx.ready, format!("err {} {e}\n", child.pid).as_bytes());
                 }
-                become_zombie(status, &child.comm)
+                let sigs = ctx.img.signals.iter().find(|(pid, _)| *pid == child.pid);
+                become_zombie(status, &child.comm, sigs.map(|(_, s)| s.actions.as_slice()).unwrap_or(&[]))
             }
             None => pre_image(ctx, ci),
         },
@@ -1379,15 +1393,26 @@ fn subtree(procs: &[ProcessImage], top: i32) -> std::collections::HashSet<i32> {
     }
 }
 
-/// Ends the calling task the way the zombie it stands for ended.
-fn become_zombie(status: i32, comm: &str) -> ! {
+/// Ends the calling task the way the zombie it stands for ended, with its
+/// dispositions (`actions`: ignored, or caught).
+fn become_zombie(status: i32, comm: &str, actions: &[signals::SigAction]) -> ! {
     // Its name, as ps shows it (else the restorer's).
     if let Ok(name) = std::ffi::CString::new(comm) {
         let _ = nix::sys::prctl::set_name(&name);
     }
     let sig = status & 0x7f;
+    let _ = sys::reset_signals();
+    // Every other signal's as the image has it (the signal it dies of had
+    // the default).
+    for signo in (1..=64).filter(|s| ![libc::SIGKILL, libc::SIGSTOP, sig].contains(s)) {
+        let how = match actions.iter().find(|a| a.signo as i32 == signo) {
+            Some(a) if a.handler == 1 => sys::Disposition::Ignored,
+            Some(_) => sys::Disposition::Caught,
+            None => sys::Disposition::Default,
+        };
+        let _ = sys::set_disposition(signo, how);
+    }
     if sig != 0 {
-        let _ = sys::reset_signals();
         if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
             let _ = nix::sys::signal::raise(s);
         }

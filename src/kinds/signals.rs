@@ -129,6 +129,33 @@ fn signals() -> impl Iterator<Item = u32> {
     (1..=64u32).filter(|s| *s != libc::SIGKILL as u32 && *s != libc::SIGSTOP as u32)
 }
 
+/// The handler a zombie's caught signals are given back: a zombie runs no
+/// handler, and shows only that it has one (SigCgt).
+pub const ZOMBIE_HANDLER: u64 = 2;
+
+/// A zombie's dispositions, from its status (`ignored`, `caught`: SigIgn,
+/// SigCgt): all a zombie shows of them (nothing can be injected into it).
+/// A caught signal's handler is [`ZOMBIE_HANDLER`].
+pub fn of_zombie(ignored: u64, caught: u64) -> Vec<SigAction> {
+    let set = |mask: u64, s: u32| mask & (1 << (s - 1)) != 0;
+    signals()
+        .filter_map(|signo| {
+            let handler = match () {
+                _ if set(caught, signo) => ZOMBIE_HANDLER,
+                _ if set(ignored, signo) => 1,
+                _ => return None,
+            };
+            Some(SigAction {
+                signo,
+                handler,
+                flags: 0,
+                restorer: 0,
+                mask: 0,
+            })
+        })
+        .collect()
+}
+
 pub fn dump(remote: &Remote) -> Result<Vec<SigAction>> {
     let out = remote.scratch;
     let mut acts = Vec::new();

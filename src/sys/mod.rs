@@ -256,6 +256,42 @@ pub fn reset_signals() -> Result<(), Errno> {
     nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
 }
 
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// A signal's disposition, as /proc/PID/status shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    Default,
+    Ignored,
+    /// Caught by a handler (here, one that does nothing).
+    Caught,
+}
+
+/// Gives signal `signo` (1 to 64, also the real-time signals the C
+/// library keeps for itself) of the calling process a disposition, with
+/// the raw rt_sigaction. A caught one gets a handler that does nothing and
+/// no signal return trampoline: only for a task about to end (a
+/// zombie-to-be, which shows only that it has a handler), to which no one
+/// sends a signal meanwhile.
+pub fn set_disposition(signo: i32, how: Disposition) -> Result<(), Errno> {
+    let handler = match how {
+        Disposition::Default => libc::SIG_DFL,
+        Disposition::Ignored => libc::SIG_IGN,
+        Disposition::Caught => ignore_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+    };
+    // struct kernel_sigaction on x86_64: handler, flags, restorer, mask.
+    let act: [u64; 4] = [handler as u64, libc::SA_RESTART as u64, 0, 0];
+    // SAFETY: rt_sigaction reads 32 bytes from `act`, alive for the call,
+    // and writes nothing (no old action asked for); the handler touches no
+    // state, and SIG_DFL/SIG_IGN run no code.
+    let ret = unsafe { libc::syscall(libc::SYS_rt_sigaction, signo, act.as_ptr(), 0usize, 8usize) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
 /// Ends the calling process at once, without running destructors or atexit
 /// handlers: the right way out of a forked child that must not flush the
 /// parent's buffers.
