@@ -697,6 +697,9 @@ struct DumpCtx<'a> {
     fifos_seen: std::collections::HashSet<u64>,
     /// Memfds stored with their contents, by object id.
     memfds_seen: std::collections::HashSet<u64>,
+    /// Which registrations of each epoll object a holder dumped so far
+    /// makes again.
+    epoll_added: HashMap<u32, Vec<bool>>,
     reachable: KnownMounts,
 }
 
@@ -764,6 +767,7 @@ pub fn dump_all(
         file_holders: Vec::new(),
         fifos_seen: std::collections::HashSet::new(),
         memfds_seen: std::collections::HashSet::new(),
+        epoll_added: HashMap::new(),
         reachable: KnownMounts::of(procs)?,
     };
     for &(pid, ns_pid) in procs {
@@ -982,10 +986,21 @@ fn dump_anon_inode(ctx: &mut DumpCtx<'_>, f: &OpenFd<'_>) -> Result<FdKind> {
     match anon {
         // One instance for all its fds (a child inherited it, or it was
         // duplicated), which each holder fills with what it holds.
+        // A registration is made again by the first holder (in tree
+        // order) that has its file: the one that made it, most likely (a
+        // signalfd's readiness follows the signals of whoever added it).
         "eventpoll" => {
             let targets = anonfd::parse_epoll(f.info);
-            let via = epoll_via(ctx, f, &targets)?;
+            let mut via = epoll_via(ctx, f, &targets)?;
             let obj = anon_object(ctx, f, anon, || Ok(AnonImage::Epoll))?;
+            let added = ctx.epoll_added.entry(obj).or_insert_with(|| vec![false; targets.len()]);
+            for (v, done) in via.iter_mut().zip(added.iter_mut()) {
+                match (*done, *v) {
+                    (true, _) => *v = TargetFile::NotHere,
+                    (false, TargetFile::NotHere) => {}
+                    (false, _) => *done = true,
+                }
+            }
             Ok(FdKind::EpollOf { obj, targets, via })
         }
         "pidfd" => {
