@@ -375,6 +375,10 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
             "fd 3 is a pidfd of a process that has exited and been reaped",
         ),
         (
+            "proc-reused",
+            "fd 3 is a file of a process that exited, whose PID another process has now",
+        ),
+        (
             "bind-mount",
             "has a mount it made itself, which migrate does not carry yet",
         ),

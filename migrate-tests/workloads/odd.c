@@ -14,6 +14,8 @@
  *                the process closed since, whose file only a child holds
  *   inotify-deleted  an inotify watch on file argv[2], open, then removed
  *   pidfd-reaped a pidfd of a child that exited and was reaped
+ *   proc-reused  /proc/N/status of a child (fd 3) that exited and was
+ *                reaped, N then given to another child (ns_last_pid)
  *   lease-breaking  a write lease on file argv[2] (fd 3), being broken by
  *                a child blocked opening the file
  *   zombie-leader  a zombie leading a process group whose other member is
@@ -145,6 +147,18 @@ int main(int argc, char **argv) {
         if (c == 0) _exit(0);
         int pfd = (int)syscall(SYS_pidfd_open, c, 0);
         if (pfd < 0 || waitpid(c, NULL, 0) != c) fail("pidfd", errno, 0);
+    } else if (!strcmp(what, "proc-reused")) {
+        pid_t c = fork();
+        if (c == 0) _exit(0);
+        char path[64], last[32];
+        snprintf(path, sizeof path, "/proc/%d/status", (int)c);
+        int st = open(path, O_RDONLY);
+        int n = snprintf(last, sizeof last, "%d", (int)c - 1);
+        int lp = open("/proc/sys/kernel/ns_last_pid", O_WRONLY);
+        if (st != 3 || waitpid(c, NULL, 0) != c || lp < 0 || write(lp, last, n) != n || close(lp)) fail("proc-reused", errno, 0);
+        pid_t again = fork();
+        if (again == 0) for (;;) pause();
+        if (again != c) fail("proc-reused: pid not reused", again, c);
     } else if (!strcmp(what, "inotify-deleted")) {
         int in = inotify_init1(0);
         int keep = open(argv[2], O_RDWR | O_CREAT, 0600);

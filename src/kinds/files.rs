@@ -567,6 +567,14 @@ fn refuse_fd(pid: i32, ns_pid: i32, fd: i32, target: &str, info: &str) -> Result
             }
         }
     }
+    // A file of /proc/N whose process exited, N taken since by another:
+    // a restore would open the other's (one of an N that is free is made
+    // again: kinds::regfile::FileKind::OfExited).
+    if regfile::of_other_process(pid, fd, target) {
+        return Err(unsupported(format!(
+            "file of a process that exited, whose PID another process has now ({target})"
+        )));
+    }
     // Locks are carried (kinds::fdattrs); leases are not.
     super::fdattrs::locks_of(info).map_err(unsupported)?;
     // A packet-mode pipe keeps each write's boundary in its buffer, which

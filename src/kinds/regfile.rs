@@ -104,12 +104,34 @@ pub enum FileKind {
 /// The PID N of a file of /proc/N (`target`, as process `pid` sees it)
 /// whose process has exited (its /proc/N is gone).
 fn exited_proc(pid: i32, target: &str) -> Option<i32> {
-    let n = target
-        .strip_prefix("/proc/")
-        .and_then(|r| r.split('/').next())
-        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))?;
+    let n = proc_number(target)?;
     let gone = !std::path::Path::new(&format!("/proc/{pid}/root/proc/{n}")).exists();
     gone.then(|| n.parse().ok()).flatten()
+}
+
+/// Whether fd `fd` of process `pid` is a file of /proc/N (`target`) of a
+/// process that exited, N being another process's now: the same path
+/// names another file (a new inode; the fd's own entry, which it pins, is
+/// found again while its process lives).
+pub fn of_other_process(pid: i32, fd: i32, target: &str) -> bool {
+    if proc_number(target).is_none() {
+        return false;
+    }
+    let (Ok(held), Ok(now)) = (
+        std::fs::metadata(format!("/proc/{pid}/fd/{fd}")),
+        std::fs::metadata(format!("/proc/{pid}/root{target}")),
+    ) else {
+        return false;
+    };
+    (held.dev(), held.ino()) != (now.dev(), now.ino())
+}
+
+/// N of a path /proc/N or /proc/N/...
+fn proc_number(target: &str) -> Option<&str> {
+    target
+        .strip_prefix("/proc/")
+        .and_then(|r| r.split('/').next())
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// What a [`FileKind::Ghost`] is.
