@@ -530,7 +530,10 @@ fn dump(
     // A vfork caught by the freeze is let finish: thawed for a moment,
     // frozen again (see [`preflight`]).
     for _ in 0..VFORK_WAITS {
-        let statuses: Vec<_> = tree.iter().filter_map(|p| Some((*p, proc::read_status(*p).ok()?))).collect();
+        let statuses: Vec<_> = tree
+            .iter()
+            .filter_map(|p| Some((*p, proc::read_status(*p).ok()?)))
+            .collect();
         if !vfork_pending(&statuses) {
             break;
         }

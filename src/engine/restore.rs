@@ -354,7 +354,13 @@ fn restore_inner<'r>(
     // them, are opened from these); sealed once every process is rebuilt.
     let mut seals: Vec<(u64, i32)> = Vec::new();
     for f in &img.files.files {
-        let crate::kinds::regfile::FileKind::MemfdOf { id, name, contents, seals: s } = &f.kind else {
+        let crate::kinds::regfile::FileKind::MemfdOf {
+            id,
+            name,
+            contents,
+            seals: s,
+        } = &f.kind
+        else {
             continue;
         };
         if shmem.contains_key(id) {
@@ -676,8 +682,11 @@ fn restore_inner<'r>(
     // of them made (a write seal forbids both).
     for &(id, s) in seals.iter().filter(|s| s.1 != libc::F_SEAL_SEAL && s.1 != 0) {
         let f = shmem.get(&id).expect("made above");
-        nix::fcntl::fcntl(f, nix::fcntl::FcntlArg::F_ADD_SEALS(nix::fcntl::SealFlag::from_bits_retain(s)))
-            .map_err(|e| stage("seal a memfd")(format!("seals {s:#x}: {e}")))?;
+        nix::fcntl::fcntl(
+            f,
+            nix::fcntl::FcntlArg::F_ADD_SEALS(nix::fcntl::SealFlag::from_bits_retain(s)),
+        )
+        .map_err(|e| stage("seal a memfd")(format!("seals {s:#x}: {e}")))?;
     }
     // Segments removed while attached are removed again, now attached.
     if let Some(ipc) = &img.ipc {
@@ -1298,7 +1307,11 @@ fn fork_child(ctx: &TreeCtx<'_>, ci: usize) -> std::result::Result<Pid, String> 
                     let _ = nix::unistd::write(ctx.ready, format!("err {} {e}\n", child.pid).as_bytes());
                 }
                 let sigs = ctx.img.signals.iter().find(|(pid, _)| *pid == child.pid);
-                become_zombie(status, &child.comm, sigs.map(|(_, s)| s.actions.as_slice()).unwrap_or(&[]))
+                become_zombie(
+                    status,
+                    &child.comm,
+                    sigs.map(|(_, s)| s.actions.as_slice()).unwrap_or(&[]),
+                )
             }
             None => pre_image(ctx, ci),
         },

@@ -1468,8 +1468,7 @@ pub unsafe fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&O
             // `top`: a free number below may be one an interest list names.)
             true => crate::sys::dup_above(unsafe { std::os::fd::BorrowedFd::borrow_raw(f.fd) }, top).map_err(err)?,
             false => {
-                let ep =
-                    nix::sys::epoll::Epoll::new(nix::sys::epoll::EpollCreateFlags::EPOLL_CLOEXEC).map_err(err)?;
+                let ep = nix::sys::epoll::Epoll::new(nix::sys::epoll::EpollCreateFlags::EPOLL_CLOEXEC).map_err(err)?;
                 // The first descriptor may hold a number an interest list
                 // names.
                 crate::sys::dup_above(ep.0.as_fd(), top).map_err(err)?

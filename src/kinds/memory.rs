@@ -1465,18 +1465,33 @@ fn move_whole(remote: &Remote, v: &Vma, moved: &[(u64, u64, u64)]) -> Result<boo
         return Ok(false);
     }
     let shadow = base + v.start % span;
-    let mut runs: Vec<(u64, u64)> = v.runs.iter().map(|r| (r.addr, r.addr + u64::from(r.pages) * PAGE)).collect();
+    let mut runs: Vec<(u64, u64)> = v
+        .runs
+        .iter()
+        .map(|r| (r.addr, r.addr + u64::from(r.pages) * PAGE))
+        .collect();
     runs.sort_unstable();
     let mut from = v.start;
     for (a, b) in runs.into_iter().chain([(v.end, v.end)]) {
         if a > from {
-            let what = format!("madvise({:#x}, MADV_DONTNEED) a hole of the shadow", shadow + (from - v.start));
-            remote.call(&what, nr::MADVISE, &[shadow + (from - v.start), a - from, libc::MADV_DONTNEED as u64])?;
+            let what = format!(
+                "madvise({:#x}, MADV_DONTNEED) a hole of the shadow",
+                shadow + (from - v.start)
+            );
+            remote.call(
+                &what,
+                nr::MADVISE,
+                &[shadow + (from - v.start), a - from, libc::MADV_DONTNEED as u64],
+            )?;
         }
         from = from.max(b);
     }
     let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
-    remote.call("mremap a mapping with pre-copied pages", nr::MREMAP, &[shadow, v.len(), v.len(), flags, v.start])?;
+    remote.call(
+        "mremap a mapping with pre-copied pages",
+        nr::MREMAP,
+        &[shadow, v.len(), v.len(), flags, v.start],
+    )?;
     if v.prot != (libc::PROT_READ | libc::PROT_WRITE) as u32 {
         remote.call("mprotect", libc::SYS_mprotect, &[v.start, v.len(), u64::from(v.prot)])?;
     }
@@ -1537,8 +1552,9 @@ pub fn restore_pages(
     let mut sources: HashMap<i32, File> = HashMap::new();
     // Private anonymous memory, not a stack, droppable nor MAP_NORESERVE
     // (the shadows are not): pre-copied pages move in. Others' are copied.
-    let movable =
-        |v: &Vma| v.backing == Backing::Anon && !v.shared && !v.flags.iter().any(|f| f == "gd" || f == "dp" || f == "nr");
+    let movable = |v: &Vma| {
+        v.backing == Backing::Anon && !v.shared && !v.flags.iter().any(|f| f == "gd" || f == "dp" || f == "nr")
+    };
     for v in &img.vmas {
         // A mapping moved in from a shared shadow has its owner's pages
         // already (see kinds::cow).

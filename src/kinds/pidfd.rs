@@ -88,7 +88,8 @@ pub fn restore(
             match added {
                 // An epoll another holder registered it in already.
                 Err(remote::Error::Sys {
-                    source: crate::sys::Errno::EEXIST, ..
+                    source: crate::sys::Errno::EEXIST,
+                    ..
                 }) => {}
                 other => {
                     other?;
