@@ -1171,22 +1171,28 @@ fn clear_of_layout(remote: &Remote, img: &MemoryImage, taken: &mut Vec<(u64, u64
 /// pages drops those it did not share, so that they read as before (not
 /// there) until its own pages are written.
 fn move_shared(remote: &Remote, v: &Vma, at: u64, owner: Option<i32>) -> Result<()> {
+    let kept = owner.map(|owner| v.runs.iter().filter(|r| super::cow::same_as(r, owner)).collect());
+    move_into_place(remote, v, at, "mremap a shared mapping", kept)
+}
+
+/// Moves the whole of mapping `v` into place from `at` (a shadow) with one
+/// mremap: one mapping, with its protection and advice. With `kept`, the
+/// pages outside those runs are dropped (MADV_DONTNEED): they read as not
+/// there, as in the image.
+fn move_into_place(remote: &Remote, v: &Vma, at: u64, what: &str, kept: Option<Vec<&PageRun>>) -> Result<()> {
     let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
-    remote.call(
-        "mremap a shared mapping",
-        nr::MREMAP,
-        &[at, v.len(), v.len(), flags, v.start],
-    )?;
-    if let Some(owner) = owner {
-        let mut from = v.start;
-        let shared = v.runs.iter().filter(|r| super::cow::same_as(r, owner));
-        for (a, b) in shared
+    remote.call(what, nr::MREMAP, &[at, v.len(), v.len(), flags, v.start])?;
+    if let Some(kept) = kept {
+        let mut runs: Vec<(u64, u64)> = kept
+            .iter()
             .map(|r| (r.addr, r.addr + u64::from(r.pages) * PAGE))
-            .chain([(v.end, v.end)])
-        {
+            .collect();
+        runs.sort_unstable();
+        let mut from = v.start;
+        for (a, b) in runs.into_iter().chain([(v.end, v.end)]) {
             if a > from {
                 remote.call(
-                    "madvise(MADV_DONTNEED)",
+                    &format!("madvise({from:#x}, MADV_DONTNEED)"),
                     libc::SYS_madvise,
                     &[from, a - from, libc::MADV_DONTNEED as u64],
                 )?;
@@ -1453,8 +1459,8 @@ pub fn reserve_shadow(len: usize) -> std::io::Result<Box<dyn ShadowMem>> {
 /// with one mremap: one mapping, as it was, not one per run of pre-copied
 /// pages. Only where the mapping lies in one shadow; returns false
 /// (nothing done) otherwise, and its pre-copied runs are then moved in one
-/// by one. Pages of the shadow that the image has as holes are dropped
-/// first; the image's other pages are written over it afterwards.
+/// by one. Pages of the shadow that the image has as holes are dropped;
+/// the image's other pages are written over it afterwards.
 fn move_whole(remote: &Remote, v: &Vma, moved: &[(u64, u64, u64)]) -> Result<bool> {
     let span = crate::image::precopy::SHADOW_SPAN;
     let mirrors = v.start - v.start % span;
@@ -1465,37 +1471,8 @@ fn move_whole(remote: &Remote, v: &Vma, moved: &[(u64, u64, u64)]) -> Result<boo
         return Ok(false);
     }
     let shadow = base + v.start % span;
-    let mut runs: Vec<(u64, u64)> = v
-        .runs
-        .iter()
-        .map(|r| (r.addr, r.addr + u64::from(r.pages) * PAGE))
-        .collect();
-    runs.sort_unstable();
-    let mut from = v.start;
-    for (a, b) in runs.into_iter().chain([(v.end, v.end)]) {
-        if a > from {
-            let what = format!(
-                "madvise({:#x}, MADV_DONTNEED) a hole of the shadow",
-                shadow + (from - v.start)
-            );
-            remote.call(
-                &what,
-                nr::MADVISE,
-                &[shadow + (from - v.start), a - from, libc::MADV_DONTNEED as u64],
-            )?;
-        }
-        from = from.max(b);
-    }
-    let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
-    remote.call(
-        "mremap a mapping with pre-copied pages",
-        nr::MREMAP,
-        &[shadow, v.len(), v.len(), flags, v.start],
-    )?;
-    if v.prot != (libc::PROT_READ | libc::PROT_WRITE) as u32 {
-        remote.call("mprotect", libc::SYS_mprotect, &[v.start, v.len(), u64::from(v.prot)])?;
-    }
-    advise(remote, v, v.start, v.len())?;
+    let all = v.runs.iter().collect();
+    move_into_place(remote, v, shadow, "mremap a mapping with pre-copied pages", Some(all))?;
     Ok(true)
 }
 
