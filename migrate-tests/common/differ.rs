@@ -45,13 +45,6 @@ pub const KNOWN_DIFFERENCES: &[(&[&str], &str, &str)] = &[
         "a stopped process is stopped again by a new SIGSTOP: its parent, which had waited for the stop, can wait for it \
          again (documented)",
     ),
-    (
-        RESTORED,
-        "*: fd * pos [*/tmpfs/list]: * -> *",
-        "a directory read part-way on a tmpfs the container mounted: the tmpfs made again numbers its entries anew, \
-         and the offset is placed after as many entries (the entry read next is the same: kinds.c checks it), but a \
-         position the program saved with telldir would point elsewhere (documented)",
-    ),
 ];
 
 const RESTORED: &[&str] = &["restore", "migration"];

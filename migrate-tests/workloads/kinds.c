@@ -36,8 +36,9 @@
  * - a tmpfs mounted by the container itself at argv[1]/tmpfs, with a file
  *   held open: still a tmpfs, the file's bytes there by path and by fd; and
  *   a directory there of 20 files, every third deleted, read part-way,
- *   whose next entry must stay the same (the tmpfs is made again, and its
- *   entries numbered anew). */
+ *   whose next entry and offset must stay the same (the tmpfs is made
+ *   again: its entries get their numbers back), and a directory of entries
+ *   made out of name order, some removed, listed in the same order. */
 #define _GNU_SOURCE
 #include "beat.h"
 #include <errno.h>
@@ -137,6 +138,16 @@ static int probe(int which, short type, off_t start, off_t len, pid_t *pid) {
     return fl.l_type;
 }
 
+/* The names of directory `dir` as readdir lists them, space-separated. */
+static void list_order(const char *dir, char *out, size_t len) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    out[0] = 0;
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.') snprintf(out + strlen(out), len - strlen(out), "%s ", e->d_name);
+    if (d) closedir(d);
+}
+
 int main(int argc, char **argv) {
     const char *dir = argc > 1 ? argv[1] : "/tmp";
     int fds[3];
@@ -167,6 +178,18 @@ int main(int argc, char **argv) {
         return 1;
     }
     next_entry(listing, want_next, sizeof want_next);
+    off_t want_pos = lseek(listing, 0, SEEK_CUR);
+    char mixed[360], want_order[256], order[256];
+    snprintf(mixed, sizeof mixed, "%s/mixed", tmpfs);
+    mkdir(mixed, 0700);
+    const char *in_mixed[] = {"zz", "aa", "gone", "mm", "bb"};
+    for (int i = 0; i < 5; i++) {
+        char f[400];
+        snprintf(f, sizeof f, "%s/%s", mixed, in_mixed[i]);
+        close(open(f, O_WRONLY | O_CREAT, 0600));
+        if (i == 2) unlink(f);
+    }
+    list_order(mixed, want_order, sizeof want_order);
     probes[0] = open(path[0], O_RDWR);
     probes[1] = open(path[1], O_RDWR);
     struct flock w = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 10, .l_len = 10};
@@ -329,6 +352,12 @@ int main(int argc, char **argv) {
         next_entry(listing, next, sizeof next);
         if (strcmp(next, want_next)) {
             printf("FAIL tmpfs directory: next entry %s, was %s\n", next, want_next);
+            fflush(stdout);
+        }
+        if (lseek(listing, 0, SEEK_CUR) != want_pos) fail("tmpfs directory offset", lseek(listing, 0, SEEK_CUR), want_pos);
+        list_order(mixed, order, sizeof order);
+        if (strcmp(order, want_order)) {
+            printf("FAIL tmpfs directory order: %s, was %s\n", order, want_order);
             fflush(stdout);
         }
         long regs = syscall(SYS_membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0);

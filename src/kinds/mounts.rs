@@ -36,6 +36,8 @@ pub enum Error {
     },
     #[error("the container's tmpfs mounts hold more than {} MiB; that much is not carried yet (empty them, or keep the data on the rootfs)", CONTENT_CAP >> 20)]
     TooBig,
+    #[error("the image's tmpfs contents hold a gap of more than {MAX_GAP} offsets; the image is damaged")]
+    BadGap,
     #[error("the container has a mount it made itself, which migrate does not carry yet: {fs_type} {device} at {target} (root {root}); a restore would come back without it (unmount it, or use a tmpfs)")]
     Uncarried {
         target: String,
@@ -55,6 +57,17 @@ impl super::Kind for Section {
     const VERSION: u32 = 5;
     type State = Vec<TmpfsImage>;
     type Error = Error;
+
+    fn validate(state: &Self::State) -> Result<()> {
+        let gaps = state.iter().flat_map(|m| &m.entries).filter_map(|e| match e.kind {
+            EntryKind::Gap(n) => Some(n),
+            _ => None,
+        });
+        match gaps.into_iter().any(|n| n > MAX_GAP) {
+            true => Err(Error::BadGap),
+            false => Ok(()),
+        }
+    }
 
     /// Layout 4 had no source name: those were "tmpfs".
     fn decode(bytes: &[u8]) -> crate::image::Result<Self::State> {
@@ -121,6 +134,54 @@ pub enum EntryKind {
     MountPoint {
         dir: bool,
     },
+    /// In directory `path`, before the entry made next: this many offsets
+    /// taken by entries deleted since (each entry of a tmpfs directory is
+    /// numbered when it is made, and listed and found by that number). Made
+    /// again as entries made and removed at once, so that the entries keep
+    /// their numbers: the order they are listed in and a directory's offset
+    /// (`telldir`) stay as they were (a variant at the end that earlier
+    /// builds never wrote).
+    Gap(u32),
+}
+
+/// The number a tmpfs gives the first entry made in a directory.
+const FIRST_ENTRY_OFFSET: i64 = 2;
+/// At most this many offsets between two entries are made again.
+const MAX_GAP: u32 = 1 << 20;
+
+/// The entries of a directory in the order they were made, each with the
+/// number of offsets taken before it by entries deleted since ([`EntryKind::Gap`]),
+/// from its listing (`listed`: names with their d_off, in getdents64
+/// order, "." and ".." too). Each entry is found at the d_off of the one
+/// listed before it. A kernel that lists a tmpfs directory newest first
+/// (6.14 and later) finds an entry numbered N at N + 1, in decreasing order:
+/// then the numbers, and the gaps between them, are known. Otherwise (an
+/// older kernel lists in the order they were made; or too few entries to
+/// tell) the listing's order, without gaps.
+fn creation_order(listed: Vec<(std::ffi::OsString, i64)>) -> Vec<(std::ffi::OsString, u32)> {
+    let mut found_at = Vec::new();
+    let mut before = 0i64;
+    for (name, off) in listed {
+        if name != "." && name != ".." {
+            found_at.push((name, before));
+        }
+        before = off;
+    }
+    let newest_first = found_at.len() >= 2 && found_at.windows(2).all(|w| w[0].1 > w[1].1);
+    if !newest_first {
+        return found_at.into_iter().map(|(n, _)| (n, 0)).collect();
+    }
+    found_at.reverse();
+    let mut next = FIRST_ENTRY_OFFSET;
+    found_at
+        .into_iter()
+        .map(|(name, at)| {
+            let number = at - 1;
+            let gap = (number - next).clamp(0, i64::from(MAX_GAP)) as u32;
+            next = number.max(next) + 1;
+            (name, gap)
+        })
+        .collect()
 }
 
 /// Mount options that are per-mount flags, and theirs.
@@ -299,13 +360,20 @@ fn walk(
         mtime: (md.mtime(), md.mtime_nsec()),
     });
     if descend {
-        let mut names: Vec<_> = std::fs::read_dir(at)
-            .map_err(io)?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(io)?;
-        names.sort();
-        for n in names {
+        let dir = std::fs::File::open(at).map_err(io)?;
+        let listed = crate::sys::dir_offsets(std::os::fd::AsFd::as_fd(&dir)).map_err(|e| io(e.into()))?;
+        let path = at.strip_prefix(top).unwrap_or(at).to_string_lossy().into_owned();
+        for (n, gap) in creation_order(listed) {
+            if gap > 0 {
+                out.push(Entry {
+                    path: path.clone(),
+                    kind: EntryKind::Gap(gap),
+                    mode: 0,
+                    uid: 0,
+                    gid: 0,
+                    mtime: (0, 0),
+                });
+            }
             walk(top, &at.join(n), Some(dev), out, total)?;
         }
     }
@@ -375,6 +443,14 @@ fn restore_one(m: &TmpfsImage) -> std::result::Result<(), String> {
 fn make(p: &Path, e: &Entry) -> std::result::Result<(), String> {
     let mode = Mode::from_bits_truncate(e.mode);
     match &e.kind {
+        EntryKind::Gap(n) => {
+            let taken = p.join(".migrate-gap");
+            for _ in 0..*n {
+                std::fs::File::create(&taken).map_err(|e| format!("take an offset: {e}"))?;
+                std::fs::remove_file(&taken).map_err(|e| format!("take an offset: {e}"))?;
+            }
+            return Ok(());
+        }
         EntryKind::Dir => {
             if !p.is_dir() {
                 std::fs::create_dir(p).map_err(|e| e.to_string())?;
@@ -460,6 +536,27 @@ mod tests {
         // The host's own tmpfs, or a bind of part of one: external.
         assert!(!carried(Path::new("/run"), "/", "0:5", &host));
         assert!(!carried(Path::new("/data"), "/srv/data", "0:99", &host));
+    }
+
+    /// Listed newest first (zeta, alpha, mid, beta made in that order,
+    /// alpha removed, gamma made): made again oldest first, with a gap
+    /// where alpha was; an order that tells nothing is kept.
+    #[test]
+    fn entries_come_in_the_order_they_were_made() {
+        let os = |s: &str| std::ffi::OsString::from(s);
+        let listed = vec![
+            (os("."), 1),
+            (os(".."), 7),
+            (os("gamma"), 6),
+            (os("beta"), 5),
+            (os("mid"), 3),
+            (os("zeta"), i64::from(i32::MAX)),
+        ];
+        let got = creation_order(listed);
+        let want = vec![(os("zeta"), 0), (os("mid"), 1), (os("beta"), 0), (os("gamma"), 0)];
+        assert_eq!(got, want);
+        let older = vec![(os("."), 1), (os(".."), 2), (os("a"), 3), (os("b"), 4)];
+        assert_eq!(creation_order(older), vec![(os("a"), 0), (os("b"), 0)]);
     }
 
     #[test]

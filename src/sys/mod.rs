@@ -448,6 +448,40 @@ pub fn shared_anon(len: usize) -> Result<OwnedFd, Errno> {
     opened
 }
 
+/// The entries of directory `dir` in the order getdents64 lists them, each
+/// with its d_off (where a read continues after it), "." and ".." too.
+/// Reads from the directory's current offset; leaves it at the end.
+pub fn dir_offsets(dir: BorrowedFd<'_>) -> Result<Vec<(std::ffi::OsString, i64)>, Errno> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 32 << 10];
+    loop {
+        // SAFETY: getdents64 writes at most `buf.len()` bytes into `buf`,
+        // alive for the call.
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, dir.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
+        if n < 0 {
+            return Err(Errno::last());
+        }
+        if n == 0 {
+            return Ok(out);
+        }
+        let mut at = 0usize;
+        while at + 19 < n as usize {
+            // struct linux_dirent64: ino (8), off (8), reclen (2), type
+            // (1), then the NUL-terminated name.
+            let off = i64::from_ne_bytes(buf[at + 8..at + 16].try_into().expect("8 bytes"));
+            let reclen = u16::from_ne_bytes(buf[at + 16..at + 18].try_into().expect("2 bytes")) as usize;
+            if reclen < 20 || at + reclen > n as usize {
+                return Err(Errno::EIO);
+            }
+            let name = &buf[at + 19..at + reclen];
+            let name = &name[..name.iter().position(|b| *b == 0).unwrap_or(name.len())];
+            out.push((std::ffi::OsStr::from_bytes(name).to_os_string(), off));
+            at += reclen;
+        }
+    }
+}
+
 /// fcntl(F_DUPFD_CLOEXEC): a close-on-exec duplicate of `fd` numbered
 /// `min` or above.
 pub fn dup_above(fd: BorrowedFd<'_>, min: RawFd) -> Result<OwnedFd, Errno> {
