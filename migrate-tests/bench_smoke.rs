@@ -17,8 +17,11 @@ fn bench_quick_writes_valid_json() -> Result<()> {
             "--quick",
             "--sizes",
             "16",
+            // Enough processes that their pre-copy shadows, were they one
+            // mapping, would be more than the machine's memory (a fork of
+            // the restorer then failed with ENOMEM).
             "--many",
-            "4",
+            "40",
             "--migrate-sizes",
             "16",
             "--no-quic",

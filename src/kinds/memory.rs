@@ -1449,9 +1449,10 @@ impl ShadowMem for sys::Reserved {
 /// MAP_NORESERVE: a mapping moved out of it whole keeps the shadow's flags,
 /// and the mappings moved whole are the ones without MAP_NORESERVE (the
 /// kernel's default overcommit heuristic lets such a reservation be; it
-/// costs memory only as its pages are written).
+/// costs memory only as its pages are written). Fenced: see
+/// [`sys::Reserved::fenced`].
 pub fn reserve_shadow(len: usize) -> std::io::Result<Box<dyn ShadowMem>> {
-    Ok(Box::new(sys::Reserved::anon(len, false)?))
+    Ok(Box::new(sys::Reserved::fenced(len)?))
 }
 
 /// Moves a private anonymous mapping `v` with pre-copied pages into place

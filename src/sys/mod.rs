@@ -503,14 +503,34 @@ pub fn default_sigpipe() {
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
+const PAGE_SIZE: usize = 4096;
+
 /// A private anonymous mapping of this process: pages exist only once
 /// written. Unmapped when dropped.
 pub struct Reserved {
     addr: usize,
     len: usize,
+    /// What is mapped: `len`, and a fence page after it.
+    mapped: usize,
 }
 
 impl Reserved {
+    /// A private anonymous mapping of `len` bytes, readable and writable,
+    /// without MAP_NORESERVE, followed by an inaccessible page: a fence,
+    /// so that two such mappings never lie side by side and merge. (The
+    /// kernel checks each accounted mapping of a process it forks against
+    /// the machine's memory on its own: shadows of pre-copied pages merged
+    /// into one mapping of hundreds of GiB failed the fork with ENOMEM.)
+    pub fn fenced(len: usize) -> Result<Self, Errno> {
+        let mut r = Self::anon(len + PAGE_SIZE, false)?;
+        // SAFETY: the last page of our own mapping, which nothing uses.
+        if unsafe { libc::mprotect((r.addr + len) as *mut libc::c_void, PAGE_SIZE, libc::PROT_NONE) } < 0 {
+            return Err(Errno::last());
+        }
+        r.len = len;
+        Ok(r)
+    }
+
     /// A private anonymous mapping of `len` bytes, readable and writable,
     /// with MAP_NORESERVE if `noreserve`: a restored mapping moved out of
     /// it keeps its flags.
@@ -531,7 +551,11 @@ impl Reserved {
         if p == libc::MAP_FAILED {
             return Err(Errno::last());
         }
-        Ok(Self { addr: p as usize, len })
+        Ok(Self {
+            addr: p as usize,
+            len,
+            mapped: len,
+        })
     }
 
     /// Its address in this process (and in children forked from it).
@@ -576,7 +600,7 @@ impl Drop for Reserved {
         // SAFETY: our own mapping, unmapped once; no reference outlives
         // `self`.
         unsafe {
-            libc::munmap(self.addr as *mut libc::c_void, self.len);
+            libc::munmap(self.addr as *mut libc::c_void, self.mapped);
         }
     }
 }
