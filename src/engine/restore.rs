@@ -412,10 +412,7 @@ fn restore_inner<'r>(
                     None => {
                         // Made as it was: shared anonymous memory (maps
                         // reads /dev/zero), or a memfd under its name.
-                        let memfd = |name: &str| {
-                            let name = std::ffi::CString::new(name).map_err(|_| sys::Errno::EINVAL)?;
-                            nix::sys::memfd::memfd_create(name.as_c_str(), nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-                        };
+                        let memfd = |name: &str| crate::kinds::regfile::memfd_again(name, &[], false);
                         let fd = match v.shmem_name() {
                             Some("/dev/zero") => sys::shared_anon(need as usize),
                             Some(name) => memfd(name.strip_prefix("/memfd:").unwrap_or(name)),
@@ -1414,17 +1411,18 @@ fn become_zombie(status: i32, comm: &str, actions: &[signals::SigAction]) -> ! {
         let _ = nix::sys::prctl::set_name(&name);
     }
     let sig = status & 0x7f;
-    let _ = sys::reset_signals();
-    // Every other signal's as the image has it (the signal it dies of had
-    // the default).
-    for signo in (1..=64).filter(|s| ![libc::SIGKILL, libc::SIGSTOP, sig].contains(s)) {
+    // Every signal's disposition as the image has it (the signal it dies of
+    // had the default), none blocked.
+    for signo in (1..=64).filter(|s| ![libc::SIGKILL, libc::SIGSTOP].contains(s)) {
         let how = match actions.iter().find(|a| a.signo as i32 == signo) {
-            Some(a) if a.handler == 1 => sys::Disposition::Ignored,
-            Some(_) => sys::Disposition::Caught,
-            None => sys::Disposition::Default,
+            Some(a) if signo != sig && a.handler == libc::SIG_IGN as u64 => sys::Disposition::Ignored,
+            Some(_) if signo != sig => sys::Disposition::Caught,
+            _ => sys::Disposition::Default,
         };
         let _ = sys::set_disposition(signo, how);
     }
+    let none = nix::sys::signal::SigSet::empty();
+    let _ = nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&none), None);
     if sig != 0 {
         if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
             let _ = nix::sys::signal::raise(s);

@@ -142,7 +142,7 @@ pub fn of_zombie(ignored: u64, caught: u64) -> Vec<SigAction> {
         .filter_map(|signo| {
             let handler = match () {
                 _ if set(caught, signo) => ZOMBIE_HANDLER,
-                _ if set(ignored, signo) => 1,
+                _ if set(ignored, signo) => libc::SIG_IGN as u64,
                 _ => return None,
             };
             Some(SigAction {
