@@ -429,7 +429,7 @@ const UNREACHABLE_MOUNT: &str =
     "file on a mount detached since it was opened (umount -l) or in another mount namespace";
 
 /// The "mnt_id:" of an fdinfo text.
-fn fdinfo_mnt_id(text: &str) -> Option<u64> {
+pub(crate) fn fdinfo_mnt_id(text: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix("mnt_id:"))
         .and_then(|v| v.trim().parse().ok())

@@ -1537,6 +1537,12 @@ pub fn restore_pages(
         // A mapping moved in from a shared shadow has its owner's pages
         // already (see kinds::cow).
         let shared = cow.iter().find(|s| s.0 == v.start).map(|s| s.3);
+        // A memfd sealed against writes holds its contents already (its
+        // fd's, the same pages): its pages are read, not written.
+        let sealed = match &v.backing {
+            Backing::Shmem { id } => write_sealed(shmem.get(id).expect("restorer made every shmem object")),
+            _ => false,
+        };
         let precopied_here = v.runs.iter().any(|r| r.precopied);
         let whole = match precopied {
             Some((store, pid)) if precopied_here && shared.is_none() && movable(v) => {
@@ -1620,15 +1626,9 @@ pub fn restore_pages(
                     s
                 };
                 match &v.backing {
+                    Backing::Shmem { .. } if sealed => {}
                     Backing::Shmem { id } => {
                         let f = shmem.get(id).expect("restorer made every shmem object");
-                        // A memfd sealed against writes holds its contents
-                        // already (its fd's, the same pages).
-                        if write_sealed(f) {
-                            at += n;
-                            left -= n;
-                            continue;
-                        }
                         f.write_all_at(data, at).map_err(|source| Error::Proc {
                             pid: remote.pid,
                             what: "write shared memory".into(),

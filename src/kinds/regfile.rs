@@ -309,17 +309,14 @@ impl From<FileImageV5> for FileImage {
 /// (fdinfo `mnt_id`, then mountinfo).
 fn mount_point_of(pid: i32, fd: i32) -> std::io::Result<String> {
     let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))?;
-    let id = info
-        .lines()
-        .find_map(|l| l.strip_prefix("mnt_id:"))
-        .map(str::trim)
-        .ok_or_else(|| std::io::Error::other("no mnt_id in fdinfo"))?;
-    std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))?
-        .lines()
-        .find_map(|l| {
-            let mut it = l.split_whitespace();
-            (it.next()? == id).then(|| it.nth(3).map(str::to_string))?
-        })
+    let id = super::files::fdinfo_mnt_id(&info).ok_or_else(|| std::io::Error::other("no mnt_id in fdinfo"))?;
+    let mounts = procfs::process::Process::new(pid)
+        .and_then(|p| p.mountinfo())
+        .map_err(std::io::Error::other)?;
+    mounts
+        .into_iter()
+        .find(|m| u64::try_from(m.mnt_id).is_ok_and(|m| m == id))
+        .map(|m| m.mount_point.to_string_lossy().into_owned())
         .ok_or_else(|| std::io::Error::other(format!("mount {id} is not in mountinfo")))
 }
 
