@@ -45,26 +45,6 @@ pub const KNOWN_DIFFERENCES: &[(&[&str], &str, &str)] = &[
         "a stopped process is stopped again by a new SIGSTOP: its parent, which had waited for the stop, can wait for it \
          again (documented)",
     ),
-    // Seen once in CI (memory.c, checkpoint/restore): two private
-    // anonymous mappings side by side that the kernel had kept apart (a
-    // different anon_vma) come back as one, since each is mapped afresh
-    // and the kernel merges them. Not fixed yet: each would need an
-    // anon_vma of its own before its neighbour is mapped.
-    (
-        RESTORED,
-        "*: map * [*]: *-* rw-p 00000000 - * -> *-* rw-p 00000000 - *",
-        "two private anonymous mappings kept apart come back merged (the first ends later)",
-    ),
-    (
-        RESTORED,
-        "*: map * [*]: *-* rw-p 00000000 - * -> <absent>",
-        "two private anonymous mappings kept apart come back merged (the second is part of the first)",
-    ),
-    (
-        RESTORED,
-        "*: map * flags [*]: * -> <absent>",
-        "two private anonymous mappings kept apart come back merged (the second's flags)",
-    ),
 ];
 
 const RESTORED: &[&str] = &["restore", "migration"];

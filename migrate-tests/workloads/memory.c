@@ -1,13 +1,28 @@
 /* Memory: a large region with a fixed pattern, a region rewritten every
  * beat, a region where each beat rewrites one page and drops another
  * (MADV_DONTNEED: it must read as zero, also when a live migration had
- * sent it earlier), a private copy-on-write file page, and an anonymous
- * shared page that a child increments while the parent watches.
+ * sent it earlier), a private copy-on-write file page, an anonymous
+ * shared page that a child increments while the parent watches, and two
+ * anonymous mappings side by side that the kernel keeps apart (each had a
+ * page, its own anon_vma, before they met; the child inherits them): they
+ * must stay two.
  * usage: memory [MiB]   (default 32) */
 #include "beat.h"
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
+
+/* Whether /proc/self/maps has a mapping that starts at `at`. */
+static int mapping_starts_at(void *at) {
+    char want[32], line[512];
+    int found = 0;
+    snprintf(want, sizeof want, "%lx-", (unsigned long)at);
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f) return -1;
+    while (!found && fgets(line, sizeof line, f)) found = strncmp(line, want, strlen(want)) == 0;
+    fclose(f);
+    return found;
+}
 
 int main(int argc, char **argv) {
     size_t mib = argc > 1 ? strtoul(argv[1], 0, 10) : 32;
@@ -23,6 +38,14 @@ int main(int argc, char **argv) {
     memcpy(cow, "COWDATA!", 8);
     volatile long *shared = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     shared[0] = 0;
+    char *apart = mmap(0, 4 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *other = mmap(0, 2 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (apart == MAP_FAILED || other == MAP_FAILED) { fail("mmap apart", 0, 0); return 1; }
+    apart[0] = 'A';
+    other[0] = 'B';
+    munmap(apart + 2 * 4096, 2 * 4096);
+    other = mremap(other, 2 * 4096, 2 * 4096, MREMAP_MAYMOVE | MREMAP_FIXED, apart + 2 * 4096);
+    if (other != apart + 2 * 4096 || mapping_starts_at(other) != 1) { fail("mappings kept apart, made", 0, 0); return 1; }
     pid_t child = fork();
     if (child == 0) {
         /* The child checks the big region it shares copy-on-write with
@@ -58,6 +81,8 @@ int main(int argc, char **argv) {
                 if (hot[i] != (unsigned long)(n - 1) + i) { fail("hot region", hot[i], n - 1 + i); break; }
         for (size_t i = 0; i < hot_len / 8; i++) hot[i] = n + i;
         if (memcmp(cow, "COWDATA!", 8) != 0) fail("cow page", cow[0], 'C');
+        if (apart[0] != 'A' || other[0] != 'B' || other[4096] != 0) fail("mappings kept apart", apart[0], other[0]);
+        if (mapping_starts_at(other) != 1) fail("mappings kept apart are one", 0, 0);
         long s = shared[0];
         /* Three beats without a step: not a child the scheduler left behind
          * for a moment under load (a thaw does not wake all at once), but a

@@ -1137,12 +1137,14 @@ pub fn restore_layout(
     // 4. Scratch area in a hole of the target layout.
     let gap = find_gap(&taken, SCRATCH_LEN).ok_or(Error::NoGap { pid })?;
     remote.map_scratch(Some(gap))?;
+    taken.push((gap, gap + SCRATCH_LEN));
 
     // 5. Every other mapping (a shared one moved in from its shadow);
     // then the inherited memfds can go.
-    for v in &img.vmas {
+    for (i, v) in img.vmas.iter().enumerate() {
         match cow_at.iter().find(|s| s.0 == v.start) {
             Some(&(_, at, _, owner)) => move_shared(remote, v, at, owner)?,
+            None if kept_apart(&img.vmas, i) => map_apart(remote, v, &taken)?,
             None => map_vma(remote, v, shmem)?,
         }
     }
@@ -1150,6 +1152,49 @@ pub fn restore_layout(
         remote.close(f.as_raw_fd() as u64)?;
     }
     Ok(moved)
+}
+
+/// Whether private anonymous mapping `vmas[i]` lies right next to one
+/// that the kernel would merge it with if both were mapped afresh (the
+/// same protection and flags): the kernel had kept them apart, each with
+/// an anon_vma of its own (made before they met, or inherited).
+fn kept_apart(vmas: &[Vma], i: usize) -> bool {
+    let v = &vmas[i];
+    let plain = |w: &Vma| w.backing == Backing::Anon && !w.shared && !w.flags.iter().any(|f| f == "gd" || f == "dp");
+    let alike = |w: &Vma| plain(w) && w.prot == v.prot && w.flags == v.flags;
+    plain(v)
+        && (i.checked_sub(1).is_some_and(|p| vmas[p].end == v.start && alike(&vmas[p]))
+            || vmas.get(i + 1).is_some_and(|w| w.start == v.end && alike(w)))
+}
+
+/// Maps private anonymous mapping `v` with an anon_vma of its own, so that
+/// the kernel keeps it apart from a neighbour as it had (see
+/// [`kept_apart`]): made in a hole of `taken`, where a page written (the
+/// fault makes the anon_vma) and dropped again leaves it as new, then
+/// moved into place, where the kernel does not merge two mappings of
+/// different anon_vmas.
+fn map_apart(remote: &Remote, v: &Vma, taken: &[(u64, u64)]) -> Result<()> {
+    let at = find_gap(taken, v.len()).ok_or(Error::NoGap { pid: remote.pid })?;
+    let mut flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
+    if v.flags.iter().any(|f| f == "nr") {
+        flags |= libc::MAP_NORESERVE as u64;
+    }
+    let what = format!("mmap {:#x}-{:#x} apart from its neighbour", v.start, v.end);
+    remote.call(&what, nr::MMAP, &[at, v.len(), u64::from(v.prot), flags, u64::MAX, 0])?;
+    // Through /proc/PID/mem, which writes a mapping of any protection.
+    remote.write(at, &[0])?;
+    remote.call(
+        "madvise(MADV_DONTNEED) a page",
+        libc::SYS_madvise,
+        &[at, PAGE, libc::MADV_DONTNEED as u64],
+    )?;
+    let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
+    remote.call(
+        "mremap a mapping kept apart",
+        nr::MREMAP,
+        &[at, v.len(), v.len(), flags, v.start],
+    )?;
+    advise(remote, v, v.start, v.len())
 }
 
 /// Moves a shadow at `at` (`len` bytes) that overlaps the image's layout
@@ -1529,11 +1574,17 @@ pub fn restore_pages(
     let mut copy = vec![0u8; READ_BATCH];
     let mut sources: HashMap<i32, File> = HashMap::new();
     // Private anonymous memory, not a stack, droppable nor MAP_NORESERVE
-    // (the shadows are not): pre-copied pages move in. Others' are copied.
-    let movable = |v: &Vma| {
-        v.backing == Backing::Anon && !v.shared && !v.flags.iter().any(|f| f == "gd" || f == "dp" || f == "nr")
+    // (the shadows are not), nor kept apart from a neighbour (that moved
+    // in from the same shadow would share its anon_vma, and merge with
+    // it): pre-copied pages move in. Others' are copied.
+    let movable = |i: usize| {
+        let v = &img.vmas[i];
+        v.backing == Backing::Anon
+            && !v.shared
+            && !v.flags.iter().any(|f| f == "gd" || f == "dp" || f == "nr")
+            && !kept_apart(&img.vmas, i)
     };
-    for v in &img.vmas {
+    for (i, v) in img.vmas.iter().enumerate() {
         // A mapping moved in from a shared shadow has its owner's pages
         // already (see kinds::cow).
         let shared = cow.iter().find(|s| s.0 == v.start).map(|s| s.3);
@@ -1545,7 +1596,7 @@ pub fn restore_pages(
         };
         let precopied_here = v.runs.iter().any(|r| r.precopied);
         let whole = match precopied {
-            Some((store, pid)) if precopied_here && shared.is_none() && movable(v) => {
+            Some((store, pid)) if precopied_here && shared.is_none() && movable(i) => {
                 let all = v
                     .runs
                     .iter()
@@ -1569,7 +1620,7 @@ pub fn restore_pages(
             }
             let mut left = u64::from(run.pages) * PAGE;
             let mut at = run.addr;
-            if run.precopied && movable(v) {
+            if run.precopied && movable(i) {
                 let (store, pid) = precopied.ok_or_else(|| not_precopied(remote.pid, at))?;
                 if !store.has_all(pid, at, left) {
                     return Err(not_precopied(remote.pid, at));
