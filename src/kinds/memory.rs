@@ -1163,7 +1163,9 @@ fn kept_apart(vmas: &[Vma], i: usize) -> bool {
     let plain = |w: &Vma| w.backing == Backing::Anon && !w.shared && !w.flags.iter().any(|f| f == "gd" || f == "dp");
     let alike = |w: &Vma| plain(w) && w.prot == v.prot && w.flags == v.flags;
     plain(v)
-        && (i.checked_sub(1).is_some_and(|p| vmas[p].end == v.start && alike(&vmas[p]))
+        && (i
+            .checked_sub(1)
+            .is_some_and(|p| vmas[p].end == v.start && alike(&vmas[p]))
             || vmas.get(i + 1).is_some_and(|w| w.start == v.end && alike(w)))
 }
 
