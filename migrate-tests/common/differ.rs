@@ -32,20 +32,12 @@ use super::{beats, TestRoot};
 /// words (VmFlags, signals), what was lost and gained, as "(-nr +sd)". A
 /// difference matching one is printed, not failed on. None apply to
 /// [`diff_same_host`]: a failed checkpoint must change nothing.
-pub const KNOWN_DIFFERENCES: &[(&[&str], &str, &str)] = &[
-    (
-        RESTORED,
-        "*: sessionid []: * -> *",
-        "the audit session id of a process whose login uid is set again is a new one: the kernel numbers sessions \
+pub const KNOWN_DIFFERENCES: &[(&[&str], &str, &str)] = &[(
+    RESTORED,
+    "*: sessionid []: * -> *",
+    "the audit session id of a process whose login uid is set again is a new one: the kernel numbers sessions \
          itself, and none can be chosen (documented)",
-    ),
-    (
-        RESTORED,
-        "* (T): stat exit_code []: 0 -> 19",
-        "a stopped process is stopped again by a new SIGSTOP: its parent, which had waited for the stop, can wait for it \
-         again (documented)",
-    ),
-];
+)];
 
 const RESTORED: &[&str] = &["restore", "migration"];
 

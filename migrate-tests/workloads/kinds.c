@@ -20,7 +20,10 @@
  * - a read-only shared mapping of the POSIX-locked file, opened for
  *   writing: it may be made writable (mprotect), and the restore's reopen
  *   of the mapped file must not drop the lock;
- * - a child stopped by SIGSTOP stays stopped;
+ * - a child stopped by SIGSTOP stays stopped, its stop taken by waitpid
+ *   (not reported again), and a child of its own process group stopped
+ *   by SIGTSTP whose stop is not taken (still reported, with SIGTSTP);
+ *   no stop sends this process a SIGCHLD again;
  * - a child in a chroot (a directory with a marker file) stays in it;
  * - this process's working directory was deleted, and stays so;
  * - pidfds of the stopped child (alive: signal 0 reaches it, and fdinfo
@@ -127,6 +130,12 @@ static int probes[2];
 static volatile sig_atomic_t got_sig;
 
 static void on_sig(int sig) { got_sig = sig; }
+static volatile sig_atomic_t child_stops;
+static void on_chld(int sig, siginfo_t *si, void *uc) {
+    (void)sig;
+    (void)uc;
+    if (si->si_code == CLD_STOPPED) child_stops++;
+}
 
 /* What an OFD probe through another open file sees at [start,
  * start+len). (The probes stay open: closing any fd of a file drops the
@@ -217,6 +226,8 @@ int main(int argc, char **argv) {
         fail("owner", errno, 0);
         return 1;
     }
+    struct sigaction chld = {.sa_sigaction = on_chld, .sa_flags = SA_SIGINFO | SA_RESTART};
+    sigaction(SIGCHLD, &chld, NULL);
     pid_t stopped = fork();
     if (stopped == 0) {
         raise(SIGSTOP);
@@ -227,6 +238,21 @@ int main(int argc, char **argv) {
         fail("stopped child", errno, 0);
         return 1;
     }
+    pid_t tstopped = fork();
+    if (tstopped == 0) {
+        /* A group of its own in this session: not orphaned, so SIGTSTP
+         * stops it. */
+        setpgid(0, 0);
+        raise(SIGTSTP);
+        for (;;) pause();
+    }
+    siginfo_t tsi = {0};
+    if (tstopped < 0 || waitid(P_PID, tstopped, &tsi, WSTOPPED | WNOWAIT) || tsi.si_status != SIGTSTP) {
+        fail("child stopped by SIGTSTP", errno, tsi.si_status);
+        return 1;
+    }
+    /* The handler has run for both stops by now (or once for both). */
+    long stops_seen = child_stops;
     pid_t zombie = fork();
     if (zombie == 0) _exit(7);
     siginfo_t si;
@@ -371,10 +397,18 @@ int main(int argc, char **argv) {
         if (q != MAP_FAILED) munmap(q, 4096);
         /* Stopped, or on its way back into the stop (detached after a
          * failed migration, it runs in the kernel for a moment). */
-        if (state_of(stopped) != 'T') {
+        if (state_of(stopped) != 'T' || state_of(tstopped) != 'T') {
             nap_ms(50);
             if (state_of(stopped) != 'T') fail("stopped child's state", state_of(stopped), 'T');
+            if (state_of(tstopped) != 'T') fail("SIGTSTP child's state", state_of(tstopped), 'T');
         }
+        if (child_stops != stops_seen) fail("SIGCHLD for a stop again", child_stops, stops_seen);
+        memset(&tsi, 0, sizeof tsi);
+        if (waitid(P_PID, stopped, &tsi, WSTOPPED | WNOHANG | WNOWAIT) || tsi.si_pid != 0)
+            fail("a stop taken is reported again", tsi.si_pid, tsi.si_status);
+        memset(&tsi, 0, sizeof tsi);
+        if (waitid(P_PID, tstopped, &tsi, WSTOPPED | WNOHANG | WNOWAIT) || tsi.si_pid != tstopped || tsi.si_status != SIGTSTP)
+            fail("a stop not taken is not reported, or not as SIGTSTP", tsi.si_pid, tsi.si_status);
         if (memcmp(dl, pattern, 8192)) fail("deleted file's private mapping", dl[0], pattern[0]);
         if (dm[1] != 0xee || memcmp(dm + 2, pattern + 2, 8190) || dm[0] != pattern[0]) fail("memfd's private mapping", dm[1], 0xee);
         char exe_link[400] = {0}, exe_proc[64];

@@ -761,6 +761,10 @@ fn dump(
         let mut a = crate::kinds::procattrs::dump(&main)?;
         // Seen before the seize, which stops every task for the tracer.
         a.stopped = s.state == 'T';
+        if a.stopped {
+            a.stop_signal = crate::kinds::procattrs::stop_signal_of(*host)?;
+            tracing::debug!(pid = s.ns_pid, signal = a.stop_signal, "dump: stopped by job control");
+        }
         a.chroot = crate::kinds::procattrs::chroot_of(*host, st.pid);
         attrs.push((s.ns_pid, a));
         prctls.push((s.ns_pid, crate::kinds::prctls::dump(&main, tids)?));

@@ -638,6 +638,8 @@ fn restore_inner<'r>(
         fork_ms,
         ..Default::default()
     };
+    // Threads of the processes stopped by job control, by PID.
+    let mut stopped: HashMap<i32, Vec<i32>> = HashMap::new();
     for p in &alive {
         let host = host_of(p.pid)?;
         let mm = &img
@@ -670,11 +672,15 @@ fn restore_inner<'r>(
         };
         let tids = rebuild(host, p, mm, sigs, pages, &cow, &with)?;
         traced.extend(tids.iter().skip(1));
+        if img.attrs.iter().any(|(pid, a)| *pid == p.pid && a.stopped) {
+            stopped.insert(p.pid, tids.clone());
+        }
         report.threads += tids.len();
         report.pages += mm.stored_pages();
     }
     report.memory_ms = ms_since(t_mem);
     tracing::debug!(ms = ms_since(t0), "restore: processes rebuilt");
+    stop_again(&img, &hosts, &stopped)?;
     // Memfds' seals, now that their pages are written and every mapping
     // of them made (a write seal forbids both).
     for &(id, s) in seals.iter().filter(|s| s.1 != libc::F_SEAL_SEAL && s.1 != 0) {
@@ -725,17 +731,6 @@ fn restore_inner<'r>(
             phase: "detach",
             tid: *tid,
             source,
-        })?;
-    }
-    // Processes stopped by job control stop again as they are thawed.
-    for (pid, _) in img.attrs.iter().filter(|(_, a)| a.stopped) {
-        let host = host_of(*pid)?;
-        nix::sys::signal::kill(Pid::from_raw(host), nix::sys::signal::Signal::SIGSTOP).map_err(|source| {
-            Error::Ptrace {
-                phase: "stop a process stopped at checkpoint",
-                tid: host,
-                source,
-            }
         })?;
     }
     // A holder of each established connection, to end its repair mode at
@@ -834,6 +829,54 @@ struct Rebuild<'a> {
     /// NUMA memory policies and time slices (none in older images).
     policies: &'a [(i32, Vec<crate::kinds::policies::ThreadPolicies>)],
     files: &'a FilesImage,
+}
+
+/// Stops again each process that job control had stopped (its threads
+/// `stopped`, by PID), with the signal that had stopped it, while every
+/// process is still seized; its parent then takes the stop's report if it
+/// had taken it, and loses the SIGCHLD the stop sent it if it had none
+/// pending (see procattrs). Children before their parents: a parent's
+/// injected calls come before its own stop.
+fn stop_again(img: &Image, hosts: &HashMap<i32, i32>, stopped: &HashMap<i32, Vec<i32>>) -> Result<()> {
+    for p in img.procs.iter().rev() {
+        let (Some(tids), Some(a), Some(&host)) = (
+            stopped.get(&p.pid),
+            img.attrs.iter().find(|(pid, _)| *pid == p.pid).map(|(_, a)| a),
+            hosts.get(&p.pid),
+        ) else {
+            continue;
+        };
+        // SIGTSTP, SIGTTIN and SIGTTOU do not stop a process of an
+        // orphaned group (the kernel drops them): SIGSTOP does.
+        let sig = match a.stop_signal {
+            s @ (libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) if !procattrs::orphaned(&img.procs, p.pgid) => s,
+            _ => libc::SIGSTOP,
+        };
+        procattrs::stop_again(host, tids, sig)?;
+        let Some((parent, &parent_host)) = img
+            .procs
+            .iter()
+            .find(|q| q.pid == p.ppid && q.zombie.is_none())
+            .and_then(|q| Some((q, hosts.get(&q.pid)?)))
+        else {
+            continue;
+        };
+        // The SIGCHLD goes to the process; the injected calls run in its
+        // main thread, which would take one pending for it first.
+        let sigs = img.signals.iter().find(|(pid, _)| *pid == parent.pid).map(|(_, s)| s);
+        let shared = sigs.map(|s| s.shared.as_slice()).unwrap_or(&[]);
+        let own = sigs
+            .zip(parent.threads.first())
+            .and_then(|(s, t)| s.threads.iter().find(|(tid, _)| *tid == t.tid))
+            .map(|(_, q)| q.as_slice())
+            .unwrap_or(&[]);
+        let drop = !signals::holds(shared, libc::SIGCHLD) && !signals::holds(own, libc::SIGCHLD);
+        let maps = memory::mappings_fast(parent_host)?;
+        let ip = memory::syscall_ip(parent_host, &maps)?;
+        let mut remote = Remote::new(parent_host, parent_host, ip)?;
+        procattrs::take_stop_report(&mut remote, p.pid, a.stop_signal == 0, drop)?;
+    }
+    Ok(())
 }
 
 /// Rebuilds one seized process; returns the host TIDs of its threads, the

@@ -8,8 +8,15 @@
 //! /proc does not show: an injected one-page mmap is locked (VmLck grows)
 //! when mappings made from now on are, and populated unless MCL_ONFAULT.
 //!
-//! Section `procattrs`, one entry per live process, at version 5 (version
-//! 4 had no membarrier or mlockall fields, and reads as none). An image
+//! A process stopped by job control (SIGSTOP, SIGTSTP...) is stopped
+//! again with the same signal while it is still traced, and its parent
+//! takes the stop's report if it had taken it before (an injected
+//! `waitid`), so that it can not wait for it a second time; the SIGCHLD
+//! the stop sends it is dropped.
+//!
+//! Section `procattrs`, one entry per live process, at version 6 (version
+//! 5 had no stop signal, and reads as a stop its parent did not wait for;
+//! version 4 had no membarrier or mlockall fields, and reads as none). An image
 //! without it (format 3) restores with the attributes a restored task
 //! gets anyway.
 //! Threads of one process whose nice value or policy differ are refused
@@ -20,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::image;
 
 use super::remote::{self, nr, Remote};
-use crate::sys::{self, Errno};
+use crate::sys::{self, ptrace, Errno};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -55,8 +62,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("process {pid}: section procattrs has membarrier or mlockall flags this build does not know, or a bad chroot path; the image is damaged")]
+    #[error("process {pid}: section procattrs has membarrier or mlockall flags this build does not know, a bad stop signal or chroot path; the image is damaged")]
     Damaged { pid: i32 },
+    #[error("process {pid}: stop it again by job control: {step}: {source}")]
+    Stop {
+        pid: i32,
+        step: &'static str,
+        #[source]
+        source: Errno,
+    },
     #[error("process {pid} (pid {ns_pid} in the container): thread {tid} has another {what} than the process, which migrate does not carry yet")]
     ThreadsDiffer {
         pid: i32,
@@ -100,6 +114,32 @@ pub struct ProcAttrs {
     /// The CPUs the process may run on, if not every CPU of the machine
     /// (sched_setaffinity, `taskset`).
     pub affinity: Option<Vec<u32>>,
+    /// For a process stopped by job control: the signal that stopped it
+    /// while its parent has not taken the stop's report yet (waitpid
+    /// `WUNTRACED`; what /proc/PID/stat shows as its exit code), 0 once it
+    /// has.
+    pub stop_signal: i32,
+}
+
+/// Version 5 of the section's entries.
+#[derive(Deserialize)]
+struct ProcAttrsV5 {
+    nice: i32,
+    policy: i32,
+    rt_priority: i32,
+    oom_score_adj: i32,
+    loginuid: Option<u32>,
+    dumpable: u64,
+    subreaper: bool,
+    thp_disable: bool,
+    timerslack_ns: u64,
+    membarrier: u32,
+    mlock_future: u32,
+    stopped: bool,
+    chroot: Option<String>,
+    personality: u32,
+    ioprio: i32,
+    affinity: Option<Vec<u32>>,
 }
 
 /// Version 4 of the section's entries.
@@ -119,18 +159,21 @@ struct ProcAttrsV4 {
 /// The section `procattrs` (from image format 4): each process's
 /// scheduling, prctl and other attributes, by PID in the container.
 /// Layout 5 added membarrier, mlockall, stop, chroot, personality, I/O
-/// priority and affinity.
+/// priority and affinity; layout 6 the stop signal.
 pub struct Section;
 
 impl super::Kind for Section {
     const SECTION: &'static str = "procattrs";
-    const VERSION: u32 = 5;
+    const VERSION: u32 = 6;
     const SINCE_FORMAT: u32 = 4;
     type State = Vec<(i32, ProcAttrs)>;
     type Error = Error;
 
     fn decode(bytes: &[u8]) -> image::Result<Self::State> {
-        image::decode_versioned(Self::SECTION, bytes, Self::VERSION, upgrade_v4)
+        match image::open_section(Self::SECTION, bytes)? {
+            (5, payload) => image::decode_payload(Self::SECTION, payload).map(upgrade_v5),
+            _ => image::decode_versioned(Self::SECTION, bytes, Self::VERSION, upgrade_v4),
+        }
     }
 
     fn validate(state: &Self::State) -> Result<()> {
@@ -138,7 +181,36 @@ impl super::Kind for Section {
     }
 }
 
-/// Layout 4 read as 5: none of what 5 added.
+/// Layout 5 read as 6: a stopped process's parent had not taken its stop's
+/// report (a restore then sent SIGSTOP, which leaves one).
+fn upgrade_v5(old: Vec<(i32, ProcAttrsV5)>) -> Vec<(i32, ProcAttrs)> {
+    old.into_iter()
+        .map(|(pid, a)| {
+            let a = ProcAttrs {
+                nice: a.nice,
+                policy: a.policy,
+                rt_priority: a.rt_priority,
+                oom_score_adj: a.oom_score_adj,
+                loginuid: a.loginuid,
+                dumpable: a.dumpable,
+                subreaper: a.subreaper,
+                thp_disable: a.thp_disable,
+                timerslack_ns: a.timerslack_ns,
+                membarrier: a.membarrier,
+                mlock_future: a.mlock_future,
+                stopped: a.stopped,
+                chroot: a.chroot,
+                personality: a.personality,
+                ioprio: a.ioprio,
+                affinity: a.affinity,
+                stop_signal: if a.stopped { libc::SIGSTOP } else { 0 },
+            };
+            (pid, a)
+        })
+        .collect()
+}
+
+/// Layout 4 read as 6: none of what 5 and 6 added.
 fn upgrade_v4(old: Vec<(i32, ProcAttrsV4)>) -> Vec<(i32, ProcAttrs)> {
     old.into_iter()
         .map(|(pid, a)| {
@@ -159,6 +231,7 @@ fn upgrade_v4(old: Vec<(i32, ProcAttrsV4)>) -> Vec<(i32, ProcAttrs)> {
                 personality: 0,
                 ioprio: 0,
                 affinity: None,
+                stop_signal: 0,
             };
             (pid, a)
         })
@@ -175,6 +248,10 @@ impl ProcAttrs {
             (libc::MCL_FUTURE | libc::MCL_ONFAULT) as u32,
         ];
         if self.membarrier & !known != 0 || !futures.contains(&self.mlock_future) {
+            return Err(Error::Damaged { pid });
+        }
+        let stops = [0, libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
+        if !stops.contains(&self.stop_signal) || (self.stop_signal != 0 && !self.stopped) {
             return Err(Error::Damaged { pid });
         }
         if self
@@ -203,23 +280,155 @@ const PR_GET_CHILD_SUBREAPER: u64 = 37;
 const PR_SET_THP_DISABLE: u64 = 41;
 const PR_GET_THP_DISABLE: u64 = 42;
 
-/// (nice, rt_priority) of task `tid` of process `pid`, from its stat.
-fn sched_of(pid: i32, tid: i32) -> Result<(i32, i32)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).map_err(|source| Error::Read {
+/// Fields of process `pid`'s stat (of its thread `tid`'s, if given), each
+/// numbered as in proc(5) (the state is field 3) and named for an error.
+fn stat_fields<const N: usize>(pid: i32, tid: Option<i32>, want: [(usize, &'static str); N]) -> Result<[i32; N]> {
+    let path = match tid {
+        Some(tid) => format!("/proc/{pid}/task/{tid}/stat"),
+        None => format!("/proc/{pid}/stat"),
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
         pid,
         what: "stat",
         source,
     })?;
-    // Fields after the command: state is field 3, nice 19, rt_priority 40.
     let rest = text.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize, what| {
-        fields
+    let mut out = [0; N];
+    for (o, (n, what)) in out.iter_mut().zip(want) {
+        *o = fields
             .get(n - 3)
             .and_then(|v| v.parse().ok())
-            .ok_or(Error::Stat { pid, what })
+            .ok_or(Error::Stat { pid, what })?;
+    }
+    Ok(out)
+}
+
+/// (nice, rt_priority) of task `tid` of process `pid`, from its stat.
+fn sched_of(pid: i32, tid: i32) -> Result<(i32, i32)> {
+    let [nice, rt] = stat_fields(pid, Some(tid), [(19, "nice"), (40, "rt_priority")])?;
+    Ok((nice, rt))
+}
+
+/// For process `pid`, stopped by job control: the signal of the stop's
+/// report if its parent has not taken it yet, else 0 (stat's exit code,
+/// which shows the report while the process is stopped: the process's,
+/// not a thread's; seizing it does not change the report).
+pub fn stop_signal_of(pid: i32) -> Result<i32> {
+    let [code] = stat_fields(pid, None, [(52, "exit_code")])?;
+    Ok(code & 0x7f)
+}
+
+/// Whether process group `pgid` of the image's tree is orphaned, as the
+/// kernel judges it before it lets SIGTSTP, SIGTTIN or SIGTTOU stop a
+/// process (they are dropped then): no live member has a parent in
+/// another group of the same session. A parent outside the container
+/// counts as none (the group is taken as orphaned).
+pub fn orphaned(procs: &[super::pstree::ProcessImage], pgid: i32) -> bool {
+    !procs
+        .iter()
+        .filter(|p| p.pgid == pgid && p.zombie.is_none())
+        .filter_map(|p| procs.iter().find(|q| q.pid == p.ppid).map(|q| (p, q)))
+        .any(|(p, parent)| parent.pgid != pgid && parent.sid == p.sid)
+}
+
+/// Stops process `pid` (host PID; its threads `tids`, the main thread
+/// first, each seized, rebuilt and in a ptrace stop) by job control with
+/// stop signal `sig`, as the kernel stops it: the main thread takes a
+/// SIGSTOP (every other signal blocked meanwhile, so that none pending is
+/// taken before it), which is then delivered as `sig`; each thread joins
+/// the group stop. Every thread is left in the group stop's ptrace trap;
+/// once detached it stays stopped, without a second report. Its parent
+/// gets the report (and a SIGCHLD) now: see [`take_stop_report`].
+pub fn stop_again(pid: i32, tids: &[i32], sig: i32) -> Result<()> {
+    let err = |step| move |source| Error::Stop { pid, step, source };
+    let Some((&main, others)) = tids.split_first() else {
+        return Ok(());
     };
-    Ok((field(19, "nice")?, field(40, "rt_priority")?))
+    let main_t = nix::unistd::Pid::from_raw(main);
+    let mask = ptrace::get_sigmask(main_t).map_err(err("read the signal mask"))?;
+    ptrace::set_sigmask(main_t, u64::MAX).map_err(err("block signals"))?;
+    ptrace::tgkill(pid, main, libc::SIGSTOP).map_err(err("send SIGSTOP"))?;
+    ptrace::resume(main_t, 0).map_err(err("let it take SIGSTOP"))?;
+    wait_for(main, |s| s == ptrace::Stop::Signal(libc::SIGSTOP)).map_err(err("wait for SIGSTOP"))?;
+    ptrace::set_sigmask(main_t, mask).map_err(err("set the signal mask again"))?;
+    ptrace::resume(main_t, sig).map_err(err("deliver the stop signal"))?;
+    wait_for(main, |s| s == ptrace::Stop::Event(ptrace::EVENT_STOP)).map_err(err("wait for the group stop"))?;
+    for &tid in others {
+        let t = nix::unistd::Pid::from_raw(tid);
+        ptrace::resume(t, 0).map_err(err("let a thread join the group stop"))?;
+        wait_for(tid, |s| s == ptrace::Stop::Event(ptrace::EVENT_STOP)).map_err(err("wait for a thread's stop"))?;
+    }
+    Ok(())
+}
+
+/// Waits until traced task `tid` stops as `want` says; any other stop
+/// (one left over from the rebuild) is passed by, without a signal.
+fn wait_for(tid: i32, want: impl Fn(ptrace::Stop) -> bool) -> std::result::Result<(), Errno> {
+    let t = nix::unistd::Pid::from_raw(tid);
+    let deadline = std::time::Instant::now() + ptrace::STOP_TIMEOUT;
+    loop {
+        match ptrace::wait_until(t, Some(deadline))? {
+            s if want(s) => return Ok(()),
+            ptrace::Stop::Gone => return Err(Errno::ESRCH),
+            _ => ptrace::resume(t, 0)?,
+        }
+    }
+}
+
+/// In the parent (`remote`, a seized and rebuilt process) of a process
+/// [`stop_again`] stopped, PID `child` in the container: takes the stop's
+/// report if `taken` (the parent had waited for the stop before the
+/// checkpoint: an injected `waitid(WSTOPPED | WNOHANG)`), and drops the
+/// SIGCHLD the stop sent if `drop_sigchld` (none was pending at the
+/// checkpoint: an injected `rt_sigtimedwait` that does not wait). Every
+/// signal is blocked meanwhile, so that none is taken by the injected
+/// calls.
+pub fn take_stop_report(remote: &mut Remote, child: i32, taken: bool, drop_sigchld: bool) -> Result<()> {
+    let pid = remote.pid;
+    let t = nix::unistd::Pid::from_raw(remote.tid);
+    let mask = ptrace::get_sigmask(t).map_err(|source| Error::Stop {
+        pid,
+        step: "read the parent's signal mask",
+        source,
+    })?;
+    ptrace::set_sigmask(t, u64::MAX).map_err(|source| Error::Stop {
+        pid,
+        step: "block the parent's signals",
+        source,
+    })?;
+    if taken {
+        let flags = (libc::WSTOPPED | libc::WNOHANG) as u64;
+        remote.call(
+            &format!("waitid for the stop of process {child}"),
+            libc::SYS_waitid,
+            &[libc::P_PID as u64, child as u64, 0, flags, 0],
+        )?;
+    }
+    if drop_sigchld {
+        remote.map_scratch(None)?;
+        // A signal set of SIGCHLD, and a zero timeout after it.
+        let mut b = [0u8; 24];
+        b[..8].copy_from_slice(&(1u64 << (libc::SIGCHLD - 1)).to_le_bytes());
+        remote.write(remote.scratch, &b)?;
+        match remote.call(
+            "rt_sigtimedwait(SIGCHLD) without waiting",
+            libc::SYS_rt_sigtimedwait,
+            &[remote.scratch, 0, remote.scratch + 8, 8],
+        ) {
+            Ok(_)
+            | Err(remote::Error::Sys {
+                source: Errno::EAGAIN, ..
+            }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        remote.unmap_scratch()?;
+    }
+    ptrace::set_sigmask(t, mask).map_err(|source| Error::Stop {
+        pid,
+        step: "set the parent's signal mask again",
+        source,
+    })
 }
 
 fn read_proc(pid: i32, what: &'static str) -> Result<Option<String>> {
@@ -304,6 +513,7 @@ pub fn dump(remote: &Remote) -> Result<ProcAttrs> {
             .unwrap_or(0),
         ioprio: sys::get_ioprio(pid).map_err(|source| Error::Sched { pid, source })?,
         affinity: affinity_of(pid)?,
+        stop_signal: 0,
     })
 }
 
@@ -531,5 +741,66 @@ mod tests {
         let mut bad = got[0].1.clone();
         bad.mlock_future = 1 << 7;
         assert!(bad.check(1).is_err());
+    }
+
+    #[test]
+    fn version_5_stops_read_as_not_taken_and_stop_signals_are_checked() {
+        #[derive(Serialize)]
+        #[allow(clippy::type_complexity)]
+        struct V5(
+            (i32, i32, i32, i32, Option<u32>, u64, bool, bool, u64, u32, u32),
+            bool,
+            Option<String>,
+            u32,
+            i32,
+            Option<Vec<u32>>,
+        );
+        let fields = (0, 0, 0, 0, None, 1, false, false, 50_000, 0, 0);
+        let old = vec![
+            (2, V5(fields, true, None, 0, 0, None)),
+            (3, V5(fields, false, None, 0, 0, None)),
+        ];
+        use crate::kinds::Kind;
+        let got = Section::decode(&image::encode_section_at(5, &old)).unwrap();
+        assert_eq!((got[0].1.stopped, got[0].1.stop_signal), (true, libc::SIGSTOP));
+        assert_eq!((got[1].1.stopped, got[1].1.stop_signal), (false, 0));
+        let mut a = got[0].1.clone();
+        for (sig, ok) in [
+            (0, true),
+            (libc::SIGTSTP, true),
+            (libc::SIGTTOU, true),
+            (libc::SIGKILL, false),
+        ] {
+            a.stop_signal = sig;
+            assert_eq!(a.check(2).is_ok(), ok, "signal {sig}");
+        }
+        a.stopped = false;
+        a.stop_signal = libc::SIGSTOP;
+        assert!(a.check(2).is_err(), "a stop signal of a process not stopped");
+    }
+
+    #[test]
+    fn orphaned_groups_are_judged_as_the_kernel_does() {
+        let p = |pid, ppid, pgid, sid| crate::kinds::pstree::ProcessImage {
+            pid,
+            ppid,
+            pgid,
+            sid,
+            host_pid: 0,
+            comm: String::new(),
+            zombie: None,
+            threads: Vec::new(),
+            cwd: "/".into(),
+            umask: 0o22,
+            rlimits: Vec::new(),
+            creds: None,
+            timers: None,
+        };
+        // PID 1 leads session 1; 2 is in its group, 3 leads a group of its
+        // own in the session, 4 a group in a session of its own.
+        let tree = [p(1, 0, 1, 1), p(2, 1, 1, 1), p(3, 1, 3, 1), p(4, 1, 4, 4)];
+        assert!(!orphaned(&tree, 3), "a parent in another group of the session");
+        assert!(orphaned(&tree, 4), "a parent in another session only");
+        assert!(orphaned(&tree, 1), "PID 1's parent is outside; 2's is in the group");
     }
 }

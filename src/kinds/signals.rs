@@ -93,15 +93,24 @@ pub fn dump_pending(tid: i32, shared: bool) -> std::result::Result<Vec<Vec<u8>>,
         .collect())
 }
 
+/// The signal number of a raw siginfo (0 if it is too short).
+fn signo_of(info: &[u8]) -> i32 {
+    info.get(..4)
+        .map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")))
+        .unwrap_or(0)
+}
+
+/// Whether signal `sig` is among the pending `infos`.
+pub fn holds(infos: &[Vec<u8>], sig: i32) -> bool {
+    infos.iter().any(|i| signo_of(i) == sig)
+}
+
 /// Queues signals again from inside a thread (`remote`), to the process
 /// `tgid` (shared) or to thread `tid` of it; IDs as the container sees
 /// them. The thread's signals must be blocked meanwhile (see the engine).
 pub fn restore_pending(remote: &Remote, tgid: i32, tid: Option<i32>, infos: &[Vec<u8>]) -> Result<()> {
     for info in infos {
-        let signo = info
-            .get(..4)
-            .map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")))
-            .unwrap_or(0);
+        let signo = signo_of(info);
         if signo <= 0 || signo == libc::SIGKILL || signo == libc::SIGSTOP {
             continue;
         }

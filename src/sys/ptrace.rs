@@ -137,6 +137,19 @@ pub fn detach(tid: Pid, sig: Option<i32>) -> Result<(), Errno> {
     }
 }
 
+/// Lets a traced task go on from its stop (PTRACE_CONT), delivering
+/// signal `sig` (0: none) if the stop is a signal-delivery stop.
+pub fn resume(tid: Pid, sig: i32) -> Result<(), Errno> {
+    // SAFETY: PTRACE_CONT takes the signal number as its data word; no
+    // memory is passed.
+    let ret = unsafe { libc::ptrace(libc::PTRACE_CONT, tid.as_raw(), 0usize, sig as usize) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
 /// Sends signal `sig` (any number) to thread `tid` of process `tgid`.
 pub fn tgkill(tgid: i32, tid: i32, sig: i32) -> Result<(), Errno> {
     // SAFETY: tgkill takes three integers.
