@@ -29,7 +29,8 @@
  * - pidfds of the stopped child (alive: signal 0 reaches it, and fdinfo
  *   names it) and of a zombie child, both in one epoll: only the zombie's
  *   is readable, with its data; and an epoll with a lower fd number
- *   watching that epoll;
+ *   watching that epoll; a duplicate of the first pidfd, and a child that
+ *   inherited both pidfds: each the same open file description (kcmp);
  * - an orphan in a process group whose leader exited, and a daemon (a
  *   double fork) in a session whose leader exited, each checking its own
  *   group, session and parent (PID 1, this process);
@@ -47,6 +48,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <linux/kcmp.h>
 #include <linux/membarrier.h>
 #include <sys/epoll.h>
 #include <sys/file.h>
@@ -320,8 +322,7 @@ int main(int argc, char **argv) {
     close(ready[1]);
     if (read(ready[0], &c, 1) != 0) return 1;
     close(ready[0]);
-    /* pidfds and epolls last, so that no child inherits them (an
-     * inherited one comes back as the child's own). */
+    /* pidfds and epolls last: only the heir below inherits them. */
     int ep_outer = epoll_create1(0);
     int pfd_alive = (int)syscall(SYS_pidfd_open, stopped, 0);
     int pfd_zombie = (int)syscall(SYS_pidfd_open, zombie, PIDFD_NONBLOCK_FLAG);
@@ -331,6 +332,16 @@ int main(int argc, char **argv) {
         epoll_ctl(ep, EPOLL_CTL_ADD, pfd_zombie, &ev2) || ep_outer < 0 || ep_outer > ep ||
         epoll_ctl(ep_outer, EPOLL_CTL_ADD, ep, &(struct epoll_event){.events = EPOLLIN, .data.u64 = 99})) {
         fail("pidfd", errno, 0);
+        return 1;
+    }
+    /* A duplicate of a pidfd, and a child that inherits the pidfds (and
+     * the epolls): one open file description each, as they are here. */
+    int pfd_dup = dup(pfd_alive);
+    pid_t heir = fork();
+    if (heir == 0)
+        for (;;) pause();
+    if (pfd_dup < 0 || heir < 0) {
+        fail("pidfd heir", errno, 0);
         return 1;
     }
     snprintf(gone, sizeof gone, "%s/kinds-cwd", dir);
@@ -421,6 +432,10 @@ int main(int argc, char **argv) {
         if (syscall(SYS_pidfd_send_signal, pfd_alive, 0, NULL, 0)) fail("pidfd of the stopped child", errno, 0);
         if (pidfd_pid(pfd_alive) != stopped) fail("pidfd names", pidfd_pid(pfd_alive), stopped);
         if (pidfd_pid(pfd_zombie) != zombie) fail("zombie's pidfd names", pidfd_pid(pfd_zombie), zombie);
+        pid_t me = getpid();
+        if (syscall(SYS_kcmp, me, me, KCMP_FILE, pfd_alive, pfd_dup) != 0) fail("a pidfd's duplicate is one open file", pfd_dup, 0);
+        if (syscall(SYS_kcmp, me, heir, KCMP_FILE, pfd_alive, pfd_alive) != 0 || syscall(SYS_kcmp, me, heir, KCMP_FILE, pfd_zombie, pfd_zombie) != 0)
+            fail("an inherited pidfd is one open file", heir, 0);
         if (!(fcntl(pfd_zombie, F_GETFL) & O_NONBLOCK)) fail("PIDFD_NONBLOCK", fcntl(pfd_zombie, F_GETFL), O_NONBLOCK);
         struct epoll_event evs[4];
         int ready = epoll_wait(ep, evs, 4, 0);

@@ -155,6 +155,21 @@ fn check(img: &Image) -> Result<()> {
         files::Section::SECTION,
         img.files.procs.iter().map(|(p, _)| *p).collect(),
     )?;
+    // A pidfd taken from another process: from one rebuilt before it.
+    let order = |pid: i32| img.procs.iter().position(|p| p.pid == pid);
+    for (pid, fds) in &img.files.procs {
+        for f in fds {
+            if let files::FdKind::PidfdAs { holder, .. } = f.kind {
+                if holder != *pid && order(holder) >= order(*pid) {
+                    return Err(Error::Damaged {
+                        section: files::Section::SECTION,
+                        pid: *pid,
+                        what: "a pidfd taken from a process rebuilt after it",
+                    });
+                }
+            }
+        }
+    }
     named(procattrs::Section::SECTION, img.attrs.iter().map(|(p, _)| *p).collect())?;
     named(fdattrs::Section::SECTION, img.fdattrs.iter().map(|(p, _)| *p).collect())?;
     named(
@@ -938,6 +953,27 @@ fn rebuild(
         regs::restore_kernel_state(&remote.thread(tid)?, t)?;
         tids.push(tid);
     }
+    // pidfds once every process exists (their numbers hold placeholders),
+    // before the credentials: taking a pidfd another process holds
+    // (pidfd_getfd) takes the right to trace it.
+    let fds = with.files.of(p.pid);
+    let epolls: Vec<(i32, &[crate::kinds::anonfd::EpollTarget])> = fds
+        .iter()
+        .filter_map(|f| f.kind.epoll().map(|(targets, _)| (f.fd, targets)))
+        .collect();
+    for f in fds {
+        let (pid, same_as) = match f.kind {
+            files::FdKind::Pidfd { pid } => (pid, None),
+            files::FdKind::PidfdAs { pid, holder, fd } => (pid, Some((holder, fd))),
+            _ => continue,
+        };
+        let made = crate::kinds::pidfd::Made {
+            pid,
+            same_as,
+            own: p.pid,
+        };
+        crate::kinds::pidfd::restore(&remote, f.fd, &made, f.flags, &epolls)?;
+    }
     // seccomp filters before the credentials: installing one takes
     // CAP_SYS_ADMIN or no_new_privs, which the process may not have once
     // its own credentials are back. The injected syscalls after this pass
@@ -1010,17 +1046,6 @@ fn rebuild(
     // locks) and the credentials (F_SETOWN records the setter's).
     if let Some((_, a)) = with.fdattrs.iter().find(|(pid, _)| *pid == p.pid) {
         fdattrs::restore(&remote, a)?;
-    }
-    // pidfds once every process exists (their numbers hold placeholders).
-    let fds = with.files.of(p.pid);
-    let epolls: Vec<(i32, &[crate::kinds::anonfd::EpollTarget])> = fds
-        .iter()
-        .filter_map(|f| f.kind.epoll().map(|(targets, _)| (f.fd, targets)))
-        .collect();
-    for f in fds {
-        if let files::FdKind::Pidfd { pid } = f.kind {
-            crate::kinds::pidfd::restore(&remote, f.fd, pid, f.flags, &epolls)?;
-        }
     }
     if filtered {
         // Where seccomp could not be suspended, the filters may forbid

@@ -127,6 +127,12 @@ pub enum FdKind {
         targets: Vec<EpollTarget>,
         via: Vec<TargetFile>,
     },
+    /// A pidfd of process `pid` of the container that is the same open
+    /// file description as fd `fd` of process `holder` (a
+    /// [`FdKind::Pidfd`] of a process rebuilt earlier, or of this one at
+    /// a lower number): a child inherited it, or it was duplicated (files
+    /// layout 6, a variant at the end; before, one description per fd).
+    PidfdAs { pid: i32, holder: i32, fd: i32 },
 }
 
 /// Where the holder of an epoll has the file of one of its registrations.
@@ -291,7 +297,7 @@ impl FilesImage {
 
     /// Checks the descriptor numbers, which restore counts above.
     pub fn check(&self) -> Result<()> {
-        for (pid, fds) in &self.procs {
+        for (i, (pid, fds)) in self.procs.iter().enumerate() {
             let mut numbers = std::collections::HashSet::new();
             for f in fds {
                 let bad = |reason| Error::BadFd {
@@ -312,7 +318,25 @@ impl FilesImage {
                     FdKind::Inet { sock } => (*sock, self.inet.len()),
                     FdKind::Tcp { conn } => (*conn, self.tcp.len()),
                     FdKind::Anon { obj } => (*obj, self.anon.len()),
-                    FdKind::Pidfd { pid } if *pid <= 0 => return Err(bad("is a pidfd of no process")),
+                    FdKind::Pidfd { pid } | FdKind::PidfdAs { pid, .. } if *pid <= 0 => {
+                        return Err(bad("is a pidfd of no process"))
+                    }
+                    FdKind::PidfdAs {
+                        pid: target,
+                        holder,
+                        fd,
+                    } => {
+                        // Made before this one: by a process rebuilt
+                        // earlier, or at a lower number of this one.
+                        let first = self.procs[..=i]
+                            .iter()
+                            .find(|(p, _)| p == holder)
+                            .and_then(|(p, hf)| hf.iter().find(|h| h.fd == *fd && (p != pid || h.fd < f.fd)));
+                        match first.map(|h| &h.kind) {
+                            Some(FdKind::Pidfd { pid: p }) if p == target => continue,
+                            _ => return Err(bad("is a pidfd the same as one the image does not hold before it")),
+                        }
+                    }
                     FdKind::EpollVia { targets, via } | FdKind::EpollOf { targets, via, .. } => {
                         let own = |v: &TargetFile| match v {
                             TargetFile::Fd(v) => fds.iter().any(|o| o.fd == *v && o.fd != f.fd),
@@ -701,6 +725,8 @@ struct DumpCtx<'a> {
     pipe_idx: HashMap<u64, (u32, Option<Holder>)>,
     sock_idx: HashMap<u64, (u32, Holder)>,
     anon_holders: Vec<(String, Holder, u32)>,
+    /// Each pidfd description dumped so far: an fd of it.
+    pidfd_holders: Vec<Holder>,
     file_holders: Vec<(Holder, u32)>,
     fifos_seen: std::collections::HashSet<u64>,
     /// Memfds stored with their contents, by object id.
@@ -772,6 +798,7 @@ pub fn dump_all(
         pipe_idx: HashMap::new(),
         sock_idx: HashMap::new(),
         anon_holders: Vec::new(),
+        pidfd_holders: Vec::new(),
         file_holders: Vec::new(),
         fifos_seen: std::collections::HashSet::new(),
         memfds_seen: std::collections::HashSet::new(),
@@ -1013,9 +1040,19 @@ fn dump_anon_inode(ctx: &mut DumpCtx<'_>, f: &OpenFd<'_>) -> Result<FdKind> {
         }
         "pidfd" => {
             let target = super::pidfd::target(f.info).and_then(ctx.ns_pid_of);
-            Ok(FdKind::Pidfd {
-                pid: target.ok_or_else(|| f.unsupported("pidfd of a process outside the container".into()))?,
-            })
+            let pid = target.ok_or_else(|| f.unsupported("pidfd of a process outside the container".into()))?;
+            let first = ctx
+                .pidfd_holders
+                .iter()
+                .copied()
+                .find(|&(p, h)| crate::sys::same_file(p, h, f.pid, f.fd).unwrap_or(false));
+            match first.and_then(|(p, h)| Some(((ctx.ns_pid_of)(p)?, h))) {
+                Some((holder, fd)) => Ok(FdKind::PidfdAs { pid, holder, fd }),
+                None => {
+                    ctx.pidfd_holders.push((f.pid, f.fd));
+                    Ok(FdKind::Pidfd { pid })
+                }
+            }
         }
         "eventfd" | "timerfd" | "signalfd" | "inotify" => {
             let obj = anon_object(ctx, f, anon, || {
@@ -1380,7 +1417,7 @@ pub unsafe fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&O
             FdKind::Epoll { .. } | FdKind::EpollVia { .. } => continue,
             // Placed now, filled with the epolls below.
             FdKind::EpollOf { obj, .. } => (object(|o| &o.anon, *obj)?, "epoll".into()),
-            FdKind::Pidfd { .. } => {
+            FdKind::Pidfd { .. } | FdKind::PidfdAs { .. } => {
                 placeholder = nix::sys::memfd::memfd_create(c"pidfd", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
                     .map_err(err("pidfd placeholder"))?;
                 (placeholder.as_fd(), "pidfd placeholder".into())

@@ -6,11 +6,17 @@
 //!   Refused before anything stops: a pidfd of a process that has been
 //!   reaped (`Pid: -1`), of a process in another PID namespace (outside
 //!   the container), or of a thread (PIDFD_THREAD).
+//!   fds of one open file description (a child inherited it, or it was
+//!   duplicated) are one description again: the first fd of it in tree
+//!   order is the image's `Pidfd`, every other a `PidfdAs` naming it.
 //! - Restore: the task holds a placeholder at the fd's number until every
 //!   process of the tree exists; then `pidfd_open` is injected into it and
 //!   the new pidfd moved onto the number (`dup3`), and each epoll of the
 //!   process that watched the pidfd registers it again (the placeholder
-//!   could not be registered).
+//!   could not be registered). A `PidfdAs` takes its description from the
+//!   process that has it (rebuilt earlier): an injected `pidfd_open` of
+//!   that process and `pidfd_getfd`, before the credentials (it takes the
+//!   right to trace that process); or `dup3` of its own lower fd.
 
 use super::anonfd::EpollTarget;
 use super::remote::{self, Remote};
@@ -50,29 +56,67 @@ pub fn target(info: &str) -> Option<i32> {
     field(info, "Pid:")?.parse().ok().filter(|p: &i32| *p > 0)
 }
 
-/// Puts pidfd `fd` (flags `fd_flags`, of process `pid` in the container)
-/// in place in the restored process behind `remote`, and registers it
-/// again in the process's epolls that watched it (`epolls`: epoll fd and
-/// its interest list).
+/// How a pidfd is made, PIDs as the container sees them.
+pub struct Made {
+    /// The process it refers to.
+    pub pid: i32,
+    /// The same description as this fd of this process (made already).
+    pub same_as: Option<(i32, i32)>,
+    /// The process it is made in.
+    pub own: i32,
+}
+
+/// Puts pidfd `fd` (flags `fd_flags`, made as `made` says) in place in the
+/// restored process behind `remote`, and registers it again in the
+/// process's epolls that watched it (`epolls`: epoll fd and its interest
+/// list; a registration of the description another holder made already is
+/// there).
 pub fn restore(
     remote: &Remote,
     fd: i32,
-    pid: i32,
+    made: &Made,
     fd_flags: i32,
     epolls: &[(i32, &[EpollTarget])],
 ) -> remote::Result<()> {
-    let new = remote.call(
-        &format!("pidfd_open({pid}) for fd {fd}"),
-        libc::SYS_pidfd_open,
-        &[pid as u64, (fd_flags & libc::O_NONBLOCK) as u64],
-    )?;
+    let pid = made.pid;
     let cloexec = (fd_flags & libc::O_CLOEXEC) as u64;
-    remote.call(
-        &format!("dup3 pidfd to fd {fd}"),
-        libc::SYS_dup3,
-        &[new, fd as u64, cloexec],
-    )?;
-    remote.close(new)?;
+    let dup3 = |new: u64| {
+        remote.call(
+            &format!("dup3 pidfd to fd {fd}"),
+            libc::SYS_dup3,
+            &[new, fd as u64, cloexec],
+        )
+    };
+    match made.same_as {
+        Some((holder, from)) if holder == made.own => {
+            dup3(from as u64)?;
+        }
+        Some((holder, from)) => {
+            let of_holder = remote.call(
+                &format!("pidfd_open({holder}) to take its fd {from} for fd {fd}"),
+                libc::SYS_pidfd_open,
+                &[holder as u64, 0],
+            )?;
+            let new = remote.call(
+                &format!("pidfd_getfd(process {holder}, fd {from}) for fd {fd}"),
+                libc::SYS_pidfd_getfd,
+                &[of_holder, from as u64, 0],
+            );
+            remote.close(of_holder)?;
+            let new = new?;
+            dup3(new)?;
+            remote.close(new)?;
+        }
+        None => {
+            let new = remote.call(
+                &format!("pidfd_open({pid}) for fd {fd}"),
+                libc::SYS_pidfd_open,
+                &[pid as u64, (fd_flags & libc::O_NONBLOCK) as u64],
+            )?;
+            dup3(new)?;
+            remote.close(new)?;
+        }
+    }
     for (epfd, targets) in epolls {
         for t in targets.iter().filter(|t| t.fd == fd) {
             // struct epoll_event is packed on x86_64: events, then data.
