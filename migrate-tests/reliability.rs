@@ -334,6 +334,12 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
             "tagged with memory protection key 1 (pkey_mprotect), which migrate does not carry",
         ),
         ("mqueue", "IPC namespace holds a POSIX message queue (/odd)"),
+        ("mqueue-fd", "fd 3 is a POSIX message queue (/oddq)"),
+        (
+            "secretmem",
+            "fd 3 is a secret memory (memfd_secret), whose pages no other process can read",
+        ),
+        ("nsfs", "fd 3 is a namespace file (uts:["),
         ("unix-shutdown", "fd 3 is a unix socket shut down for writing"),
         (
             "sock-filter",

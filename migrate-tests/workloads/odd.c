@@ -44,6 +44,9 @@
  *                messages
  *   mqueue       a POSIX message queue /odd holding a message, its fd
  *                closed
+ *   mqueue-fd    a POSIX message queue /oddq held open (fd 3)
+ *   secretmem    a memfd_secret area (fd 3)
+ *   nsfs         the process's UTS namespace file held open (fd 3)
  *   peek-off     a socketpair (fds 3, 4) with bytes queued to fd 4, whose
  *                peek offset is set to 1 (SO_PEEK_OFF)
  *   unix-shutdown  a socketpair (fds 3, 4), fd 3 shut down for writing
@@ -249,6 +252,14 @@ int main(int argc, char **argv) {
     } else if (!strcmp(what, "mqueue")) {
         mqd_t q = mq_open("/odd", O_RDWR | O_CREAT, 0600, NULL);
         if (q == (mqd_t)-1 || mq_send(q, "queued", 6, 1) || mq_close(q)) fail(what, errno, 0);
+    } else if (!strcmp(what, "mqueue-fd")) {
+        /* The queue held open: named by its fd first. */
+        if (mq_open("/oddq", O_RDWR | O_CREAT, 0600, NULL) == (mqd_t)-1) fail(what, errno, 0);
+    } else if (!strcmp(what, "secretmem")) {
+        int fd = (int)syscall(447 /* memfd_secret */, 0);
+        if (fd < 0 || ftruncate(fd, 4096)) fail(what, errno, 0);
+    } else if (!strcmp(what, "nsfs")) {
+        if (open("/proc/self/ns/uts", O_RDONLY) < 0) fail(what, errno, 0);
     } else if (!strcmp(what, "peek-off")) {
         int sv[2], one = 1;
         if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) || write(sv[0], "abc", 3) != 3 ||

@@ -506,11 +506,13 @@ pub fn refuse_uncarried(pid: i32, ns_pid: i32, file_cap: u64, mounts: &KnownMoun
         refuse_fd(pid, ns_pid, fd, &target, &info)?;
         // A memfd lives on the kernel's internal mount, in no table.
         if target.starts_with('/') && !target.starts_with("/memfd:") && mounts.unreachable(&info) {
+            // Or on a file system of the kernel's own that no path reaches.
+            let what = special_fs(pid, fd).unwrap_or(UNREACHABLE_MOUNT);
             return Err(Error::Unsupported {
                 pid,
                 ns_pid,
                 fd,
-                kind: format!("{UNREACHABLE_MOUNT} ({target})"),
+                kind: format!("{what} ({target})"),
             });
         }
         if let Some(ino) = bracket_id(&target, "socket:") {
@@ -559,6 +561,11 @@ impl Sockets {
 /// and linked under another, or a file with a lease on it.
 fn refuse_fd(pid: i32, ns_pid: i32, fd: i32, target: &str, info: &str) -> Result<()> {
     let unsupported = |kind: String| Error::Unsupported { pid, ns_pid, fd, kind };
+    if target == "/secretmem (deleted)" {
+        if let Some(what) = special_fs(pid, fd) {
+            return Err(unsupported(format!("{what} ({target})")));
+        }
+    }
     if target.starts_with('/') && !target.starts_with("/memfd:") && target.ends_with(" (deleted)") {
         if let Ok(meta) = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")) {
             use std::os::unix::fs::FileTypeExt;
@@ -1272,9 +1279,37 @@ fn describe(target: &str) -> String {
     if let Some(r) = target.strip_prefix("anon_inode:") {
         return r.trim_matches(|c| c == '[' || c == ']').to_string();
     }
+    const NAMESPACES: [&str; 9] = [
+        "cgroup",
+        "ipc",
+        "mnt",
+        "net",
+        "pid",
+        "pid_for_children",
+        "time",
+        "user",
+        "uts",
+    ];
     match target.split_once(':') {
+        Some((k, _)) if NAMESPACES.contains(&k) => format!("namespace file ({target}, from /proc/PID/ns)"),
         Some((k, _)) => k.to_string(),
         None => target.to_string(),
+    }
+}
+
+/// What a file on a file system migrate never carries is, by the magic
+/// number of fd `fd` of process `pid`'s file system: secret memory
+/// (memfd_secret), whose pages no other process can read; a POSIX
+/// message queue (carried with the IPC namespace: issue 17).
+fn special_fs(pid: i32, fd: i32) -> Option<&'static str> {
+    /// SECRETMEM_MAGIC and MQUEUE_MAGIC (linux/magic.h).
+    const SECRETMEM: i64 = 0x5345_434d;
+    const MQUEUE: i64 = 0x1980_0202;
+    let fs = nix::sys::statfs::statfs(format!("/proc/{pid}/fd/{fd}").as_str()).ok()?;
+    match fs.filesystem_type().0 as i64 {
+        SECRETMEM => Some("secret memory (memfd_secret), whose pages no other process can read"),
+        MQUEUE => Some("POSIX message queue"),
+        _ => None,
     }
 }
 
