@@ -302,8 +302,12 @@ fn own_policy(text: &str) -> Option<(u64, String)> {
             Some((u64::from_str_radix(cols.next()?, 16).ok()?, cols.next()?))
         })
         .collect();
-    let count = |p: &str| lines.iter().filter(|(_, q)| *q == p).count();
-    let common = lines.iter().map(|(_, p)| *p).max_by_key(|p| count(p))?;
+    // Counted once each: a process may have tens of thousands of mappings.
+    let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (_, p) in &lines {
+        *counts.entry(p).or_default() += 1;
+    }
+    let common = counts.into_iter().max_by_key(|&(_, n)| n).map(|(p, _)| p)?;
     lines
         .iter()
         .find(|(_, p)| *p != common)
