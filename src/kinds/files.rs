@@ -731,10 +731,13 @@ struct DumpCtx<'a> {
     inet_idx: HashMap<u64, u32>,
     pipe_idx: HashMap<u64, (u32, Option<Holder>)>,
     sock_idx: HashMap<u64, (u32, Holder)>,
-    anon_holders: Vec<(String, Holder, u32)>,
-    /// Each pidfd description dumped so far: an fd of it.
-    pidfd_holders: Vec<Holder>,
-    file_holders: Vec<(Holder, u32)>,
+    /// The eventfd, timerfd, signalfd, inotify and epoll descriptions
+    /// dumped so far, with their object numbers.
+    anon_holders: Descriptions<u32>,
+    /// Each pidfd description dumped so far.
+    pidfd_holders: Descriptions<()>,
+    /// The files dumped so far, with their numbers.
+    file_holders: Descriptions<u32>,
     fifos_seen: std::collections::HashSet<u64>,
     /// Memfds stored with their contents, by object id.
     memfds_seen: std::collections::HashSet<u64>,
@@ -804,9 +807,9 @@ pub fn dump_all(
         inet_idx: HashMap::new(),
         pipe_idx: HashMap::new(),
         sock_idx: HashMap::new(),
-        anon_holders: Vec::new(),
-        pidfd_holders: Vec::new(),
-        file_holders: Vec::new(),
+        anon_holders: Descriptions::default(),
+        pidfd_holders: Descriptions::default(),
+        file_holders: Descriptions::default(),
         fifos_seen: std::collections::HashSet::new(),
         memfds_seen: std::collections::HashSet::new(),
         epoll_added: HashMap::new(),
@@ -1034,7 +1037,7 @@ fn dump_anon_inode(ctx: &mut DumpCtx<'_>, f: &OpenFd<'_>) -> Result<FdKind> {
         "eventpoll" => {
             let targets = anonfd::parse_epoll(f.info);
             let mut via = epoll_via(ctx, f, &targets)?;
-            let obj = anon_object(ctx, f, anon, || Ok(AnonImage::Epoll))?;
+            let obj = anon_object(ctx, f, || Ok(AnonImage::Epoll))?;
             let added = ctx.epoll_added.entry(obj).or_insert_with(|| vec![false; targets.len()]);
             for (v, done) in via.iter_mut().zip(added.iter_mut()) {
                 match (*done, *v) {
@@ -1048,21 +1051,20 @@ fn dump_anon_inode(ctx: &mut DumpCtx<'_>, f: &OpenFd<'_>) -> Result<FdKind> {
         "pidfd" => {
             let target = super::pidfd::target(f.info).and_then(ctx.ns_pid_of);
             let pid = target.ok_or_else(|| f.unsupported("pidfd of a process outside the container".into()))?;
-            let first = ctx
-                .pidfd_holders
-                .iter()
-                .copied()
-                .find(|&(p, h)| crate::sys::same_file(p, h, f.pid, f.fd).unwrap_or(false));
-            match first.and_then(|(p, h)| Some(((ctx.ns_pid_of)(p)?, h))) {
-                Some((holder, fd)) => Ok(FdKind::PidfdAs { pid, holder, fd }),
-                None => {
-                    ctx.pidfd_holders.push((f.pid, f.fd));
+            match ctx.pidfd_holders.find(f.pid, f.fd) {
+                Ok(((p, h), ())) => {
+                    let holder = (ctx.ns_pid_of)(p)
+                        .ok_or_else(|| f.unsupported("pidfd also held outside the container".into()))?;
+                    Ok(FdKind::PidfdAs { pid, holder, fd: h })
+                }
+                Err(at) => {
+                    ctx.pidfd_holders.insert(at, (f.pid, f.fd), ());
                     Ok(FdKind::Pidfd { pid })
                 }
             }
         }
         "eventfd" | "timerfd" | "signalfd" | "inotify" => {
-            let obj = anon_object(ctx, f, anon, || {
+            let obj = anon_object(ctx, f, || {
                 if anon == "inotify" {
                     anonfd::dump_inotify(pid, f.info).map_err(|k| f.unsupported(k))
                 } else {
@@ -1075,28 +1077,56 @@ fn dump_anon_inode(ctx: &mut DumpCtx<'_>, f: &OpenFd<'_>) -> Result<FdKind> {
     }
 }
 
-/// The object number of anonymous-inode file `f` (of kind `anon`): the
-/// one an fd of the same open description has already, else a new one
-/// that `read` describes.
-fn anon_object(
-    ctx: &mut DumpCtx<'_>,
-    f: &OpenFd<'_>,
-    anon: &str,
-    read: impl FnOnce() -> Result<AnonImage>,
-) -> Result<u32> {
-    let (pid, fd) = (f.pid, f.fd);
-    let known = ctx
-        .anon_holders
-        .iter()
-        .find(|(k, (p, h), _)| k == anon && crate::sys::same_file(*p, *h, pid, fd).unwrap_or(false))
-        .map(|(_, _, i)| *i);
-    if let Some(i) = known {
-        return Ok(i);
-    }
+/// The object number of anonymous-inode file `f`: the one an fd of the
+/// same open description has already, else a new one that `read`
+/// describes.
+fn anon_object(ctx: &mut DumpCtx<'_>, f: &OpenFd<'_>, read: impl FnOnce() -> Result<AnonImage>) -> Result<u32> {
+    let at = match ctx.anon_holders.find(f.pid, f.fd) {
+        Ok((_, i)) => return Ok(i),
+        Err(at) => at,
+    };
     ctx.img.anon.push(read()?);
     let i = ctx.img.anon.len() as u32 - 1;
-    ctx.anon_holders.push((anon.to_string(), (pid, fd), i));
+    ctx.anon_holders.insert(at, (f.pid, f.fd), i);
     Ok(i)
+}
+
+/// Open file descriptions seen so far, each with an fd of it and what the
+/// dump made of it, in the kernel's order of files (kcmp), so that an fd
+/// is looked up with a logarithmic number of comparisons: a process may
+/// hold thousands. Where kcmp fails (a kernel without it) every fd is a
+/// description of its own.
+struct Descriptions<T> {
+    seen: Vec<(Holder, T)>,
+}
+
+impl<T> Default for Descriptions<T> {
+    fn default() -> Self {
+        Self { seen: Vec::new() }
+    }
+}
+
+impl<T: Copy> Descriptions<T> {
+    /// The description of fd `fd` of process `pid`, if seen: an fd of it
+    /// and its value; else where it goes.
+    fn find(&self, pid: i32, fd: i32) -> std::result::Result<(Holder, T), usize> {
+        let mut failed = false;
+        let found = self.seen.binary_search_by(|((p, h), _)| {
+            crate::sys::file_order(*p, *h, pid, fd).unwrap_or_else(|_| {
+                failed = true;
+                std::cmp::Ordering::Less
+            })
+        });
+        match found {
+            _ if failed => Err(self.seen.len()),
+            Ok(i) => Ok(self.seen[i]),
+            Err(at) => Err(at),
+        }
+    }
+
+    fn insert(&mut self, at: usize, holder: Holder, v: T) {
+        self.seen.insert(at.min(self.seen.len()), (holder, v));
+    }
 }
 
 /// A file by path: a regular file, directory, FIFO or device; a deleted
@@ -1118,14 +1148,10 @@ fn dump_file(ctx: &mut DumpCtx<'_>, f: &OpenFd<'_>) -> Result<FdKind> {
     if !(ft.is_file() || ft.is_char_device() || ft.is_dir() || ft.is_fifo() || by_path) {
         return Err(f.unsupported(format!("special file {path}")));
     }
-    let known = ctx
-        .file_holders
-        .iter()
-        .find(|((p, h), _)| crate::sys::same_file(*p, *h, pid, fd).unwrap_or(false))
-        .map(|(_, i)| *i);
-    if let Some(file) = known {
-        return Ok(FdKind::File { file });
-    }
+    let at = match ctx.file_holders.find(pid, fd) {
+        Ok((_, file)) => return Ok(FdKind::File { file }),
+        Err(at) => at,
+    };
     if !path.starts_with("/memfd:") && ctx.reachable.unreachable(f.info) {
         return Err(f.unsupported(format!("{UNREACHABLE_MOUNT} ({path})")));
     }
@@ -1152,7 +1178,7 @@ fn dump_file(ctx: &mut DumpCtx<'_>, f: &OpenFd<'_>) -> Result<FdKind> {
     }
     ctx.img.files.push(file);
     let i = ctx.img.files.len() as u32 - 1;
-    ctx.file_holders.push(((pid, fd), i));
+    ctx.file_holders.insert(at, (pid, fd), i);
     Ok(FdKind::File { file: i })
 }
 
@@ -1408,6 +1434,23 @@ pub fn make_objects(
     Ok(objs)
 }
 
+/// An fd of [`restore`] waiting to be placed: above every number it places.
+enum Parked<'a> {
+    /// Where it was made (an object of PID 1's).
+    There(std::os::fd::BorrowedFd<'a>),
+    /// A duplicate of one that was below.
+    Moved(OwnedFd),
+}
+
+impl AsFd for Parked<'_> {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Parked::There(fd) => *fd,
+            Parked::Moved(fd) => fd.as_fd(),
+        }
+    }
+}
+
 /// Sets up the fd table of a restored task (runs in the task itself, before
 /// its memory is replaced): every image fd at its number, and nothing else
 /// open but `keep`, whose numbers must all be above the image's.
@@ -1432,8 +1475,10 @@ pub unsafe fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&O
         source: Errno::EBADF,
     };
     // Open or duplicate everything first, parked above every number that
-    // will be used.
-    let mut parked: Vec<(OwnedFd, &FdImage)> = Vec::new();
+    // will be used: what is there already (PID 1's objects) stays where
+    // it is (a duplicate of each would take as many numbers again, over
+    // the limit of a process with thousands of fds).
+    let mut parked: Vec<(Parked<'_>, &FdImage)> = Vec::new();
     for f in fds {
         let err = |path: &str| {
             let path = path.to_string();
@@ -1446,16 +1491,17 @@ pub unsafe fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&O
                 .map(|fd| fd.as_fd())
                 .ok_or_else(|| missing(f))
         };
-        // Held until every process exists, when the pidfd replaces it.
-        let placeholder;
         let (source, what): (std::os::fd::BorrowedFd<'_>, String) = match &f.kind {
             FdKind::Epoll { .. } | FdKind::EpollVia { .. } => continue,
             // Placed now, filled with the epolls below.
             FdKind::EpollOf { obj, .. } => (object(|o| &o.anon, *obj)?, "epoll".into()),
+            // Held until every process exists, when the pidfd replaces it.
             FdKind::Pidfd { .. } | FdKind::PidfdAs { .. } => {
-                placeholder = nix::sys::memfd::memfd_create(c"pidfd", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+                let placeholder = nix::sys::memfd::memfd_create(c"pidfd", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
                     .map_err(err("pidfd placeholder"))?;
-                (placeholder.as_fd(), "pidfd placeholder".into())
+                let high = crate::sys::dup_above(placeholder.as_fd(), top).map_err(err("pidfd placeholder"))?;
+                parked.push((Parked::Moved(high), f));
+                continue;
             }
             FdKind::Log => (log.ok_or_else(|| missing(f))?.as_fd(), "log".into()),
             FdKind::Pipe { pipe, write } => {
@@ -1470,7 +1516,11 @@ pub unsafe fn restore(fds: &[FdImage], log: Option<&OwnedFd>, objects: Option<&O
             FdKind::Anon { obj } => (object(|o| &o.anon, *obj)?, "anon".into()),
             FdKind::File { file } => (object(|o| &o.files, *file)?, "file".into()),
         };
-        let high = crate::sys::dup_above(source, top).map_err(err(&what))?;
+        let high = if std::os::fd::AsRawFd::as_raw_fd(&source) >= top {
+            Parked::There(source)
+        } else {
+            Parked::Moved(crate::sys::dup_above(source, top).map_err(err(&what))?)
+        };
         if !matches!(f.kind, FdKind::Log | FdKind::File { .. }) {
             // Shared objects: the open file's status flags (O_NONBLOCK...).
             fcntl(

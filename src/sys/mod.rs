@@ -696,6 +696,22 @@ pub fn same_file(pid_a: i32, a: RawFd, pid_b: i32, b: RawFd) -> Result<bool, Err
     }
 }
 
+/// kcmp(KCMP_FILE) as an order: how fd `a` of `pid_a`'s open file
+/// description compares with fd `b` of `pid_b`'s in the kernel's (stable,
+/// obfuscated) order of files; Equal for the same description.
+pub fn file_order(pid_a: i32, a: RawFd, pid_b: i32, b: RawFd) -> Result<std::cmp::Ordering, Errno> {
+    const KCMP_FILE: libc::c_int = 0;
+    // SAFETY: kcmp compares kernel objects by integers; it touches no memory.
+    let ret = unsafe { libc::syscall(libc::SYS_kcmp, pid_a, pid_b, KCMP_FILE, a, b) };
+    match ret {
+        0 => Ok(std::cmp::Ordering::Equal),
+        1 => Ok(std::cmp::Ordering::Less),
+        2 => Ok(std::cmp::Ordering::Greater),
+        r if r < 0 => Err(Errno::last()),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
 /// kcmp(KCMP_EPOLL_TFD): whether fd `fd` of `pid` is the open file
 /// registered in the epoll at fd `efd` of `epoll_pid` as the `toff`-th
 /// registration made through fd number `tfd` (an epoll keys registrations
