@@ -335,6 +335,7 @@ fn uncarried_state_is_named_for_what_it_is() -> Result<()> {
         ),
         ("mqueue", "IPC namespace holds a POSIX message queue (/odd)"),
         ("mqueue-fd", "fd 3 is a POSIX message queue (/oddq)"),
+        ("many-fds", "more than a process may have here"),
         (
             "secretmem",
             "fd 3 is a secret memory (memfd_secret), whose pages no other process can read",

@@ -565,29 +565,33 @@ fn capture_raw(pid1: i32) -> Result<State> {
     Ok(State { procs, container })
 }
 
-/// Open file descriptions seen so far: for each, an fd of it (host pid,
-/// fd) and its inode, to compare new fds with (kcmp).
+/// Open file descriptions seen so far: for each, the first fd of it seen
+/// (host pid, fd), in kcmp's order of files, to look new fds up with a
+/// binary search (a process may hold thousands).
 #[derive(Default)]
 struct Files {
-    reps: Vec<(i32, i32, (u64, u64))>,
+    reps: Vec<(i32, i32)>,
 }
 
 impl Files {
     /// A token naming the open file description of `pid`'s fd `fd`.
-    fn token(&mut self, pid: i32, fd: i32, obj: (u64, u64)) -> String {
+    fn token(&mut self, pid: i32, fd: i32) -> String {
         const KCMP_FILE: libc::c_long = 0;
-        for &(rp, rfd, robj) in &self.reps {
-            if robj != obj {
-                continue;
-            }
+        let found = self.reps.binary_search_by(|&(rp, rfd)| {
             // SAFETY: kcmp only compares two tasks' fds.
-            let r = unsafe { libc::syscall(libc::SYS_kcmp, rp, pid, KCMP_FILE, rfd, fd) };
-            if r == 0 {
-                return token("file", &format!("{rp}:{rfd}"));
+            match unsafe { libc::syscall(libc::SYS_kcmp, rp, pid, KCMP_FILE, rfd, fd) } {
+                0 => std::cmp::Ordering::Equal,
+                1 => std::cmp::Ordering::Less,
+                _ => std::cmp::Ordering::Greater,
+            }
+        });
+        match found {
+            Ok(i) => token("file", &format!("{}:{}", self.reps[i].0, self.reps[i].1)),
+            Err(at) => {
+                self.reps.insert(at, (pid, fd));
+                token("file", &format!("{pid}:{fd}"))
             }
         }
-        self.reps.push((pid, fd, obj));
-        token("file", &format!("{pid}:{fd}"))
     }
 }
 
@@ -1023,7 +1027,6 @@ fn fd_items(pid: i32, pids: &Pids, files: &mut Files, out: &mut Vec<Item>) {
         let Ok(md) = std::fs::metadata(&path) else {
             continue; // closed meanwhile
         };
-        let obj = (md.dev(), md.ino());
         // Pipes, sockets and anon inodes are named by inode number: an
         // index in order of first appearance instead.
         let is_log = link.ends_with("/log");
@@ -1051,7 +1054,7 @@ fn fd_items(pid: i32, pids: &Pids, files: &mut Files, out: &mut Vec<Item>) {
             &obj_token(libc::major(md.dev()) as u64, libc::minor(md.dev()) as u64, md.ino()),
             &ctx,
         ));
-        out.push(item(&format!("{key} open file"), &files.token(pid, fd, obj), &ctx));
+        out.push(item(&format!("{key} open file"), &files.token(pid, fd), &ctx));
         out.push(host_item(&format!("{key} link"), &link));
         let info = read(&format!("/proc/{pid}/fdinfo/{fd}"));
         let mut epoll: Vec<(String, String)> = Vec::new();

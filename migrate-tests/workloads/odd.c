@@ -45,6 +45,8 @@
  *   mqueue       a POSIX message queue /odd holding a message, its fd
  *                closed
  *   mqueue-fd    a POSIX message queue /oddq held open (fd 3)
+ *   many-fds     more eventfds than half the hard limit of open files:
+ *                a restore could not make them all above their numbers
  *   secretmem    a memfd_secret area (fd 3)
  *   nsfs         the process's UTS namespace file held open (fd 3)
  *   peek-off     a socketpair (fds 3, 4) with bytes queued to fd 4, whose
@@ -82,6 +84,8 @@
 #include <sys/wait.h>
 #include <sys/inotify.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -252,6 +256,13 @@ int main(int argc, char **argv) {
     } else if (!strcmp(what, "mqueue")) {
         mqd_t q = mq_open("/odd", O_RDWR | O_CREAT, 0600, NULL);
         if (q == (mqd_t)-1 || mq_send(q, "queued", 6, 1) || mq_close(q)) fail(what, errno, 0);
+    } else if (!strcmp(what, "many-fds")) {
+        struct rlimit r;
+        if (getrlimit(RLIMIT_NOFILE, &r)) fail(what, errno, 0);
+        r.rlim_cur = r.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &r)) fail(what, errno, 0);
+        for (rlim_t i = 0; i < r.rlim_max / 2 + 64; i++)
+            if (eventfd(0, 0) < 0) fail(what, errno, (long)i);
     } else if (!strcmp(what, "mqueue-fd")) {
         /* The queue held open: named by its fd first. */
         if (mq_open("/oddq", O_RDWR | O_CREAT, 0600, NULL) == (mqd_t)-1) fail(what, errno, 0);

@@ -342,6 +342,25 @@ fn restore_inner<'r>(
     }
     let img = load(src)?;
     tracing::debug!(ms = ms_since(t0), "restore: image decoded and checked");
+    // PID 1 makes every shared object above the image's fd numbers before
+    // it forks: the soft limit of open files goes up to the hard one (the
+    // tasks get their own from the image), and an image that needs more
+    // is refused before anything is made.
+    let nofile = libc::RLIMIT_NOFILE;
+    if let Ok((_, hard)) = sys::rlimit(nofile) {
+        let _ = sys::set_rlimit(nofile, hard, hard);
+        // Shared memory objects and deleted mapped files: an fd each.
+        let shared: std::collections::HashSet<u64> = img
+            .mm
+            .iter()
+            .flat_map(|(_, m)| &m.vmas)
+            .filter_map(|v| match v.backing {
+                Backing::Shmem { id } => Some(id),
+                _ => None,
+            })
+            .collect();
+        img.files.check_room(hard, (shared.len() + img.ghosts.len()) as u64)?;
+    }
     if !img.files.tcp.is_empty() && !opts.tcp_established {
         return Err(Error::TcpNotRequested(img.files.tcp.len()));
     }

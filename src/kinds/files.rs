@@ -32,6 +32,13 @@ use crate::sys::Errno;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("the container's fds would need {needed} descriptor numbers in one process of a restore (its fd numbers go up to {max_fd}, and the {objects} open files and other objects they share are made before the tree is forked, above them), more than a process may have here ({limit}, the hard limit of open files)")]
+    TooManyFds {
+        needed: u64,
+        max_fd: i32,
+        objects: u64,
+        limit: u64,
+    },
     #[error("process {pid} fd {fd}: {what}: {source}")]
     Proc {
         pid: i32,
@@ -285,6 +292,35 @@ impl FilesImage {
             .find(|(p, _)| *p == pid)
             .map(|(_, f)| f.as_slice())
             .unwrap_or(&[])
+    }
+
+    /// How many objects PID 1 of a restore makes before it forks (each an
+    /// fd above every number of the image).
+    pub fn objects(&self) -> u64 {
+        (self.files.len()
+            + 2 * self.pipes.len()
+            + self.sockets.len()
+            + self.anon.len()
+            + self.inet.len()
+            + self.tcp.len()) as u64
+    }
+
+    /// Refuses an image whose restore would need more fd numbers in one
+    /// process than `limit` (the hard limit of open files): its numbers,
+    /// its objects above them, and a margin for the restore's own fds
+    /// (shared memory, the log, a pipe).
+    pub fn check_room(&self, limit: u64, extra: u64) -> Result<()> {
+        let max_fd = self.max_fd();
+        let needed = max_fd.max(100) as u64 + 1 + self.objects() + extra + 16;
+        if needed > limit {
+            return Err(Error::TooManyFds {
+                needed,
+                max_fd,
+                objects: self.objects(),
+                limit,
+            });
+        }
+        Ok(())
     }
 
     pub fn max_fd(&self) -> i32 {
@@ -845,6 +881,10 @@ pub fn dump_all(
     }
     dump_pipes(&mut ctx)?;
     dump_unix_sockets(&mut ctx)?;
+    // A restore here would fail for want of fd numbers: refused now, while
+    // the container can still go on.
+    let (_, hard) = crate::sys::rlimit(libc::RLIMIT_NOFILE).unwrap_or((0, u64::MAX));
+    ctx.img.check_room(hard, 0)?;
     Ok(ctx.img)
 }
 

@@ -398,19 +398,26 @@ pub fn set_rlimit(resource: u32, soft: u64, hard: u64) -> Result<(), Errno> {
     };
     match set(soft, hard) {
         Err(Errno::EPERM) => {
-            let mut cur = libc::rlimit64 {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            // SAFETY: prlimit64 writes one rlimit64 into `cur`.
-            let ret = unsafe { libc::prlimit64(0, resource as _, std::ptr::null(), &mut cur) };
-            if ret < 0 {
-                return Err(Errno::last());
-            }
-            let hard = hard.min(cur.rlim_max);
+            let hard = hard.min(rlimit(resource)?.1);
             set(soft.min(hard), hard)
         }
         other => other,
+    }
+}
+
+/// This process's limit `resource` (RLIMIT_*): (soft, hard).
+pub fn rlimit(resource: u32) -> Result<(u64, u64), Errno> {
+    let mut cur = libc::rlimit64 {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit64 on ourselves writes one rlimit64 into `cur`, which
+    // lives for the call.
+    let ret = unsafe { libc::prlimit64(0, resource as _, std::ptr::null(), &mut cur) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok((cur.rlim_cur, cur.rlim_max))
     }
 }
 
