@@ -465,19 +465,27 @@ fn refuse_shared_with_processes(procs: &[(i32, i32, Vec<i32>)]) -> Result<()> {
         ),
         (crate::sys::KCMP_FS, "its working directory, root and umask", "CLONE_FS"),
     ];
-    for (i, (a, a_ns, _)) in procs.iter().enumerate() {
-        for (kind, what, flag) in SHARED {
-            if let Some((_, b_ns, _)) = procs[i + 1..]
-                .iter()
-                .find(|(b, _, _)| crate::sys::kcmp_same(*a, *b, kind).unwrap_or(false))
-            {
-                return Err(Error::SharedWithProcess {
-                    pid: *a,
-                    ns_pid: *a_ns,
-                    other: *b_ns,
-                    what,
-                    flag,
-                });
+    for (kind, what, flag) in SHARED {
+        // In kcmp's order of the objects: each process is looked up among
+        // those before it with a binary search (pairs would be quadratic
+        // in a tree of hundreds). A failed comparison is no sharing.
+        let mut seen: Vec<usize> = Vec::with_capacity(procs.len());
+        for (i, (b, b_ns, _)) in procs.iter().enumerate() {
+            let found = seen.binary_search_by(|&j| {
+                crate::sys::kcmp_order(procs[j].0, *b, kind, 0, 0).unwrap_or(std::cmp::Ordering::Less)
+            });
+            match found {
+                Ok(k) => {
+                    let (a, a_ns, _) = &procs[seen[k]];
+                    return Err(Error::SharedWithProcess {
+                        pid: *a,
+                        ns_pid: *a_ns,
+                        other: *b_ns,
+                        what,
+                        flag,
+                    });
+                }
+                Err(at) => seen.insert(at, i),
             }
         }
     }

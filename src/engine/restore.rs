@@ -968,7 +968,7 @@ fn rebuild(
     regs::restore_kernel_state(&remote, main)?;
     let mut tids = vec![host];
     for t in others {
-        let tid = spawn_thread(&remote, t)?;
+        let tid = spawn_thread(&remote, t, &tids)?;
         regs::restore_kernel_state(&remote.thread(tid)?, t)?;
         tids.push(tid);
     }
@@ -1081,7 +1081,7 @@ fn rebuild(
 
 /// Creates a thread with its old TID by an injected clone3 in the process's
 /// main thread; returns its host TID once it is in its first stop.
-fn spawn_thread(remote: &Remote, t: &ThreadImage) -> Result<i32> {
+fn spawn_thread(remote: &Remote, t: &ThreadImage, known: &[i32]) -> Result<i32> {
     let flags = (libc::CLONE_VM
         | libc::CLONE_FS
         | libc::CLONE_FILES
@@ -1102,7 +1102,7 @@ fn spawn_thread(remote: &Remote, t: &ThreadImage) -> Result<i32> {
         crate::kinds::remote::nr::CLONE3,
         &[remote.scratch, 88],
     )?;
-    let host = host_tid(remote.pid, t.tid)
+    let host = host_tid(remote.pid, t.tid, known)
         .ok_or_else(|| stage("create thread")(format!("thread {} not found after clone3", t.tid)))?;
     ptrace::wait_stop(Pid::from_raw(host)).map_err(|source| Error::Ptrace {
         phase: "wait for new thread",
@@ -1113,12 +1113,17 @@ fn spawn_thread(remote: &Remote, t: &ThreadImage) -> Result<i32> {
 }
 
 /// The host TID of namespace TID `ns_tid` in process `pid`.
-fn host_tid(pid: i32, ns_tid: i32) -> Option<i32> {
-    pstree::threads(pid).ok()?.into_iter().find(|tid| {
-        proc::read_task_status(pid, *tid)
-            .map(|s| s.ns_pid == ns_tid)
-            .unwrap_or(false)
-    })
+/// Threads in `known` (host TIDs) are not it: only a new one is read.
+fn host_tid(pid: i32, ns_tid: i32, known: &[i32]) -> Option<i32> {
+    pstree::threads(pid)
+        .ok()?
+        .into_iter()
+        .filter(|t| !known.contains(t))
+        .find(|tid| {
+            proc::read_task_status(pid, *tid)
+                .map(|s| s.ns_pid == ns_tid)
+                .unwrap_or(false)
+        })
 }
 
 /// Namespace PID -> host PID for the tree under `pid1`.

@@ -708,8 +708,15 @@ pub fn same_file(pid_a: i32, a: RawFd, pid_b: i32, b: RawFd) -> Result<bool, Err
 /// obfuscated) order of files; Equal for the same description.
 pub fn file_order(pid_a: i32, a: RawFd, pid_b: i32, b: RawFd) -> Result<std::cmp::Ordering, Errno> {
     const KCMP_FILE: libc::c_int = 0;
+    kcmp_order(pid_a, pid_b, KCMP_FILE, a, b)
+}
+
+/// kcmp as an order: how `pid_a`'s kernel object of kind `kind` (with
+/// index `a`, for an fd) compares with `pid_b`'s in the kernel's stable,
+/// obfuscated order; Equal for the same object.
+pub fn kcmp_order(pid_a: i32, pid_b: i32, kind: i32, a: RawFd, b: RawFd) -> Result<std::cmp::Ordering, Errno> {
     // SAFETY: kcmp compares kernel objects by integers; it touches no memory.
-    let ret = unsafe { libc::syscall(libc::SYS_kcmp, pid_a, pid_b, KCMP_FILE, a, b) };
+    let ret = unsafe { libc::syscall(libc::SYS_kcmp, pid_a, pid_b, kind, a, b) };
     match ret {
         0 => Ok(std::cmp::Ordering::Equal),
         1 => Ok(std::cmp::Ordering::Less),
