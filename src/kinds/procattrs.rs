@@ -212,30 +212,28 @@ fn upgrade_v5(old: Vec<(i32, ProcAttrsV5)>) -> Vec<(i32, ProcAttrs)> {
 
 /// Layout 4 read as 6: none of what 5 and 6 added.
 fn upgrade_v4(old: Vec<(i32, ProcAttrsV4)>) -> Vec<(i32, ProcAttrs)> {
-    old.into_iter()
-        .map(|(pid, a)| {
-            let a = ProcAttrs {
-                nice: a.nice,
-                policy: a.policy,
-                rt_priority: a.rt_priority,
-                oom_score_adj: a.oom_score_adj,
-                loginuid: a.loginuid,
-                dumpable: a.dumpable,
-                subreaper: a.subreaper,
-                thp_disable: a.thp_disable,
-                timerslack_ns: a.timerslack_ns,
-                membarrier: 0,
-                mlock_future: 0,
-                stopped: false,
-                chroot: None,
-                personality: 0,
-                ioprio: 0,
-                affinity: None,
-                stop_signal: 0,
-            };
-            (pid, a)
-        })
-        .collect()
+    let as_v5 = old.into_iter().map(|(pid, a)| {
+        let a = ProcAttrsV5 {
+            nice: a.nice,
+            policy: a.policy,
+            rt_priority: a.rt_priority,
+            oom_score_adj: a.oom_score_adj,
+            loginuid: a.loginuid,
+            dumpable: a.dumpable,
+            subreaper: a.subreaper,
+            thp_disable: a.thp_disable,
+            timerslack_ns: a.timerslack_ns,
+            membarrier: 0,
+            mlock_future: 0,
+            stopped: false,
+            chroot: None,
+            personality: 0,
+            ioprio: 0,
+            affinity: None,
+        };
+        (pid, a)
+    });
+    upgrade_v5(as_v5.collect())
 }
 
 impl ProcAttrs {
