@@ -335,7 +335,7 @@ pub fn orphaned(procs: &[super::pstree::ProcessImage], pgid: i32) -> bool {
 /// stop signal `sig`, as the kernel stops it: the main thread takes a
 /// SIGSTOP (every other signal blocked meanwhile, so that none pending is
 /// taken before it), which is then delivered as `sig`; each thread joins
-/// the group stop. Every thread is left in the group stop's ptrace trap;
+/// the group stop, and the main thread's mask is its own again. Every thread is left in the group stop's ptrace trap;
 /// once detached it stays stopped, without a second report. Its parent
 /// gets the report (and a SIGCHLD) now: see [`take_stop_report`].
 pub fn stop_again(pid: i32, tids: &[i32], sig: i32) -> Result<()> {
@@ -349,9 +349,13 @@ pub fn stop_again(pid: i32, tids: &[i32], sig: i32) -> Result<()> {
     ptrace::tgkill(pid, main, libc::SIGSTOP).map_err(err("send SIGSTOP"))?;
     ptrace::resume(main_t, 0).map_err(err("let it take SIGSTOP"))?;
     wait_for(main, |s| s == ptrace::Stop::Signal(libc::SIGSTOP)).map_err(err("wait for SIGSTOP"))?;
-    ptrace::set_sigmask(main_t, mask).map_err(err("set the signal mask again"))?;
+    // Delivered with only itself unblocked: a blocked one would be queued
+    // again and the task would run on; the mask is the process's again
+    // once it is in the group stop.
+    ptrace::set_sigmask(main_t, !(1u64 << (sig - 1))).map_err(err("block signals but the stop signal"))?;
     ptrace::resume(main_t, sig).map_err(err("deliver the stop signal"))?;
     wait_for(main, |s| s == ptrace::Stop::Event(ptrace::EVENT_STOP)).map_err(err("wait for the group stop"))?;
+    ptrace::set_sigmask(main_t, mask).map_err(err("set the signal mask again"))?;
     for &tid in others {
         let t = nix::unistd::Pid::from_raw(tid);
         ptrace::resume(t, 0).map_err(err("let a thread join the group stop"))?;
