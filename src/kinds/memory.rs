@@ -1160,13 +1160,17 @@ pub fn restore_layout(
 /// an anon_vma of its own (made before they met, or inherited).
 fn kept_apart(vmas: &[Vma], i: usize) -> bool {
     let v = &vmas[i];
-    let plain = |w: &Vma| w.backing == Backing::Anon && !w.shared && !w.flags.iter().any(|f| f == "gd" || f == "dp");
-    let alike = |w: &Vma| plain(w) && w.prot == v.prot && w.flags == v.flags;
-    plain(v)
+    let alike = |w: &Vma| plain_anon(w) && w.prot == v.prot && w.flags == v.flags;
+    plain_anon(v)
         && (i
             .checked_sub(1)
             .is_some_and(|p| vmas[p].end == v.start && alike(&vmas[p]))
             || vmas.get(i + 1).is_some_and(|w| w.start == v.end && alike(w)))
+}
+
+/// Private anonymous memory, not a stack nor droppable.
+fn plain_anon(v: &Vma) -> bool {
+    v.backing == Backing::Anon && !v.shared && !v.flags.iter().any(|f| f == "gd" || f == "dp")
 }
 
 /// Maps private anonymous mapping `v` with an anon_vma of its own, so that
@@ -1177,26 +1181,13 @@ fn kept_apart(vmas: &[Vma], i: usize) -> bool {
 /// different anon_vmas.
 fn map_apart(remote: &Remote, v: &Vma, taken: &[(u64, u64)]) -> Result<()> {
     let at = find_gap(taken, v.len()).ok_or(Error::NoGap { pid: remote.pid })?;
-    let mut flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
-    if v.flags.iter().any(|f| f == "nr") {
-        flags |= libc::MAP_NORESERVE as u64;
-    }
+    let flags = (libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64 | map_flags(v);
     let what = format!("mmap {:#x}-{:#x} apart from its neighbour", v.start, v.end);
     remote.call(&what, nr::MMAP, &[at, v.len(), u64::from(v.prot), flags, u64::MAX, 0])?;
     // Through /proc/PID/mem, which writes a mapping of any protection.
     remote.write(at, &[0])?;
-    remote.call(
-        "madvise(MADV_DONTNEED) a page",
-        libc::SYS_madvise,
-        &[at, PAGE, libc::MADV_DONTNEED as u64],
-    )?;
-    let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
-    remote.call(
-        "mremap a mapping kept apart",
-        nr::MREMAP,
-        &[at, v.len(), v.len(), flags, v.start],
-    )?;
-    advise(remote, v, v.start, v.len())
+    // No page kept: the one written is dropped again.
+    move_into_place(remote, v, at, "mremap a mapping kept apart", Some(Vec::new()))
 }
 
 /// Moves a shadow at `at` (`len` bytes) that overlaps the image's layout
@@ -1279,12 +1270,13 @@ fn find_gap(taken: &[(u64, u64)], len: u64) -> Option<u64> {
     (hi > len + 0x10000).then(|| hi - len - PAGE)
 }
 
-fn map_vma(remote: &Remote, v: &Vma, shmem: &ShmemFds) -> Result<()> {
+/// The mmap flags that make a mapping like `v`: its type (shared,
+/// droppable, private), MAP_GROWSDOWN and MAP_NORESERVE.
+fn map_flags(v: &Vma) -> u64 {
     /// MAP_DROPPABLE (not in the libc crate): private, and the kernel may
     /// free its pages under memory pressure.
     const MAP_DROPPABLE: u64 = 0x08;
-    let mut flags = libc::MAP_FIXED as u64;
-    flags |= match () {
+    let mut flags = match () {
         _ if v.shared => libc::MAP_SHARED as u64,
         _ if v.flags.iter().any(|f| f == "dp") => MAP_DROPPABLE,
         _ => libc::MAP_PRIVATE as u64,
@@ -1295,6 +1287,11 @@ fn map_vma(remote: &Remote, v: &Vma, shmem: &ShmemFds) -> Result<()> {
     if v.flags.iter().any(|f| f == "nr") {
         flags |= libc::MAP_NORESERVE as u64;
     }
+    flags
+}
+
+fn map_vma(remote: &Remote, v: &Vma, shmem: &ShmemFds) -> Result<()> {
+    let mut flags = libc::MAP_FIXED as u64 | map_flags(v);
     let what = format!("mmap {:#x}-{:#x}", v.start, v.end);
     match &v.backing {
         Backing::Special { .. } => return Ok(()),
@@ -1581,10 +1578,7 @@ pub fn restore_pages(
     // it): pre-copied pages move in. Others' are copied.
     let movable = |i: usize| {
         let v = &img.vmas[i];
-        v.backing == Backing::Anon
-            && !v.shared
-            && !v.flags.iter().any(|f| f == "gd" || f == "dp" || f == "nr")
-            && !kept_apart(&img.vmas, i)
+        plain_anon(v) && !v.flags.iter().any(|f| f == "nr") && !kept_apart(&img.vmas, i)
     };
     for (i, v) in img.vmas.iter().enumerate() {
         // A mapping moved in from a shared shadow has its owner's pages
