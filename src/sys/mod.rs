@@ -693,13 +693,21 @@ pub fn file_signal(fd: BorrowedFd<'_>) -> Result<i32, Errno> {
 /// kcmp(KCMP_FILE): whether fd `a` of `pid_a` and fd `b` of `pid_b` are
 /// the same open file description.
 pub fn same_file(pid_a: i32, a: RawFd, pid_b: i32, b: RawFd) -> Result<bool, Errno> {
-    const KCMP_FILE: libc::c_int = 0;
+    Ok(kcmp(pid_a, pid_b, KCMP_FILE, a, b)? == 0)
+}
+
+/// kcmp(KCMP_FILE).
+const KCMP_FILE: libc::c_int = 0;
+
+/// kcmp(2) on integers: 0 for the same object, 1 or 2 for an order, 3 for
+/// different objects without one.
+fn kcmp(pid_a: i32, pid_b: i32, kind: i32, a: RawFd, b: RawFd) -> Result<i64, Errno> {
     // SAFETY: kcmp compares kernel objects by integers; it touches no memory.
-    let ret = unsafe { libc::syscall(libc::SYS_kcmp, pid_a, pid_b, KCMP_FILE, a, b) };
+    let ret = unsafe { libc::syscall(libc::SYS_kcmp, pid_a, pid_b, kind, a, b) };
     if ret < 0 {
         Err(Errno::last())
     } else {
-        Ok(ret == 0)
+        Ok(ret)
     }
 }
 
@@ -707,7 +715,6 @@ pub fn same_file(pid_a: i32, a: RawFd, pid_b: i32, b: RawFd) -> Result<bool, Err
 /// description compares with fd `b` of `pid_b`'s in the kernel's (stable,
 /// obfuscated) order of files; Equal for the same description.
 pub fn file_order(pid_a: i32, a: RawFd, pid_b: i32, b: RawFd) -> Result<std::cmp::Ordering, Errno> {
-    const KCMP_FILE: libc::c_int = 0;
     kcmp_order(pid_a, pid_b, KCMP_FILE, a, b)
 }
 
@@ -715,13 +722,10 @@ pub fn file_order(pid_a: i32, a: RawFd, pid_b: i32, b: RawFd) -> Result<std::cmp
 /// index `a`, for an fd) compares with `pid_b`'s in the kernel's stable,
 /// obfuscated order; Equal for the same object.
 pub fn kcmp_order(pid_a: i32, pid_b: i32, kind: i32, a: RawFd, b: RawFd) -> Result<std::cmp::Ordering, Errno> {
-    // SAFETY: kcmp compares kernel objects by integers; it touches no memory.
-    let ret = unsafe { libc::syscall(libc::SYS_kcmp, pid_a, pid_b, kind, a, b) };
-    match ret {
+    match kcmp(pid_a, pid_b, kind, a, b)? {
         0 => Ok(std::cmp::Ordering::Equal),
         1 => Ok(std::cmp::Ordering::Less),
         2 => Ok(std::cmp::Ordering::Greater),
-        r if r < 0 => Err(Errno::last()),
         _ => Err(Errno::EINVAL),
     }
 }
@@ -805,13 +809,7 @@ pub const KCMP_FS: i32 = 3;
 /// Whether processes `pid_a` and `pid_b` share one kernel object of kcmp
 /// kind `kind` ([`KCMP_VM`], [`KCMP_FILES`], [`KCMP_FS`]).
 pub fn kcmp_same(pid_a: i32, pid_b: i32, kind: i32) -> Result<bool, Errno> {
-    // SAFETY: kcmp compares kernel objects by integers; it touches no memory.
-    let ret = unsafe { libc::syscall(libc::SYS_kcmp, pid_a, pid_b, kind, 0, 0) };
-    if ret < 0 {
-        Err(Errno::last())
-    } else {
-        Ok(ret == 0)
-    }
+    Ok(kcmp(pid_a, pid_b, kind, 0, 0)? == 0)
 }
 
 /// tee(2) with SPLICE_F_NONBLOCK: copies up to `len` bytes from pipe `from`
