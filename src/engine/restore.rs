@@ -905,12 +905,18 @@ fn stop_again(img: &Image, hosts: &HashMap<i32, i32>, stopped: &HashMap<i32, Vec
             .map(|(_, q)| q.as_slice())
             .unwrap_or(&[]);
         let drop = !signals::holds(shared, libc::SIGCHLD) && !signals::holds(own, libc::SIGCHLD);
-        let maps = memory::mappings_fast(parent_host)?;
-        let ip = memory::syscall_ip(parent_host, &maps)?;
-        let mut remote = Remote::new(parent_host, parent_host, ip)?;
+        let mut remote = hold(parent_host)?;
         procattrs::take_stop_report(&mut remote, p.pid, a.stop_signal == 0, drop)?;
     }
     Ok(())
+}
+
+/// A handle on seized process `host` (host PID), through its main thread,
+/// injecting syscalls at a `syscall` instruction of its own.
+fn hold(host: i32) -> Result<Remote> {
+    let maps = memory::mappings_fast(host)?;
+    let ip = memory::syscall_ip(host, &maps)?;
+    Ok(Remote::new(host, host, ip)?)
 }
 
 /// Rebuilds one seized process; returns the host TIDs of its threads, the
@@ -926,9 +932,7 @@ fn rebuild(
 ) -> Result<Vec<i32>> {
     let (shmem, ready_fd) = (with.shmem, with.ready_fd);
     let host_of = |ns: i32| with.hosts.get(&ns).copied();
-    let maps = memory::mappings_fast(host)?;
-    let ip = memory::syscall_ip(host, &maps)?;
-    let mut remote = Remote::new(host, host, ip)?;
+    let mut remote = hold(host)?;
     remote.close(ready_fd as u64)?;
     if tracing::enabled!(tracing::Level::DEBUG) {
         let fds: Vec<String> = std::fs::read_dir(format!("/proc/{host}/fd"))

@@ -310,13 +310,13 @@ impl FilesImage {
     /// its objects above them, and a margin for the restore's own fds
     /// (shared memory, the log, a pipe).
     pub fn check_room(&self, limit: u64, extra: u64) -> Result<()> {
-        let max_fd = self.max_fd();
-        let needed = max_fd.max(100) as u64 + 1 + self.objects() + extra + 16;
+        let (max_fd, objects) = (self.max_fd(), self.objects());
+        let needed = max_fd.max(100) as u64 + 1 + objects + extra + 16;
         if needed > limit {
             return Err(Error::TooManyFds {
                 needed,
                 max_fd,
-                objects: self.objects(),
+                objects,
                 limit,
             });
         }

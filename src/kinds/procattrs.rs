@@ -388,17 +388,10 @@ fn wait_for(tid: i32, want: impl Fn(ptrace::Stop) -> bool) -> std::result::Resul
 /// calls.
 pub fn take_stop_report(remote: &mut Remote, child: i32, taken: bool, drop_sigchld: bool) -> Result<()> {
     let pid = remote.pid;
+    let err = |step| move |source| Error::Stop { pid, step, source };
     let t = nix::unistd::Pid::from_raw(remote.tid);
-    let mask = ptrace::get_sigmask(t).map_err(|source| Error::Stop {
-        pid,
-        step: "read the parent's signal mask",
-        source,
-    })?;
-    ptrace::set_sigmask(t, u64::MAX).map_err(|source| Error::Stop {
-        pid,
-        step: "block the parent's signals",
-        source,
-    })?;
+    let mask = ptrace::get_sigmask(t).map_err(err("read the parent's signal mask"))?;
+    ptrace::set_sigmask(t, u64::MAX).map_err(err("block the parent's signals"))?;
     if taken {
         let flags = (libc::WSTOPPED | libc::WNOHANG) as u64;
         remote.call(
@@ -426,11 +419,7 @@ pub fn take_stop_report(remote: &mut Remote, child: i32, taken: bool, drop_sigch
         }
         remote.unmap_scratch()?;
     }
-    ptrace::set_sigmask(t, mask).map_err(|source| Error::Stop {
-        pid,
-        step: "set the parent's signal mask again",
-        source,
-    })
+    ptrace::set_sigmask(t, mask).map_err(err("set the parent's signal mask again"))
 }
 
 fn read_proc(pid: i32, what: &'static str) -> Result<Option<String>> {
